@@ -1,0 +1,13 @@
+//! Memory-trace formats for vmemsim.
+//!
+//! - [`record`]: the records every reader yields ([`Record`], [`Access`], [`Event`]).
+//!
+//! Every reader implements [`RecordSource`]; malformed input is a
+//! [`TraceError`] that names the file, the byte offset or line, and what was
+//! expected; readers never panic on input.
+
+pub mod error;
+pub mod record;
+
+pub use error::TraceError;
+pub use record::{Access, AccessKind, Event, ProcEvent, ProcessInfo, Record, RecordSource};

@@ -1,0 +1,162 @@
+//! The in-memory trace records every reader produces and every writer takes.
+//!
+//! One [`Record`] is either a memory [`Access`] of one process or a process
+//! [`Event`] (mmap, munmap, brk, mprotect, fork, exec, exit). Records are in
+//! global program order: the order in which the recorded processes issued
+//! them, interleaved as the recorder saw them.
+
+/// Kind of a memory access, as Valgrind's lackey reports it
+/// (`I` fetch, `L` load, `S` store, `M` modify = load then store).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum AccessKind {
+    /// Instruction fetch (`I`). One fetch is one retired instruction.
+    Fetch = 0,
+    /// Data load (`L`).
+    Load = 1,
+    /// Data store (`S`).
+    Store = 2,
+    /// Read-modify-write of one location (`M`): needs write permission.
+    Modify = 3,
+}
+
+impl AccessKind {
+    /// True for accesses that need write permission (store, modify).
+    #[inline]
+    pub fn is_write(self) -> bool {
+        matches!(self, AccessKind::Store | AccessKind::Modify)
+    }
+
+    /// Decode from the `repr(u8)` value; `None` for values above 3.
+    #[inline]
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(AccessKind::Fetch),
+            1 => Some(AccessKind::Load),
+            2 => Some(AccessKind::Store),
+            3 => Some(AccessKind::Modify),
+            _ => None,
+        }
+    }
+}
+
+/// One memory access by one process: 16 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Access {
+    /// Guest-virtual address (gVA) of the first byte.
+    pub addr: u64,
+    /// Recorded process id of the accessing process.
+    pub pid: u32,
+    /// Size of the access in bytes (lackey reports 1 to 64; ChampSim 0 = unknown).
+    pub size: u16,
+    /// Fetch, load, store or modify.
+    pub kind: AccessKind,
+}
+
+/// A process event, with the result the kernel returned where that matters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ProcEvent {
+    /// `fork`/`clone`/`vfork` that created a new process (not a thread):
+    /// the event's pid is the parent; `child` the new process id. The child
+    /// starts with a copy-on-write copy of the parent's address space.
+    Fork {
+        /// Process id of the new child.
+        child: u32,
+    },
+    /// Successful `execve`: the process's address space is replaced by a new,
+    /// empty one (the new image's mappings follow as `Mmap` events or are
+    /// discovered as implicit mappings on first touch).
+    Exec,
+    /// Successful `mmap`: `addr` is the address the kernel returned.
+    Mmap {
+        /// Start gVA of the new mapping (page aligned).
+        addr: u64,
+        /// Length in bytes.
+        len: u64,
+        /// `PROT_*` bits (1 read, 2 write, 4 exec).
+        prot: u32,
+        /// `MAP_*` flags as passed by the program.
+        flags: u32,
+    },
+    /// Successful `munmap` of `[addr, addr + len)`.
+    Munmap {
+        /// Start gVA (page aligned).
+        addr: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// `brk`: the program break after the call (the kernel's return value).
+    Brk {
+        /// New program break (gVA).
+        addr: u64,
+    },
+    /// Successful `mprotect` of `[addr, addr + len)` to `prot`.
+    Mprotect {
+        /// Start gVA (page aligned).
+        addr: u64,
+        /// Length in bytes.
+        len: u64,
+        /// New `PROT_*` bits.
+        prot: u32,
+    },
+    /// The process exited (or was killed) with this status.
+    Exit {
+        /// Exit code, or 128 + signal number when killed by a signal.
+        code: i32,
+    },
+}
+
+/// A process event tagged with the process it happened in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Event {
+    /// Recorded process id.
+    pub pid: u32,
+    /// What happened.
+    pub kind: ProcEvent,
+}
+
+/// One trace record: an access or a process event.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Record {
+    /// A memory access.
+    Access(Access),
+    /// A process event.
+    Event(Event),
+}
+
+/// One process that appears in a trace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ProcessInfo {
+    /// Recorded process id.
+    pub pid: u32,
+    /// Parent's recorded process id, `None` for the root process(es).
+    pub parent: Option<u32>,
+    /// Command line or image name as recorded (may be empty).
+    pub command: String,
+}
+
+/// A source of trace records, decoded in bulk.
+///
+/// Readers of every format and the built-in workload generators implement it,
+/// so the simulator takes any of them.
+pub trait RecordSource {
+    /// Append up to `max` records to `buf` (which the caller has cleared).
+    /// Returns the number appended; 0 means the source is exhausted.
+    ///
+    /// # Errors
+    /// A [`crate::TraceError`] naming the file and byte offset or line of
+    /// malformed input.
+    fn next_batch(&mut self, buf: &mut Vec<Record>, max: usize) -> Result<usize, crate::TraceError>;
+
+    /// Processes known up front (from a header or process table); may be
+    /// empty for formats that have none.
+    fn processes(&self) -> &[ProcessInfo] {
+        &[]
+    }
+
+    /// Warnings gathered while reading (for example "trace truncated after
+    /// block 12"): shown to the user after the run.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
