@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod record;
+pub mod vmt;
 
 pub use error::TraceError;
 pub use record::{Access, AccessKind, Event, ProcEvent, ProcessInfo, Record, RecordSource};

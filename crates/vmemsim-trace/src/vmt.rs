@@ -1,0 +1,1693 @@
+//! The vmemsim trace format (`.vmt`): a versioned header, zstd-compressed
+//! blocks of compactly encoded records, and a footer with an index and
+//! counts so that [`crate::info`] need not decode the records.
+//!
+//! The byte layout is specified in `docs/trace-format.md`. In short:
+//!
+//! ```text
+//! header   magic(8) version(u16) flags(u16) exit_code(i32) creator_len(u16) creator
+//! block*   'B' comp_len(u32) records(u32) raw_len(u32) zstd-frame(comp_len)
+//! footer   'F' body_len(u32) body
+//! trailer  footer_offset(u64) "VMTFOOT\n"
+//! ```
+//!
+//! Inside a block every record starts with one tag byte: two bits of access
+//! kind, four bits of size code and a "same address as predicted" bit, so a
+//! sequential instruction fetch costs one byte before compression. Addresses
+//! are zigzag LEB128 deltas from a per-process, per-class prediction (fetch:
+//! end of the previous fetch; data: the previous data address). Process
+//! switches, events and process-table entries are rare escape tags. The
+//! prediction state is reset at every block, so blocks decode independently.
+//!
+//! The [`Writer`] writes `PATH.partial` and renames it to `PATH` only in
+//! [`Writer::finish`]; a crashed recording leaves only the `.partial` file,
+//! which the [`Reader`] still reads up to its last whole block.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::record::{Access, AccessKind, Event, ProcEvent, ProcessInfo, Record, RecordSource};
+use crate::TraceError;
+
+/// The 8 magic bytes at the start of every `.vmt` file.
+pub const MAGIC: [u8; 8] = *b"\x89VMT\r\n\x1a\n";
+/// The format version this crate writes and reads.
+pub const VERSION: u16 = 1;
+/// The 8 bytes that end a file with a footer.
+pub const TRAILER_MAGIC: [u8; 8] = *b"VMTFOOT\n";
+/// Default number of records per block.
+pub const DEFAULT_BLOCK_RECORDS: u32 = 1 << 16;
+
+/// Header flag: the recording finished and the recorded program exited.
+pub const FLAG_COMPLETE: u16 = 1;
+/// Header flag: the recording was stopped early (see the footer's reason).
+pub const FLAG_TRUNCATED: u16 = 2;
+/// Header flag: the exit code field is valid.
+pub const FLAG_EXIT_CODE: u16 = 4;
+
+/// Names of the access kinds, indexed by `AccessKind as usize`.
+pub const ACCESS_KIND_NAMES: [&str; 4] = ["fetch", "load", "store", "modify"];
+/// Names of the event kinds, indexed by [`event_index`].
+pub const EVENT_KIND_NAMES: [&str; 7] =
+    ["fork", "exec", "mmap", "munmap", "brk", "mprotect", "exit"];
+
+const HEADER_FIXED: usize = 18;
+const BLOCK_HEADER: usize = 13;
+const TRAILER_LEN: u64 = 16;
+/// Largest raw (decompressed) block the reader accepts, in bytes.
+const MAX_RAW_BLOCK: usize = 64 << 20;
+/// The writer closes a block when its raw payload reaches this many bytes.
+const RAW_FLUSH: usize = 4 << 20;
+/// Largest footer the reader accepts, in bytes.
+const MAX_FOOTER: u64 = 1 << 30;
+/// Longest command string stored in a process entry, in bytes.
+const MAX_COMMAND: usize = 4096;
+const ZSTD_LEVEL: i32 = 3;
+
+const TAG_ZERO_DELTA: u8 = 0x40;
+const TAG_RESERVED: u8 = 0x80;
+const TAG_EXPLICIT_SIZE: u8 = 0x00;
+const TAG_PID: u8 = 0x40;
+const TAG_EVENT: u8 = 0x80;
+const TAG_PROCESS: u8 = 0xC0;
+
+/// Access size of each 4-bit size code; code 0 is an escape.
+const SIZE_OF_CODE: [u16; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16, 32, 64];
+const KINDS: [AccessKind; 4] = [
+    AccessKind::Fetch,
+    AccessKind::Load,
+    AccessKind::Store,
+    AccessKind::Modify,
+];
+
+#[inline]
+fn size_code(size: u16) -> u8 {
+    match size {
+        1..=12 => size as u8,
+        16 => 13,
+        32 => 14,
+        64 => 15,
+        _ => 0,
+    }
+}
+
+/// Index of an event kind in [`EVENT_KIND_NAMES`].
+pub fn event_index(e: &ProcEvent) -> usize {
+    match e {
+        ProcEvent::Fork { .. } => 0,
+        ProcEvent::Exec => 1,
+        ProcEvent::Mmap { .. } => 2,
+        ProcEvent::Munmap { .. } => 3,
+        ProcEvent::Brk { .. } => 4,
+        ProcEvent::Mprotect { .. } => 5,
+        ProcEvent::Exit { .. } => 6,
+    }
+}
+
+#[inline]
+fn zigzag(v: u64) -> u64 {
+    let s = v as i64;
+    ((s << 1) ^ (s >> 63)) as u64
+}
+
+#[inline]
+fn unzigzag(v: u64) -> u64 {
+    (v >> 1) ^ (v & 1).wrapping_neg()
+}
+
+#[inline]
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Why decoding a block payload failed, at a payload offset.
+#[derive(Debug)]
+enum PayloadError {
+    /// Ran out of bytes in the middle of a record.
+    Truncated(usize),
+    /// A varint longer than 10 bytes or overflowing 64 bits.
+    BadVarint(usize),
+    /// An unknown tag byte.
+    BadTag(usize, u8),
+    /// A field out of range.
+    BadField(usize, &'static str),
+}
+
+#[inline(always)]
+fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, PayloadError> {
+    let start = *pos;
+    let mut p = start;
+    let mut result = 0u64;
+    let mut shift = 0u32;
+    loop {
+        let Some(&b) = buf.get(p) else {
+            return Err(PayloadError::Truncated(start));
+        };
+        p += 1;
+        if shift == 63 && b > 1 {
+            return Err(PayloadError::BadVarint(start));
+        }
+        result |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            *pos = p;
+            return Ok(result);
+        }
+        shift += 7;
+        if shift > 63 {
+            return Err(PayloadError::BadVarint(start));
+        }
+    }
+}
+
+#[inline]
+fn get_u32_varint(buf: &[u8], pos: &mut usize, what: &'static str) -> Result<u32, PayloadError> {
+    let at = *pos;
+    let v = get_varint(buf, pos)?;
+    u32::try_from(v).map_err(|_| PayloadError::BadField(at, what))
+}
+
+/// Address prediction state of one process in one block.
+#[derive(Clone, Copy, Default)]
+struct Predict {
+    /// `[fetch, data]`: predicted next fetch address (end of the last
+    /// fetch) and the last data address.
+    base: [u64; 2],
+}
+
+/// Per-block codec state shared by writer and reader.
+struct CodecState {
+    pid: u32,
+    cur: Predict,
+    saved: Vec<(u32, Predict)>,
+}
+
+impl CodecState {
+    fn new() -> Self {
+        CodecState {
+            pid: 0,
+            cur: Predict::default(),
+            saved: Vec::new(),
+        }
+    }
+    fn reset(&mut self) {
+        self.pid = 0;
+        self.cur = Predict::default();
+        self.saved.clear();
+    }
+    fn switch(&mut self, pid: u32) {
+        let old = self.pid;
+        let cur = self.cur;
+        match self.saved.iter_mut().find(|(p, _)| *p == old) {
+            Some(slot) => slot.1 = cur,
+            None => self.saved.push((old, cur)),
+        }
+        self.cur = self
+            .saved
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .map(|s| s.1)
+            .unwrap_or_default();
+        self.pid = pid;
+    }
+}
+
+/// How a recording ended, given to [`Writer::finish`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FinishStatus {
+    /// The recorded program ran to its end.
+    Complete {
+        /// Its exit code (128 + signal when killed), `None` when not known
+        /// (for example a trace converted from a format without it).
+        exit_code: Option<i32>,
+    },
+    /// The recording was stopped early (record limit, interrupt, ...).
+    Truncated {
+        /// Why, for the user.
+        reason: String,
+    },
+}
+
+/// What [`Writer::finish`] wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WriteSummary {
+    /// Processes in the process table.
+    pub processes: usize,
+    /// Memory accesses written.
+    pub accesses: u64,
+    /// Process events written.
+    pub events: u64,
+    /// Size of the file in bytes.
+    pub bytes_written: u64,
+}
+
+impl WriteSummary {
+    /// File bytes per access (0 when there are no accesses).
+    pub fn bytes_per_access(&self) -> f64 {
+        if self.accesses == 0 {
+            0.0
+        } else {
+            self.bytes_written as f64 / self.accesses as f64
+        }
+    }
+}
+
+impl fmt::Display for WriteSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} processes, {} accesses, {} events, {} bytes ({:.3} bytes/access)",
+            self.processes,
+            self.accesses,
+            self.events,
+            self.bytes_written,
+            self.bytes_per_access()
+        )
+    }
+}
+
+/// Counts kept in the footer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Accesses by kind, indexed by `AccessKind as usize`.
+    pub accesses: [u64; 4],
+    /// Events by kind, indexed by [`event_index`].
+    pub events: [u64; 7],
+    /// Distinct (pid, 4 KiB virtual page) pairs touched by accesses.
+    pub footprint_pages: u64,
+}
+
+impl Counts {
+    /// All accesses.
+    pub fn total_accesses(&self) -> u64 {
+        self.accesses.iter().sum()
+    }
+    /// All events.
+    pub fn total_events(&self) -> u64 {
+        self.events.iter().sum()
+    }
+}
+
+/// The fixed header of a `.vmt` file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Format version.
+    pub version: u16,
+    /// `FLAG_*` bits.
+    pub flags: u16,
+    /// Recorded exit code; meaningful when `flags & FLAG_EXIT_CODE`.
+    pub exit_code: i32,
+    /// The program that wrote the file.
+    pub creator: String,
+}
+
+impl Header {
+    /// The recorded exit code, if the recording completed with one.
+    pub fn exit_status(&self) -> Option<i32> {
+        (self.flags & FLAG_EXIT_CODE != 0).then_some(self.exit_code)
+    }
+    /// True when the writer finished with [`FinishStatus::Complete`].
+    pub fn is_complete(&self) -> bool {
+        self.flags & FLAG_COMPLETE != 0
+    }
+    /// True when the writer finished with [`FinishStatus::Truncated`].
+    pub fn is_truncated(&self) -> bool {
+        self.flags & FLAG_TRUNCATED != 0
+    }
+}
+
+/// One entry of the block index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockIndex {
+    /// File offset of the block's `'B'` tag, in bytes.
+    pub offset: u64,
+    /// Records (accesses and events) in the block.
+    pub records: u32,
+}
+
+/// The footer: index, counts and process table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Footer {
+    /// Truncation reason (empty unless truncated).
+    pub reason: String,
+    /// Counts of all records in the file.
+    pub counts: Counts,
+    /// Every block, in file order.
+    pub blocks: Vec<BlockIndex>,
+    /// Final process table.
+    pub processes: Vec<ProcessInfo>,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> TraceError {
+    TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn malformed(path: &Path, at: String, what: String) -> TraceError {
+    TraceError::Malformed {
+        path: path.to_path_buf(),
+        at,
+        what,
+    }
+}
+
+/// Path of the in-progress file for `path`: `PATH.partial`.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Writes a `.vmt` file; see the module documentation.
+pub struct Writer {
+    final_path: PathBuf,
+    partial: PathBuf,
+    file: BufWriter<File>,
+    pos: u64,
+    block_records_target: u32,
+    compressor: zstd::bulk::Compressor<'static>,
+    raw: Vec<u8>,
+    comp: Vec<u8>,
+    block_records: u32,
+    state: CodecState,
+    blocks: Vec<BlockIndex>,
+    counts: Counts,
+    pages: HashSet<(u32, u64)>,
+    last_page: [(u32, u64); 2],
+    processes: Vec<ProcessInfo>,
+}
+
+impl Writer {
+    /// Create `PATH.partial` and write the header; `creator` names the
+    /// program writing the trace (truncated to 65535 bytes).
+    ///
+    /// # Errors
+    /// [`TraceError::Io`] when the file cannot be created or written.
+    pub fn create(path: &Path, creator: &str) -> Result<Writer, TraceError> {
+        let partial = partial_path(path);
+        let file = File::create(&partial).map_err(|e| io_err(&partial, e))?;
+        let mut file = BufWriter::with_capacity(1 << 20, file);
+        let mut creator_bytes = creator.as_bytes();
+        if creator_bytes.len() > usize::from(u16::MAX) {
+            creator_bytes = &creator_bytes[..usize::from(u16::MAX)];
+        }
+        let mut h = Vec::with_capacity(HEADER_FIXED + creator_bytes.len());
+        h.extend_from_slice(&MAGIC);
+        h.extend_from_slice(&VERSION.to_le_bytes());
+        h.extend_from_slice(&0u16.to_le_bytes());
+        h.extend_from_slice(&0i32.to_le_bytes());
+        h.extend_from_slice(&(creator_bytes.len() as u16).to_le_bytes());
+        h.extend_from_slice(creator_bytes);
+        file.write_all(&h).map_err(|e| io_err(&partial, e))?;
+        let mut compressor =
+            zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| io_err(&partial, e))?;
+        compressor
+            .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+            .map_err(|e| io_err(&partial, e))?;
+        Ok(Writer {
+            final_path: path.to_path_buf(),
+            partial,
+            file,
+            pos: h.len() as u64,
+            block_records_target: DEFAULT_BLOCK_RECORDS,
+            compressor,
+            raw: Vec::with_capacity(1 << 18),
+            comp: Vec::new(),
+            block_records: 0,
+            state: CodecState::new(),
+            blocks: Vec::new(),
+            counts: Counts::default(),
+            pages: HashSet::new(),
+            last_page: [(u32::MAX, u64::MAX); 2],
+            processes: Vec::new(),
+        })
+    }
+
+    /// Set how many records go into one block (at least 1; default
+    /// [`DEFAULT_BLOCK_RECORDS`]). Smaller blocks lose less on truncation
+    /// and compress worse.
+    pub fn set_block_records(&mut self, records: u32) {
+        self.block_records_target = records.max(1);
+    }
+
+    /// Append one record (encoded into the current block; a full block is
+    /// compressed and written).
+    ///
+    /// # Errors
+    /// [`TraceError::Io`] when writing a full block fails.
+    pub fn push(&mut self, record: &Record) -> Result<(), TraceError> {
+        match record {
+            Record::Access(a) => self.push_access(a),
+            Record::Event(e) => self.push_event(e),
+        }
+        self.block_records += 1;
+        if self.block_records >= self.block_records_target || self.raw.len() >= RAW_FLUSH {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn push_access(&mut self, a: &Access) {
+        if a.pid != self.state.pid {
+            self.state.switch(a.pid);
+            self.raw.push(TAG_PID);
+            put_varint(&mut self.raw, u64::from(a.pid));
+        }
+        let kind = a.kind as u8;
+        let cls = usize::from(kind != 0);
+        let delta = a.addr.wrapping_sub(self.state.cur.base[cls]);
+        let code = size_code(a.size);
+        if code == 0 {
+            self.raw.push(TAG_EXPLICIT_SIZE | kind);
+            put_varint(&mut self.raw, u64::from(a.size));
+            put_varint(&mut self.raw, zigzag(delta));
+        } else if delta == 0 {
+            self.raw.push(kind | code << 2 | TAG_ZERO_DELTA);
+        } else {
+            self.raw.push(kind | code << 2);
+            put_varint(&mut self.raw, zigzag(delta));
+        }
+        self.state.cur.base[cls] = if cls == 0 {
+            a.addr.wrapping_add(u64::from(a.size))
+        } else {
+            a.addr
+        };
+        self.counts.accesses[kind as usize] += 1;
+        let first = (a.pid, a.addr >> 12);
+        if self.last_page[cls] != first {
+            self.last_page[cls] = first;
+            self.pages.insert(first);
+        }
+        let last = a.addr.saturating_add(u64::from(a.size.max(1)) - 1) >> 12;
+        if last != first.1 {
+            self.pages.insert((a.pid, last));
+        }
+    }
+
+    fn push_event(&mut self, e: &Event) {
+        let r = &mut self.raw;
+        r.push(TAG_EVENT);
+        let idx = event_index(&e.kind);
+        r.push(idx as u8);
+        put_varint(r, u64::from(e.pid));
+        match e.kind {
+            ProcEvent::Fork { child } => put_varint(r, u64::from(child)),
+            ProcEvent::Exec => {}
+            ProcEvent::Mmap {
+                addr,
+                len,
+                prot,
+                flags,
+            } => {
+                put_varint(r, addr);
+                put_varint(r, len);
+                put_varint(r, u64::from(prot));
+                put_varint(r, u64::from(flags));
+            }
+            ProcEvent::Munmap { addr, len } => {
+                put_varint(r, addr);
+                put_varint(r, len);
+            }
+            ProcEvent::Brk { addr } => put_varint(r, addr),
+            ProcEvent::Mprotect { addr, len, prot } => {
+                put_varint(r, addr);
+                put_varint(r, len);
+                put_varint(r, u64::from(prot));
+            }
+            ProcEvent::Exit { code } => put_varint(r, zigzag(i64::from(code) as u64)),
+        }
+        self.counts.events[idx] += 1;
+    }
+
+    /// Add a process to the process table, or replace the entry with the
+    /// same pid (for example after an exec changed its command). The entry
+    /// is also written into the record stream, so a trace cut short still
+    /// has it. Commands longer than 4096 bytes are cut.
+    pub fn add_process(&mut self, mut info: ProcessInfo) {
+        if info.command.len() > MAX_COMMAND {
+            let mut end = MAX_COMMAND;
+            while !info.command.is_char_boundary(end) {
+                end -= 1;
+            }
+            info.command.truncate(end);
+        }
+        let r = &mut self.raw;
+        r.push(TAG_PROCESS);
+        put_varint(r, u64::from(info.pid));
+        put_varint(r, info.parent.map_or(0, |p| u64::from(p) + 1));
+        put_varint(r, info.command.len() as u64);
+        r.extend_from_slice(info.command.as_bytes());
+        match self.processes.iter_mut().find(|p| p.pid == info.pid) {
+            Some(p) => *p = info,
+            None => self.processes.push(info),
+        }
+    }
+
+    /// The process table so far.
+    pub fn processes(&self) -> &[ProcessInfo] {
+        &self.processes
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), TraceError> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| io_err(&self.partial, e))?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn flush_block(&mut self) -> Result<(), TraceError> {
+        if self.raw.is_empty() {
+            return Ok(());
+        }
+        self.comp.clear();
+        self.comp
+            .reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
+        self.compressor
+            .compress_to_buffer(&self.raw[..], &mut self.comp)
+            .map_err(|e| io_err(&self.partial, e))?;
+        let mut h = [0u8; BLOCK_HEADER];
+        h[0] = b'B';
+        h[1..5].copy_from_slice(&(self.comp.len() as u32).to_le_bytes());
+        h[5..9].copy_from_slice(&self.block_records.to_le_bytes());
+        h[9..13].copy_from_slice(&(self.raw.len() as u32).to_le_bytes());
+        self.blocks.push(BlockIndex {
+            offset: self.pos,
+            records: self.block_records,
+        });
+        self.write(&h)?;
+        let comp = std::mem::take(&mut self.comp);
+        let r = self.write(&comp);
+        self.comp = comp;
+        r?;
+        self.raw.clear();
+        self.block_records = 0;
+        self.state.reset();
+        Ok(())
+    }
+
+    /// Write the last block, the footer and the final header flags, then
+    /// rename `PATH.partial` to `PATH`.
+    ///
+    /// # Errors
+    /// [`TraceError::Io`] when writing, syncing or renaming fails (the
+    /// `.partial` file is left behind).
+    pub fn finish(mut self, status: FinishStatus) -> Result<WriteSummary, TraceError> {
+        self.flush_block()?;
+        self.counts.footprint_pages = self.pages.len() as u64;
+        let (mut flags, exit_code, reason) = match status {
+            FinishStatus::Complete { exit_code: Some(c) } => {
+                (FLAG_COMPLETE | FLAG_EXIT_CODE, c, String::new())
+            }
+            FinishStatus::Complete { exit_code: None } => (FLAG_COMPLETE, 0, String::new()),
+            FinishStatus::Truncated { reason } => (FLAG_TRUNCATED, 0, reason),
+        };
+        flags &= FLAG_COMPLETE | FLAG_TRUNCATED | FLAG_EXIT_CODE;
+        let footer = Footer {
+            reason,
+            counts: self.counts.clone(),
+            blocks: std::mem::take(&mut self.blocks),
+            processes: self.processes.clone(),
+        };
+        let body = encode_footer(&footer);
+        let footer_offset = self.pos;
+        let mut f = Vec::with_capacity(body.len() + 5 + TRAILER_LEN as usize);
+        f.push(b'F');
+        f.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        f.extend_from_slice(&body);
+        f.extend_from_slice(&footer_offset.to_le_bytes());
+        f.extend_from_slice(&TRAILER_MAGIC);
+        self.write(&f)?;
+        let partial = self.partial.clone();
+        let mut file = self
+            .file
+            .into_inner()
+            .map_err(|e| io_err(&partial, e.into_error()))?;
+        file.seek(SeekFrom::Start(10))
+            .map_err(|e| io_err(&partial, e))?;
+        let mut fx = [0u8; 6];
+        fx[..2].copy_from_slice(&flags.to_le_bytes());
+        fx[2..].copy_from_slice(&exit_code.to_le_bytes());
+        file.write_all(&fx).map_err(|e| io_err(&partial, e))?;
+        file.sync_all().map_err(|e| io_err(&partial, e))?;
+        drop(file);
+        std::fs::rename(&partial, &self.final_path).map_err(|e| io_err(&self.final_path, e))?;
+        Ok(WriteSummary {
+            processes: footer.processes.len(),
+            accesses: footer.counts.total_accesses(),
+            events: footer.counts.total_events(),
+            bytes_written: self.pos,
+        })
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn encode_footer(f: &Footer) -> Vec<u8> {
+    let mut o = Vec::with_capacity(128 + f.blocks.len() * 12);
+    put_str(&mut o, &f.reason);
+    for c in f.counts.accesses.iter().chain(f.counts.events.iter()) {
+        o.extend_from_slice(&c.to_le_bytes());
+    }
+    o.extend_from_slice(&f.counts.footprint_pages.to_le_bytes());
+    o.extend_from_slice(&(f.blocks.len() as u32).to_le_bytes());
+    for b in &f.blocks {
+        o.extend_from_slice(&b.offset.to_le_bytes());
+        o.extend_from_slice(&b.records.to_le_bytes());
+    }
+    o.extend_from_slice(&(f.processes.len() as u32).to_le_bytes());
+    for p in &f.processes {
+        o.extend_from_slice(&p.pid.to_le_bytes());
+        match p.parent {
+            Some(pp) => {
+                o.push(1);
+                o.extend_from_slice(&pp.to_le_bytes());
+            }
+            None => {
+                o.push(0);
+                o.extend_from_slice(&0u32.to_le_bytes());
+            }
+        }
+        put_str(&mut o, &p.command);
+    }
+    o
+}
+
+/// A little-endian cursor over the footer body that reports offsets.
+struct Cur<'a> {
+    b: &'a [u8],
+    p: usize,
+}
+
+impl Cur<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], usize> {
+        let end = self
+            .p
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or(self.p)?;
+        let s = &self.b[self.p..end];
+        self.p = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, usize> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, usize> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, usize> {
+        let s = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn string(&mut self) -> Result<String, usize> {
+        let at = self.p;
+        let n = self.u32()? as usize;
+        let s = self.take(n)?;
+        String::from_utf8(s.to_vec()).map_err(|_| at)
+    }
+}
+
+fn decode_footer(b: &[u8]) -> Result<Footer, usize> {
+    let mut c = Cur { b, p: 0 };
+    let reason = c.string()?;
+    let mut counts = Counts::default();
+    for a in counts.accesses.iter_mut() {
+        *a = c.u64()?;
+    }
+    for e in counts.events.iter_mut() {
+        *e = c.u64()?;
+    }
+    counts.footprint_pages = c.u64()?;
+    let nb = c.u32()? as usize;
+    if nb > b.len() / 12 {
+        return Err(c.p - 4);
+    }
+    let mut blocks = Vec::with_capacity(nb);
+    for _ in 0..nb {
+        blocks.push(BlockIndex {
+            offset: c.u64()?,
+            records: c.u32()?,
+        });
+    }
+    let np = c.u32()? as usize;
+    if np > b.len() / 13 {
+        return Err(c.p - 4);
+    }
+    let mut processes = Vec::with_capacity(np);
+    for _ in 0..np {
+        let pid = c.u32()?;
+        let has = c.u8()?;
+        let pp = c.u32()?;
+        let command = c.string()?;
+        processes.push(ProcessInfo {
+            pid,
+            parent: (has != 0).then_some(pp),
+            command,
+        });
+    }
+    if c.p != b.len() {
+        return Err(c.p);
+    }
+    Ok(Footer {
+        reason,
+        counts,
+        blocks,
+        processes,
+    })
+}
+
+/// Reads a `.vmt` file block by block; implements [`RecordSource`].
+pub struct Reader {
+    path: PathBuf,
+    file: File,
+    file_len: u64,
+    /// File offset of the next unread byte.
+    pos: u64,
+    header: Header,
+    header_len: u64,
+    footer: Option<Footer>,
+    footer_offset: Option<u64>,
+    dec: zstd::bulk::Decompressor<'static>,
+    comp: Vec<u8>,
+    raw: Vec<u8>,
+    raw_pos: usize,
+    in_block: bool,
+    done: bool,
+    block_no: u64,
+    block_offset: u64,
+    block_declared: u32,
+    block_seen: u32,
+    records_read: u64,
+    state: CodecState,
+    stream_processes: Vec<ProcessInfo>,
+    warnings: Vec<String>,
+}
+
+impl Reader {
+    /// Open a `.vmt` file (or a `.vmt.partial` left by a crashed writer),
+    /// read its header and, if present, its footer.
+    ///
+    /// # Errors
+    /// [`TraceError::Io`] when the file cannot be opened or read;
+    /// [`TraceError::Malformed`] with `what` starting "bad magic",
+    /// "unknown version", "truncated header" or "bad footer".
+    pub fn open(path: &Path) -> Result<Reader, TraceError> {
+        let mut file = File::open(path).map_err(|e| io_err(path, e))?;
+        let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
+        let mut fixed = [0u8; HEADER_FIXED];
+        let got = read_full(&mut file, &mut fixed).map_err(|e| io_err(path, e))?;
+        if got < 8 || fixed[..8] != MAGIC {
+            let found = &fixed[..got.min(8)];
+            return Err(malformed(
+                path,
+                "byte 0".into(),
+                format!(
+                    "bad magic: found {found:02x?}, expected {MAGIC:02x?} (\\x89VMT\\r\\n\\x1a\\n)"
+                ),
+            ));
+        }
+        if got < HEADER_FIXED {
+            return Err(malformed(
+                path,
+                format!("byte {got}"),
+                format!("truncated header: file ends after {got} bytes, expected {HEADER_FIXED}"),
+            ));
+        }
+        let version = u16::from_le_bytes([fixed[8], fixed[9]]);
+        if version != VERSION {
+            return Err(malformed(
+                path,
+                "byte 8".into(),
+                format!("unknown version {version}: this reader reads version {VERSION}"),
+            ));
+        }
+        let flags = u16::from_le_bytes([fixed[10], fixed[11]]);
+        let exit_code = i32::from_le_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]);
+        let clen = usize::from(u16::from_le_bytes([fixed[16], fixed[17]]));
+        let mut cbytes = vec![0u8; clen];
+        let got = read_full(&mut file, &mut cbytes).map_err(|e| io_err(path, e))?;
+        if got < clen {
+            return Err(malformed(
+                path,
+                format!("byte {}", HEADER_FIXED + got),
+                format!("truncated header: creator string of {clen} bytes cut after {got}"),
+            ));
+        }
+        let creator = String::from_utf8_lossy(&cbytes).into_owned();
+        let header_len = (HEADER_FIXED + clen) as u64;
+        let mut warnings = Vec::new();
+        let (footer, footer_offset) = match read_footer(&mut file, path, file_len, header_len)? {
+            Some((f, off)) => (Some(f), Some(off)),
+            None => {
+                warnings.push(format!(
+                    "{}: no footer (file cut short or writer did not finish): reading up to the last whole block",
+                    path.display()
+                ));
+                (None, None)
+            }
+        };
+        file.seek(SeekFrom::Start(header_len))
+            .map_err(|e| io_err(path, e))?;
+        let dec = zstd::bulk::Decompressor::new().map_err(|e| io_err(path, e))?;
+        Ok(Reader {
+            path: path.to_path_buf(),
+            file,
+            file_len,
+            pos: header_len,
+            header: Header {
+                version,
+                flags,
+                exit_code,
+                creator,
+            },
+            header_len,
+            footer,
+            footer_offset,
+            dec,
+            comp: Vec::new(),
+            raw: Vec::new(),
+            raw_pos: 0,
+            in_block: false,
+            done: false,
+            block_no: 0,
+            block_offset: 0,
+            block_declared: 0,
+            block_seen: 0,
+            records_read: 0,
+            state: CodecState::new(),
+            stream_processes: Vec::new(),
+            warnings,
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The footer, `None` when the file has none (cut short).
+    pub fn footer(&self) -> Option<&Footer> {
+        self.footer.as_ref()
+    }
+
+    /// Length of the header in bytes (offset of the first block).
+    pub fn header_len(&self) -> u64 {
+        self.header_len
+    }
+
+    /// Records (accesses and events) returned so far.
+    pub fn records_read(&self) -> u64 {
+        self.records_read
+    }
+
+    fn at_block(&self) -> String {
+        format!("byte {} (block {})", self.block_offset, self.block_no)
+    }
+
+    fn truncated(&mut self, what: String) {
+        self.warnings.push(format!(
+            "{}: byte {}: {what}; read {} whole blocks ({} records), the rest is lost",
+            self.path.display(),
+            self.block_offset,
+            self.block_no,
+            self.records_read
+        ));
+        self.done = true;
+    }
+
+    /// Read the next block into `raw`. Returns false at the end.
+    fn load_block(&mut self) -> Result<bool, TraceError> {
+        if self.done {
+            return Ok(false);
+        }
+        self.block_offset = self.pos;
+        if Some(self.pos) == self.footer_offset {
+            self.finish_stream()?;
+            return Ok(false);
+        }
+        let mut h = [0u8; BLOCK_HEADER];
+        let got = read_full(&mut self.file, &mut h[..1]).map_err(|e| io_err(&self.path, e))?;
+        if got == 0 {
+            // End of file exactly at a block boundary: no footer.
+            self.done = true;
+            self.warnings.push(format!(
+                "{}: byte {}: file ends after block {} ({} records) without a footer",
+                self.path.display(),
+                self.pos,
+                self.block_no,
+                self.records_read
+            ));
+            return Ok(false);
+        }
+        match h[0] {
+            b'B' => {}
+            b'F' => {
+                // A footer whose trailer was lost.
+                self.warnings.push(format!(
+                    "{}: byte {}: footer present but cut short; counts come from the records read",
+                    self.path.display(),
+                    self.pos
+                ));
+                self.done = true;
+                return Ok(false);
+            }
+            t => {
+                return Err(malformed(
+                    &self.path,
+                    format!("byte {}", self.pos),
+                    format!("bad block tag 0x{t:02x}: expected 'B' (0x42) for a block or 'F' (0x46) for the footer"),
+                ))
+            }
+        }
+        let got = read_full(&mut self.file, &mut h[1..]).map_err(|e| io_err(&self.path, e))?;
+        if got < BLOCK_HEADER - 1 {
+            self.truncated(format!(
+                "truncated block header: expected {BLOCK_HEADER} bytes, file ends after {}",
+                got + 1
+            ));
+            return Ok(false);
+        }
+        let comp_len = u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        let records = u32::from_le_bytes([h[5], h[6], h[7], h[8]]);
+        let raw_len = u32::from_le_bytes([h[9], h[10], h[11], h[12]]) as usize;
+        if raw_len > MAX_RAW_BLOCK || comp_len > zstd::zstd_safe::compress_bound(MAX_RAW_BLOCK) {
+            return Err(malformed(
+                &self.path,
+                self.at_block(),
+                format!(
+                    "bad block length: {comp_len} compressed / {raw_len} raw bytes, expected at most {MAX_RAW_BLOCK} raw"
+                ),
+            ));
+        }
+        let data_start = self.pos + BLOCK_HEADER as u64;
+        if data_start + comp_len as u64 > self.file_len {
+            self.truncated(format!(
+                "truncated block: expected {comp_len} compressed bytes, file has {}",
+                self.file_len.saturating_sub(data_start)
+            ));
+            return Ok(false);
+        }
+        self.comp.resize(comp_len, 0);
+        let got = read_full(&mut self.file, &mut self.comp).map_err(|e| io_err(&self.path, e))?;
+        if got < comp_len {
+            self.truncated(format!(
+                "truncated block: expected {comp_len} compressed bytes, file has {got}"
+            ));
+            return Ok(false);
+        }
+        self.raw.clear();
+        self.raw.reserve(raw_len);
+        let n = match self.dec.decompress_to_buffer(&self.comp[..], &mut self.raw) {
+            Ok(n) => n,
+            Err(e) => {
+                return Err(malformed(
+                    &self.path,
+                    format!("byte {}", data_start),
+                    format!(
+                        "corrupt zstd frame in block {}: {e} (expected {comp_len} bytes decompressing to {raw_len})",
+                        self.block_no
+                    ),
+                ))
+            }
+        };
+        if n != raw_len {
+            return Err(malformed(
+                &self.path,
+                format!("byte {}", data_start),
+                format!(
+                    "corrupt zstd frame in block {}: decompressed to {n} bytes, expected {raw_len}",
+                    self.block_no
+                ),
+            ));
+        }
+        self.pos = data_start + comp_len as u64;
+        self.raw_pos = 0;
+        self.block_declared = records;
+        self.block_seen = 0;
+        self.state.reset();
+        self.in_block = true;
+        Ok(true)
+    }
+
+    fn finish_stream(&mut self) -> Result<(), TraceError> {
+        self.done = true;
+        if let Some(f) = &self.footer {
+            let total: u64 = f.counts.total_accesses() + f.counts.total_events();
+            if total != self.records_read {
+                return Err(malformed(
+                    &self.path,
+                    format!("byte {}", self.pos),
+                    format!(
+                        "bad footer: counts say {total} records, the blocks hold {}",
+                        self.records_read
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn payload_error(&self, e: PayloadError) -> TraceError {
+        let (off, what) = match e {
+            PayloadError::Truncated(o) => (
+                o,
+                format!(
+                    "truncated block: payload ends inside a record after {} of {} records",
+                    self.block_seen, self.block_declared
+                ),
+            ),
+            PayloadError::BadVarint(o) => (o, "bad varint: more than 64 bits".to_string()),
+            PayloadError::BadTag(o, t) => (o, format!("bad tag 0x{t:02x}")),
+            PayloadError::BadField(o, f) => (o, format!("bad field: {f}")),
+        };
+        malformed(
+            &self.path,
+            format!("{}, payload offset {off}", self.at_block()),
+            what,
+        )
+    }
+
+    /// Decode records of the current block into `buf`, at most `max`.
+    fn decode(&mut self, buf: &mut Vec<Record>, max: usize) -> Result<usize, TraceError> {
+        let left = (self.block_declared - self.block_seen.min(self.block_declared)) as usize;
+        buf.reserve(max.min(left));
+        let raw = &self.raw[..];
+        let mut pos = self.raw_pos;
+        let mut pid = self.state.pid;
+        let mut base = self.state.cur.base;
+        let mut n = 0usize;
+        let mut err = None;
+        while n < max && pos < raw.len() {
+            let tag = raw[pos];
+            let code = (tag >> 2) & 0xF;
+            if code != 0 {
+                // Common case: an access with a table size.
+                let kind = tag & 3;
+                let cls = usize::from(kind != 0);
+                if tag & TAG_RESERVED != 0 {
+                    err = Some(PayloadError::BadTag(pos, tag));
+                    break;
+                }
+                pos += 1;
+                let delta = if tag & TAG_ZERO_DELTA != 0 {
+                    0
+                } else {
+                    match raw.get(pos) {
+                        Some(&b) if b < 0x80 => {
+                            pos += 1;
+                            unzigzag(u64::from(b))
+                        }
+                        _ => match get_varint(raw, &mut pos) {
+                            Ok(v) => unzigzag(v),
+                            Err(e) => {
+                                err = Some(e);
+                                break;
+                            }
+                        },
+                    }
+                };
+                let size = SIZE_OF_CODE[code as usize];
+                let addr = base[cls].wrapping_add(delta);
+                base[cls] = if cls == 0 {
+                    addr.wrapping_add(u64::from(size))
+                } else {
+                    addr
+                };
+                buf.push(Record::Access(Access {
+                    addr,
+                    pid,
+                    size,
+                    kind: KINDS[kind as usize],
+                }));
+                n += 1;
+                continue;
+            }
+            let at = pos;
+            pos += 1;
+            let r = match tag & 0xC0 {
+                TAG_EXPLICIT_SIZE => (|| {
+                    let kind = tag & 3;
+                    if tag & 0x3F != kind {
+                        return Err(PayloadError::BadTag(at, tag));
+                    }
+                    let sat = pos;
+                    let size = get_varint(raw, &mut pos)?;
+                    let size = u16::try_from(size)
+                        .map_err(|_| PayloadError::BadField(sat, "access size above 65535"))?;
+                    let delta = unzigzag(get_varint(raw, &mut pos)?);
+                    let cls = usize::from(kind != 0);
+                    let addr = base[cls].wrapping_add(delta);
+                    base[cls] = if cls == 0 {
+                        addr.wrapping_add(u64::from(size))
+                    } else {
+                        addr
+                    };
+                    Ok(Some(Record::Access(Access {
+                        addr,
+                        pid,
+                        size,
+                        kind: KINDS[kind as usize],
+                    })))
+                })(),
+                TAG_PID => (|| {
+                    if tag != TAG_PID {
+                        return Err(PayloadError::BadTag(at, tag));
+                    }
+                    let new = get_u32_varint(raw, &mut pos, "pid above u32")?;
+                    self.state.cur.base = base;
+                    self.state.switch(new);
+                    pid = new;
+                    base = self.state.cur.base;
+                    Ok(None)
+                })(),
+                TAG_EVENT => {
+                    if tag != TAG_EVENT {
+                        Err(PayloadError::BadTag(at, tag))
+                    } else {
+                        decode_event(raw, &mut pos).map(|e| Some(Record::Event(e)))
+                    }
+                }
+                _ => {
+                    if tag != TAG_PROCESS {
+                        Err(PayloadError::BadTag(at, tag))
+                    } else {
+                        match decode_process(raw, &mut pos) {
+                            Ok(p) => {
+                                match self.stream_processes.iter_mut().find(|q| q.pid == p.pid) {
+                                    Some(q) => *q = p,
+                                    None => self.stream_processes.push(p),
+                                }
+                                Ok(None)
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                }
+            };
+            match r {
+                Ok(Some(rec)) => {
+                    buf.push(rec);
+                    n += 1;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        self.raw_pos = pos;
+        self.state.pid = pid;
+        self.state.cur.base = base;
+        self.block_seen = self.block_seen.saturating_add(n as u32);
+        self.records_read += n as u64;
+        if let Some(e) = err {
+            return Err(self.payload_error(e));
+        }
+        if self.block_seen > self.block_declared {
+            return Err(malformed(
+                &self.path,
+                self.at_block(),
+                format!(
+                    "bad block: holds more than the {} records its header declares",
+                    self.block_declared
+                ),
+            ));
+        }
+        if pos >= self.raw.len() {
+            self.in_block = false;
+            self.block_no += 1;
+            if self.block_seen != self.block_declared {
+                return Err(malformed(
+                    &self.path,
+                    self.at_block(),
+                    format!(
+                        "truncated block: payload holds {} records, header declares {}",
+                        self.block_seen, self.block_declared
+                    ),
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn decode_event(raw: &[u8], pos: &mut usize) -> Result<Event, PayloadError> {
+    let at = *pos;
+    let Some(&k) = raw.get(*pos) else {
+        return Err(PayloadError::Truncated(at));
+    };
+    *pos += 1;
+    let pid = get_u32_varint(raw, pos, "pid above u32")?;
+    let kind = match k {
+        0 => ProcEvent::Fork {
+            child: get_u32_varint(raw, pos, "child pid above u32")?,
+        },
+        1 => ProcEvent::Exec,
+        2 => ProcEvent::Mmap {
+            addr: get_varint(raw, pos)?,
+            len: get_varint(raw, pos)?,
+            prot: get_u32_varint(raw, pos, "prot above u32")?,
+            flags: get_u32_varint(raw, pos, "flags above u32")?,
+        },
+        3 => ProcEvent::Munmap {
+            addr: get_varint(raw, pos)?,
+            len: get_varint(raw, pos)?,
+        },
+        4 => ProcEvent::Brk {
+            addr: get_varint(raw, pos)?,
+        },
+        5 => ProcEvent::Mprotect {
+            addr: get_varint(raw, pos)?,
+            len: get_varint(raw, pos)?,
+            prot: get_u32_varint(raw, pos, "prot above u32")?,
+        },
+        6 => {
+            let vat = *pos;
+            let v = unzigzag(get_varint(raw, pos)?) as i64;
+            ProcEvent::Exit {
+                code: i32::try_from(v)
+                    .map_err(|_| PayloadError::BadField(vat, "exit code above i32"))?,
+            }
+        }
+        _ => return Err(PayloadError::BadField(at, "event kind above 6")),
+    };
+    Ok(Event { pid, kind })
+}
+
+fn decode_process(raw: &[u8], pos: &mut usize) -> Result<ProcessInfo, PayloadError> {
+    let pid = get_u32_varint(raw, pos, "pid above u32")?;
+    let pat = *pos;
+    let parent = get_varint(raw, pos)?;
+    let parent = match parent {
+        0 => None,
+        p => Some(
+            u32::try_from(p - 1)
+                .map_err(|_| PayloadError::BadField(pat, "parent pid above u32"))?,
+        ),
+    };
+    let lat = *pos;
+    let len = get_varint(raw, pos)?;
+    let len = usize::try_from(len).map_err(|_| PayloadError::BadField(lat, "command length"))?;
+    let end = pos
+        .checked_add(len)
+        .filter(|&e| e <= raw.len())
+        .ok_or(PayloadError::Truncated(lat))?;
+    let command = String::from_utf8_lossy(&raw[*pos..end]).into_owned();
+    *pos = end;
+    Ok(ProcessInfo {
+        pid,
+        parent,
+        command,
+    })
+}
+
+/// Read until `buf` is full or end of file; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Read the trailer and footer; `None` when the file has no valid trailer.
+fn read_footer(
+    file: &mut File,
+    path: &Path,
+    file_len: u64,
+    header_len: u64,
+) -> Result<Option<(Footer, u64)>, TraceError> {
+    if file_len < header_len + 5 + TRAILER_LEN {
+        return Ok(None);
+    }
+    let tpos = file_len - TRAILER_LEN;
+    file.seek(SeekFrom::Start(tpos))
+        .map_err(|e| io_err(path, e))?;
+    let mut t = [0u8; TRAILER_LEN as usize];
+    if read_full(file, &mut t).map_err(|e| io_err(path, e))? < t.len() || t[8..] != TRAILER_MAGIC {
+        return Ok(None);
+    }
+    let mut o = [0u8; 8];
+    o.copy_from_slice(&t[..8]);
+    let off = u64::from_le_bytes(o);
+    let bad = |at: u64, what: String| {
+        malformed(path, format!("byte {at}"), format!("bad footer: {what}"))
+    };
+    if off < header_len || off + 5 > tpos {
+        return Err(bad(
+            tpos,
+            format!("footer offset {off} outside [{header_len}, {tpos})"),
+        ));
+    }
+    file.seek(SeekFrom::Start(off))
+        .map_err(|e| io_err(path, e))?;
+    let mut fh = [0u8; 5];
+    read_full(file, &mut fh).map_err(|e| io_err(path, e))?;
+    let body_len = u64::from(u32::from_le_bytes([fh[1], fh[2], fh[3], fh[4]]));
+    if fh[0] != b'F' {
+        return Err(bad(
+            off,
+            format!("expected footer tag 'F' (0x46), found 0x{:02x}", fh[0]),
+        ));
+    }
+    if off + 5 + body_len != tpos || body_len > MAX_FOOTER {
+        return Err(bad(
+            off + 1,
+            format!("footer length {body_len} does not end at the trailer (byte {tpos})"),
+        ));
+    }
+    let mut body = vec![0u8; body_len as usize];
+    let got = read_full(file, &mut body).map_err(|e| io_err(path, e))?;
+    if got < body.len() {
+        return Err(bad(off + 5 + got as u64, "footer cut short".into()));
+    }
+    match decode_footer(&body) {
+        Ok(f) => {
+            for (i, b) in f.blocks.iter().enumerate() {
+                if b.offset < header_len || b.offset >= off {
+                    return Err(bad(
+                        off + 5,
+                        format!("block {i} offset {} outside the block area", b.offset),
+                    ));
+                }
+            }
+            Ok(Some((f, off)))
+        }
+        Err(at) => Err(bad(off + 5 + at as u64, "footer body malformed".into())),
+    }
+}
+
+impl RecordSource for Reader {
+    fn next_batch(&mut self, buf: &mut Vec<Record>, max: usize) -> Result<usize, TraceError> {
+        let mut n = 0;
+        while n < max {
+            if !self.in_block && !self.load_block()? {
+                break;
+            }
+            n += self.decode(buf, max - n)?;
+        }
+        Ok(n)
+    }
+
+    fn processes(&self) -> &[ProcessInfo] {
+        match &self.footer {
+            Some(f) => &f.processes,
+            None => &self.stream_processes,
+        }
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vmemsim-vmt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    fn read_all(path: &Path) -> (Vec<Record>, Reader) {
+        let mut r = Reader::open(path).unwrap();
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = r.next_batch(&mut buf, 1000).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert_eq!(n, buf.len());
+            out.extend_from_slice(&buf);
+        }
+        (out, r)
+    }
+
+    fn acc(pid: u32, kind: AccessKind, addr: u64, size: u16) -> Record {
+        Record::Access(Access {
+            addr,
+            pid,
+            size,
+            kind,
+        })
+    }
+
+    #[test]
+    fn zigzag_round_trips() {
+        for v in [0u64, 1, 2, u64::MAX, u64::MAX - 1, 1 << 63, 12345] {
+            assert_eq!(unzigzag(zigzag(v)), v);
+        }
+        assert_eq!(zigzag(u64::MAX), 1); // -1
+    }
+
+    #[test]
+    fn varint_edge_cases() {
+        let mut b = Vec::new();
+        put_varint(&mut b, u64::MAX);
+        assert_eq!(b.len(), 10);
+        let mut p = 0;
+        assert_eq!(get_varint(&b, &mut p).unwrap(), u64::MAX);
+        // 11-byte varint is bad.
+        let bad = [0xffu8; 11];
+        let mut p = 0;
+        assert!(matches!(
+            get_varint(&bad, &mut p),
+            Err(PayloadError::BadVarint(0))
+        ));
+        let mut p = 0;
+        assert!(matches!(
+            get_varint(&[0x80, 0x80], &mut p),
+            Err(PayloadError::Truncated(0))
+        ));
+    }
+
+    #[test]
+    fn sequential_fetch_is_one_byte() {
+        let p = tmp("seq.vmt");
+        let mut w = Writer::create(&p, "test").unwrap();
+        for i in 0..1000u64 {
+            w.push(&acc(1, AccessKind::Fetch, 0x40_0000 + 4 * i, 4))
+                .unwrap();
+        }
+        // raw: pid switch (2 bytes) + first fetch (1 + varint) + 999 one-byte tags
+        assert!(w.raw.len() < 1000 + 10, "{}", w.raw.len());
+        let s = w
+            .finish(FinishStatus::Complete { exit_code: Some(3) })
+            .unwrap();
+        assert_eq!(s.accesses, 1000);
+        let (recs, r) = read_all(&p);
+        assert_eq!(recs.len(), 1000);
+        assert_eq!(r.header().exit_status(), Some(3));
+        assert!(r.header().is_complete());
+        assert!(r.warnings().is_empty());
+        assert_eq!(r.footer().unwrap().counts.footprint_pages, 1);
+        assert!(!partial_path(&p).exists());
+    }
+
+    #[test]
+    fn finish_truncated_keeps_reason_and_processes() {
+        let p = tmp("trunc-reason.vmt");
+        let mut w = Writer::create(&p, "rec").unwrap();
+        w.add_process(ProcessInfo {
+            pid: 7,
+            parent: None,
+            command: "a.out".into(),
+        });
+        w.push(&acc(7, AccessKind::Store, 0x1000, 8)).unwrap();
+        w.add_process(ProcessInfo {
+            pid: 7,
+            parent: None,
+            command: "b.out".into(),
+        });
+        let s = w
+            .finish(FinishStatus::Truncated {
+                reason: "limit".into(),
+            })
+            .unwrap();
+        assert_eq!(s.processes, 1);
+        assert!(s.to_string().contains("1 accesses"));
+        let (recs, r) = read_all(&p);
+        assert_eq!(recs, vec![acc(7, AccessKind::Store, 0x1000, 8)]);
+        assert!(r.header().is_truncated());
+        assert_eq!(r.footer().unwrap().reason, "limit");
+        assert_eq!(r.processes()[0].command, "b.out");
+        assert_eq!(r.stream_processes[0].command, "b.out");
+    }
+
+    #[test]
+    fn cut_file_reads_whole_blocks_with_warning() {
+        let p = tmp("cut.vmt");
+        let mut w = Writer::create(&p, "t").unwrap();
+        w.set_block_records(100);
+        w.add_process(ProcessInfo {
+            pid: 1,
+            parent: None,
+            command: "x".into(),
+        });
+        let recs: Vec<Record> = (0..1000u64)
+            .map(|i| acc(1, AccessKind::Load, 0x7fff_0000 + (i * 7919) % 4096, 8))
+            .collect();
+        for r in &recs {
+            w.push(r).unwrap();
+        }
+        w.finish(FinishStatus::Complete { exit_code: Some(0) })
+            .unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        let r = Reader::open(&p).unwrap();
+        let blocks = r.footer().unwrap().blocks.clone();
+        // Cut in the middle of block 5.
+        let cut = blocks[5].offset as usize + 20;
+        let q = tmp("cut2.vmt");
+        std::fs::write(&q, &bytes[..cut]).unwrap();
+        let (got, r) = read_all(&q);
+        assert_eq!(got, recs[..500].to_vec());
+        let w = r.warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("no footer"));
+        assert!(w[1].contains("truncated block"), "{w:?}");
+        assert_eq!(r.processes()[0].command, "x");
+        // Cut exactly at a block boundary.
+        std::fs::write(&q, &bytes[..blocks[3].offset as usize]).unwrap();
+        let (got, r) = read_all(&q);
+        assert_eq!(got, recs[..300].to_vec());
+        assert!(r.warnings()[1].contains("without a footer"));
+    }
+
+    #[test]
+    fn every_prefix_and_byte_flip_never_panics() {
+        let p = tmp("fuzzish.vmt");
+        let mut w = Writer::create(&p, "t").unwrap();
+        w.set_block_records(16);
+        for i in 0..100u64 {
+            w.push(&acc(
+                (i % 3) as u32,
+                KINDS[(i % 4) as usize],
+                i * 4099,
+                (i % 70) as u16,
+            ))
+            .unwrap();
+            if i % 17 == 0 {
+                w.push(&Record::Event(Event {
+                    pid: 1,
+                    kind: ProcEvent::Mmap {
+                        addr: i,
+                        len: 4096,
+                        prot: 3,
+                        flags: 34,
+                    },
+                }))
+                .unwrap();
+            }
+        }
+        w.finish(FinishStatus::Complete { exit_code: None })
+            .unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        let q = tmp("fuzzish2.vmt");
+        let drain = |q: &Path| {
+            if let Ok(mut r) = Reader::open(q) {
+                let mut buf = Vec::new();
+                while let Ok(n) = r.next_batch(&mut buf, 64) {
+                    if n == 0 {
+                        break;
+                    }
+                    buf.clear();
+                }
+            }
+        };
+        for cut in (0..bytes.len()).step_by(7) {
+            std::fs::write(&q, &bytes[..cut]).unwrap();
+            drain(&q);
+        }
+        for i in (0..bytes.len()).step_by(3) {
+            let mut b = bytes.clone();
+            b[i] ^= 0x5a;
+            std::fs::write(&q, &b).unwrap();
+            drain(&q);
+        }
+    }
+
+    fn arb_event() -> impl Strategy<Value = ProcEvent> {
+        prop_oneof![
+            any::<u32>().prop_map(|child| ProcEvent::Fork { child }),
+            Just(ProcEvent::Exec),
+            (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
+                |(addr, len, prot, flags)| ProcEvent::Mmap {
+                    addr,
+                    len,
+                    prot,
+                    flags
+                }
+            ),
+            (any::<u64>(), any::<u64>()).prop_map(|(addr, len)| ProcEvent::Munmap { addr, len }),
+            any::<u64>().prop_map(|addr| ProcEvent::Brk { addr }),
+            (any::<u64>(), any::<u64>(), any::<u32>())
+                .prop_map(|(addr, len, prot)| ProcEvent::Mprotect { addr, len, prot }),
+            any::<i32>().prop_map(|code| ProcEvent::Exit { code }),
+        ]
+    }
+
+    fn arb_record() -> impl Strategy<Value = Record> {
+        let pid = prop_oneof![0u32..4, any::<u32>()];
+        let addr = prop_oneof![0u64..0x10000, any::<u64>()];
+        let size = prop_oneof![1u16..17, Just(32), Just(64), any::<u16>()];
+        prop_oneof![
+            8 => (pid.clone(), 0u8..4, addr, size)
+                .prop_map(|(pid, k, addr, size)| Record::Access(Access { addr, pid, size, kind: KINDS[k as usize] })),
+            1 => (pid, arb_event()).prop_map(|(pid, kind)| Record::Event(Event { pid, kind })),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn round_trip(recs in proptest::collection::vec(arb_record(), 0..600), block in 1u32..200,
+                      procs in proptest::collection::vec((any::<u32>(), proptest::option::of(any::<u32>()), ".{0,12}"), 0..5)) {
+            let p = tmp(&format!("prop-{block}-{}.vmt", recs.len()));
+            let mut w = Writer::create(&p, "proptest").unwrap();
+            w.set_block_records(block);
+            for (i, r) in recs.iter().enumerate() {
+                if let Some((pid, parent, cmd)) = procs.get(i % 97) {
+                    if i < procs.len() {
+                        w.add_process(ProcessInfo { pid: *pid, parent: *parent, command: cmd.clone() });
+                    }
+                }
+                w.push(r).unwrap();
+            }
+            let s = w.finish(FinishStatus::Complete { exit_code: Some(-1) }).unwrap();
+            let (got, r) = read_all(&p);
+            prop_assert_eq!(&got, &recs);
+            prop_assert!(r.warnings().is_empty());
+            let f = r.footer().unwrap();
+            prop_assert_eq!(s.accesses + s.events, recs.len() as u64);
+            prop_assert_eq!(f.counts.total_accesses(), s.accesses);
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+}
