@@ -7,6 +7,7 @@
 //! expected; readers never panic on input.
 
 pub mod error;
+pub mod lackey;
 pub mod record;
 pub mod vmt;
 
