@@ -6,10 +6,14 @@
 //! [`TraceError`] that names the file, the byte offset or line, and what was
 //! expected; readers never panic on input.
 
+pub mod champsim;
 pub mod error;
 pub mod lackey;
 pub mod record;
 pub mod vmt;
+
+mod open;
+pub use open::{convert, info, open, open_as, Format, TraceInfo};
 
 pub use error::TraceError;
 pub use record::{Access, AccessKind, Event, ProcEvent, ProcessInfo, Record, RecordSource};
