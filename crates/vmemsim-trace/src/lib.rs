@@ -10,6 +10,7 @@ pub mod champsim;
 pub mod error;
 pub mod lackey;
 pub mod record;
+pub mod recorder;
 pub mod vmt;
 
 mod open;

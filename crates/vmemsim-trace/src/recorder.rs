@@ -1,0 +1,898 @@
+//! Record a real program's memory accesses and process events into a `.vmt`
+//! trace by running it under Valgrind's lackey tool.
+//!
+//! # How it works
+//!
+//! [`record`] runs
+//! `valgrind --tool=lackey --trace-mem=yes --trace-syscalls=yes
+//! --trace-children=yes --vgdb=no --log-file=DIR/%p.%n COMMAND...`
+//! with the program's stdin, stdout and stderr left to the user, in a fresh
+//! private directory `DIR` under the system temporary directory.
+//!
+//! **One stream per process, streamed.** Every Valgrind instance writes its
+//! own log file: the original process, each forked child (Valgrind reopens
+//! `%p` logs in the child after a fork) and each image started by `execve`
+//! (a new Valgrind instance). A watcher thread scans `DIR` every 2 ms, opens
+//! each new file and unlinks it at once; one thread per file then follows it
+//! like `tail -f`, parses lines with [`crate::lackey::LineParser`] and sends
+//! record batches over a channel. Consumed bytes are released with
+//! `fallocate(PUNCH_HOLE)` every 64 MiB, so the disk holds only the unread
+//! tail of each log, never the whole text.
+//!
+//! *Why not `--log-socket`* (one TCP connection per Valgrind instance): a
+//! forked child keeps writing into its parent's connection until it execs,
+//! and Valgrind flushes its output buffer in arbitrary chunks, so the two
+//! processes' lines arrive interleaved mid-line and cannot be separated
+//! (`--child-silent-after-fork` does not apply to sockets). Shell pipelines
+//! and forking servers do most of their work in such children. *Why `%n`*:
+//! an exec'd Valgrind opens `PID.1` with `O_TRUNC`; the forked child's
+//! pre-exec log is `PID.2` (or higher), so the name does not collide. When a
+//! process execs twice (or the first process execs), the new instance reuses
+//! the name `PID.1`; since the recorder unlinks every file within a few
+//! milliseconds of its creation and Valgrind takes far longer to start, the
+//! new instance creates a new file instead of truncating the old one.
+//!
+//! A stream ends when lackey printed its closing `Exit code:` line, when a
+//! newer log of the same pid appeared (the process exec'd: its old Valgrind
+//! is gone), or when the process no longer exists (or is a zombie); the
+//! reader then reads to the end once more.
+//!
+//! **Order.** One writer thread (the caller's) interleaves the streams in
+//! arrival order and writes them through [`crate::vmt::Writer`]. Two rules
+//! keep the trace causal: a child's records wait until its parent's `Fork`
+//! event has been written (the child's log may be read before the parent
+//! prints the fork), and a process's post-exec stream waits until its
+//! pre-exec stream has ended (its `Exec` event closes that stream).
+//!
+//! **Process table.** Each process is entered (`add_process`) when its first
+//! stream becomes active, with its parent from the fork event (or the log's
+//! `Parent PID:` line) and its command line from the log's `Command:` line
+//! (Valgrind's quoting, spaces inside arguments escaped with `\`); after an
+//! exec the entry is replaced with the new command.
+//!
+//! **Valgrind's own memory** never appears: lackey instruments only the
+//! client's (the program's) instructions, and `--trace-syscalls` prints only
+//! the client's system calls, so Valgrind's own mappings (its tool heap, the
+//! translation cache) produce neither accesses nor events. The client's
+//! layout is Valgrind's, not the native one: the main stack near
+//! `0x1fff000000`, the dynamic loader near `0x4000000`, the initial break at
+//! `0x4035000` (on amd64). The executable, loader and stack are mapped by
+//! Valgrind's loader, not by client syscalls, so they have no `Mmap` event:
+//! a simulator discovers them as implicit mappings on first touch. The
+//! client's own `LD_PRELOAD` of `vgpreload_core` does appear (as ordinary
+//! `mmap`s).
+//!
+//! **Nothing recorded is lost.** On SIGINT or SIGTERM the recorder forwards
+//! the signal to the program, keeps reading what the processes wrote for up
+//! to 5 seconds, then finishes the trace marked truncated. A crashing program
+//! or a non-zero exit is a complete trace with that exit status (128 +
+//! signal for a signal death). The trace is written to `OUTPUT.partial` and
+//! renamed to `OUTPUT` only by [`crate::vmt::Writer::finish`]: whenever the
+//! recorder returns, the file is either complete or explicitly marked
+//! truncated.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::lackey::{malformed, LineParser};
+use crate::vmt::{self, FinishStatus};
+use crate::{Event, ProcEvent, ProcessInfo, Record, TraceError};
+
+/// Records per batch sent from a stream reader to the writer.
+const BATCH_RECORDS: usize = 1 << 16;
+/// How long the recorder keeps reading after SIGINT/SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Release consumed log bytes from disk every this many bytes.
+const PUNCH_EVERY_BYTES: u64 = 64 << 20;
+/// The longest log line accepted (Valgrind's are well under 4 KiB).
+const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// What to record and where.
+#[derive(Clone, Debug, Default)]
+pub struct RecordOptions {
+    /// The `.vmt` file to write.
+    pub output: PathBuf,
+    /// The program and its arguments.
+    pub command: Vec<OsString>,
+    /// The `valgrind` executable; `None` searches `PATH`.
+    pub valgrind: Option<PathBuf>,
+}
+
+/// What a recording produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordSummary {
+    /// The trace written.
+    pub output: PathBuf,
+    /// Processes in the process table.
+    pub processes: usize,
+    /// Memory accesses written.
+    pub accesses: u64,
+    /// Process events written.
+    pub events: u64,
+    /// Size of the trace file in bytes.
+    pub bytes_written: u64,
+    /// Exit status of the command (128 + signal when killed), if it ended.
+    pub exit_code: Option<i32>,
+    /// Why the trace is marked truncated, `None` when it is complete.
+    pub truncated: Option<String>,
+}
+
+impl RecordSummary {
+    /// Trace bytes per recorded access (0 when there are none).
+    pub fn bytes_per_access(&self) -> f64 {
+        if self.accesses == 0 {
+            0.0
+        } else {
+            self.bytes_written as f64 / self.accesses as f64
+        }
+    }
+}
+
+impl fmt::Display for RecordSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} processes, {} accesses, {} events, {} bytes ({:.3} bytes/access)",
+            self.output.display(),
+            self.processes,
+            self.accesses,
+            self.events,
+            self.bytes_written,
+            self.bytes_per_access()
+        )?;
+        match (&self.truncated, self.exit_code) {
+            (Some(why), _) => write!(f, "; truncated: {why}"),
+            (None, Some(c)) => write!(f, "; exit status {c}"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// Run `opts.command` under Valgrind lackey and write its trace to
+/// `opts.output` (see the module documentation).
+///
+/// # Errors
+/// [`TraceError::Io`] when Valgrind is missing (the message says how to
+/// install it) or cannot be started, or the trace cannot be written;
+/// [`TraceError::Malformed`] when a log line does not parse (the trace is
+/// still finished, marked truncated).
+pub fn record(opts: &RecordOptions) -> Result<RecordSummary, TraceError> {
+    run(opts, None)
+}
+
+/// Like [`record`], but also returns every record in the order written
+/// (for tests that check the trace reads back exactly). Holds them all in
+/// memory.
+///
+/// # Errors
+/// As [`record`].
+pub fn record_keeping(opts: &RecordOptions) -> Result<(RecordSummary, Vec<Record>), TraceError> {
+    let mut kept = Vec::new();
+    let s = run(opts, Some(&mut kept))?;
+    Ok((s, kept))
+}
+
+/// Find the `valgrind` executable: `explicit` if given, else on `PATH`.
+///
+/// # Errors
+/// [`TraceError::Io`] (not found) saying how to install Valgrind.
+pub fn find_valgrind(explicit: Option<&Path>) -> Result<PathBuf, TraceError> {
+    let missing = |path: PathBuf| {
+        TraceError::Io {
+        path,
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "valgrind not found: recording needs Valgrind (Debian/Ubuntu: `apt-get install valgrind`)",
+        ),
+    }
+    };
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(missing(p.to_path_buf()))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("valgrind"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| missing(PathBuf::from("valgrind")))
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> TraceError {
+    TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Messages from the watcher and stream readers to the writer.
+enum Msg {
+    /// A new log stream, in creation order.
+    Stream { id: usize, pid: u32 },
+    /// The preamble of a stream (command, parent).
+    Info { id: usize, info: ProcessInfo },
+    /// Parsed records of a stream, in order.
+    Batch { id: usize, records: Vec<Record> },
+    /// The stream ended (with the error that ended it, if any).
+    End {
+        id: usize,
+        error: Option<TraceError>,
+    },
+}
+
+/// Flags shared by the recorder's threads.
+struct Shared {
+    /// The root Valgrind process exited.
+    root_done: AtomicBool,
+    /// Stop reading now (after the grace period of a stop signal).
+    abort: AtomicBool,
+    /// Stream readers still running.
+    readers: AtomicUsize,
+}
+
+fn run(opts: &RecordOptions, keep: Option<&mut Vec<Record>>) -> Result<RecordSummary, TraceError> {
+    let valgrind = find_valgrind(opts.valgrind.as_deref())?;
+    if opts.command.is_empty() {
+        return Err(io_err(
+            Path::new("<command>"),
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command to record"),
+        ));
+    }
+    let version = Command::new(&valgrind)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| io_err(&valgrind, e))?;
+    if !version.status.success() {
+        return Err(io_err(
+            &valgrind,
+            std::io::Error::other(format!(
+                "`{} --version` failed: Valgrind cannot run here",
+                valgrind.display()
+            )),
+        ));
+    }
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    let command_text = opts
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let creator = format!("vmemsim record ({version} --tool=lackey): {command_text}");
+
+    let dir = make_log_dir()?;
+    let result = run_in(opts, &valgrind, &dir, &creator, keep);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn make_log_dir() -> Result<PathBuf, TraceError> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let base = std::env::temp_dir();
+    for i in 0..100u32 {
+        let d = base.join(format!(
+            "vmemsim-record-{}-{nanos:x}-{i}",
+            std::process::id()
+        ));
+        match std::fs::create_dir(&d) {
+            Ok(()) => return Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err(&d, e)),
+        }
+    }
+    Err(io_err(
+        &base,
+        std::io::Error::other("cannot create a private log directory"),
+    ))
+}
+
+fn run_in(
+    opts: &RecordOptions,
+    valgrind: &Path,
+    dir: &Path,
+    creator: &str,
+    keep: Option<&mut Vec<Record>>,
+) -> Result<RecordSummary, TraceError> {
+    let mut writer = vmt::Writer::create(&opts.output, creator)?;
+
+    let sigint = Arc::new(AtomicBool::new(false));
+    let sigterm = Arc::new(AtomicBool::new(false));
+    let ids = [
+        signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&sigint)),
+        signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&sigterm)),
+    ];
+
+    let mut log_arg = OsString::from("--log-file=");
+    log_arg.push(dir.join("%p.%n"));
+    let spawned = Command::new(valgrind)
+        .args([
+            "--tool=lackey",
+            "--trace-mem=yes",
+            "--trace-syscalls=yes",
+            "--trace-children=yes",
+            "--vgdb=no",
+        ])
+        .arg(log_arg)
+        .args(&opts.command)
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            for id in ids.into_iter().flatten() {
+                signal_hook::low_level::unregister(id);
+            }
+            let _ = writer.finish(FinishStatus::Truncated {
+                reason: format!("valgrind did not start: {e}"),
+            });
+            let _ = std::fs::remove_file(&opts.output);
+            return Err(io_err(valgrind, e));
+        }
+    };
+    let root_pid = child.id();
+
+    let shared = Arc::new(Shared {
+        root_done: AtomicBool::new(false),
+        abort: AtomicBool::new(false),
+        readers: AtomicUsize::new(0),
+    });
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let watcher = {
+        let shared = Arc::clone(&shared);
+        let dir = dir.to_path_buf();
+        thread::spawn(move || watch(&dir, &tx, &shared))
+    };
+
+    let mut order = Order::new(root_pid, keep);
+    let mut first_error: Option<TraceError> = None;
+    let mut exit_code = None;
+    let mut stop_at: Option<Instant> = None;
+    let mut stop_reason: Option<String> = None;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(msg) => {
+                if let Err(e) = order.handle(msg, &mut writer) {
+                    // A write error: nothing more can be written.
+                    shared.abort.store(true, Ordering::SeqCst);
+                    first_error.get_or_insert(e);
+                    break;
+                }
+                if let Some(e) = order.errors.pop() {
+                    first_error.get_or_insert(e);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if exit_code.is_none() {
+            if let Ok(Some(status)) = child.try_wait() {
+                exit_code = Some(
+                    status
+                        .code()
+                        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+                );
+                shared.root_done.store(true, Ordering::SeqCst);
+            }
+        }
+        if stop_at.is_none() {
+            let sig = if sigterm.load(Ordering::SeqCst) {
+                Some((libc::SIGTERM, "SIGTERM"))
+            } else if sigint.load(Ordering::SeqCst) {
+                Some((libc::SIGINT, "SIGINT"))
+            } else {
+                None
+            };
+            if let Some((sig, name)) = sig {
+                stop_at = Some(Instant::now() + STOP_GRACE);
+                stop_reason = Some(format!("recording interrupted by {name}"));
+                if exit_code.is_none() {
+                    if let Ok(pid) = libc::pid_t::try_from(root_pid) {
+                        // SAFETY: kill(2) with a pid we spawned and have not reaped.
+                        unsafe { libc::kill(pid, sig) };
+                    }
+                }
+            }
+        }
+        if let Some(t) = stop_at {
+            if Instant::now() >= t && !shared.abort.load(Ordering::SeqCst) {
+                shared.abort.store(true, Ordering::SeqCst);
+                if exit_code.is_none() {
+                    let _ = child.kill();
+                }
+            }
+        }
+    }
+    if exit_code.is_none() {
+        if let Ok(status) = child.wait() {
+            exit_code = Some(
+                status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+            );
+        }
+    }
+    shared.root_done.store(true, Ordering::SeqCst);
+    shared.abort.store(true, Ordering::SeqCst);
+    let _ = watcher.join();
+    while let Ok(msg) = rx.try_recv() {
+        if order.handle(msg, &mut writer).is_err() {
+            break;
+        }
+    }
+    for id in ids.into_iter().flatten() {
+        signal_hook::low_level::unregister(id);
+    }
+    let flushed = order.flush_all(&mut writer);
+    if let Err(e) = flushed {
+        first_error.get_or_insert(e);
+    }
+    if let Some(e) = order.errors.pop() {
+        first_error.get_or_insert(e);
+    }
+
+    let truncated = match (&first_error, stop_reason) {
+        (Some(e), _) => Some(format!("recording failed: {e}")),
+        (None, r) => r,
+    };
+    let status = match &truncated {
+        Some(reason) => FinishStatus::Truncated {
+            reason: reason.clone(),
+        },
+        None => FinishStatus::Complete { exit_code },
+    };
+    let ws = writer.finish(status)?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(RecordSummary {
+        output: opts.output.clone(),
+        processes: ws.processes,
+        accesses: ws.accesses,
+        events: ws.events,
+        bytes_written: ws.bytes_written,
+        exit_code,
+        truncated,
+    })
+}
+
+/// The watcher: finds new log files, opens and unlinks them, and starts one
+/// reader thread per file.
+fn watch(dir: &Path, tx: &Sender<Msg>, shared: &Arc<Shared>) {
+    let mut next_id = 0usize;
+    let mut latest: HashMap<u32, Arc<AtomicBool>> = HashMap::new();
+    let mut handles = Vec::new();
+    loop {
+        // Read the flags before scanning, so a file created after the last
+        // reader ended is still seen by this final scan.
+        let quiet =
+            shared.root_done.load(Ordering::SeqCst) && shared.readers.load(Ordering::SeqCst) == 0;
+        let aborting = shared.abort.load(Ordering::SeqCst);
+        let mut found: Vec<(u32, u32, PathBuf)> = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for entry in rd.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let mut parts = name.splitn(2, '.');
+                let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+                let seq = parts.next().and_then(|s| s.parse::<u32>().ok());
+                if let (Some(pid), Some(seq)) = (pid, seq) {
+                    found.push((pid, seq, entry.path()));
+                }
+            }
+        }
+        // A forked child's pre-exec log (`PID.k`, k >= 2) comes before the
+        // log of the image it exec'd (`PID.1`).
+        found.sort_by_key(|&(pid, seq, _)| (pid, if seq == 1 { u32::MAX } else { seq }));
+        let none_new = found.is_empty();
+        // Announce every new stream before any of their readers starts, so
+        // the writer knows all traced parents before a child's preamble.
+        let mut opened = Vec::with_capacity(found.len());
+        for (pid, _seq, path) in found {
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(_) => continue,
+            };
+            let _ = std::fs::remove_file(&path);
+            let id = next_id;
+            next_id += 1;
+            let superseded = Arc::new(AtomicBool::new(false));
+            if let Some(old) = latest.insert(pid, Arc::clone(&superseded)) {
+                old.store(true, Ordering::SeqCst);
+            }
+            if tx.send(Msg::Stream { id, pid }).is_err() {
+                return;
+            }
+            shared.readers.fetch_add(1, Ordering::SeqCst);
+            opened.push((id, pid, file, path, superseded));
+        }
+        for (id, pid, file, path, superseded) in opened {
+            let tx = tx.clone();
+            let shared = Arc::clone(shared);
+            handles.push(thread::spawn(move || {
+                let error = follow(id, pid, file, &path, &superseded, &shared, &tx).err();
+                let _ = tx.send(Msg::End { id, error });
+                shared.readers.fetch_sub(1, Ordering::SeqCst);
+            }));
+        }
+        if none_new && (quiet || (aborting && shared.readers.load(Ordering::SeqCst) == 0)) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+                return true;
+            };
+            !matches!(stat.get(close + 2), Some(b'Z') | Some(b'X'))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Follow one log file to its end, sending parsed batches.
+fn follow(
+    id: usize,
+    pid: u32,
+    mut file: File,
+    path: &Path,
+    superseded: &AtomicBool,
+    shared: &Shared,
+    tx: &Sender<Msg>,
+) -> Result<(), TraceError> {
+    let mut parser = LineParser::new(Some(pid));
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut file_pos = 0u64; // file offset of buf[0]
+    let mut punched = 0u64;
+    let mut line_no = 0u64;
+    let mut batch: Vec<Record> = Vec::with_capacity(BATCH_RECORDS);
+    let mut sent_info = false;
+    let mut idle_ms = 1u64;
+    let mut last_pass = false;
+    let fd = file.as_raw_fd();
+    let punch_ok = file.metadata().map(|m| m.nlink() <= 1).unwrap_or(false);
+    let send = |batch: &mut Vec<Record>| -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let records = std::mem::replace(batch, Vec::with_capacity(BATCH_RECORDS));
+        tx.send(Msg::Batch { id, records }).is_ok()
+    };
+    loop {
+        if end == buf.len() {
+            if start == 0 {
+                if buf.len() >= MAX_LINE_BYTES {
+                    return Err(malformed(
+                        path,
+                        line_no + 1,
+                        "expected a line shorter than 1 MiB",
+                        &buf[..80],
+                    ));
+                }
+                buf.resize(buf.len() * 2, 0);
+            } else {
+                buf.copy_within(start..end, 0);
+                file_pos += start as u64;
+                end -= start;
+                start = 0;
+            }
+        }
+        let n = file.read(&mut buf[end..]).map_err(|e| io_err(path, e))?;
+        if n == 0 {
+            if !send(&mut batch) {
+                return Ok(());
+            }
+            if last_pass {
+                break;
+            }
+            let done = parser.is_closed()
+                || superseded.load(Ordering::SeqCst)
+                || shared.abort.load(Ordering::SeqCst)
+                || !alive(pid);
+            if done {
+                // Read once more: everything written before the writer went
+                // away is in the file now.
+                last_pass = true;
+                continue;
+            }
+            thread::sleep(Duration::from_millis(idle_ms));
+            idle_ms = (idle_ms * 2).min(20);
+            continue;
+        }
+        idle_ms = 1;
+        end += n;
+        while let Some(nl) = buf[start..end].iter().position(|&b| b == b'\n') {
+            let line = &buf[start..start + nl];
+            line_no += 1;
+            parser
+                .parse_line(line, &mut batch)
+                .map_err(|what| malformed(path, line_no, what, line))?;
+            // The preamble is `Command:` then `Parent PID:`; announce the
+            // process once both are in (or the preamble is over).
+            if !sent_info
+                && parser.has_preamble()
+                && (parser.process_info().parent.is_some() || line.first() != Some(&b'='))
+            {
+                sent_info = true;
+                let info = parser.process_info();
+                if !send(&mut batch) || tx.send(Msg::Info { id, info }).is_err() {
+                    return Ok(());
+                }
+            }
+            start += nl + 1;
+        }
+        if batch.len() >= BATCH_RECORDS && !send(&mut batch) {
+            return Ok(());
+        }
+        let consumed = file_pos + start as u64;
+        if punch_ok && consumed - punched >= PUNCH_EVERY_BYTES {
+            let upto = consumed & !((1 << 20) - 1);
+            // SAFETY: fallocate(2) on a file descriptor we own; it only
+            // frees bytes we have already read.
+            let r = unsafe {
+                libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    0,
+                    upto as libc::off_t,
+                )
+            };
+            punched = if r == 0 { upto } else { u64::MAX / 2 };
+        }
+        if shared.abort.load(Ordering::SeqCst) && last_pass {
+            break;
+        }
+    }
+    if start < end {
+        // A last line without its newline (a process killed mid-write).
+        line_no += 1;
+        let _ = line_no;
+        // Ignored if it does not parse: it was cut off.
+        let _ = parser.parse_line(&buf[start..end], &mut batch);
+    }
+    parser.finish(&mut batch);
+    send(&mut batch);
+    Ok(())
+}
+
+/// One log stream in the writer.
+struct StreamState {
+    pid: u32,
+    ended: bool,
+    /// Records waiting until the stream becomes active.
+    held: Vec<Record>,
+    info: Option<ProcessInfo>,
+    /// The process-table entry of this stream was written.
+    announced: bool,
+}
+
+/// One process in the writer.
+#[derive(Default)]
+struct ProcState {
+    /// Its streams in creation order; the front one is the current one.
+    streams: VecDeque<usize>,
+    /// Its records may be written: it is the root, or its parent's `Fork`
+    /// event was written.
+    released: bool,
+    /// Parent from the fork event.
+    parent: Option<u32>,
+}
+
+/// Puts the streams in a causal order and writes them.
+struct Order<'k> {
+    root_pid: u32,
+    streams: HashMap<usize, StreamState>,
+    procs: HashMap<u32, ProcState>,
+    /// Pids that appeared in any stream (to tell traced parents apart).
+    seen: HashSet<u32>,
+    keep: Option<&'k mut Vec<Record>>,
+    errors: Vec<TraceError>,
+}
+
+impl<'k> Order<'k> {
+    fn new(root_pid: u32, keep: Option<&'k mut Vec<Record>>) -> Self {
+        Order {
+            root_pid,
+            streams: HashMap::new(),
+            procs: HashMap::new(),
+            seen: HashSet::new(),
+            keep,
+            errors: Vec::new(),
+        }
+    }
+
+    fn handle(&mut self, msg: Msg, w: &mut vmt::Writer) -> Result<(), TraceError> {
+        match msg {
+            Msg::Stream { id, pid } => {
+                self.streams.insert(
+                    id,
+                    StreamState {
+                        pid,
+                        ended: false,
+                        held: Vec::new(),
+                        info: None,
+                        announced: false,
+                    },
+                );
+                self.seen.insert(pid);
+                let root = pid == self.root_pid;
+                let p = self.procs.entry(pid).or_default();
+                p.streams.push_back(id);
+                if root {
+                    p.released = true;
+                }
+                self.advance(pid, w)?;
+            }
+            Msg::Info { id, info } => {
+                let pid = match self.streams.get_mut(&id) {
+                    Some(s) => {
+                        s.info = Some(info.clone());
+                        s.pid
+                    }
+                    None => return Ok(()),
+                };
+                // A process whose parent is not traced has no fork event.
+                let untraced_parent = match info.parent {
+                    Some(pp) => !self.seen.contains(&pp),
+                    None => true,
+                };
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    if untraced_parent && !p.released && pid != self.root_pid {
+                        p.released = true;
+                    }
+                }
+                self.advance(pid, w)?;
+            }
+            Msg::Batch { id, records } => {
+                if self.is_active(id) {
+                    self.write(&records, w)?;
+                } else if let Some(s) = self.streams.get_mut(&id) {
+                    s.held.extend(records);
+                }
+            }
+            Msg::End { id, error } => {
+                if let Some(e) = error {
+                    self.errors.push(e);
+                }
+                let Some(s) = self.streams.get_mut(&id) else {
+                    return Ok(());
+                };
+                s.ended = true;
+                let pid = s.pid;
+                self.advance(pid, w)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn is_active(&self, id: usize) -> bool {
+        let Some(s) = self.streams.get(&id) else {
+            return false;
+        };
+        match self.procs.get(&s.pid) {
+            Some(p) => p.released && p.streams.front() == Some(&id) && s.announced,
+            None => false,
+        }
+    }
+
+    /// Make the current stream of `pid` active if it may be: announce the
+    /// process, write held records, move past ended streams.
+    fn advance(&mut self, pid: u32, w: &mut vmt::Writer) -> Result<(), TraceError> {
+        {
+            while let Some(p) = self.procs.get(&pid) {
+                if !p.released {
+                    break;
+                }
+                let Some(&id) = p.streams.front() else { break };
+                let fork_parent = p.parent;
+                let Some(s) = self.streams.get_mut(&id) else {
+                    break;
+                };
+                if !s.announced {
+                    // Wait for the preamble unless the stream already ended.
+                    let Some(info) = s.info.clone().or_else(|| {
+                        s.ended.then(|| ProcessInfo {
+                            pid,
+                            ..Default::default()
+                        })
+                    }) else {
+                        break;
+                    };
+                    s.announced = true;
+                    let parent = if pid == self.root_pid {
+                        None
+                    } else {
+                        fork_parent.or(info.parent)
+                    };
+                    w.add_process(ProcessInfo {
+                        pid,
+                        parent,
+                        command: info.command,
+                    });
+                }
+                let held = std::mem::take(&mut s.held);
+                let ended = s.ended;
+                self.write(&held, w)?;
+                if !ended {
+                    break;
+                }
+                self.streams.remove(&id);
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.streams.pop_front();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write records; a written fork event lets the child's streams advance.
+    fn write(&mut self, records: &[Record], w: &mut vmt::Writer) -> Result<(), TraceError> {
+        let mut children = Vec::new();
+        for r in records {
+            w.push(r)?;
+            if let Record::Event(Event {
+                pid,
+                kind: ProcEvent::Fork { child },
+            }) = r
+            {
+                let c = self.procs.entry(*child).or_default();
+                c.released = true;
+                c.parent = Some(*pid);
+                children.push(*child);
+            }
+        }
+        if let Some(k) = self.keep.as_deref_mut() {
+            k.extend_from_slice(records);
+        }
+        for c in children {
+            self.advance(c, w)?;
+        }
+        Ok(())
+    }
+
+    /// At the end: write whatever is still held, process by process in
+    /// stream order (a child whose fork was never seen, for example).
+    fn flush_all(&mut self, w: &mut vmt::Writer) -> Result<(), TraceError> {
+        let mut ids: Vec<usize> = self.streams.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            s.ended = true;
+            let pid = s.pid;
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.released = true;
+            }
+            self.advance(pid, w)?;
+        }
+        Ok(())
+    }
+}

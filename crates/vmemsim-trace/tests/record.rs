@@ -1,0 +1,142 @@
+//! Recording real programs under Valgrind lackey (skipped, with a message,
+//! where Valgrind cannot run).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use vmemsim_trace::recorder::{record, record_keeping, RecordOptions};
+use vmemsim_trace::{vmt, ProcEvent, Record, RecordSource};
+
+/// True when `valgrind` is installed and can run a program here.
+fn valgrind_runs() -> bool {
+    let ok = Command::new("valgrind")
+        .args(["--tool=none", "-q", "/bin/true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: valgrind is missing or cannot run here (apt-get install valgrind)");
+    }
+    ok
+}
+
+fn out_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+fn opts(output: &Path, cmd: &[&str]) -> RecordOptions {
+    RecordOptions {
+        output: output.to_path_buf(),
+        command: cmd.iter().map(OsString::from).collect(),
+        valgrind: None,
+    }
+}
+
+fn read_all(path: &Path) -> (Vec<Record>, vmt::Reader) {
+    let mut r = vmt::Reader::open(path).unwrap();
+    let mut all = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if r.next_batch(&mut buf, 4096).unwrap() == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf);
+    }
+    (all, r)
+}
+
+#[test]
+fn records_a_shell_pipeline_and_reads_it_back_exactly() {
+    if !valgrind_runs() {
+        return;
+    }
+    let out = out_path("pipeline.vmt");
+    let (summary, kept) = record_keeping(&opts(&out, &["sh", "-c", "echo hello | wc -c"])).unwrap();
+    println!("{summary}");
+    assert_eq!(summary.truncated, None);
+    assert_eq!(summary.exit_code, Some(0));
+    assert!(summary.processes > 1, "{summary}");
+    assert!(summary.accesses > 0);
+    let has = |f: &dyn Fn(&ProcEvent) -> bool| {
+        kept.iter()
+            .any(|r| matches!(r, Record::Event(e) if f(&e.kind)))
+    };
+    assert!(has(&|k| matches!(k, ProcEvent::Fork { .. })), "no fork");
+    assert!(has(&|k| matches!(k, ProcEvent::Exec)), "no exec");
+    assert!(
+        has(&|k| matches!(k, ProcEvent::Exit { code: 0 })),
+        "no exit"
+    );
+    assert!(has(&|k| matches!(k, ProcEvent::Mmap { .. })), "no mmap");
+    assert!(has(&|k| matches!(k, ProcEvent::Brk { .. })), "no brk");
+
+    // Causal order: every child's first record comes after its fork.
+    let mut forked = std::collections::HashSet::new();
+    let root = match &kept[0] {
+        Record::Access(a) => a.pid,
+        Record::Event(e) => e.pid,
+    };
+    forked.insert(root);
+    for r in &kept {
+        let pid = match r {
+            Record::Access(a) => a.pid,
+            Record::Event(e) => e.pid,
+        };
+        assert!(forked.contains(&pid), "record of {pid} before its fork");
+        if let Record::Event(e) = r {
+            if let ProcEvent::Fork { child } = e.kind {
+                forked.insert(child);
+            }
+        }
+    }
+
+    let (read, reader) = read_all(&out);
+    assert_eq!(read.len(), kept.len());
+    assert!(read == kept, "trace does not read back as written");
+    let procs = reader.processes();
+    assert_eq!(procs.len(), summary.processes);
+    assert!(procs.iter().any(|p| p.pid == root && p.parent.is_none()));
+    assert!(procs.iter().any(|p| p.parent == Some(root)));
+    assert!(
+        procs.iter().any(|p| p.command.contains("wc -c")),
+        "{procs:?}"
+    );
+    assert!(reader.header().is_complete());
+    assert_eq!(reader.header().exit_status(), Some(0));
+}
+
+#[test]
+fn failing_and_crashing_programs_still_give_complete_traces() {
+    if !valgrind_runs() {
+        return;
+    }
+    let out = out_path("exit3.vmt");
+    let s = record(&opts(&out, &["sh", "-c", "exit 3"])).unwrap();
+    assert_eq!(s.exit_code, Some(3));
+    assert_eq!(s.truncated, None);
+    let (read, _) = read_all(&out);
+    assert!(read
+        .iter()
+        .any(|r| matches!(r, Record::Event(e) if e.kind == ProcEvent::Exit { code: 3 })));
+
+    let out = out_path("segv.vmt");
+    let s = record(&opts(&out, &["sh", "-c", "kill -SEGV $$"])).unwrap();
+    assert_eq!(s.exit_code, Some(128 + 11));
+    let (read, _) = read_all(&out);
+    assert!(read
+        .iter()
+        .any(|r| matches!(r, Record::Event(e) if e.kind == ProcEvent::Exit { code: 139 })));
+}
+
+#[test]
+fn missing_valgrind_says_how_to_install_it() {
+    let mut o = opts(&out_path("never.vmt"), &["true"]);
+    o.valgrind = Some(PathBuf::from("/nonexistent/valgrind"));
+    let e = record(&o).unwrap_err().to_string();
+    assert!(e.contains("apt-get install valgrind"), "{e}");
+    assert!(!out_path("never.vmt").exists());
+}
