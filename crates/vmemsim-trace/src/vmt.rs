@@ -67,8 +67,14 @@ const MAX_FOOTER: u64 = 1 << 30;
 const MAX_COMMAND: usize = 4096;
 const ZSTD_LEVEL: i32 = 3;
 
-const TAG_ZERO_DELTA: u8 = 0x40;
-const TAG_RESERVED: u8 = 0x80;
+/// Bytes of the fixed-width zigzag delta for each delta-length code
+/// (tag bits 6-7) of an access with a table size.
+const DELTA_BYTES: [usize; 4] = [0, 1, 2, 4];
+/// Mask selecting those bytes from a little-endian 8-byte window.
+const DELTA_MASK: [u64; 4] = [0, 0xff, 0xffff, 0xffff_ffff];
+/// Zero bytes after a decoded payload, so the decoder can always read an
+/// 8-byte window after a tag.
+const PAD: usize = 8;
 const TAG_EXPLICIT_SIZE: u8 = 0x00;
 const TAG_PID: u8 = 0x40;
 const TAG_EVENT: u8 = 0x80;
@@ -466,15 +472,24 @@ impl Writer {
         let cls = usize::from(kind != 0);
         let delta = a.addr.wrapping_sub(self.state.cur.base[cls]);
         let code = size_code(a.size);
-        if code == 0 {
+        let z = zigzag(delta);
+        if code == 0 || z > u64::from(u32::MAX) {
             self.raw.push(TAG_EXPLICIT_SIZE | kind);
             put_varint(&mut self.raw, u64::from(a.size));
-            put_varint(&mut self.raw, zigzag(delta));
-        } else if delta == 0 {
-            self.raw.push(kind | code << 2 | TAG_ZERO_DELTA);
+            put_varint(&mut self.raw, z);
         } else {
-            self.raw.push(kind | code << 2);
-            put_varint(&mut self.raw, zigzag(delta));
+            let lc: u8 = if z == 0 {
+                0
+            } else if z <= 0xff {
+                1
+            } else if z <= 0xffff {
+                2
+            } else {
+                3
+            };
+            self.raw.push(kind | code << 2 | lc << 6);
+            self.raw
+                .extend_from_slice(&z.to_le_bytes()[..DELTA_BYTES[usize::from(lc)]]);
         }
         self.state.cur.base[cls] = if cls == 0 {
             a.addr.wrapping_add(u64::from(a.size))
@@ -787,6 +802,8 @@ pub struct Reader {
     comp: Vec<u8>,
     raw: Vec<u8>,
     raw_pos: usize,
+    /// Payload bytes in `raw` (before the padding).
+    raw_end: usize,
     in_block: bool,
     done: bool,
     block_no: u64,
@@ -883,6 +900,7 @@ impl Reader {
             comp: Vec::new(),
             raw: Vec::new(),
             raw_pos: 0,
+            raw_end: 0,
             in_block: false,
             done: false,
             block_no: 0,
@@ -1012,7 +1030,7 @@ impl Reader {
             return Ok(false);
         }
         self.raw.clear();
-        self.raw.reserve(raw_len);
+        self.raw.reserve(raw_len + PAD);
         let n = match self.dec.decompress_to_buffer(&self.comp[..], &mut self.raw) {
             Ok(n) => n,
             Err(e) => {
@@ -1037,6 +1055,8 @@ impl Reader {
             ));
         }
         self.pos = data_start + comp_len as u64;
+        self.raw_end = raw_len;
+        self.raw.extend_from_slice(&[0u8; PAD]);
         self.raw_pos = 0;
         self.block_declared = records;
         self.block_seen = 0;
@@ -1087,57 +1107,56 @@ impl Reader {
     fn decode(&mut self, buf: &mut Vec<Record>, max: usize) -> Result<usize, TraceError> {
         let left = (self.block_declared - self.block_seen.min(self.block_declared)) as usize;
         buf.reserve(max.min(left));
-        let raw = &self.raw[..];
+        let end = self.raw_end;
+        let padded = &self.raw[..];
+        let raw = &self.raw[..end];
         let mut pos = self.raw_pos;
         let mut pid = self.state.pid;
         let mut base = self.state.cur.base;
+        // The two predictions live in registers on the fast path.
+        let (mut bf, mut bd) = (base[0], base[1]);
         let mut n = 0usize;
         let mut err = None;
-        while n < max && pos < raw.len() {
+        while n < max && pos < end {
             let tag = raw[pos];
             let code = (tag >> 2) & 0xF;
             if code != 0 {
-                // Common case: an access with a table size.
-                let kind = tag & 3;
-                let cls = usize::from(kind != 0);
-                if tag & TAG_RESERVED != 0 {
-                    err = Some(PayloadError::BadTag(pos, tag));
+                // Common case: an access with a table size and a delta of
+                // 0, 1, 2 or 4 bytes, read from an 8-byte window (the
+                // payload is padded) without branching on the length.
+                let lc = usize::from(tag >> 6);
+                let Some(win) = padded.get(pos + 1..pos + 1 + PAD) else {
+                    err = Some(PayloadError::Truncated(pos));
+                    break;
+                };
+                let mut w = [0u8; 8];
+                w.copy_from_slice(win);
+                let next = pos + 1 + DELTA_BYTES[lc];
+                if next > end {
+                    err = Some(PayloadError::Truncated(pos));
                     break;
                 }
-                pos += 1;
-                let delta = if tag & TAG_ZERO_DELTA != 0 {
-                    0
-                } else {
-                    match raw.get(pos) {
-                        Some(&b) if b < 0x80 => {
-                            pos += 1;
-                            unzigzag(u64::from(b))
-                        }
-                        _ => match get_varint(raw, &mut pos) {
-                            Ok(v) => unzigzag(v),
-                            Err(e) => {
-                                err = Some(e);
-                                break;
-                            }
-                        },
-                    }
-                };
-                let size = SIZE_OF_CODE[code as usize];
-                let addr = base[cls].wrapping_add(delta);
-                base[cls] = if cls == 0 {
-                    addr.wrapping_add(u64::from(size))
-                } else {
-                    addr
-                };
+                pos = next;
+                let delta = unzigzag(u64::from_le_bytes(w) & DELTA_MASK[lc]);
+                let kind = usize::from(tag & 3);
+                let cls = usize::from(kind != 0);
+                let size = SIZE_OF_CODE[usize::from(code)];
+                let is_fetch = cls == 0;
+                let addr = if is_fetch { bf } else { bd }.wrapping_add(delta);
+                // Fetches predict the next fetch at their end.
+                let next_base = addr.wrapping_add(u64::from(size) & (cls as u64).wrapping_sub(1));
+                bf = if is_fetch { next_base } else { bf };
+                bd = if is_fetch { bd } else { next_base };
                 buf.push(Record::Access(Access {
                     addr,
                     pid,
                     size,
-                    kind: KINDS[kind as usize],
+                    kind: KINDS[kind],
                 }));
                 n += 1;
                 continue;
             }
+            base = [bf, bd];
             let at = pos;
             pos += 1;
             let r = match tag & 0xC0 {
@@ -1200,6 +1219,7 @@ impl Reader {
                     }
                 }
             };
+            (bf, bd) = (base[0], base[1]);
             match r {
                 Ok(Some(rec)) => {
                     buf.push(rec);
@@ -1214,7 +1234,7 @@ impl Reader {
         }
         self.raw_pos = pos;
         self.state.pid = pid;
-        self.state.cur.base = base;
+        self.state.cur.base = [bf, bd];
         self.block_seen = self.block_seen.saturating_add(n as u32);
         self.records_read += n as u64;
         if let Some(e) = err {
@@ -1230,7 +1250,7 @@ impl Reader {
                 ),
             ));
         }
-        if pos >= self.raw.len() {
+        if pos >= self.raw_end {
             self.in_block = false;
             self.block_no += 1;
             if self.block_seen != self.block_declared {
