@@ -1,1 +1,59 @@
-//! vmemsim
+//! vmemsim: a fast, faithful simulator of how a virtual machine monitor
+//! virtualizes memory.
+//!
+//! Layers, each depending only on those above it in this list:
+//! - [`addr`], [`pte`]: address-space types and x86/EPT entry layouts;
+//! - [`config`]: the TOML configuration, defaults with sources;
+//! - [`mem`]: physical memory holding page-table pages;
+//! - [`mmu`]: TLBs, paging-structure caches, nested TLB, walkers (no virtualization);
+//! - [`host`]: host frames, p2m, EPT;
+//! - [`guest`]: the guest OS model (processes, VMAs, page tables, faults, fork...);
+//! - [`hv`]: the MMU virtualization modes and the machine that runs a guest on one;
+//! - [`stats`], [`cost`]: counters and the cost model that prices them;
+//! - [`workload`]: built-in workloads; [`sim`]: the simulation loop; [`report`]: output.
+//!
+//! Traces come from the `vmemsim-trace` crate as [`vmemsim_trace::Record`]s.
+
+pub mod addr;
+pub mod config;
+pub mod cost;
+pub mod guest;
+pub mod host;
+pub mod hv;
+pub mod mem;
+pub mod mmu;
+pub mod pte;
+pub mod report;
+pub mod sim;
+pub mod stats;
+pub mod workload;
+
+pub use config::Config;
+pub use sim::{run_mode, ModeKind, ModeResult};
+
+/// Errors of a simulation run: bad input or a guest the configuration
+/// cannot hold. Architectural events (faults, exits) are counted, not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The guest ran out of guest-physical memory (no guest reclaim yet).
+    #[error("guest out of memory: the workload needs more than guest.mem_mib = {mem_mib} MiB; raise it in the config")]
+    GuestOutOfMemory {
+        /// Configured guest memory, MiB.
+        mem_mib: u64,
+    },
+    /// More live processes than PCIDs.
+    #[error("more than {limit} live processes: PCIDs exhausted (set guest.pcid = false)")]
+    TooManyProcesses {
+        /// PCIDs available.
+        limit: u32,
+    },
+    /// The trace could not be read.
+    #[error(transparent)]
+    Trace(#[from] vmemsim_trace::TraceError),
+    /// A bad configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A bad workload name or parameter.
+    #[error("{0}")]
+    Workload(String),
+}

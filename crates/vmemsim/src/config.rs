@@ -1,0 +1,429 @@
+//! Simulator configuration: one struct per TOML section, unknown keys
+//! rejected, impossible geometry rejected by [`Config::validate`].
+//!
+//! Every default names its source. "UNVERIFIED" marks a default no primary
+//! source fixes (see `shared/reference/facts.md`): a documented placeholder,
+//! not a validation target.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Errors loading or validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or names an unknown key (the message names it).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the TOML parser reported (key, line and column).
+        message: String,
+    },
+    /// A value is impossible, e.g. a TLB geometry whose sets are not a power of two.
+    #[error("config key `{key}` = {value}: {why}")]
+    Invalid {
+        /// Dotted key, e.g. `tlb.stlb`.
+        key: String,
+        /// The offending value as written.
+        value: String,
+        /// What a valid value looks like.
+        why: String,
+    },
+}
+
+/// The whole configuration. `Config::default()` is the documented baseline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Guest OS model.
+    pub guest: GuestConfig,
+    /// TLBs.
+    pub tlb: TlbConfig,
+    /// Paging-structure caches, nested TLB, EPT walk caches.
+    pub walk_caches: WalkCacheConfig,
+    /// Cache for page-table lines touched by walks.
+    pub pt_cache: PtCacheConfig,
+    /// Cycle costs.
+    pub cost: CostConfig,
+    /// Scheduling of recorded processes.
+    pub sched: SchedConfig,
+}
+
+/// Guest OS model settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuestConfig {
+    /// Guest-physical memory in MiB. Default 8192.
+    pub mem_mib: u64,
+    /// Back anonymous VMAs with 2 MiB pages where a whole aligned 2 MiB range
+    /// fits in the VMA (like Linux THP "always"). Default false.
+    pub huge_pages: bool,
+    /// Tag TLB entries with PCIDs so a CR3 write need not flush (Linux
+    /// since 4.14). Default true.
+    pub pcid: bool,
+    /// munmap of more pages than this flushes the whole TLB instead of one
+    /// INVLPG per page. Default 33: Linux `tlb_single_page_flush_ceiling`.
+    pub invlpg_ceiling_pages: u64,
+}
+
+impl Default for GuestConfig {
+    fn default() -> Self {
+        GuestConfig { mem_mib: 8192, huge_pages: false, pcid: true, invlpg_ceiling_pages: 33 }
+    }
+}
+
+/// Geometry of one set-associative structure. `entries = 0` turns it off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Geometry {
+    /// Total entries (0 = structure absent).
+    pub entries: u32,
+    /// Associativity; `entries / ways` sets, which must be a power of two.
+    pub ways: u32,
+}
+
+impl Geometry {
+    /// `entries` entries in `ways` ways.
+    pub const fn new(entries: u32, ways: u32) -> Self {
+        Geometry { entries, ways }
+    }
+    /// Number of sets (0 when off).
+    pub fn sets(self) -> u32 {
+        if self.entries == 0 {
+            0
+        } else {
+            self.entries / self.ways
+        }
+    }
+    fn validate(self, key: &str) -> Result<(), ConfigError> {
+        if self.entries == 0 {
+            return Ok(());
+        }
+        let ok = self.ways >= 1
+            && self.ways <= 64
+            && self.entries % self.ways == 0
+            && (self.entries / self.ways).is_power_of_two()
+            && self.entries <= 1 << 20;
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                key: key.to_string(),
+                value: format!("{{ entries = {}, ways = {} }}", self.entries, self.ways),
+                why: "need 1..=64 ways, entries a multiple of ways, entries/ways a power of two, \
+                      at most 2^20 entries (entries = 0 turns the structure off)"
+                    .into(),
+            })
+        }
+    }
+}
+
+/// TLB geometries. Defaults: Intel Sandy Bridge [AP16 Table III] for the
+/// L1 DTLB and the 512-entry 4-way STLB; the STLB here holds 4 KiB and 2 MiB
+/// entries (as on Skylake) rather than 4 KiB only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlbConfig {
+    /// L1 DTLB for 4 KiB pages. Default 64 entries, 4-way [AP16].
+    pub l1d_4k: Geometry,
+    /// L1 DTLB for 2 MiB pages. Default 32 entries, 4-way [AP16].
+    pub l1d_2m: Geometry,
+    /// L1 ITLB for 4 KiB pages. Default 128 entries, 4-way (Sandy Bridge; UNVERIFIED).
+    pub l1i_4k: Geometry,
+    /// L1 ITLB for 2 MiB pages. Default 8 entries, fully associative (UNVERIFIED).
+    pub l1i_2m: Geometry,
+    /// Unified second-level TLB (STLB). Default 512 entries, 4-way [AP16].
+    pub stlb: Geometry,
+}
+
+impl Default for TlbConfig {
+    fn default() -> Self {
+        TlbConfig {
+            l1d_4k: Geometry::new(64, 4),
+            l1d_2m: Geometry::new(32, 4),
+            l1i_4k: Geometry::new(128, 4),
+            l1i_2m: Geometry::new(8, 8),
+            stlb: Geometry::new(512, 4),
+        }
+    }
+}
+
+/// Walk caches. Intel documents that paging-structure caches (PSCs) exist for
+/// PML4E, PDPTE and PDE entries [SDM 4.10.3] but not their sizes: the
+/// defaults are UNVERIFIED placeholders. The nested TLB caches gPA->hPA
+/// translations for 2-D walks and the EPT PSCs cache upper EPT entries [B08].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalkCacheConfig {
+    /// PML4E cache (gVA bits 47:39). Default 2 entries, fully associative (UNVERIFIED).
+    pub pml4e: Geometry,
+    /// PDPTE cache (gVA bits 47:30). Default 4 entries, fully associative (UNVERIFIED).
+    pub pdpte: Geometry,
+    /// PDE cache (gVA bits 47:21). Default 32 entries, 4-way (UNVERIFIED).
+    pub pde: Geometry,
+    /// Nested TLB, gPFN -> hPFN, used by 2-D walks. Default 64 entries, 4-way (UNVERIFIED).
+    pub nested_tlb: Geometry,
+    /// EPT PML4E cache (gPA bits 47:39). Default 2, fully associative (UNVERIFIED).
+    pub ept_pml4e: Geometry,
+    /// EPT PDPTE cache (gPA bits 47:30). Default 4, fully associative (UNVERIFIED).
+    pub ept_pdpte: Geometry,
+    /// EPT PDE cache (gPA bits 47:21). Default 32, 4-way (UNVERIFIED).
+    pub ept_pde: Geometry,
+}
+
+impl WalkCacheConfig {
+    /// Every walk cache off: walks cost their full architectural reference count.
+    pub fn all_off() -> Self {
+        let off = Geometry::new(0, 1);
+        WalkCacheConfig {
+            pml4e: off,
+            pdpte: off,
+            pde: off,
+            nested_tlb: off,
+            ept_pml4e: off,
+            ept_pdpte: off,
+            ept_pde: off,
+        }
+    }
+}
+
+impl Default for WalkCacheConfig {
+    fn default() -> Self {
+        WalkCacheConfig {
+            pml4e: Geometry::new(2, 2),
+            pdpte: Geometry::new(4, 4),
+            pde: Geometry::new(32, 4),
+            nested_tlb: Geometry::new(64, 4),
+            ept_pml4e: Geometry::new(2, 2),
+            ept_pdpte: Geometry::new(4, 4),
+            ept_pde: Geometry::new(32, 4),
+        }
+    }
+}
+
+/// A cache of page-table lines: walk references that hit it cost
+/// `hit_cycles`, the others `miss_cycles`. Models where page-walk loads are
+/// served (the data cache hierarchy) as one level.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PtCacheConfig {
+    /// Lines (64 bytes each) and ways; entries = 0 turns it off, so every
+    /// reference costs `miss_cycles`. Default 4096 lines (256 KiB, the
+    /// Skylake L2 per core is 256 KiB), 8-way.
+    pub lines: Geometry,
+    /// Latency of a hit, cycles. Default 14 (L2 hit; UNVERIFIED).
+    pub hit_cycles: u64,
+    /// Latency of a miss, cycles. Default 200 (DRAM; UNVERIFIED).
+    pub miss_cycles: u64,
+}
+
+impl Default for PtCacheConfig {
+    fn default() -> Self {
+        PtCacheConfig { lines: Geometry::new(4096, 8), hit_cycles: 14, miss_cycles: 200 }
+    }
+}
+
+/// Cycle costs of events. Defaults from facts.md where it gives a number.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostConfig {
+    /// Cycles per instruction apart from address translation. Default 1.0 (UNVERIFIED baseline).
+    pub base_cpi: f64,
+    /// L1 TLB miss that hits the STLB, cycles. Default 7 (UNVERIFIED).
+    pub stlb_hit_cycles: u64,
+    /// VM exit plus VM entry round trip, cycles. Default 1200: 0.46-0.54 us
+    /// at 2.5 GHz for a hypercall/CPUID exit [PVM Table 1].
+    pub vm_exit_cycles: u64,
+    /// Guest kernel page-fault handling (trap, handler, return), cycles.
+    /// Default 1093: native page fault on a 3.8 GHz Pentium 4 [AA06].
+    pub guest_fault_cycles: u64,
+    /// Guest kernel zeroing one 4 KiB frame, cycles. Default 1000 (UNVERIFIED).
+    pub zero_page_cycles: u64,
+    /// Guest kernel copying one 4 KiB frame (copy-on-write), cycles. Default 2000 (UNVERIFIED).
+    pub copy_page_cycles: u64,
+    /// Guest kernel writing one PTE, cycles (native cost of a PTE store).
+    /// Default 1 [AA06 "PTE modify" native].
+    pub pte_write_cycles: u64,
+    /// Guest context switch (scheduler work besides the CR3 write), cycles. Default 2000 (UNVERIFIED).
+    pub context_switch_cycles: u64,
+    /// Hypervisor handling of an EPT violation (allocate a host frame, fill
+    /// the EPT), cycles beyond the exit. Default 2000 (UNVERIFIED).
+    pub ept_violation_cycles: u64,
+    /// Hypervisor shadow fill on a hidden fault (walk guest tables in
+    /// software, build shadow entries), cycles beyond the exit. Default 2500 (UNVERIFIED).
+    pub shadow_fill_cycles: u64,
+    /// Hypervisor emulating one trapped write to a write-protected guest
+    /// page-table page, cycles beyond the exit. Default 3000 (UNVERIFIED;
+    /// [AA06] measured 12733 cycles in all for a trapped PTE write on a P4).
+    pub pt_write_emulate_cycles: u64,
+    /// Hypervisor injecting a true guest #PF, cycles beyond the exit. Default 1000 (UNVERIFIED).
+    pub inject_fault_cycles: u64,
+    /// Hypervisor handling a trapped CR3 write (find or build the shadow
+    /// root), cycles beyond the exit. Default 500 (UNVERIFIED).
+    pub cr3_exit_cycles: u64,
+    /// Hypervisor handling a trapped INVLPG / INVPCID, cycles beyond the exit. Default 300 (UNVERIFIED).
+    pub invlpg_exit_cycles: u64,
+    /// Hypervisor handling of a hypercall (paravirtual modes), cycles beyond
+    /// the exit. Default 300 (UNVERIFIED).
+    pub hypercall_cycles: u64,
+    /// Hypervisor validating one PTE update of a paravirtual batch, cycles.
+    /// Default 100 (UNVERIFIED).
+    pub pv_validate_cycles: u64,
+}
+
+impl Default for CostConfig {
+    fn default() -> Self {
+        CostConfig {
+            base_cpi: 1.0,
+            stlb_hit_cycles: 7,
+            vm_exit_cycles: 1200,
+            guest_fault_cycles: 1093,
+            zero_page_cycles: 1000,
+            copy_page_cycles: 2000,
+            pte_write_cycles: 1,
+            context_switch_cycles: 2000,
+            ept_violation_cycles: 2000,
+            shadow_fill_cycles: 2500,
+            pt_write_emulate_cycles: 3000,
+            inject_fault_cycles: 1000,
+            cr3_exit_cycles: 500,
+            invlpg_exit_cycles: 300,
+            hypercall_cycles: 300,
+            pv_validate_cycles: 100,
+        }
+    }
+}
+
+/// Scheduling of the processes of a trace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedConfig {
+    /// Round-robin quantum in instructions (fetches) when a trace interleaves
+    /// processes. Default 100000 (UNVERIFIED: about 40 us at 2.5 GHz and CPI 1).
+    pub quantum_instructions: u64,
+}
+
+impl Default for SchedConfig {
+    fn default() -> Self {
+        SchedConfig { quantum_instructions: 100_000 }
+    }
+}
+
+impl Config {
+    /// Parse TOML text; `origin` names the file in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for bad TOML or an unknown key, [`ConfigError::Invalid`]
+    /// for impossible values.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read and parse a TOML file.
+    ///
+    /// # Errors
+    /// As [`Config::from_toml`], plus [`ConfigError::Io`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Io { path: path.display().to_string(), source: e })?;
+        Config::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The resolved configuration as TOML (what `vmemsim config --dump` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serializes")
+    }
+
+    /// Reject impossible values.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key and value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.tlb;
+        for (k, g) in [
+            ("tlb.l1d_4k", t.l1d_4k),
+            ("tlb.l1d_2m", t.l1d_2m),
+            ("tlb.l1i_4k", t.l1i_4k),
+            ("tlb.l1i_2m", t.l1i_2m),
+            ("tlb.stlb", t.stlb),
+        ] {
+            g.validate(k)?;
+        }
+        let w = &self.walk_caches;
+        for (k, g) in [
+            ("walk_caches.pml4e", w.pml4e),
+            ("walk_caches.pdpte", w.pdpte),
+            ("walk_caches.pde", w.pde),
+            ("walk_caches.nested_tlb", w.nested_tlb),
+            ("walk_caches.ept_pml4e", w.ept_pml4e),
+            ("walk_caches.ept_pdpte", w.ept_pdpte),
+            ("walk_caches.ept_pde", w.ept_pde),
+        ] {
+            g.validate(k)?;
+        }
+        self.pt_cache.lines.validate("pt_cache.lines")?;
+        let mem = self.guest.mem_mib;
+        if !(64..=1 << 20).contains(&mem) {
+            return Err(invalid("guest.mem_mib", mem, "between 64 MiB and 1 TiB"));
+        }
+        let cpi = self.cost.base_cpi;
+        if !(cpi.is_finite() && cpi >= 0.0) {
+            return Err(invalid("cost.base_cpi", cpi, "a finite number >= 0"));
+        }
+        if self.sched.quantum_instructions == 0 {
+            return Err(invalid("sched.quantum_instructions", 0, "at least 1"));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &str, value: impl std::fmt::Display, why: &str) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), value: value.to_string(), why: why.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let c = Config::default();
+        let back = Config::from_toml(&c.to_toml(), "dump").unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::from_toml("[tlb]\nstlb_entries = 5\n", "x.toml").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("x.toml") && msg.contains("stlb_entries"), "{msg}");
+    }
+
+    #[test]
+    fn impossible_geometry_is_rejected() {
+        let e = Config::from_toml("[tlb]\nstlb = { entries = 500, ways = 3 }\n", "x.toml")
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("tlb.stlb") && msg.contains("500"), "{msg}");
+    }
+
+    #[test]
+    fn partial_sections_keep_defaults() {
+        let c = Config::from_toml("[guest]\nhuge_pages = true\n", "x").unwrap();
+        assert!(c.guest.huge_pages);
+        assert_eq!(c.guest.mem_mib, 8192);
+        assert_eq!(c.tlb.stlb, Geometry::new(512, 4));
+    }
+}

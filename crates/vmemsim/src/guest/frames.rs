@@ -1,0 +1,108 @@
+//! The guest kernel's physical frame allocator: 2 MiB chunks split on
+//! demand into 4 KiB frames, with a reference count per 4 KiB frame for
+//! copy-on-write sharing. Deterministic: same calls, same frames.
+
+use crate::addr::FRAMES_PER_HUGE;
+
+/// Free lists and reference counts of guest-physical frames.
+#[derive(Clone, Debug)]
+pub struct Frames {
+    free_4k: Vec<u64>,
+    free_2m: Vec<u64>,
+    refcount: Vec<u16>,
+}
+
+impl Frames {
+    /// All `frames` (a multiple of 512) free; gPFN 0..512 is kept back as the
+    /// guest kernel's own memory.
+    pub fn new(frames: u64) -> Self {
+        let chunks = frames / FRAMES_PER_HUGE;
+        Frames {
+            free_4k: Vec::new(),
+            free_2m: (1..chunks).rev().map(|c| c * FRAMES_PER_HUGE).collect(),
+            refcount: vec![0; frames as usize],
+        }
+    }
+
+    /// A free 4 KiB frame with reference count 1, or `None` when memory is exhausted.
+    pub fn alloc_4k(&mut self) -> Option<u64> {
+        if self.free_4k.is_empty() {
+            let base = self.free_2m.pop()?;
+            self.free_4k.extend((1..FRAMES_PER_HUGE).rev().map(|i| base + i));
+            self.refcount[base as usize] = 1;
+            return Some(base);
+        }
+        let f = self.free_4k.pop()?;
+        self.refcount[f as usize] = 1;
+        Some(f)
+    }
+
+    /// A free 2 MiB-aligned run of 512 frames, each with reference count 1.
+    pub fn alloc_2m(&mut self) -> Option<u64> {
+        let base = self.free_2m.pop()?;
+        self.refcount[base as usize..(base + FRAMES_PER_HUGE) as usize].fill(1);
+        Some(base)
+    }
+
+    /// Reference count of a frame.
+    #[inline]
+    pub fn refs(&self, f: u64) -> u16 {
+        self.refcount[f as usize]
+    }
+
+    /// One more mapping shares frames `f..f+n`.
+    pub fn get(&mut self, f: u64, n: u64) {
+        for r in &mut self.refcount[f as usize..(f + n) as usize] {
+            *r += 1;
+        }
+    }
+
+    /// Drop one reference to each of `f..f+n`; frames reaching 0 are freed
+    /// (a whole 2 MiB run back to the 2 MiB list when `n` is 512).
+    pub fn put(&mut self, f: u64, n: u64) {
+        let mut freed_all = true;
+        for i in f..f + n {
+            let r = &mut self.refcount[i as usize];
+            assert!(*r > 0, "gPFN {i:#x} freed twice");
+            *r -= 1;
+            freed_all &= *r == 0;
+        }
+        if n == FRAMES_PER_HUGE && freed_all {
+            self.free_2m.push(f);
+        } else {
+            for i in (f..f + n).rev() {
+                if self.refcount[i as usize] == 0 {
+                    self.free_4k.push(i);
+                }
+            }
+        }
+    }
+
+    /// Free 4 KiB frames (for tests and reports).
+    pub fn free_frames(&self) -> u64 {
+        self.free_4k.len() as u64 + self.free_2m.len() as u64 * FRAMES_PER_HUGE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_chunks_and_reuses_freed_frames() {
+        let mut f = Frames::new(2048);
+        assert_eq!(f.free_frames(), 1536);
+        assert_eq!(f.alloc_4k(), Some(512));
+        assert_eq!(f.alloc_4k(), Some(513));
+        f.get(512, 1);
+        f.put(512, 1);
+        assert_eq!(f.refs(512), 1);
+        f.put(512, 1);
+        assert_eq!(f.alloc_4k(), Some(512), "freed frame reused first");
+        assert_eq!(f.alloc_2m(), Some(1024));
+        assert_eq!(f.alloc_2m(), Some(1536));
+        assert_eq!(f.alloc_2m(), None);
+        f.put(1024, 512);
+        assert_eq!(f.alloc_2m(), Some(1024));
+    }
+}

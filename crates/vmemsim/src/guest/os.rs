@@ -1,0 +1,569 @@
+//! The guest kernel: processes, page-fault handling, fork, exec, exit and
+//! the VMA-changing system calls, modeled on Linux's behaviour.
+
+use std::collections::BTreeMap;
+
+use super::frames::Frames;
+use super::softwalk;
+use super::vma::{Vmas, PROT_EXEC, PROT_READ, PROT_RWX, PROT_WRITE};
+use super::{GuestMemory, Platform};
+use crate::addr::{pt_index, Gpa, Gva, FRAMES_PER_HUGE, HUGE_SIZE, PAGE_SIZE};
+use crate::config::GuestConfig;
+use crate::mmu::{Rights, TableMem};
+use crate::pte::x86;
+use crate::SimError;
+
+/// Flags of every non-leaf entry: the guest kernel (like Linux) puts the
+/// rights on the leaves and leaves upper levels permissive.
+const TABLE_FLAGS: u64 = x86::P | x86::RW | x86::US | x86::A;
+
+/// One guest process.
+#[derive(Clone, Debug)]
+pub struct Process {
+    /// Recorded process id.
+    pub pid: u32,
+    /// PCID of its address space (0 when PCIDs are off).
+    pub pcid: u16,
+    /// gPFN of its PML4 (what CR3 holds).
+    pub root: u64,
+    /// Its VMAs.
+    pub vmas: Vmas,
+    /// Heap `[start, end)` set by brk, once the first brk is seen.
+    pub heap: Option<(u64, u64)>,
+}
+
+/// The guest kernel state.
+#[derive(Debug)]
+pub struct GuestOs {
+    /// Guest-physical memory holding the page tables.
+    pub mem: GuestMemory,
+    frames: Frames,
+    procs: BTreeMap<u32, Process>,
+    free_pcids: Vec<u16>,
+    current: Option<u32>,
+    cfg: GuestConfig,
+}
+
+fn page_down(a: u64) -> u64 {
+    a & !(PAGE_SIZE - 1)
+}
+
+fn page_up(a: u64) -> u64 {
+    a.saturating_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+}
+
+fn leaf_flags(prot: u32, write: bool) -> u64 {
+    let mut f = x86::P | x86::US | x86::A;
+    if prot & PROT_WRITE != 0 {
+        f |= x86::RW;
+    }
+    if prot & PROT_EXEC == 0 {
+        f |= x86::NX;
+    }
+    if write {
+        f |= x86::D;
+    }
+    f
+}
+
+fn pte_gpa(table: u64, idx: usize) -> Gpa {
+    Gpa((table << 12) | (idx as u64 * 8))
+}
+
+impl GuestOs {
+    /// A guest with `cfg.mem_mib` of memory and no process.
+    pub fn new(cfg: &GuestConfig) -> Self {
+        let frames = cfg.mem_mib * 256;
+        GuestOs {
+            mem: GuestMemory::new(0),
+            frames: Frames::new(frames),
+            procs: BTreeMap::new(),
+            free_pcids: (1..4096u16).rev().collect(),
+            current: None,
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// Total guest frames.
+    pub fn frame_count(&self) -> u64 {
+        self.cfg.mem_mib * 256
+    }
+
+    /// The running process, if any.
+    pub fn current(&self) -> Option<&Process> {
+        self.current.and_then(|p| self.procs.get(&p))
+    }
+
+    /// A process by pid.
+    pub fn process(&self, pid: u32) -> Option<&Process> {
+        self.procs.get(&pid)
+    }
+
+    /// Live processes.
+    pub fn process_count(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// Free guest frames.
+    pub fn free_frames(&self) -> u64 {
+        self.frames.free_frames()
+    }
+
+    fn alloc_frame<P: Platform>(&mut self, plat: &mut P) -> Result<u64, SimError> {
+        let f = self.frames.alloc_4k().ok_or(SimError::GuestOutOfMemory { mem_mib: self.cfg.mem_mib })?;
+        plat.stats().frames_zeroed += 1;
+        plat.touch_frame(&mut self.mem, f);
+        Ok(f)
+    }
+
+    fn alloc_table<P: Platform>(&mut self, plat: &mut P) -> Result<u64, SimError> {
+        let f = self.frames.alloc_4k().ok_or(SimError::GuestOutOfMemory { mem_mib: self.cfg.mem_mib })?;
+        self.mem.add(f);
+        plat.stats().frames_zeroed += 1;
+        plat.touch_frame(&mut self.mem, f);
+        Ok(f)
+    }
+
+    fn write_pte<P: Platform>(&mut self, plat: &mut P, table: u64, idx: usize, val: u64) {
+        plat.stats().guest_pte_writes += 1;
+        plat.write_pte(&mut self.mem, pte_gpa(table, idx), val);
+    }
+
+    fn new_pcid(&mut self) -> Result<u16, SimError> {
+        if !self.cfg.pcid {
+            return Ok(0);
+        }
+        self.free_pcids.pop().ok_or(SimError::TooManyProcesses { limit: 4095 })
+    }
+
+    /// Create process `pid` with an empty address space (a root process of a
+    /// trace, or one seen without a fork).
+    ///
+    /// # Errors
+    /// Out of guest memory or PCIDs.
+    pub fn spawn<P: Platform>(&mut self, plat: &mut P, pid: u32) -> Result<(), SimError> {
+        if self.procs.contains_key(&pid) {
+            return Ok(());
+        }
+        let pcid = self.new_pcid()?;
+        let root = self.alloc_table(plat)?;
+        plat.end_pt_update(&mut self.mem);
+        plat.stats().processes += 1;
+        self.procs.insert(pid, Process { pid, pcid, root, vmas: Vmas::default(), heap: None });
+        Ok(())
+    }
+
+    /// Make `pid` the running process (a CR3 write), spawning it if unknown.
+    ///
+    /// # Errors
+    /// As [`GuestOs::spawn`].
+    pub fn switch_to<P: Platform>(&mut self, plat: &mut P, pid: u32) -> Result<(), SimError> {
+        if self.current == Some(pid) {
+            return Ok(());
+        }
+        self.spawn(plat, pid)?;
+        let p = &self.procs[&pid];
+        let (root, pcid) = (p.root, p.pcid);
+        if self.current.is_some() {
+            plat.stats().context_switches += 1;
+        }
+        self.current = Some(pid);
+        plat.write_cr3(&mut self.mem, root, pcid);
+        Ok(())
+    }
+
+    /// Handle a #PF of the running process at `va`: demand-zero, copy on
+    /// write, or widening a VMA the recorded program evidently had.
+    ///
+    /// # Errors
+    /// [`SimError::GuestOutOfMemory`].
+    pub fn page_fault<P: Platform>(&mut self, plat: &mut P, va: u64, r: Rights) -> Result<(), SimError> {
+        let pid = self.current.expect("page fault with no running process");
+        plat.stats().guest_page_faults += 1;
+        let need = PROT_READ | if r.write { PROT_WRITE } else { 0 } | if r.fetch { PROT_EXEC } else { 0 };
+        let p = self.procs.get_mut(&pid).expect("current process exists");
+        let prot = match p.vmas.find(va) {
+            Some(v) if v.prot & need == need => v.prot,
+            Some(v) => {
+                plat.stats().protection_upgrades += 1;
+                p.vmas.protect(v.start, v.end, v.prot | need);
+                v.prot | need
+            }
+            None => {
+                plat.stats().implicit_mappings += 1;
+                p.vmas.insert(page_down(va), page_down(va) + PAGE_SIZE, PROT_RWX, true);
+                PROT_RWX
+            }
+        };
+        let huge_ok = self.cfg.huge_pages && {
+            let base = va & !(HUGE_SIZE - 1);
+            matches!(p.vmas.find(base), Some(v) if v.end >= base + HUGE_SIZE && !v.implicit)
+        };
+        let (root, pcid) = (p.root, p.pcid);
+        let mut table = root;
+        for level in (2..=4u8).rev() {
+            let idx = pt_index(va, level);
+            let e = self.mem.read(table, idx);
+            if e & x86::P == 0 {
+                if level == 2 && huge_ok {
+                    if let Some(base) = self.frames.alloc_2m() {
+                        for f in base..base + FRAMES_PER_HUGE {
+                            plat.touch_frame(&mut self.mem, f);
+                        }
+                        plat.stats().frames_zeroed += FRAMES_PER_HUGE;
+                        plat.stats().demand_faults += 1;
+                        self.write_pte(plat, table, idx, x86::make(base, leaf_flags(prot, r.write) | x86::PS));
+                        plat.end_pt_update(&mut self.mem);
+                        return Ok(());
+                    }
+                }
+                let t = self.alloc_table(plat)?;
+                self.write_pte(plat, table, idx, x86::make(t, TABLE_FLAGS));
+                table = t;
+                continue;
+            }
+            if level == 2 && e & x86::PS != 0 {
+                return self.fault_on_present(plat, pcid, table, idx, e, va, r, true);
+            }
+            table = x86::frame(e);
+        }
+        let idx = pt_index(va, 1);
+        let e = self.mem.read(table, idx);
+        if e & x86::P == 0 {
+            let f = self.alloc_frame(plat)?;
+            plat.stats().demand_faults += 1;
+            self.write_pte(plat, table, idx, x86::make(f, leaf_flags(prot, r.write)));
+            plat.end_pt_update(&mut self.mem);
+            return Ok(());
+        }
+        self.fault_on_present(plat, pcid, table, idx, e, va, r, false)
+    }
+
+    /// A fault on a present leaf: copy-on-write, or a right the VMA now grants.
+    #[allow(clippy::too_many_arguments)]
+    fn fault_on_present<P: Platform>(
+        &mut self,
+        plat: &mut P,
+        pcid: u16,
+        table: u64,
+        idx: usize,
+        e: u64,
+        va: u64,
+        r: Rights,
+        huge: bool,
+    ) -> Result<(), SimError> {
+        let n = if huge { FRAMES_PER_HUGE } else { 1 };
+        let mut new = e | x86::A;
+        if r.fetch {
+            new &= !x86::NX;
+        }
+        if r.write && e & x86::RW == 0 {
+            let old = x86::frame(e);
+            plat.stats().cow_faults += 1;
+            if self.frames.refs(old) > 1 {
+                let copy = if huge {
+                    self.frames.alloc_2m()
+                } else {
+                    self.frames.alloc_4k()
+                }
+                .ok_or(SimError::GuestOutOfMemory { mem_mib: self.cfg.mem_mib })?;
+                for f in copy..copy + n {
+                    plat.touch_frame(&mut self.mem, f);
+                }
+                plat.stats().frames_copied += n;
+                self.frames.put(old, n);
+                new = x86::make(copy, new & !x86::FRAME);
+            }
+            new |= x86::RW | x86::D;
+        }
+        self.write_pte(plat, table, idx, new);
+        plat.end_pt_update(&mut self.mem);
+        if huge {
+            // The TLB may hold a 2 MiB page as 512 splintered 4 KiB entries
+            // (EPT or shadow maps 4 KiB): one INVLPG would miss most.
+            plat.stats().tlb_flushes += 1;
+            plat.flush_pcid(pcid);
+        } else {
+            plat.stats().invlpgs += 1;
+            plat.invlpg(pcid, Gva(va));
+        }
+        Ok(())
+    }
+
+    /// Fork: `child` gets a copy of `parent`'s VMAs and page tables; private
+    /// writable pages become read-only in both (copy on write), then the
+    /// parent's TLB entries are flushed (Linux `copy_page_range` +
+    /// `flush_tlb_mm`).
+    ///
+    /// # Errors
+    /// Out of guest memory or PCIDs.
+    pub fn fork<P: Platform>(&mut self, plat: &mut P, parent: u32, child: u32) -> Result<(), SimError> {
+        self.spawn(plat, parent)?;
+        if self.procs.contains_key(&child) {
+            self.exit(plat, child)?;
+        }
+        let pcid = self.new_pcid()?;
+        let root = self.alloc_table(plat)?;
+        let p = &self.procs[&parent];
+        let (vmas, heap, proot, ppcid) = (p.vmas.clone(), p.heap, p.root, p.pcid);
+        let protected = self.copy_table(plat, proot, root, 4)?;
+        plat.end_pt_update(&mut self.mem);
+        if protected {
+            plat.stats().tlb_flushes += 1;
+            plat.flush_pcid(ppcid);
+        }
+        plat.stats().forks += 1;
+        plat.stats().processes += 1;
+        self.procs.insert(child, Process { pid: child, pcid, root, vmas, heap });
+        Ok(())
+    }
+
+    /// Copy the subtree of table `src` (at `level`) into the empty table
+    /// `dst`. Returns whether any parent entry was write-protected.
+    fn copy_table<P: Platform>(&mut self, plat: &mut P, src: u64, dst: u64, level: u8) -> Result<bool, SimError> {
+        let mut protected = false;
+        for idx in 0..512 {
+            let e = self.mem.read(src, idx);
+            if e & x86::P == 0 {
+                continue;
+            }
+            let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
+            if leaf {
+                let n = if level == 2 { FRAMES_PER_HUGE } else { 1 };
+                self.frames.get(x86::frame(e), n);
+                let ro = e & !x86::RW;
+                if e & x86::RW != 0 {
+                    self.write_pte(plat, src, idx, ro);
+                    protected = true;
+                }
+                self.write_pte(plat, dst, idx, ro);
+            } else {
+                let t = self.alloc_table(plat)?;
+                self.write_pte(plat, dst, idx, x86::make(t, TABLE_FLAGS));
+                protected |= self.copy_table(plat, x86::frame(e), t, level - 1)?;
+            }
+        }
+        Ok(protected)
+    }
+
+    /// Free every frame and table of the subtree at `table` (level `level`);
+    /// the table itself too when `free_self`.
+    fn free_table(&mut self, table: u64, level: u8) {
+        for idx in 0..512 {
+            let e = self.mem.read(table, idx);
+            if e & x86::P == 0 {
+                continue;
+            }
+            if level == 1 || (level == 2 && e & x86::PS != 0) {
+                let n = if level == 2 { FRAMES_PER_HUGE } else { 1 };
+                self.frames.put(x86::frame(e), n);
+            } else {
+                self.free_table(x86::frame(e), level - 1);
+            }
+        }
+        self.mem.remove(table);
+        self.frames.put(table, 1);
+    }
+
+    /// Process `pid` exits: its address space is torn down, frames freed,
+    /// its PCID flushed and released.
+    ///
+    /// # Errors
+    /// None today; `Result` for symmetry with the other events.
+    pub fn exit<P: Platform>(&mut self, plat: &mut P, pid: u32) -> Result<(), SimError> {
+        let Some(p) = self.procs.remove(&pid) else { return Ok(()) };
+        self.free_table(p.root, 4);
+        plat.stats().tlb_flushes += 1;
+        plat.flush_pcid(p.pcid);
+        if self.cfg.pcid {
+            self.free_pcids.push(p.pcid);
+        }
+        if self.current == Some(pid) {
+            self.current = None;
+        }
+        plat.stats().exits += 1;
+        Ok(())
+    }
+
+    /// execve: `pid` gets a new, empty address space.
+    ///
+    /// # Errors
+    /// Out of guest memory.
+    pub fn exec<P: Platform>(&mut self, plat: &mut P, pid: u32) -> Result<(), SimError> {
+        self.spawn(plat, pid)?;
+        let root = self.alloc_table(plat)?;
+        plat.end_pt_update(&mut self.mem);
+        let p = self.procs.get_mut(&pid).expect("spawned");
+        let (old, pcid) = (p.root, p.pcid);
+        p.root = root;
+        p.vmas = Vmas::default();
+        p.heap = None;
+        if self.current == Some(pid) {
+            plat.write_cr3(&mut self.mem, root, pcid);
+        }
+        self.free_table(old, 4);
+        plat.stats().tlb_flushes += 1;
+        plat.flush_pcid(pcid);
+        plat.stats().execs += 1;
+        Ok(())
+    }
+
+    /// mmap: a new VMA `[addr, addr+len)`; whatever was mapped there is unmapped first.
+    ///
+    /// # Errors
+    /// Out of guest memory.
+    pub fn mmap<P: Platform>(&mut self, plat: &mut P, pid: u32, addr: u64, len: u64, prot: u32) -> Result<(), SimError> {
+        self.spawn(plat, pid)?;
+        let (s, e) = (page_down(addr), page_up(addr.saturating_add(len)));
+        self.unmap_range(plat, pid, s, e)?;
+        self.procs.get_mut(&pid).expect("spawned").vmas.insert(s, e, prot & PROT_RWX, false);
+        plat.stats().vma_events += 1;
+        Ok(())
+    }
+
+    /// munmap `[addr, addr+len)`.
+    ///
+    /// # Errors
+    /// Out of guest memory (splitting a 2 MiB page needs a table).
+    pub fn munmap<P: Platform>(&mut self, plat: &mut P, pid: u32, addr: u64, len: u64) -> Result<(), SimError> {
+        self.spawn(plat, pid)?;
+        let (s, e) = (page_down(addr), page_up(addr.saturating_add(len)));
+        self.unmap_range(plat, pid, s, e)?;
+        self.procs.get_mut(&pid).expect("spawned").vmas.remove(s, e);
+        plat.stats().vma_events += 1;
+        Ok(())
+    }
+
+    /// brk: the heap ends at `addr` (the first brk only sets where it starts).
+    ///
+    /// # Errors
+    /// Out of guest memory.
+    pub fn brk<P: Platform>(&mut self, plat: &mut P, pid: u32, addr: u64) -> Result<(), SimError> {
+        self.spawn(plat, pid)?;
+        plat.stats().vma_events += 1;
+        let p = self.procs.get_mut(&pid).expect("spawned");
+        let Some((start, end)) = p.heap else {
+            p.heap = Some((addr, addr));
+            return Ok(());
+        };
+        let new_end = addr.max(start);
+        if page_up(new_end) > page_up(end) {
+            p.vmas.insert(page_up(end), page_up(new_end), PROT_READ | PROT_WRITE, false);
+        } else if page_up(new_end) < page_up(end) {
+            let (s, e) = (page_up(new_end), page_up(end));
+            self.unmap_range(plat, pid, s, e)?;
+            self.procs.get_mut(&pid).expect("spawned").vmas.remove(s, e);
+        }
+        self.procs.get_mut(&pid).expect("spawned").heap = Some((start, new_end));
+        Ok(())
+    }
+
+    /// mprotect `[addr, addr+len)` to `prot`: VMAs change, present leaves
+    /// lose write (and gain or lose NX) at once; write is granted lazily by
+    /// the next fault, as for copy-on-write.
+    ///
+    /// # Errors
+    /// Out of guest memory (splitting a 2 MiB page needs a table).
+    pub fn mprotect<P: Platform>(&mut self, plat: &mut P, pid: u32, addr: u64, len: u64, prot: u32) -> Result<(), SimError> {
+        self.spawn(plat, pid)?;
+        let (s, e) = (page_down(addr), page_up(addr.saturating_add(len)));
+        self.procs.get_mut(&pid).expect("spawned").vmas.protect(s, e, prot & PROT_RWX);
+        plat.stats().vma_events += 1;
+        self.for_leaves(plat, pid, s, e, |e| {
+            let mut n = e;
+            if prot & PROT_WRITE == 0 {
+                n &= !x86::RW;
+            }
+            if prot & PROT_EXEC == 0 {
+                n |= x86::NX;
+            } else {
+                n &= !x86::NX;
+            }
+            Some(n)
+        })
+    }
+
+    /// Clear every leaf in `[s, e)` and free what it mapped.
+    fn unmap_range<P: Platform>(&mut self, plat: &mut P, pid: u32, s: u64, e: u64) -> Result<(), SimError> {
+        self.for_leaves(plat, pid, s, e, |_| None)
+    }
+
+    /// Rewrite every present leaf in `[s, e)` with `f(entry)` (`None` clears
+    /// it and frees its frames), splitting 2 MiB leaves that straddle the
+    /// range, then invalidate: one INVLPG per page up to the ceiling, else a
+    /// flush of the address space.
+    fn for_leaves<P: Platform>(
+        &mut self,
+        plat: &mut P,
+        pid: u32,
+        s: u64,
+        e: u64,
+        f: impl Fn(u64) -> Option<u64>,
+    ) -> Result<(), SimError> {
+        let Some(p) = self.procs.get(&pid) else { return Ok(()) };
+        let (root, pcid) = (p.root, p.pcid);
+        let ceiling = self.cfg.invlpg_ceiling_pages;
+        let mut changed: u64 = 0;
+        // Pages to INVLPG, kept only while under the ceiling.
+        let mut to_invalidate: Vec<u64> = Vec::new();
+        let mut va = s;
+        while va < e {
+            let path = softwalk::path(&self.mem, root, va);
+            let (table, idx, entry) = path.steps[path.len - 1];
+            let level = 5 - path.len as u8;
+            if entry & x86::P == 0 {
+                let span = 1u64 << (12 + 9 * (u32::from(level) - 1));
+                va = (va & !(span - 1)).saturating_add(span);
+                continue;
+            }
+            if level == 2 {
+                // A 2 MiB leaf: split it unless the range covers all of it.
+                let base = va & !(HUGE_SIZE - 1);
+                if base < s || base + HUGE_SIZE > e {
+                    self.split_huge(plat, table, idx, entry)?;
+                    continue;
+                }
+            }
+            let n = if level == 2 { FRAMES_PER_HUGE } else { 1 };
+            let new = f(entry);
+            if new != Some(entry) {
+                match new {
+                    Some(v) => self.write_pte(plat, table, idx, v),
+                    None => {
+                        self.write_pte(plat, table, idx, 0);
+                        self.frames.put(x86::frame(entry), n);
+                    }
+                }
+                changed += n;
+                if changed <= ceiling {
+                    to_invalidate.push(va);
+                }
+            }
+            va += n * PAGE_SIZE;
+        }
+        plat.end_pt_update(&mut self.mem);
+        if changed > ceiling {
+            plat.stats().tlb_flushes += 1;
+            plat.flush_pcid(pcid);
+        } else {
+            for va in to_invalidate {
+                plat.stats().invlpgs += 1;
+                plat.invlpg(pcid, Gva(va));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replace the 2 MiB leaf `entry` at (`table`, `idx`) by a table of 512
+    /// 4 KiB leaves mapping the same frames with the same rights.
+    fn split_huge<P: Platform>(&mut self, plat: &mut P, table: u64, idx: usize, entry: u64) -> Result<(), SimError> {
+        let t = self.alloc_table(plat)?;
+        let base = x86::frame(entry);
+        let flags = entry & !x86::FRAME & !x86::PS;
+        for i in 0..512 {
+            self.write_pte(plat, t, i, x86::make(base + i as u64, flags));
+        }
+        self.write_pte(plat, table, idx, x86::make(t, TABLE_FLAGS));
+        Ok(())
+    }
+}

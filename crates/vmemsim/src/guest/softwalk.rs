@@ -1,0 +1,68 @@
+//! A plain software walk of the guest's page tables: no caches, no side
+//! effects. The oracle every mode is checked against, and what a hypervisor
+//! uses to read guest tables.
+
+use crate::addr::{pt_index, FRAMES_PER_HUGE};
+use crate::mmu::TableMem;
+use crate::pte::x86;
+
+/// The guest mapping of one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestMapping {
+    /// gPFN of the 4 KiB frame holding the address.
+    pub gpfn: u64,
+    /// The leaf entry.
+    pub pte: u64,
+    /// Level of the leaf (1 = 4 KiB PTE, 2 = 2 MiB PDE).
+    pub level: u8,
+    /// gPFN of the table holding the leaf, and the index in it.
+    pub table: u64,
+    /// Index of the leaf in its table.
+    pub idx: usize,
+}
+
+/// Walk the table rooted at gPFN `root` for `va`. `None` if any level is not present.
+pub fn translate<T: TableMem>(mem: &T, root: u64, va: u64) -> Option<GuestMapping> {
+    let mut table = root;
+    for level in (1..=4u8).rev() {
+        let idx = pt_index(va, level);
+        let e = mem.read(table, idx);
+        if e & x86::P == 0 {
+            return None;
+        }
+        if level == 1 || (level == 2 && e & x86::PS != 0) {
+            let off = if level == 2 { (va >> 12) & (FRAMES_PER_HUGE - 1) } else { 0 };
+            return Some(GuestMapping { gpfn: x86::frame(e) + off, pte: e, level, table, idx });
+        }
+        table = x86::frame(e);
+    }
+    None
+}
+
+/// Where a walk of `va` stops: every (table gPFN, index, entry) on the path
+/// from the root, deepest last. Fixed size, no allocation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GuestPath {
+    /// (table, index, entry) per level, `[0]` = level 4.
+    pub steps: [(u64, usize, u64); 4],
+    /// Valid steps.
+    pub len: usize,
+}
+
+/// The path of `va` through the table at `root`, down to the leaf or the
+/// first non-present entry (which is the last step).
+pub fn path<T: TableMem>(mem: &T, root: u64, va: u64) -> GuestPath {
+    let mut p = GuestPath::default();
+    let mut table = root;
+    for level in (1..=4u8).rev() {
+        let idx = pt_index(va, level);
+        let e = mem.read(table, idx);
+        p.steps[p.len] = (table, idx, e);
+        p.len += 1;
+        if e & x86::P == 0 || level == 1 || (level == 2 && e & x86::PS != 0) {
+            break;
+        }
+        table = x86::frame(e);
+    }
+    p
+}

@@ -1,0 +1,125 @@
+//! Virtual memory areas of one process: non-overlapping page-aligned ranges
+//! with protections, kept sorted.
+
+use std::collections::BTreeMap;
+
+/// `PROT_READ`.
+pub const PROT_READ: u32 = 1;
+/// `PROT_WRITE`.
+pub const PROT_WRITE: u32 = 2;
+/// `PROT_EXEC`.
+pub const PROT_EXEC: u32 = 4;
+/// Read, write and execute: implicit mappings get this.
+pub const PROT_RWX: u32 = 7;
+
+/// One area `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vma {
+    /// First byte (page aligned).
+    pub start: u64,
+    /// One past the last byte (page aligned).
+    pub end: u64,
+    /// `PROT_*` bits.
+    pub prot: u32,
+    /// Created for an access outside every recorded mapping.
+    pub implicit: bool,
+}
+
+/// The VMAs of one address space.
+#[derive(Clone, Debug, Default)]
+pub struct Vmas {
+    by_start: BTreeMap<u64, Vma>,
+}
+
+impl Vmas {
+    /// The VMA containing `va`.
+    pub fn find(&self, va: u64) -> Option<Vma> {
+        let (_, v) = self.by_start.range(..=va).next_back()?;
+        (va < v.end).then_some(*v)
+    }
+
+    /// Remove `[start, end)` from every VMA, splitting at the edges.
+    pub fn remove(&mut self, start: u64, end: u64) {
+        let hit: Vec<Vma> = self
+            .by_start
+            .range(..end)
+            .rev()
+            .take_while(|(_, v)| v.end > start)
+            .map(|(_, v)| *v)
+            .collect();
+        for v in hit {
+            self.by_start.remove(&v.start);
+            if v.start < start {
+                self.by_start.insert(v.start, Vma { end: start, ..v });
+            }
+            if v.end > end {
+                self.by_start.insert(end, Vma { start: end, ..v });
+            }
+        }
+    }
+
+    /// Map `[start, end)` with `prot`, replacing whatever was there.
+    pub fn insert(&mut self, start: u64, end: u64, prot: u32, implicit: bool) {
+        if start >= end {
+            return;
+        }
+        self.remove(start, end);
+        // Grow a touching implicit area instead of adding one VMA per page.
+        if implicit {
+            if let Some(prev) = start.checked_sub(1).and_then(|p| self.find(p)) {
+                if prev.implicit && prev.end == start && prev.prot == prot {
+                    self.by_start.insert(prev.start, Vma { end, ..prev });
+                    return;
+                }
+            }
+        }
+        self.by_start.insert(start, Vma { start, end, prot, implicit });
+    }
+
+    /// Set the protection of `[start, end)` (only where mapped).
+    pub fn protect(&mut self, start: u64, end: u64, prot: u32) {
+        let parts: Vec<Vma> = self
+            .by_start
+            .range(..end)
+            .rev()
+            .take_while(|(_, v)| v.end > start)
+            .map(|(_, v)| *v)
+            .collect();
+        for v in parts {
+            let (s, e) = (v.start.max(start), v.end.min(end));
+            self.remove(s, e);
+            self.by_start.insert(s, Vma { start: s, end: e, prot, implicit: v.implicit });
+        }
+    }
+
+    /// Number of VMAs.
+    pub fn len(&self) -> usize {
+        self.by_start.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.by_start.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_split_protect() {
+        let mut v = Vmas::default();
+        v.insert(0x1000, 0x5000, 3, false);
+        v.remove(0x2000, 0x3000);
+        assert_eq!(v.len(), 2);
+        assert!(v.find(0x2800).is_none());
+        assert_eq!(v.find(0x4fff).unwrap().start, 0x3000);
+        v.protect(0x1000, 0x4000, 1);
+        assert_eq!(v.find(0x1000).unwrap().prot, 1);
+        assert_eq!(v.find(0x4000).unwrap().prot, 3);
+        v.insert(0x10000, 0x11000, 7, true);
+        v.insert(0x11000, 0x12000, 7, true);
+        assert_eq!(v.find(0x11800).unwrap().start, 0x10000, "implicit areas merge");
+    }
+}

@@ -1,0 +1,41 @@
+//! Native execution: no VM. The hardware walks the guest's (the OS's) own
+//! tables, 1-D, at most 4 references; gPA = hPA; nothing exits.
+
+use super::{Core, Fill, GuestFault, Mode};
+use crate::addr::{Gpa, Gva};
+use crate::guest::GuestMemory;
+use crate::mmu::walker::walk_1d;
+use crate::mmu::{Dim, Rights, TableMem};
+
+/// Native mode (VPID 0, no host).
+#[derive(Debug, Default)]
+pub struct Native;
+
+impl Mode for Native {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+    fn vpid(&self) -> u16 {
+        0
+    }
+    fn fill(&mut self, core: &mut Core, mem: &mut GuestMemory, va: u64, r: Rights) -> Result<Fill, GuestFault> {
+        let asid = core.asid();
+        let res = walk_1d(&mut core.hw, mem, Dim::Guest, core.guest_root, asid, va, r);
+        core.walk_done();
+        let l = res.map_err(|_| GuestFault)?;
+        Ok(Fill { gpfn: l.frame, hpfn: l.frame, size: l.size, write_ok: l.write_ok, exec_ok: l.exec_ok })
+    }
+    fn write_pte(&mut self, _core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64) {
+        mem.write(gpa.page_number(), (gpa.page_offset() / 8) as usize, val);
+    }
+    fn touch_frame(&mut self, _core: &mut Core, _mem: &mut GuestMemory, _gpfn: u64) {}
+    fn write_cr3(&mut self, core: &mut Core, _mem: &mut GuestMemory, root: u64, pcid: u16) {
+        core.hw_write_cr3(root, pcid);
+    }
+    fn invlpg(&mut self, core: &mut Core, pcid: u16, va: Gva) {
+        core.hw_invlpg(pcid, va);
+    }
+    fn flush_pcid(&mut self, core: &mut Core, pcid: u16) {
+        core.hw_flush_pcid(pcid);
+    }
+}

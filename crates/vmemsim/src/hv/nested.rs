@@ -1,0 +1,63 @@
+//! Nested paging (Intel EPT / AMD NPT): the guest manages its own tables
+//! freely; the hardware walks them in 2-D, translating every guest table
+//! reference and the final gPA through the EPT (24 references cold for
+//! 4-level over 4-level [B08]). Guest page faults, PTE stores, CR3 writes
+//! and INVLPG do not exit; only a guest frame with no host frame behind it
+//! does (EPT violation).
+
+use super::{Core, Fill, GuestFault, Mode};
+use crate::addr::{Gpa, Gva};
+use crate::guest::GuestMemory;
+use crate::mmu::walker::walk_2d;
+use crate::mmu::{Rights, TableMem, WalkFault};
+use crate::stats::ExitReason;
+
+/// Nested-paging mode.
+#[derive(Debug, Default)]
+pub struct Nested;
+
+impl Nested {
+    fn ept_violation(core: &mut Core, gpfn: u64) {
+        core.exit(ExitReason::EptViolation);
+        core.back(gpfn);
+    }
+}
+
+impl Mode for Nested {
+    fn name(&self) -> &'static str {
+        "nested"
+    }
+    fn fill(&mut self, core: &mut Core, mem: &mut GuestMemory, va: u64, r: Rights) -> Result<Fill, GuestFault> {
+        loop {
+            let asid = core.asid();
+            let eptp = core.host.eptp;
+            let res = walk_2d(&mut core.hw, mem, &core.host.tables, eptp, core.guest_root, asid, va, r);
+            core.walk_done();
+            match res {
+                Ok(w) => {
+                    let l = w.leaf;
+                    return Ok(Fill { gpfn: l.frame, hpfn: w.hpfn, size: l.size, write_ok: l.write_ok, exec_ok: l.exec_ok });
+                }
+                Err(WalkFault::EptViolation { gpfn }) => Self::ept_violation(core, gpfn),
+                Err(_) => return Err(GuestFault),
+            }
+        }
+    }
+    fn write_pte(&mut self, _core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64) {
+        mem.write(gpa.page_number(), (gpa.page_offset() / 8) as usize, val);
+    }
+    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
+        if core.host.p2m(gpfn).is_none() {
+            Self::ept_violation(core, gpfn);
+        }
+    }
+    fn write_cr3(&mut self, core: &mut Core, _mem: &mut GuestMemory, root: u64, pcid: u16) {
+        core.hw_write_cr3(root, pcid);
+    }
+    fn invlpg(&mut self, core: &mut Core, pcid: u16, va: Gva) {
+        core.hw_invlpg(pcid, va);
+    }
+    fn flush_pcid(&mut self, core: &mut Core, pcid: u16) {
+        core.hw_flush_pcid(pcid);
+    }
+}

@@ -1,0 +1,86 @@
+//! Paging-structure caches (PSCs, "page walk caches"): they cache upper-level
+//! entries so a walk can skip levels [SDM Vol. 3 4.10.3]. One instance caches
+//! a 1-D table (guest or shadow tables, tagged by ASID) and another the EPT
+//! (tagged by VPID) [B08].
+
+use super::cache::SetAssoc;
+use super::tlb::Asid;
+use crate::config::Geometry;
+
+/// PML4E, PDPTE and PDE caches of one table dimension.
+#[derive(Clone, Debug)]
+pub struct Pwc {
+    /// Index 0: PDE cache (skips to level 1), 1: PDPTE (to level 2), 2: PML4E (to level 3).
+    caches: [SetAssoc<u64>; 3],
+}
+
+#[inline]
+fn key(prefix: u64, asid: Asid) -> u64 {
+    prefix | (u64::from(asid.0) << 44)
+}
+
+impl Pwc {
+    /// Caches for PML4E, PDPTE and PDE entries with the given geometries.
+    pub fn new(pml4e: Geometry, pdpte: Geometry, pde: Geometry) -> Self {
+        Pwc { caches: [SetAssoc::new(pde), SetAssoc::new(pdpte), SetAssoc::new(pml4e)] }
+    }
+
+    /// Deepest cached entry for `addr`: `(level to continue at, table frame)`.
+    /// Level 1 means the PDE was cached and the walk reads only the PTE.
+    /// `None`: start at level 4 from the root.
+    #[inline]
+    pub fn lookup(&mut self, asid: Asid, addr: u64) -> Option<(u8, u64)> {
+        for (i, c) in self.caches.iter_mut().enumerate() {
+            let prefix = addr >> (21 + 9 * i as u32);
+            if let Some(frame) = c.lookup(prefix, key(prefix, asid)) {
+                return Some((i as u8 + 1, frame));
+            }
+        }
+        None
+    }
+
+    /// Remember that the entry at `level` (2 = PDE, 3 = PDPTE, 4 = PML4E)
+    /// for `addr` points to the table at `next_frame`.
+    #[inline]
+    pub fn insert(&mut self, asid: Asid, addr: u64, level: u8, next_frame: u64) {
+        debug_assert!((2..=4).contains(&level));
+        let i = usize::from(level - 2);
+        let prefix = addr >> (21 + 9 * i as u32);
+        self.caches[i].insert(prefix, key(prefix, asid), next_frame);
+    }
+
+    /// Drop every entry of one address space (INVLPG drops them all for the
+    /// current PCID [SDM 4.10.4.1]; so does a flushing CR3 write).
+    pub fn flush_asid(&mut self, asid: Asid) {
+        for c in &mut self.caches {
+            c.retain(|k| (k >> 44) as u16 != asid.0);
+        }
+    }
+
+    /// Drop everything.
+    pub fn flush_all(&mut self) {
+        for c in &mut self.caches {
+            c.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deepest_level_wins() {
+        let mut p = Pwc::new(Geometry::new(2, 2), Geometry::new(4, 4), Geometry::new(32, 4));
+        let a = Asid::new(0, 1);
+        let va = 0x7f12_3456_7000;
+        assert_eq!(p.lookup(a, va), None);
+        p.insert(a, va, 4, 10);
+        assert_eq!(p.lookup(a, va), Some((3, 10)));
+        p.insert(a, va, 2, 30);
+        assert_eq!(p.lookup(a, va), Some((1, 30)));
+        assert_eq!(p.lookup(Asid::new(0, 2), va), None);
+        p.flush_asid(a);
+        assert_eq!(p.lookup(a, va), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! TLBs: split L1 (DTLB, ITLB; one array per page size) and a unified STLB,
+//! all tagged with an address-space id (VPID and PCID).
+
+use super::cache::SetAssoc;
+use crate::addr::{PageSize, FRAMES_PER_HUGE, HUGE_SHIFT, PAGE_SHIFT};
+use crate::config::TlbConfig;
+
+/// Address-space id that tags TLB and PWC entries: `vpid << 12 | pcid`.
+/// Native execution uses VPID 0; a VM's vCPU uses its VPID (1 for the
+/// first VM). PCID is the guest's 12-bit process-context id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Asid(pub u16);
+
+impl Asid {
+    /// Combine a VPID (0..16) and a PCID (0..4096).
+    #[inline]
+    pub fn new(vpid: u16, pcid: u16) -> Self {
+        debug_assert!(vpid < 16 && pcid < 4096);
+        Asid((vpid << 12) | pcid)
+    }
+    /// The VPID part.
+    #[inline]
+    pub fn vpid(self) -> u16 {
+        self.0 >> 12
+    }
+}
+
+/// What a TLB entry caches: the translation of one page and its rights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlbEntry {
+    /// First gPFN of the page (the guest-physical view, kept for the oracle
+    /// and reports; hardware in shadow mode would not know it).
+    pub gpfn: u64,
+    /// First hPFN of the page (what the hardware uses).
+    pub hpfn: u64,
+    /// A store may use the entry: writable and already dirty.
+    pub write_ok: bool,
+    /// An instruction fetch may use the entry (NX clear).
+    pub exec_ok: bool,
+}
+
+/// Where a lookup was served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlbLevel {
+    /// L1 DTLB or ITLB hit.
+    L1,
+    /// L1 miss, STLB hit.
+    Stlb,
+    /// Miss in both: a page walk follows.
+    Miss,
+}
+
+/// The TLB hierarchy of one core.
+#[derive(Clone, Debug)]
+pub struct Tlbs {
+    l1d: [SetAssoc<TlbEntry>; 2],
+    l1i: [SetAssoc<TlbEntry>; 2],
+    stlb: SetAssoc<TlbEntry>,
+}
+
+#[inline]
+fn key(vpn: u64, huge: bool, asid: Asid) -> u64 {
+    vpn | (u64::from(huge) << 40) | (u64::from(asid.0) << 44)
+}
+
+#[inline]
+fn asid_of(key: u64) -> u16 {
+    (key >> 44) as u16
+}
+
+/// Result of a hit: the 4 KiB frames of the accessed page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlbHit {
+    /// gPFN of the 4 KiB frame holding the address.
+    pub gpfn: u64,
+    /// hPFN of the 4 KiB frame holding the address.
+    pub hpfn: u64,
+}
+
+impl Tlbs {
+    /// Empty TLBs with the configured geometries.
+    pub fn new(c: &TlbConfig) -> Self {
+        Tlbs {
+            l1d: [SetAssoc::new(c.l1d_4k), SetAssoc::new(c.l1d_2m)],
+            l1i: [SetAssoc::new(c.l1i_4k), SetAssoc::new(c.l1i_2m)],
+            stlb: SetAssoc::new(c.stlb),
+        }
+    }
+
+    /// Look `va` up for a fetch (`fetch`), a store (`write`) or a load.
+    /// An entry that lacks the needed right counts as a miss (the walk that
+    /// follows sets the dirty bit or raises the fault).
+    #[inline]
+    pub fn lookup(&mut self, asid: Asid, va: u64, fetch: bool, write: bool) -> (TlbLevel, Option<TlbHit>) {
+        let vpn = va >> PAGE_SHIFT;
+        let hvpn = va >> HUGE_SHIFT;
+        let usable = |e: &TlbEntry| (!write || e.write_ok) && (!fetch || e.exec_ok);
+        let l1 = if fetch { &mut self.l1i } else { &mut self.l1d };
+        if let Some(e) = l1[0].lookup(vpn, key(vpn, false, asid)) {
+            if usable(&e) {
+                return (TlbLevel::L1, Some(TlbHit { gpfn: e.gpfn, hpfn: e.hpfn }));
+            }
+        }
+        if let Some(e) = l1[1].lookup(hvpn, key(hvpn, true, asid)) {
+            if usable(&e) {
+                return (TlbLevel::L1, Some(split(e, vpn)));
+            }
+        }
+        if let Some(e) = self.stlb.lookup(vpn, key(vpn, false, asid)) {
+            if usable(&e) {
+                l1[0].insert(vpn, key(vpn, false, asid), e);
+                return (TlbLevel::Stlb, Some(TlbHit { gpfn: e.gpfn, hpfn: e.hpfn }));
+            }
+        }
+        if let Some(e) = self.stlb.lookup(hvpn, key(hvpn, true, asid)) {
+            if usable(&e) {
+                l1[1].insert(hvpn, key(hvpn, true, asid), e);
+                return (TlbLevel::Stlb, Some(split(e, vpn)));
+            }
+        }
+        (TlbLevel::Miss, None)
+    }
+
+    /// Fill the STLB and the L1 TLB for the access kind after a walk.
+    #[inline]
+    pub fn insert(&mut self, asid: Asid, va: u64, size: PageSize, fetch: bool, e: TlbEntry) {
+        let huge = size == PageSize::Size2M;
+        let vpn = va >> size.shift();
+        let k = key(vpn, huge, asid);
+        self.stlb.insert(vpn, k, e);
+        let l1 = if fetch { &mut self.l1i } else { &mut self.l1d };
+        l1[usize::from(huge)].insert(vpn, k, e);
+    }
+
+    /// INVLPG: drop the entries for `va` in `asid`, both page sizes.
+    pub fn invlpg(&mut self, asid: Asid, va: u64) {
+        let vpn = va >> PAGE_SHIFT;
+        let hvpn = va >> HUGE_SHIFT;
+        for c in [&mut self.l1d[0], &mut self.l1i[0], &mut self.stlb] {
+            c.remove(vpn, key(vpn, false, asid));
+        }
+        for c in [&mut self.l1d[1], &mut self.l1i[1], &mut self.stlb] {
+            c.remove(hvpn, key(hvpn, true, asid));
+        }
+    }
+
+    /// Drop every entry of one address space (CR3 write without PCID, INVPCID).
+    pub fn flush_asid(&mut self, asid: Asid) {
+        self.retain(|k| asid_of(k) != asid.0);
+    }
+
+    /// Drop every entry of one VPID (INVVPID single context).
+    pub fn flush_vpid(&mut self, vpid: u16) {
+        self.retain(|k| asid_of(k) >> 12 != vpid);
+    }
+
+    /// Drop everything.
+    pub fn flush_all(&mut self) {
+        self.retain(|_| false);
+    }
+
+    fn retain(&mut self, keep: impl Fn(u64) -> bool + Copy) {
+        for c in self.l1d.iter_mut().chain(self.l1i.iter_mut()) {
+            c.retain(keep);
+        }
+        self.stlb.retain(keep);
+    }
+}
+
+#[inline]
+fn split(e: TlbEntry, vpn: u64) -> TlbHit {
+    let off = vpn & (FRAMES_PER_HUGE - 1);
+    TlbHit { gpfn: e.gpfn + off, hpfn: e.hpfn + off }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(f: u64) -> TlbEntry {
+        TlbEntry { gpfn: f, hpfn: f + 100, write_ok: true, exec_ok: true }
+    }
+
+    #[test]
+    fn miss_then_l1_hit_then_stlb_hit_after_l1_eviction() {
+        let mut t = Tlbs::new(&TlbConfig::default());
+        let a = Asid::new(1, 5);
+        assert_eq!(t.lookup(a, 0x1000, false, false).0, TlbLevel::Miss);
+        t.insert(a, 0x1000, PageSize::Size4K, false, entry(7));
+        assert_eq!(t.lookup(a, 0x1abc, false, false), (TlbLevel::L1, Some(TlbHit { gpfn: 7, hpfn: 107 })));
+        // 4-way L1 DTLB with 16 sets: 4 more pages in set 1 evict page 1 from L1, not the 128-set STLB.
+        for i in 1..=4u64 {
+            let va = (1 + 16 * i) << 12;
+            t.insert(a, va, PageSize::Size4K, false, entry(i));
+        }
+        assert_eq!(t.lookup(a, 0x1000, false, false).0, TlbLevel::Stlb);
+    }
+
+    #[test]
+    fn tags_separate_address_spaces_and_rights() {
+        let mut t = Tlbs::new(&TlbConfig::default());
+        let a = Asid::new(1, 1);
+        let b = Asid::new(1, 2);
+        let ro = TlbEntry { write_ok: false, ..entry(3) };
+        t.insert(a, 0x5000, PageSize::Size4K, false, ro);
+        assert_eq!(t.lookup(b, 0x5000, false, false).0, TlbLevel::Miss);
+        assert_eq!(t.lookup(a, 0x5000, false, true).0, TlbLevel::Miss, "store needs write_ok");
+        assert_eq!(t.lookup(a, 0x5000, false, false).0, TlbLevel::L1);
+        t.flush_asid(a);
+        assert_eq!(t.lookup(a, 0x5000, false, false).0, TlbLevel::Miss);
+    }
+
+    #[test]
+    fn huge_entry_covers_2m_and_invlpg_drops_it() {
+        let mut t = Tlbs::new(&TlbConfig::default());
+        let a = Asid::new(0, 0);
+        t.insert(a, 0x40_0000, PageSize::Size2M, false, entry(1024));
+        let (lvl, hit) = t.lookup(a, 0x40_0000 + 5 * 4096 + 7, false, false);
+        assert_eq!(lvl, TlbLevel::L1);
+        assert_eq!(hit.unwrap().gpfn, 1029);
+        t.invlpg(a, 0x41_0000);
+        assert_eq!(t.lookup(a, 0x40_0000, false, false).0, TlbLevel::Miss);
+    }
+}

@@ -1,0 +1,118 @@
+//! What a page walk touched: a [`WalkRecord`] of [`WalkRef`]s. The walkers
+//! fill it, the statistics count it, the cost model prices it, tests check it.
+
+use super::cache::SetAssoc;
+use crate::config::PtCacheConfig;
+
+/// Which table a walk reference read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Dim {
+    /// The guest's own page table (native tables, the guest dimension of a
+    /// 2-D walk, Xen PV direct tables).
+    Guest = 0,
+    /// The EPT/NPT (nested dimension of a 2-D walk).
+    Nested = 1,
+    /// A shadow page table kept by the hypervisor.
+    Shadow = 2,
+}
+
+/// Number of [`Dim`] values.
+pub const DIMS: usize = 3;
+
+/// One memory reference made by a page walker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct WalkRef {
+    /// Host-physical address of the entry read.
+    pub hpa: u64,
+    /// Level of the entry (4 = PML4E .. 1 = PTE).
+    pub level: u8,
+    /// Table dimension (a `Dim` as u8).
+    pub dim: u8,
+    /// The line was in the page-table line cache.
+    pub cache_hit: bool,
+}
+
+/// Most references one walk can make: 24 for 4-level over 4-level.
+pub const MAX_REFS: usize = 32;
+
+/// The references of one walk, in order. Fixed capacity: no allocation.
+#[derive(Clone, Debug)]
+pub struct WalkRecord {
+    refs: [WalkRef; MAX_REFS],
+    len: usize,
+}
+
+impl Default for WalkRecord {
+    fn default() -> Self {
+        WalkRecord { refs: [WalkRef::default(); MAX_REFS], len: 0 }
+    }
+}
+
+impl WalkRecord {
+    /// Forget all references.
+    #[inline]
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+    /// Append one reference.
+    #[inline]
+    pub fn push(&mut self, r: WalkRef) {
+        assert!(self.len < MAX_REFS, "walk made more than {MAX_REFS} references");
+        self.refs[self.len] = r;
+        self.len += 1;
+    }
+    /// The references so far.
+    #[inline]
+    pub fn refs(&self) -> &[WalkRef] {
+        &self.refs[..self.len]
+    }
+    /// Number of references.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True when no reference was made.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// References in one dimension.
+    pub fn count(&self, dim: Dim) -> usize {
+        self.refs().iter().filter(|r| r.dim == dim as u8).count()
+    }
+}
+
+/// Cache of 64-byte page-table lines: decides whether a walk reference hits.
+#[derive(Clone, Debug)]
+pub struct PtCache {
+    lines: SetAssoc<()>,
+}
+
+impl PtCache {
+    /// Empty cache of the configured geometry.
+    pub fn new(c: &PtCacheConfig) -> Self {
+        PtCache { lines: SetAssoc::new(c.lines) }
+    }
+    /// Access the line holding `hpa`; true on a hit (the line is then filled).
+    #[inline]
+    pub fn access(&mut self, hpa: u64) -> bool {
+        let line = hpa >> 6;
+        if self.lines.lookup(line, line).is_some() {
+            true
+        } else {
+            self.lines.insert(line, line, ());
+            false
+        }
+    }
+}
+
+/// Storage of 4 KiB page-table pages, addressed by frame number in the
+/// space the tables live in (gPFN for guest tables, hPFN for EPT and shadow).
+pub trait TableMem {
+    /// Entry `idx` (0..512) of the table in `frame`; 0 for a frame that
+    /// holds no table.
+    fn read(&self, frame: u64, idx: usize) -> u64;
+    /// Store entry `idx` of the table in `frame` (which must hold a table).
+    fn write(&mut self, frame: u64, idx: usize, val: u64);
+}

@@ -1,0 +1,284 @@
+//! Hardware page walkers: the 1-D walk (native, shadow, Xen PV direct tables)
+//! and the 2-D walk (guest table over EPT) [SDM Vol. 3 4.5, 29.3; B08].
+//!
+//! A walker reads real entries from table memory, sets accessed/dirty bits
+//! as hardware does, uses and fills the walk caches, and appends every
+//! memory reference to the [`WalkRecord`] in [`Hw`]. It does not price
+//! anything: the cost model does, from the record.
+
+use super::cache::SetAssoc;
+use super::pwc::Pwc;
+use super::tlb::{Asid, Tlbs};
+use super::walk::{Dim, PtCache, TableMem, WalkRecord, WalkRef};
+use crate::addr::{pt_index, PageSize, FRAMES_PER_HUGE};
+use crate::config::Config;
+use crate::pte::{ept, x86};
+
+/// The translation hardware of one core: TLBs, walk caches, the line cache
+/// for page-table entries, and the record of the current walk.
+#[derive(Clone, Debug)]
+pub struct Hw {
+    /// L1 TLBs and STLB.
+    pub tlbs: Tlbs,
+    /// Paging-structure caches of the 1-D tables / the guest dimension.
+    pub pwc: Pwc,
+    /// Paging-structure caches of the EPT (nested dimension).
+    pub ept_pwc: Pwc,
+    /// Nested TLB: gPFN -> hPFN, keyed by VPID.
+    pub ntlb: SetAssoc<u64>,
+    /// Cache of page-table lines.
+    pub ptcache: PtCache,
+    /// References of the walk in progress (cleared by the caller).
+    pub rec: WalkRecord,
+}
+
+impl Hw {
+    /// Cold hardware with the configured geometries.
+    pub fn new(c: &Config) -> Self {
+        let w = &c.walk_caches;
+        Hw {
+            tlbs: Tlbs::new(&c.tlb),
+            pwc: Pwc::new(w.pml4e, w.pdpte, w.pde),
+            ept_pwc: Pwc::new(w.ept_pml4e, w.ept_pdpte, w.ept_pde),
+            ntlb: SetAssoc::new(w.nested_tlb),
+            ptcache: PtCache::new(&c.pt_cache),
+            rec: WalkRecord::default(),
+        }
+    }
+
+    #[inline]
+    fn reference(&mut self, hpa: u64, level: u8, dim: Dim) {
+        let cache_hit = self.ptcache.access(hpa);
+        self.rec.push(WalkRef { hpa, level, dim: dim as u8, cache_hit });
+    }
+}
+
+/// What an access needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Rights {
+    /// A store or read-modify-write.
+    pub write: bool,
+    /// An instruction fetch.
+    pub fetch: bool,
+}
+
+/// A successful walk: what goes into the TLB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// First frame of the mapped page in the walked tables' output space
+    /// (gPFN for native and guest tables, hPFN for shadow and PV tables).
+    pub frame: u64,
+    /// Size of the mapping.
+    pub size: PageSize,
+    /// Writable and dirty after this walk.
+    pub write_ok: bool,
+    /// NX clear.
+    pub exec_ok: bool,
+}
+
+impl Leaf {
+    /// The 4 KiB frame holding `va`.
+    #[inline]
+    pub fn frame_of(&self, va: u64) -> u64 {
+        match self.size {
+            PageSize::Size4K => self.frame,
+            PageSize::Size2M => self.frame + ((va >> 12) & (FRAMES_PER_HUGE - 1)),
+        }
+    }
+}
+
+/// Why a walk stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkFault {
+    /// An entry at `level` is not present (#PF, or a hidden fault in shadow mode).
+    NotPresent {
+        /// Level of the missing entry.
+        level: u8,
+    },
+    /// The entry at `level` forbids the access (write to read-only, fetch from NX).
+    Protection {
+        /// Level of the forbidding entry.
+        level: u8,
+    },
+    /// The EPT has no entry for this guest frame (VM exit: EPT violation).
+    EptViolation {
+        /// The guest-physical frame.
+        gpfn: u64,
+    },
+}
+
+/// Walk an x86-64 4-level table rooted at `root` for `va`, as the hardware
+/// does on a TLB miss: continue from the deepest PWC hit, read one entry per
+/// level through the line cache, check rights, set A (and D on a write).
+///
+/// # Errors
+/// A [`WalkFault`] naming the level where the walk stopped.
+#[inline]
+pub fn walk_1d<T: TableMem>(
+    hw: &mut Hw,
+    tables: &mut T,
+    dim: Dim,
+    root: u64,
+    asid: Asid,
+    va: u64,
+    r: Rights,
+) -> Result<Leaf, WalkFault> {
+    let (mut level, mut table) = hw.pwc.lookup(asid, va).unwrap_or((4, root));
+    loop {
+        let idx = pt_index(va, level);
+        hw.reference((table << 12) | (idx as u64 * 8), level, dim);
+        let e = tables.read(table, idx);
+        let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
+        let e = check_and_mark(tables, table, idx, e, leaf, r).map_err(|f| f.at(level))?;
+        if leaf {
+            let size = if level == 1 { PageSize::Size4K } else { PageSize::Size2M };
+            return Ok(leaf_of(e, size));
+        }
+        let next = x86::frame(e);
+        hw.pwc.insert(asid, va, level, next);
+        table = next;
+        level -= 1;
+    }
+}
+
+/// A 2-D walk: the guest's table (rooted at gPFN `root`) is walked for `va`,
+/// every guest table page and the final gPA translated through the EPT
+/// rooted at hPFN `eptp`, with the nested TLB and EPT PSCs in front [B08].
+/// The result's frame is the gPFN; [`Walk2d::hpfn`] the hPFN. The TLB entry
+/// is 4 KiB: the EPT maps 4 KiB pages, so a 2 MiB guest page is splintered.
+///
+/// # Errors
+/// A guest [`WalkFault::NotPresent`] / [`WalkFault::Protection`], or an
+/// [`WalkFault::EptViolation`] for a guest frame the EPT lacks.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub fn walk_2d<G: TableMem, E: TableMem>(
+    hw: &mut Hw,
+    guest: &mut G,
+    ept_tables: &E,
+    eptp: u64,
+    root: u64,
+    asid: Asid,
+    va: u64,
+    r: Rights,
+) -> Result<Walk2d, WalkFault> {
+    let (mut level, mut table) = hw.pwc.lookup(asid, va).unwrap_or((4, root));
+    loop {
+        let table_hpfn = nested_translate(hw, ept_tables, eptp, asid, table)?;
+        let idx = pt_index(va, level);
+        hw.reference((table_hpfn << 12) | (idx as u64 * 8), level, Dim::Guest);
+        let e = guest.read(table, idx);
+        let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
+        let e = check_and_mark(guest, table, idx, e, leaf, r).map_err(|f| f.at(level))?;
+        if leaf {
+            let size = if level == 1 { PageSize::Size4K } else { PageSize::Size2M };
+            let gpfn = leaf_of(e, size).frame_of(va);
+            let hpfn = nested_translate(hw, ept_tables, eptp, asid, gpfn)?;
+            let l = leaf_of(e, size);
+            return Ok(Walk2d {
+                leaf: Leaf { frame: gpfn, size: PageSize::Size4K, ..l },
+                hpfn,
+            });
+        }
+        let next = x86::frame(e);
+        hw.pwc.insert(asid, va, level, next);
+        table = next;
+        level -= 1;
+    }
+}
+
+/// A successful 2-D walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Walk2d {
+    /// The guest translation, splintered to the 4 KiB frame holding the address.
+    pub leaf: Leaf,
+    /// hPFN of that frame.
+    pub hpfn: u64,
+}
+
+/// Translate a gPFN through the nested TLB or an EPT walk (up to 4 references).
+///
+/// # Errors
+/// [`WalkFault::EptViolation`] when the EPT has no leaf for `gpfn`.
+#[inline]
+pub fn nested_translate<E: TableMem>(
+    hw: &mut Hw,
+    ept_tables: &E,
+    eptp: u64,
+    asid: Asid,
+    gpfn: u64,
+) -> Result<u64, WalkFault> {
+    let vpid = Asid::new(asid.vpid(), 0);
+    let key = gpfn | (u64::from(vpid.0) << 44);
+    if let Some(h) = hw.ntlb.lookup(gpfn, key) {
+        return Ok(h);
+    }
+    let gpa = gpfn << 12;
+    let (mut level, mut table) = hw.ept_pwc.lookup(vpid, gpa).unwrap_or((4, eptp));
+    loop {
+        let idx = pt_index(gpa, level);
+        hw.reference((table << 12) | (idx as u64 * 8), level, Dim::Nested);
+        let e = ept_tables.read(table, idx);
+        if !ept::present(e) {
+            return Err(WalkFault::EptViolation { gpfn });
+        }
+        let next = x86::frame(e);
+        if level == 1 {
+            hw.ntlb.insert(gpfn, key, next);
+            return Ok(next);
+        }
+        hw.ept_pwc.insert(vpid, gpa, level, next);
+        table = next;
+        level -= 1;
+    }
+}
+
+enum Check {
+    NotPresent,
+    Protection,
+}
+
+impl Check {
+    fn at(self, level: u8) -> WalkFault {
+        match self {
+            Check::NotPresent => WalkFault::NotPresent { level },
+            Check::Protection => WalkFault::Protection { level },
+        }
+    }
+}
+
+/// Check rights on one entry; set A (and D on a leaf for a write) in memory.
+#[inline]
+fn check_and_mark<T: TableMem>(
+    tables: &mut T,
+    table: u64,
+    idx: usize,
+    e: u64,
+    leaf: bool,
+    r: Rights,
+) -> Result<u64, Check> {
+    if e & x86::P == 0 {
+        return Err(Check::NotPresent);
+    }
+    if (r.write && e & x86::RW == 0) || (r.fetch && e & x86::NX != 0) {
+        return Err(Check::Protection);
+    }
+    let mut set = x86::A;
+    if leaf && r.write {
+        set |= x86::D;
+    }
+    if e & set != set {
+        tables.write(table, idx, e | set);
+    }
+    Ok(e | set)
+}
+
+#[inline]
+fn leaf_of(e: u64, size: PageSize) -> Leaf {
+    Leaf {
+        frame: x86::frame(e),
+        size,
+        write_ok: e & x86::RW != 0 && e & x86::D != 0,
+        exec_ok: e & x86::NX == 0,
+    }
+}

@@ -1,0 +1,191 @@
+//! The simulation loop: records from any [`RecordSource`] drive the guest OS
+//! model on a [`Machine`] of one mode. Monomorphized per mode; the
+//! per-access path allocates nothing and formats nothing.
+
+use serde::Serialize;
+use vmemsim_trace::{Access, AccessKind, ProcEvent, Record, RecordSource};
+
+use crate::config::Config;
+use crate::cost::{CostModel, Cycles};
+use crate::guest::GuestOs;
+use crate::hv::{Machine, Mode, Native, Nested, Shadow, Translation};
+use crate::mmu::Rights;
+use crate::stats::Stats;
+use crate::SimError;
+
+/// The modes a run can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModeKind {
+    /// No VM: 1-D walks of the OS's tables.
+    Native,
+    /// Nested paging (EPT/NPT): 2-D walks.
+    Nested,
+    /// Shadow paging: write-protected guest tables, hidden faults.
+    Shadow,
+}
+
+impl ModeKind {
+    /// Every mode, in report order (native first: the baseline).
+    pub const ALL: [ModeKind; 3] = [ModeKind::Native, ModeKind::Nested, ModeKind::Shadow];
+
+    /// Command-line and report name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModeKind::Native => "native",
+            ModeKind::Nested => "nested",
+            ModeKind::Shadow => "shadow",
+        }
+    }
+
+    /// Parse a name.
+    ///
+    /// # Errors
+    /// A message listing the valid names.
+    pub fn parse(s: &str) -> Result<Self, SimError> {
+        ModeKind::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| SimError::Workload(format!("unknown mode `{s}`; modes: {}", Self::names())))
+    }
+
+    /// The valid names, comma separated.
+    pub fn names() -> String {
+        ModeKind::ALL.map(|m| m.name()).join(", ")
+    }
+}
+
+/// Rights an access needs.
+#[inline]
+pub fn rights(kind: AccessKind) -> Rights {
+    Rights { write: kind.is_write(), fetch: kind == AccessKind::Fetch }
+}
+
+/// A guest OS running on one mode.
+#[derive(Debug)]
+pub struct Sim<M: Mode> {
+    /// The guest kernel.
+    pub guest: GuestOs,
+    /// The mode and hardware.
+    pub machine: Machine<M>,
+    running: Option<u32>,
+}
+
+impl<M: Mode> Sim<M> {
+    /// A fresh guest with no process on `mode`.
+    pub fn new(mode: M, cfg: &Config) -> Self {
+        Sim { guest: GuestOs::new(&cfg.guest), machine: Machine::new(mode, cfg), running: None }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.machine.core.stats
+    }
+
+    /// Apply one access, reporting where it resolved to `observe`.
+    ///
+    /// # Errors
+    /// Guest out of memory or PCIDs.
+    #[inline]
+    pub fn access(&mut self, a: &Access, observe: &mut impl FnMut(&Access, Translation)) -> Result<(), SimError> {
+        if self.running != Some(a.pid) || self.guest.current().is_none() {
+            self.guest.switch_to(&mut self.machine, a.pid)?;
+            self.running = Some(a.pid);
+        }
+        let t = self.machine.access(&mut self.guest, a.addr, rights(a.kind))?;
+        observe(a, t);
+        Ok(())
+    }
+
+    /// Apply one process event.
+    ///
+    /// # Errors
+    /// Guest out of memory or PCIDs.
+    pub fn event(&mut self, pid: u32, e: &ProcEvent) -> Result<(), SimError> {
+        let m = &mut self.machine;
+        let g = &mut self.guest;
+        match *e {
+            ProcEvent::Fork { child } => g.fork(m, pid, child)?,
+            ProcEvent::Exec => g.exec(m, pid)?,
+            ProcEvent::Mmap { addr, len, prot, .. } => g.mmap(m, pid, addr, len, prot)?,
+            ProcEvent::Munmap { addr, len } => g.munmap(m, pid, addr, len)?,
+            ProcEvent::Brk { addr } => g.brk(m, pid, addr)?,
+            ProcEvent::Mprotect { addr, len, prot } => g.mprotect(m, pid, addr, len, prot)?,
+            ProcEvent::Exit { .. } => {
+                g.exit(m, pid)?;
+                if self.running == Some(pid) {
+                    self.running = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Run every record of `src`, calling `observe` after each access and
+    /// `progress` with the record count after each batch.
+    ///
+    /// # Errors
+    /// Trace read errors and guest resource errors.
+    pub fn run(
+        &mut self,
+        src: &mut dyn RecordSource,
+        observe: &mut impl FnMut(&Access, Translation),
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), SimError> {
+        let mut buf = Vec::with_capacity(BATCH);
+        let mut done = 0u64;
+        loop {
+            buf.clear();
+            let n = src.next_batch(&mut buf, BATCH)?;
+            if n == 0 {
+                return Ok(());
+            }
+            for r in &buf {
+                match r {
+                    Record::Access(a) => self.access(a, observe)?,
+                    Record::Event(e) => self.event(e.pid, &e.kind)?,
+                }
+            }
+            done += n as u64;
+            progress(done);
+        }
+    }
+}
+
+/// Records decoded per batch.
+pub const BATCH: usize = 1 << 16;
+
+/// What one mode did on one workload.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModeResult {
+    /// The mode.
+    pub mode: ModeKind,
+    /// Event counts.
+    pub stats: Stats,
+    /// Priced cycles.
+    pub cycles: Cycles,
+}
+
+/// Run one mode over `src` with `cfg`.
+///
+/// # Errors
+/// Trace read errors and guest resource errors.
+pub fn run_mode(
+    kind: ModeKind,
+    cfg: &Config,
+    src: &mut dyn RecordSource,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ModeResult, SimError> {
+    fn go<M: Mode>(mode: M, cfg: &Config, src: &mut dyn RecordSource, progress: &mut dyn FnMut(u64)) -> Result<Stats, SimError> {
+        let mut sim = Sim::new(mode, cfg);
+        sim.run(src, &mut |_, _| {}, progress)?;
+        Ok(sim.machine.core.stats)
+    }
+    let stats = match kind {
+        ModeKind::Native => go(Native, cfg, src, progress)?,
+        ModeKind::Nested => go(Nested, cfg, src, progress)?,
+        ModeKind::Shadow => go(Shadow::new(), cfg, src, progress)?,
+    };
+    let cycles = CostModel::new(&cfg.cost, &cfg.pt_cache).price(&stats);
+    Ok(ModeResult { mode: kind, stats, cycles })
+}
