@@ -112,7 +112,8 @@ mod tests {
         assert_eq!(h.back(5), (1, true));
         assert_eq!(h.back(777), (0, false));
         assert_eq!(h.m2p(1), Some(5));
-        // EPT root + PDPT + PD + PT for gPFN 777 (gPFN 5 shares them).
-        assert_eq!(h.tables.len(), 4);
+        // EPT root + PDPT + PD shared; gPFN 777 (PD index 1) and gPFN 5
+        // (PD index 0) need one EPT PT each.
+        assert_eq!(h.tables.len(), 5);
     }
 }

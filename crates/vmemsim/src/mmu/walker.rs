@@ -46,6 +46,15 @@ impl Hw {
         }
     }
 
+    /// Empty every TLB and walk cache (the page-table line cache keeps its
+    /// lines: it only decides latency, not reference counts).
+    pub fn flush_translation_caches(&mut self) {
+        self.tlbs.flush_all();
+        self.pwc.flush_all();
+        self.ept_pwc.flush_all();
+        self.ntlb.clear();
+    }
+
     #[inline]
     fn reference(&mut self, hpa: u64, level: u8, dim: Dim) {
         let cache_hit = self.ptcache.access(hpa);

@@ -1,0 +1,104 @@
+//! Every mode resolves every access to the same gPA (and hPA) as an
+//! uncached software walk, with the same guest faults.
+
+mod common;
+
+use vmemsim::config::Config;
+use vmemsim::stats::ExitReason;
+use vmemsim::workload::{WorkloadKind, WorkloadSpec};
+use vmemsim_trace::{AccessKind, ProcEvent};
+
+use common::{acc, all_modes_agree, collect, ev};
+
+fn small(kind: WorkloadKind) -> Vec<vmemsim_trace::Record> {
+    let spec = WorkloadSpec { footprint_mib: 8, accesses: 60_000, ..WorkloadSpec::default_for(kind) };
+    collect(&mut spec.source())
+}
+
+#[test]
+fn builtin_workloads_agree_in_every_mode() {
+    for kind in WorkloadKind::ALL {
+        let [n, e, s] = all_modes_agree(&Config::default(), &small(kind));
+        assert!(n.guest_page_faults > 0, "{kind:?}");
+        assert_eq!(n.total_exits(), 0, "native never exits");
+        // Nested: only EPT violations exit.
+        assert_eq!(e.total_exits(), e.exits_for(ExitReason::EptViolation), "{kind:?}");
+        assert!(s.exits_for(ExitReason::Cr3Write) > 0, "{kind:?}: CR3 writes exit in shadow");
+        assert_eq!(s.exits_for(ExitReason::GuestFault), n.guest_page_faults, "{kind:?}: every guest fault is intercepted");
+    }
+}
+
+#[test]
+fn builtin_workloads_agree_with_2m_pages_and_without_pcid() {
+    let mut cfg = Config::default();
+    cfg.guest.huge_pages = true;
+    cfg.guest.pcid = false;
+    for kind in WorkloadKind::ALL {
+        all_modes_agree(&cfg, &small(kind));
+    }
+}
+
+#[test]
+fn pt_writes_exit_in_shadow_only() {
+    let [_, e, s] = all_modes_agree(&Config::default(), &small(WorkloadKind::Procs));
+    assert_eq!(e.exits_for(ExitReason::PtWrite), 0);
+    assert_eq!(e.exits_for(ExitReason::Cr3Write), 0);
+    assert!(s.exits_for(ExitReason::PtWrite) > 0);
+    assert!(s.guest_pte_writes > 0);
+}
+
+const A: u64 = 0x7f00_0000_0000;
+
+#[test]
+fn cow_fork_and_munmap_are_the_same_in_every_mode() {
+    use AccessKind::*;
+    let recs = vec![
+        ev(1, ProcEvent::Mmap { addr: A, len: 1 << 20, prot: 3, flags: 0x22 }),
+        acc(1, Store, A),
+        acc(1, Store, A + 0x1000),
+        acc(1, Load, A + 0x2000),
+        ev(1, ProcEvent::Fork { child: 2 }),
+        acc(2, Load, A),        // shared, read-only
+        acc(2, Store, A),       // COW: child gets a copy
+        acc(1, Load, A),        // parent still sees its frame
+        acc(1, Store, A + 0x1000), // COW in the parent (refcount 2)
+        acc(2, Store, A + 0x1000), // now sole owner: made writable in place
+        ev(2, ProcEvent::Exit { code: 0 }),
+        acc(1, Store, A),       // sole owner again after the child exits
+        ev(1, ProcEvent::Munmap { addr: A, len: 0x2000 }),
+        acc(1, Load, A),        // fresh demand-zero page
+        ev(1, ProcEvent::Mprotect { addr: A + 0x2000, len: 0x1000, prot: 1 }),
+        acc(1, Load, A + 0x2000),
+        acc(1, Store, A + 0x2000), // protection upgrade: the trace wrote it
+    ];
+    let [n, _, _] = all_modes_agree(&Config::default(), &recs);
+    // Write faults on write-protected pages: child A (copy), parent A+1 (copy),
+    // child A+1 (sole owner: made writable), parent A after the child exited
+    // (sole owner), and A+2 after mprotect(PROT_READ).
+    assert_eq!(n.cow_faults, 5);
+    assert_eq!(n.frames_copied, 2);
+    assert_eq!(n.forks, 1);
+    assert_eq!(n.protection_upgrades, 1);
+}
+
+#[test]
+fn shadow_sees_a_remapped_page_after_invlpg() {
+    use AccessKind::*;
+    // The same gVA is unmapped (INVLPG) and faulted in again: shadow must
+    // follow the guest to the new frame, not keep the stale shadow entry.
+    let recs = vec![
+        ev(1, ProcEvent::Mmap { addr: A, len: 0x10000, prot: 3, flags: 0x22 }),
+        acc(1, Store, A),
+        acc(1, Store, A + 0x1000),
+        ev(1, ProcEvent::Munmap { addr: A, len: 0x1000 }),
+        ev(1, ProcEvent::Mmap { addr: 0x5000_0000, len: 0x1000, prot: 3, flags: 0x22 }),
+        acc(1, Store, 0x5000_0000), // takes the freed frame
+        ev(1, ProcEvent::Mmap { addr: A, len: 0x1000, prot: 3, flags: 0x22 }),
+        acc(1, Load, A),
+    ];
+    let (res, s) = common::run_checked(vmemsim::hv::Shadow::new(), &Config::default(), &recs);
+    assert_ne!(res[0].0, res[3].0, "the remapped gVA gets a new frame");
+    assert_eq!(res[0].0, res[2].0, "the freed frame is reused by the next allocation");
+    assert!(s.exits_for(ExitReason::Invlpg) >= 1);
+    all_modes_agree(&Config::default(), &recs);
+}
