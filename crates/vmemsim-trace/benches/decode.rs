@@ -2,7 +2,9 @@
 //!
 //! `synthetic`: 4 Mi records shaped like a real program (loops of short
 //! basic blocks with 1-to-9-byte instructions, stack and strided heap data).
-//! Set `VMEMSIM_BENCH_VMT=path.vmt` to also time a real recording.
+//! Set `VMEMSIM_BENCH_VMT=path.vmt` to also time a real recording, or
+//! `VMEMSIM_BENCH_INPUT=path` (any readable format) to convert one first
+//! (the size it converts to is printed).
 
 // `criterion_group!` generates an undocumented function.
 #![allow(missing_docs)]
@@ -122,18 +124,48 @@ fn decode_all(path: &Path, buf: &mut Vec<Record>) -> usize {
     }
 }
 
+/// CPU time this thread has run, in ns (Linux `/proc/thread-self/schedstat`),
+/// so a figure is not skewed by other processes on a shared machine.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Print decode speed per CPU-second (besides criterion's wall-clock figures).
+fn report_cpu_speed(name: &str, path: &Path, buf: &mut Vec<Record>) {
+    let Some(t0) = thread_cpu_ns() else { return };
+    let mut n = 0;
+    for _ in 0..10 {
+        n += decode_all(path, buf);
+    }
+    let Some(t1) = thread_cpu_ns() else { return };
+    eprintln!(
+        "{name}: {:.1} M records per CPU-second",
+        n as f64 / ((t1 - t0) as f64 / 1e9) / 1e6
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let dir = std::env::temp_dir();
     let path = dir.join(format!("vmemsim-bench-{}.vmt", std::process::id()));
     let recs = synthetic(4 << 20);
     write(&path, &recs);
     let mut buf = Vec::with_capacity(1 << 16);
+    report_cpu_speed("synthetic", &path, &mut buf);
     let mut g = c.benchmark_group("vmt_decode");
     g.sample_size(10);
     g.throughput(Throughput::Elements(recs.len() as u64));
     g.bench_function("synthetic", |b| b.iter(|| decode_all(&path, &mut buf)));
-    if let Some(real) = std::env::var_os("VMEMSIM_BENCH_VMT").map(PathBuf::from) {
+    let mut real = std::env::var_os("VMEMSIM_BENCH_VMT").map(PathBuf::from);
+    if let Some(input) = std::env::var_os("VMEMSIM_BENCH_INPUT").map(PathBuf::from) {
+        let out = dir.join(format!("vmemsim-bench-real-{}.vmt", std::process::id()));
+        let s = vmemsim_trace::convert(&input, &out).unwrap();
+        eprintln!("{} -> {}: {s}", input.display(), out.display());
+        real = Some(out);
+    }
+    if let Some(real) = real {
         let n = decode_all(&real, &mut buf);
+        report_cpu_speed("real", &real, &mut buf);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function("real", |b| b.iter(|| decode_all(&real, &mut buf)));
     }

@@ -1113,50 +1113,21 @@ impl Reader {
         let mut pos = self.raw_pos;
         let mut pid = self.state.pid;
         let mut base = self.state.cur.base;
-        // The two predictions live in registers on the fast path.
-        let (mut bf, mut bd) = (base[0], base[1]);
         let mut n = 0usize;
         let mut err = None;
         while n < max && pos < end {
-            let tag = raw[pos];
-            let code = (tag >> 2) & 0xF;
-            if code != 0 {
-                // Common case: an access with a table size and a delta of
-                // 0, 1, 2 or 4 bytes, read from an 8-byte window (the
-                // payload is padded) without branching on the length.
-                let lc = usize::from(tag >> 6);
-                let Some(win) = padded.get(pos + 1..pos + 1 + PAD) else {
-                    err = Some(PayloadError::Truncated(pos));
-                    break;
-                };
-                let mut w = [0u8; 8];
-                w.copy_from_slice(win);
-                let next = pos + 1 + DELTA_BYTES[lc];
-                if next > end {
-                    err = Some(PayloadError::Truncated(pos));
-                    break;
-                }
-                pos = next;
-                let delta = unzigzag(u64::from_le_bytes(w) & DELTA_MASK[lc]);
-                let kind = usize::from(tag & 3);
-                let cls = usize::from(kind != 0);
-                let size = SIZE_OF_CODE[usize::from(code)];
-                let is_fetch = cls == 0;
-                let addr = if is_fetch { bf } else { bd }.wrapping_add(delta);
-                // Fetches predict the next fetch at their end.
-                let next_base = addr.wrapping_add(u64::from(size) & (cls as u64).wrapping_sub(1));
-                bf = if is_fetch { next_base } else { bf };
-                bd = if is_fetch { bd } else { next_base };
-                buf.push(Record::Access(Access {
-                    addr,
-                    pid,
-                    size,
-                    kind: KINDS[kind],
-                }));
-                n += 1;
-                continue;
+            let (p, k, e) = decode_accesses(padded, end, pos, pid, &mut base, buf, max - n);
+            pos = p;
+            n += k;
+            if e.is_some() {
+                err = e;
+                break;
             }
-            base = [bf, bd];
+            if n >= max || pos >= end {
+                break;
+            }
+            // An escape tag.
+            let tag = raw[pos];
             let at = pos;
             pos += 1;
             let r = match tag & 0xC0 {
@@ -1219,7 +1190,6 @@ impl Reader {
                     }
                 }
             };
-            (bf, bd) = (base[0], base[1]);
             match r {
                 Ok(Some(rec)) => {
                     buf.push(rec);
@@ -1234,7 +1204,7 @@ impl Reader {
         }
         self.raw_pos = pos;
         self.state.pid = pid;
-        self.state.cur.base = [bf, bd];
+        self.state.cur.base = base;
         self.block_seen = self.block_seen.saturating_add(n as u32);
         self.records_read += n as u64;
         if let Some(e) = err {
@@ -1266,6 +1236,69 @@ impl Reader {
         }
         Ok(n)
     }
+}
+
+/// The hot loop: decode accesses with a table size (tag size code not 0)
+/// from `padded[pos..end]` into `buf`, at most `max`, stopping at the
+/// first escape tag. `padded` has [`PAD`] bytes after `end`, so an 8-byte
+/// window after each tag is always there and the delta (0, 1, 2 or 4
+/// bytes) is read without branching on its length. Returns the new
+/// position, the records decoded and the error that stopped it, if any.
+#[inline(never)]
+fn decode_accesses(
+    padded: &[u8],
+    end: usize,
+    mut pos: usize,
+    pid: u32,
+    base: &mut [u64; 2],
+    buf: &mut Vec<Record>,
+    max: usize,
+) -> (usize, usize, Option<PayloadError>) {
+    // The two predictions live in registers.
+    let (mut bf, mut bd) = (base[0], base[1]);
+    let mut n = 0;
+    let mut err = None;
+    while n < max && pos < end {
+        let tag = padded[pos];
+        let code = (tag >> 2) & 0xF;
+        if code == 0 {
+            break;
+        }
+        let lc = usize::from(tag >> 6);
+        let Some(win) = padded.get(pos + 1..pos + 1 + PAD) else {
+            err = Some(PayloadError::Truncated(pos));
+            break;
+        };
+        let mut w = [0u8; 8];
+        w.copy_from_slice(win);
+        let next = pos + 1 + DELTA_BYTES[lc];
+        if next > end {
+            err = Some(PayloadError::Truncated(pos));
+            break;
+        }
+        pos = next;
+        let delta = unzigzag(u64::from_le_bytes(w) & DELTA_MASK[lc]);
+        let kind = usize::from(tag & 3);
+        let is_fetch = kind == 0;
+        let size = SIZE_OF_CODE[usize::from(code)];
+        let addr = if is_fetch { bf } else { bd }.wrapping_add(delta);
+        // A fetch predicts the next fetch at its end; data the same address.
+        bf = if is_fetch {
+            addr.wrapping_add(u64::from(size))
+        } else {
+            bf
+        };
+        bd = if is_fetch { bd } else { addr };
+        buf.push(Record::Access(Access {
+            addr,
+            pid,
+            size,
+            kind: KINDS[kind],
+        }));
+        n += 1;
+    }
+    *base = [bf, bd];
+    (pos, n, err)
 }
 
 fn decode_event(raw: &[u8], pos: &mut usize) -> Result<Event, PayloadError> {
