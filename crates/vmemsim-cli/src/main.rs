@@ -1,1 +1,311 @@
-fn main() {}
+//! The `vmemsim` command: a thin layer that parses flags into validated
+//! settings, builds library objects, and prints reports. Errors print their
+//! chain and exit with status 2.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use vmemsim::report::{self, WorkloadResult};
+use vmemsim::workload::{WorkloadKind, WorkloadSpec};
+use vmemsim::{run_mode, Config, ModeKind};
+use vmemsim_trace::RecordSource;
+
+/// Simulate how a VMM virtualizes memory: native, nested (EPT) and shadow
+/// paging compared side by side on real traces or built-in workloads.
+#[derive(Parser)]
+#[command(name = "vmemsim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run workloads through several modes and print them side by side.
+    Compare {
+        #[command(flatten)]
+        input: Input,
+        /// Modes to run, comma separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        modes: Vec<String>,
+    },
+    /// Run workloads through one mode.
+    Run {
+        #[command(flatten)]
+        input: Input,
+        /// The mode.
+        #[arg(long)]
+        mode: String,
+    },
+    /// Measure simulation speed (accesses per second) per mode on the built-in workloads.
+    Bench {
+        /// Accesses per workload.
+        #[arg(long, default_value_t = 5_000_000)]
+        accesses: u64,
+        /// Workloads (default: seq, random).
+        #[arg(long)]
+        workload: Vec<String>,
+    },
+    /// Print the resolved configuration.
+    Config {
+        /// Print it as TOML (the only form today).
+        #[arg(long)]
+        dump: bool,
+        /// Configuration file to resolve.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Record a real program under Valgrind into a .vmt trace.
+    Record {
+        /// Output trace file (.vmt).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Valgrind binary (default: `valgrind` on PATH).
+        #[arg(long)]
+        valgrind: Option<PathBuf>,
+        /// The program and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Print a trace's header, processes, counts and footprint.
+    Info {
+        /// The trace (.vmt, lackey log, ChampSim).
+        file: PathBuf,
+    },
+    /// Convert a trace (lackey, ChampSim, .vmt) into a .vmt trace.
+    Convert {
+        /// Input trace.
+        input: PathBuf,
+        /// Output .vmt file.
+        output: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct Input {
+    /// Built-in workloads to run (seq, random, chase, procs); default: all.
+    #[arg(long)]
+    workload: Vec<String>,
+    /// A recorded trace (.vmt, lackey log, ChampSim) to run instead.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Accesses per built-in workload.
+    #[arg(long)]
+    accesses: Option<u64>,
+    /// Footprint of built-in workloads, MiB.
+    #[arg(long)]
+    footprint_mib: Option<u64>,
+    /// Seed of built-in workloads.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("vmemsim: error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        std::process::exit(2);
+    }
+}
+
+fn real_main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Compare { input, modes } => {
+            let modes = if modes.is_empty() {
+                ModeKind::ALL.to_vec()
+            } else {
+                modes.iter().map(|m| ModeKind::parse(m)).collect::<Result<_, _>>()?
+            };
+            simulate(&input, &modes)
+        }
+        Command::Run { input, mode } => simulate(&input, &[ModeKind::parse(&mode)?]),
+        Command::Bench { accesses, workload } => bench(accesses, &workload),
+        Command::Config { dump: _, config } => {
+            print!("{}", load_config(config.as_deref())?.to_toml());
+            Ok(())
+        }
+        Command::Record { output, valgrind, command } => {
+            let opts = vmemsim_trace::recorder::RecordOptions { output, command, valgrind };
+            let summary = vmemsim_trace::recorder::record(&opts)?;
+            eprintln!("{summary}");
+            Ok(())
+        }
+        Command::Info { file } => {
+            print!("{}", vmemsim_trace::info(&file)?);
+            Ok(())
+        }
+        Command::Convert { input, output } => {
+            let summary = vmemsim_trace::convert(&input, &output)?;
+            eprintln!("{summary}");
+            Ok(())
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+/// One input to simulate: a trace or a built-in workload.
+enum Job {
+    Trace(PathBuf),
+    Builtin(WorkloadSpec),
+}
+
+impl Job {
+    fn name(&self) -> String {
+        match self {
+            Job::Trace(p) => p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            Job::Builtin(s) => s.kind.name().to_string(),
+        }
+    }
+    fn description(&self) -> String {
+        match self {
+            Job::Trace(p) => format!("trace {}", p.display()),
+            Job::Builtin(s) => s.describe(),
+        }
+    }
+    fn source(&self) -> Result<Box<dyn RecordSource>> {
+        Ok(match self {
+            Job::Trace(p) => vmemsim_trace::open(p)?,
+            Job::Builtin(s) => Box::new(s.source()),
+        })
+    }
+    /// Records expected, for the progress bar.
+    fn expected(&self) -> Option<u64> {
+        match self {
+            Job::Trace(_) => None,
+            Job::Builtin(s) => Some(s.accesses),
+        }
+    }
+}
+
+fn jobs(input: &Input) -> Result<Vec<Job>> {
+    if let Some(t) = &input.trace {
+        if !input.workload.is_empty() {
+            bail!("give either --trace or --workload, not both");
+        }
+        return Ok(vec![Job::Trace(t.clone())]);
+    }
+    let kinds = if input.workload.is_empty() {
+        WorkloadKind::ALL.to_vec()
+    } else {
+        input.workload.iter().map(|w| WorkloadKind::parse(w)).collect::<Result<_, _>>()?
+    };
+    Ok(kinds
+        .into_iter()
+        .map(|k| {
+            let mut s = WorkloadSpec::default_for(k);
+            if let Some(a) = input.accesses {
+                s.accesses = a;
+            }
+            if let Some(f) = input.footprint_mib {
+                s.footprint_mib = f;
+            }
+            if let Some(seed) = input.seed {
+                s.seed = seed;
+            }
+            Job::Builtin(s)
+        })
+        .collect())
+}
+
+fn progress_bar(label: String, expected: Option<u64>) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = match expected {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>24} {bar:40} {human_pos} records {per_sec} {elapsed}")
+            .expect("valid template"),
+    );
+    pb.set_prefix(label);
+    pb
+}
+
+fn simulate(input: &Input, modes: &[ModeKind]) -> Result<()> {
+    let cfg = load_config(input.config.as_deref())?;
+    let mut results = Vec::new();
+    for job in jobs(input)? {
+        let mut w = WorkloadResult { workload: job.name(), description: job.description(), modes: Vec::new(), warnings: Vec::new() };
+        for &mode in modes {
+            let mut src = job.source()?;
+            let pb = progress_bar(format!("{} / {}", w.workload, mode.name()), job.expected());
+            let r = run_mode(mode, &cfg, src.as_mut(), &mut |n| pb.set_position(n))
+                .with_context(|| format!("simulating {} in {} mode", w.workload, mode.name()))?;
+            pb.finish_and_clear();
+            if w.warnings.is_empty() {
+                w.warnings = src.warnings();
+            }
+            w.modes.push(r);
+        }
+        println!("{}", report::to_table(&w));
+        results.push(w);
+    }
+    if let Some(path) = &input.json {
+        std::fs::write(path, report::to_json(&cfg, &results)).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("JSON report written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn bench(accesses: u64, workloads: &[String]) -> Result<()> {
+    let cfg = Config::default();
+    let kinds = if workloads.is_empty() {
+        vec![WorkloadKind::Seq, WorkloadKind::Random]
+    } else {
+        workloads.iter().map(|w| WorkloadKind::parse(w)).collect::<Result<_, _>>()?
+    };
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; run `cargo run --release -- bench` for meaningful numbers");
+    }
+    println!("{:<10} {:<10} {:>14} {:>12}", "workload", "mode", "accesses", "M acc/s");
+    for k in kinds {
+        let spec = WorkloadSpec { accesses, ..WorkloadSpec::default_for(k) };
+        // Decode once so the timing covers simulation only.
+        let mut records = Vec::new();
+        let mut gen = spec.source();
+        while gen.next_batch(&mut records, 1 << 16)? > 0 {}
+        for mode in ModeKind::ALL {
+            let mut src = VecSource { records: &records, pos: 0 };
+            let t = Instant::now();
+            let r = run_mode(mode, &cfg, &mut src, &mut |_| {})?;
+            let secs = t.elapsed().as_secs_f64();
+            println!("{:<10} {:<10} {:>14} {:>12.1}", k.name(), mode.name(), r.stats.accesses, r.stats.accesses as f64 / secs / 1e6);
+        }
+    }
+    Ok(())
+}
+
+/// Replays records already in memory.
+struct VecSource<'a> {
+    records: &'a [vmemsim_trace::Record],
+    pos: usize,
+}
+
+impl RecordSource for VecSource<'_> {
+    fn next_batch(&mut self, buf: &mut Vec<vmemsim_trace::Record>, max: usize) -> Result<usize, vmemsim_trace::TraceError> {
+        let n = max.min(self.records.len() - self.pos);
+        buf.extend_from_slice(&self.records[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

@@ -166,6 +166,13 @@ pub struct ModeResult {
     pub cycles: Cycles,
 }
 
+impl ModeResult {
+    /// True when the mode carries details beyond the counters (switching modes).
+    pub fn has_detail(&self) -> bool {
+        false
+    }
+}
+
 /// Run one mode over `src` with `cfg`.
 ///
 /// # Errors

@@ -54,14 +54,12 @@ impl<V: Copy + Default> SetAssoc<V> {
         if self.ways == 0 {
             return None;
         }
-        for i in self.set_range(index) {
-            if self.keys[i] == key {
-                self.clock += 1;
-                self.stamps[i] = self.clock;
-                return Some(self.vals[i]);
-            }
-        }
-        None
+        let range = self.set_range(index);
+        let base = range.start;
+        let way = self.keys[range].iter().position(|&k| k == key)?;
+        self.clock += 1;
+        self.stamps[base + way] = self.clock;
+        Some(self.vals[base + way])
     }
 
     /// Insert or overwrite `key` in set `index`, evicting the LRU way.
@@ -72,20 +70,23 @@ impl<V: Copy + Default> SetAssoc<V> {
         }
         debug_assert_ne!(key, EMPTY);
         let range = self.set_range(index);
-        let mut victim = range.start;
-        for i in range {
-            if self.keys[i] == key {
-                victim = i;
-                break;
+        let base = range.start;
+        let keys = &self.keys[range.clone()];
+        let stamps = &self.stamps[range];
+        let way = keys.iter().position(|&k| k == key).unwrap_or_else(|| {
+            // Least recently used way (empty ways have stamp 0).
+            let mut v = 0;
+            for (i, &s) in stamps.iter().enumerate() {
+                if s < stamps[v] {
+                    v = i;
+                }
             }
-            if self.stamps[i] < self.stamps[victim] {
-                victim = i;
-            }
-        }
+            v
+        });
         self.clock += 1;
-        self.keys[victim] = key;
-        self.vals[victim] = val;
-        self.stamps[victim] = self.clock;
+        self.keys[base + way] = key;
+        self.vals[base + way] = val;
+        self.stamps[base + way] = self.clock;
     }
 
     /// Drop `key` from set `index` if present.

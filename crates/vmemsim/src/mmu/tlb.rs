@@ -56,6 +56,8 @@ pub struct Tlbs {
     l1d: [SetAssoc<TlbEntry>; 2],
     l1i: [SetAssoc<TlbEntry>; 2],
     stlb: SetAssoc<TlbEntry>,
+    /// A 2 MiB entry was ever inserted: until then lookups skip the 2 MiB probes.
+    any_huge: bool,
 }
 
 #[inline]
@@ -84,6 +86,7 @@ impl Tlbs {
             l1d: [SetAssoc::new(c.l1d_4k), SetAssoc::new(c.l1d_2m)],
             l1i: [SetAssoc::new(c.l1i_4k), SetAssoc::new(c.l1i_2m)],
             stlb: SetAssoc::new(c.stlb),
+            any_huge: false,
         }
     }
 
@@ -101,9 +104,11 @@ impl Tlbs {
                 return (TlbLevel::L1, Some(TlbHit { gpfn: e.gpfn, hpfn: e.hpfn }));
             }
         }
-        if let Some(e) = l1[1].lookup(hvpn, key(hvpn, true, asid)) {
-            if usable(&e) {
-                return (TlbLevel::L1, Some(split(e, vpn)));
+        if self.any_huge {
+            if let Some(e) = l1[1].lookup(hvpn, key(hvpn, true, asid)) {
+                if usable(&e) {
+                    return (TlbLevel::L1, Some(split(e, vpn)));
+                }
             }
         }
         if let Some(e) = self.stlb.lookup(vpn, key(vpn, false, asid)) {
@@ -112,10 +117,12 @@ impl Tlbs {
                 return (TlbLevel::Stlb, Some(TlbHit { gpfn: e.gpfn, hpfn: e.hpfn }));
             }
         }
-        if let Some(e) = self.stlb.lookup(hvpn, key(hvpn, true, asid)) {
-            if usable(&e) {
-                l1[1].insert(hvpn, key(hvpn, true, asid), e);
-                return (TlbLevel::Stlb, Some(split(e, vpn)));
+        if self.any_huge {
+            if let Some(e) = self.stlb.lookup(hvpn, key(hvpn, true, asid)) {
+                if usable(&e) {
+                    l1[1].insert(hvpn, key(hvpn, true, asid), e);
+                    return (TlbLevel::Stlb, Some(split(e, vpn)));
+                }
             }
         }
         (TlbLevel::Miss, None)
@@ -125,6 +132,7 @@ impl Tlbs {
     #[inline]
     pub fn insert(&mut self, asid: Asid, va: u64, size: PageSize, fetch: bool, e: TlbEntry) {
         let huge = size == PageSize::Size2M;
+        self.any_huge |= huge;
         let vpn = va >> size.shift();
         let k = key(vpn, huge, asid);
         self.stlb.insert(vpn, k, e);
