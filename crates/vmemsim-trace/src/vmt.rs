@@ -1408,7 +1408,7 @@ fn read_footer(
     let bad = |at: u64, what: String| {
         malformed(path, format!("byte {at}"), format!("bad footer: {what}"))
     };
-    if off < header_len || off + 5 > tpos {
+    if off < header_len || off.saturating_add(5) > tpos {
         return Err(bad(
             tpos,
             format!("footer offset {off} outside [{header_len}, {tpos})"),
