@@ -1092,8 +1092,11 @@ impl Reader {
                     self.block_seen, self.block_declared
                 ),
             ),
-            PayloadError::BadVarint(o) => (o, "bad varint: more than 64 bits".to_string()),
-            PayloadError::BadTag(o, t) => (o, format!("bad tag 0x{t:02x}")),
+            PayloadError::BadVarint(o) => (o, "bad varint: more than 64 bits, expected a LEB128 of at most 10 bytes".to_string()),
+            PayloadError::BadTag(o, t) => (
+                o,
+                format!("bad tag 0x{t:02x}: expected an access tag or an escape 0x00-0x03, 0x40, 0x80, 0xc0"),
+            ),
             PayloadError::BadField(o, f) => (o, format!("bad field: {f}")),
         };
         malformed(
