@@ -389,6 +389,8 @@ pub struct Writer {
     pages: HashSet<(u32, u64)>,
     last_page: [(u32, u64); 2],
     processes: Vec<ProcessInfo>,
+    /// A write error from [`Writer::add_process`], returned by the next call.
+    deferred_error: Option<TraceError>,
 }
 
 impl Writer {
@@ -434,6 +436,7 @@ impl Writer {
             pages: HashSet::new(),
             last_page: [(u32::MAX, u64::MAX); 2],
             processes: Vec::new(),
+            deferred_error: None,
         })
     }
 
@@ -450,6 +453,9 @@ impl Writer {
     /// # Errors
     /// [`TraceError::Io`] when writing a full block fails.
     pub fn push(&mut self, record: &Record) -> Result<(), TraceError> {
+        if let Some(e) = self.deferred_error.take() {
+            return Err(e);
+        }
         match record {
             Record::Access(a) => self.push_access(a),
             Record::Event(e) => self.push_event(e),
@@ -546,7 +552,9 @@ impl Writer {
     /// Add a process to the process table, or replace the entry with the
     /// same pid (for example after an exec changed its command). The entry
     /// is also written into the record stream, so a trace cut short still
-    /// has it. Commands longer than 4096 bytes are cut.
+    /// has it. Commands longer than 4096 bytes are cut. If this fills a
+    /// block and writing it fails, the error is returned by the next
+    /// [`Writer::push`] or [`Writer::finish`].
     pub fn add_process(&mut self, mut info: ProcessInfo) {
         if info.command.len() > MAX_COMMAND {
             let mut end = MAX_COMMAND;
@@ -564,6 +572,10 @@ impl Writer {
         match self.processes.iter_mut().find(|p| p.pid == info.pid) {
             Some(p) => *p = info,
             None => self.processes.push(info),
+        }
+        // Keep blocks bounded even when many processes come without records.
+        if self.raw.len() >= RAW_FLUSH && self.deferred_error.is_none() {
+            self.deferred_error = self.flush_block().err();
         }
     }
 
@@ -617,6 +629,9 @@ impl Writer {
     /// [`TraceError::Io`] when writing, syncing or renaming fails (the
     /// `.partial` file is left behind).
     pub fn finish(mut self, status: FinishStatus) -> Result<WriteSummary, TraceError> {
+        if let Some(e) = self.deferred_error.take() {
+            return Err(e);
+        }
         self.flush_block()?;
         self.counts.footprint_pages = self.pages.len() as u64;
         let (mut flags, exit_code, reason) = match status {
