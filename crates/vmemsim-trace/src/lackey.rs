@@ -247,10 +247,11 @@ impl LineParser {
     /// A `==PID== ...` or `--PID-- ...` message line.
     fn message(&mut self, line: &[u8], out: &mut Vec<Record>) {
         let delim = line[0];
-        let Some(end) = line[2..].iter().position(|&b| b == delim) else {
+        let body = line.get(2..).unwrap_or(&[]);
+        let Some(end) = body.iter().position(|&b| b == delim) else {
             return;
         };
-        let digits = &line[2..2 + end];
+        let digits = &body[..end];
         let text = line.get(2 + end + 2..).unwrap_or(&[]);
         let text = text.strip_prefix(b" ").unwrap_or(text);
         if !self.fixed_pid && self.pid.is_none() {
@@ -268,7 +269,12 @@ impl LineParser {
             let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
             if let Some(sig) = parse_dec(&rest[..n]).and_then(|v| i32::try_from(v).ok()) {
                 if !self.exited {
-                    self.event(ProcEvent::Exit { code: 128 + sig }, out);
+                    self.event(
+                        ProcEvent::Exit {
+                            code: sig.saturating_add(128),
+                        },
+                        out,
+                    );
                 }
             }
         } else if let Some(rest) = text.strip_prefix(b"Exit code:") {
@@ -921,6 +927,47 @@ mod tests {
             assert!(e.starts_with("trace.txt: line 3: expected"), "{bad}: {e}");
             assert!(e.contains(&format!("{bad:?}")), "{e}");
         }
+    }
+
+    #[test]
+    fn mangled_lines_never_panic() {
+        let samples = [
+            "I  04016a8,3",
+            " L 1ffefffd58,8",
+            "==5504== Process terminating with default action of signal 11 (SIGSEGV)",
+            "==3686== Exit code:       0",
+            "==5506== Parent PID: 5504",
+            " --> [pre-success] Success(0xe67) ",
+            "SYSCALL[3686,1](9) sys_mmap ( 0x0, 8192, 3, 34, 4294967295, 0 ) --> [pre-success] Success(0x4835000) ",
+            "SYSCALL[3686,1](56) sys_clone ( 1200011, 0x0 )   clone(fork): process 3686 created child 3687",
+            "SYSCALL[5504,1](25) sys_mremap ( 0x483c000, 8192, 1048576, 0x1 ) --> Success(0x522b000) ",
+            "SYSCALL[3686,1](231) exit_group( 3 ) --> [pre-success] Success(0x0) ",
+            "SYSCALL[3686,1](257) ... [async] --> Success(0x4) ",
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut p = LineParser::new(None);
+        let mut out = Vec::new();
+        for _ in 0..20_000 {
+            let src = samples[(next() % samples.len() as u64) as usize].as_bytes();
+            // Every prefix, and random byte edits.
+            let mut line = src[..(next() as usize % (src.len() + 1))].to_vec();
+            for _ in 0..(next() % 4) {
+                if !line.is_empty() {
+                    let i = next() as usize % line.len();
+                    let alphabet = b"0123456789abcdefx(),[]=- .>\xff";
+                    line[i] = alphabet[next() as usize % alphabet.len()];
+                }
+            }
+            let _ = p.parse_line(&line, &mut out);
+            out.clear();
+        }
+        p.finish(&mut out);
     }
 
     #[test]

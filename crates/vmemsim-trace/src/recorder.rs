@@ -82,7 +82,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -93,6 +93,8 @@ use crate::{Event, ProcEvent, ProcessInfo, Record, TraceError};
 
 /// Records per batch sent from a stream reader to the writer.
 const BATCH_RECORDS: usize = 1 << 16;
+/// Messages in flight between the readers and the writer.
+const CHANNEL_BATCHES: usize = 64;
 /// How long the recorder keeps reading after SIGINT/SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Release consumed log bytes from disk every this many bytes.
@@ -355,7 +357,9 @@ fn run_in(
         abort: AtomicBool::new(false),
         readers: AtomicUsize::new(0),
     });
-    let (tx, rx) = mpsc::channel::<Msg>();
+    // Bounded: when the writer falls behind, readers wait and the unread
+    // text stays in the (disk) log files instead of piling up in memory.
+    let (tx, rx) = mpsc::sync_channel::<Msg>(CHANNEL_BATCHES);
     let watcher = {
         let shared = Arc::clone(&shared);
         let dir = dir.to_path_buf();
@@ -476,7 +480,7 @@ fn run_in(
 
 /// The watcher: finds new log files, opens and unlinks them, and starts one
 /// reader thread per file.
-fn watch(dir: &Path, tx: &Sender<Msg>, shared: &Arc<Shared>) {
+fn watch(dir: &Path, tx: &SyncSender<Msg>, shared: &Arc<Shared>) {
     let mut next_id = 0usize;
     let mut latest: HashMap<u32, Arc<AtomicBool>> = HashMap::new();
     let mut handles = Vec::new();
@@ -528,7 +532,13 @@ fn watch(dir: &Path, tx: &Sender<Msg>, shared: &Arc<Shared>) {
             let tx = tx.clone();
             let shared = Arc::clone(shared);
             handles.push(thread::spawn(move || {
-                let error = follow(id, pid, file, &path, &superseded, &shared, &tx).err();
+                let followed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    follow(id, pid, file, &path, &superseded, &shared, &tx)
+                }));
+                let error = match followed {
+                    Ok(r) => r.err(),
+                    Err(_) => Some(io_err(&path, std::io::Error::other("log reader panicked"))),
+                };
                 let _ = tx.send(Msg::End { id, error });
                 shared.readers.fetch_sub(1, Ordering::SeqCst);
             }));
@@ -564,7 +574,7 @@ fn follow(
     path: &Path,
     superseded: &AtomicBool,
     shared: &Shared,
-    tx: &Sender<Msg>,
+    tx: &SyncSender<Msg>,
 ) -> Result<(), TraceError> {
     let mut parser = LineParser::new(Some(pid));
     let mut buf = vec![0u8; 1 << 20];
@@ -577,7 +587,7 @@ fn follow(
     let mut idle_ms = 1u64;
     let mut last_pass = false;
     let fd = file.as_raw_fd();
-    let punch_ok = file.metadata().map(|m| m.nlink() <= 1).unwrap_or(false);
+    let mut punch_ok = file.metadata().map(|m| m.nlink() <= 1).unwrap_or(false);
     let send = |batch: &mut Vec<Record>| -> bool {
         if batch.is_empty() {
             return true;
@@ -652,7 +662,7 @@ fn follow(
             return Ok(());
         }
         let consumed = file_pos + start as u64;
-        if punch_ok && consumed - punched >= PUNCH_EVERY_BYTES {
+        if punch_ok && consumed.saturating_sub(punched) >= PUNCH_EVERY_BYTES {
             let upto = consumed & !((1 << 20) - 1);
             // SAFETY: fallocate(2) on a file descriptor we own; it only
             // frees bytes we have already read.
@@ -664,7 +674,9 @@ fn follow(
                     upto as libc::off_t,
                 )
             };
-            punched = if r == 0 { upto } else { u64::MAX / 2 };
+            punched = upto;
+            // Unsupported here (some file systems): keep the bytes.
+            punch_ok = r == 0;
         }
         if shared.abort.load(Ordering::SeqCst) && last_pass {
             break;
