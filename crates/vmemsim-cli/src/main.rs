@@ -180,9 +180,9 @@ impl Job {
             Job::Builtin(s) => s.describe(),
         }
     }
-    fn source(&self) -> Result<Box<dyn RecordSource>> {
+    fn source(&self, cfg: &Config) -> Result<Box<dyn RecordSource>> {
         Ok(match self {
-            Job::Trace(p) => vmemsim_trace::open(p)?,
+            Job::Trace(p) => vmemsim::sched::open_trace(p, cfg)?,
             Job::Builtin(s) => Box::new(s.source()),
         })
     }
@@ -247,7 +247,7 @@ fn simulate(input: &Input, modes: &[ModeKind]) -> Result<()> {
     for job in jobs(input)? {
         let mut w = WorkloadResult { workload: job.name(), description: job.description(), modes: Vec::new(), warnings: Vec::new() };
         for &mode in modes {
-            let mut src = job.source()?;
+            let mut src = job.source(&cfg)?;
             let pb = progress_bar(format!("{} / {}", w.workload, mode.name()), job.expected());
             let r = run_mode(mode, &cfg, src.as_mut(), &mut |n| pb.set_position(n))
                 .with_context(|| format!("simulating {} in {} mode", w.workload, mode.name()))?;

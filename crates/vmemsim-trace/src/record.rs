@@ -146,7 +146,8 @@ pub trait RecordSource {
     /// # Errors
     /// A [`crate::TraceError`] naming the file and byte offset or line of
     /// malformed input.
-    fn next_batch(&mut self, buf: &mut Vec<Record>, max: usize) -> Result<usize, crate::TraceError>;
+    fn next_batch(&mut self, buf: &mut Vec<Record>, max: usize)
+        -> Result<usize, crate::TraceError>;
 
     /// Processes known up front (from a header or process table); may be
     /// empty for formats that have none.
@@ -158,5 +159,21 @@ pub trait RecordSource {
     /// block 12"): shown to the user after the run.
     fn warnings(&self) -> Vec<String> {
         Vec::new()
+    }
+}
+
+impl<T: RecordSource + ?Sized> RecordSource for Box<T> {
+    fn next_batch(
+        &mut self,
+        buf: &mut Vec<Record>,
+        max: usize,
+    ) -> Result<usize, crate::TraceError> {
+        (**self).next_batch(buf, max)
+    }
+    fn processes(&self) -> &[ProcessInfo] {
+        (**self).processes()
+    }
+    fn warnings(&self) -> Vec<String> {
+        (**self).warnings()
     }
 }

@@ -24,6 +24,7 @@ pub mod mem;
 pub mod mmu;
 pub mod pte;
 pub mod report;
+pub mod sched;
 pub mod sim;
 pub mod stats;
 pub mod workload;

@@ -89,6 +89,43 @@ impl<V: Copy + Default> SetAssoc<V> {
         self.stamps[base + way] = self.clock;
     }
 
+    /// Look `key` up; on a miss insert it with `val` (evicting the LRU way).
+    /// One scan of the set. Returns true on a hit.
+    #[inline]
+    pub fn access(&mut self, index: u64, key: u64, val: V) -> bool {
+        if self.ways == 0 {
+            return false;
+        }
+        let range = self.set_range(index);
+        let base = range.start;
+        let keys = &self.keys[range.clone()];
+        let stamps = &self.stamps[range];
+        let mut victim = 0;
+        let mut hit = None;
+        for (i, &k) in keys.iter().enumerate() {
+            if k == key {
+                hit = Some(i);
+                break;
+            }
+            if stamps[i] < stamps[victim] {
+                victim = i;
+            }
+        }
+        self.clock += 1;
+        match hit {
+            Some(w) => {
+                self.stamps[base + w] = self.clock;
+                true
+            }
+            None => {
+                self.keys[base + victim] = key;
+                self.vals[base + victim] = val;
+                self.stamps[base + victim] = self.clock;
+                false
+            }
+        }
+    }
+
     /// Drop `key` from set `index` if present.
     #[inline]
     pub fn remove(&mut self, index: u64, key: u64) {

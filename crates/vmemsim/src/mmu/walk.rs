@@ -98,12 +98,7 @@ impl PtCache {
     #[inline]
     pub fn access(&mut self, hpa: u64) -> bool {
         let line = hpa >> 6;
-        if self.lines.lookup(line, line).is_some() {
-            true
-        } else {
-            self.lines.insert(line, line, ());
-            false
-        }
+        self.lines.access(line, line, ())
     }
 }
 
