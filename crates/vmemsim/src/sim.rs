@@ -8,7 +8,8 @@ use vmemsim_trace::{Access, AccessKind, ProcEvent, Record, RecordSource};
 use crate::config::Config;
 use crate::cost::{CostModel, Cycles};
 use crate::guest::GuestOs;
-use crate::hv::{Machine, Mode, Native, Nested, Shadow, Translation};
+use crate::hv::selective::{predictive_mode, w11_mode};
+use crate::hv::{Agile, Direct, Machine, Mode, Native, Nested, Shadow, SwitchReport, Translation};
 use crate::mmu::Rights;
 use crate::stats::Stats;
 use crate::SimError;
@@ -23,11 +24,28 @@ pub enum ModeKind {
     Nested,
     /// Shadow paging: write-protected guest tables, hidden faults.
     Shadow,
+    /// Paravirtual direct paging (Xen PV): validated, batched PTE updates; 1-D walks.
+    Direct,
+    /// Agile paging [AP16]: walks start in the shadow table and switch to
+    /// nested where the guest tables are being written.
+    Agile,
+    /// Switching between nested and shadow with the rules of [W11].
+    SelectiveW11,
+    /// Switching between nested and shadow with our cost-predicting policy.
+    Selective,
 }
 
 impl ModeKind {
     /// Every mode, in report order (native first: the baseline).
-    pub const ALL: [ModeKind; 3] = [ModeKind::Native, ModeKind::Nested, ModeKind::Shadow];
+    pub const ALL: [ModeKind; 7] = [
+        ModeKind::Native,
+        ModeKind::Nested,
+        ModeKind::Shadow,
+        ModeKind::Direct,
+        ModeKind::Agile,
+        ModeKind::SelectiveW11,
+        ModeKind::Selective,
+    ];
 
     /// Command-line and report name.
     pub fn name(self) -> &'static str {
@@ -35,6 +53,10 @@ impl ModeKind {
             ModeKind::Native => "native",
             ModeKind::Nested => "nested",
             ModeKind::Shadow => "shadow",
+            ModeKind::Direct => "direct",
+            ModeKind::Agile => "agile",
+            ModeKind::SelectiveW11 => "selective-w11",
+            ModeKind::Selective => "selective",
         }
     }
 
@@ -46,7 +68,9 @@ impl ModeKind {
         ModeKind::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| SimError::Workload(format!("unknown mode `{s}`; modes: {}", Self::names())))
+            .ok_or_else(|| {
+                SimError::Workload(format!("unknown mode `{s}`; modes: {}", Self::names()))
+            })
     }
 
     /// The valid names, comma separated.
@@ -58,7 +82,10 @@ impl ModeKind {
 /// Rights an access needs.
 #[inline]
 pub fn rights(kind: AccessKind) -> Rights {
-    Rights { write: kind.is_write(), fetch: kind == AccessKind::Fetch }
+    Rights {
+        write: kind.is_write(),
+        fetch: kind == AccessKind::Fetch,
+    }
 }
 
 /// A guest OS running on one mode.
@@ -74,7 +101,11 @@ pub struct Sim<M: Mode> {
 impl<M: Mode> Sim<M> {
     /// A fresh guest with no process on `mode`.
     pub fn new(mode: M, cfg: &Config) -> Self {
-        Sim { guest: GuestOs::new(&cfg.guest), machine: Machine::new(mode, cfg), running: None }
+        Sim {
+            guest: GuestOs::new(&cfg.guest),
+            machine: Machine::new(mode, cfg),
+            running: None,
+        }
     }
 
     /// Counters so far.
@@ -87,12 +118,18 @@ impl<M: Mode> Sim<M> {
     /// # Errors
     /// Guest out of memory or PCIDs.
     #[inline]
-    pub fn access(&mut self, a: &Access, observe: &mut impl FnMut(&Access, Translation)) -> Result<(), SimError> {
+    pub fn access(
+        &mut self,
+        a: &Access,
+        observe: &mut impl FnMut(&Access, Translation),
+    ) -> Result<(), SimError> {
         if self.running != Some(a.pid) || self.guest.current().is_none() {
             self.guest.switch_to(&mut self.machine, a.pid)?;
             self.running = Some(a.pid);
         }
-        let t = self.machine.access(&mut self.guest, a.addr, rights(a.kind))?;
+        let t = self
+            .machine
+            .access(&mut self.guest, a.addr, rights(a.kind))?;
         observe(a, t);
         Ok(())
     }
@@ -107,7 +144,9 @@ impl<M: Mode> Sim<M> {
         match *e {
             ProcEvent::Fork { child } => g.fork(m, pid, child)?,
             ProcEvent::Exec => g.exec(m, pid)?,
-            ProcEvent::Mmap { addr, len, prot, .. } => g.mmap(m, pid, addr, len, prot)?,
+            ProcEvent::Mmap {
+                addr, len, prot, ..
+            } => g.mmap(m, pid, addr, len, prot)?,
             ProcEvent::Munmap { addr, len } => g.munmap(m, pid, addr, len)?,
             ProcEvent::Brk { addr } => g.brk(m, pid, addr)?,
             ProcEvent::Mprotect { addr, len, prot } => g.mprotect(m, pid, addr, len, prot)?,
@@ -164,6 +203,9 @@ pub struct ModeResult {
     pub stats: Stats,
     /// Priced cycles.
     pub cycles: Cycles,
+    /// For switching modes: switches, time in each mode, per-period series.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switching: Option<SwitchReport>,
 }
 
 impl ModeResult {
@@ -183,16 +225,32 @@ pub fn run_mode(
     src: &mut dyn RecordSource,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ModeResult, SimError> {
-    fn go<M: Mode>(mode: M, cfg: &Config, src: &mut dyn RecordSource, progress: &mut dyn FnMut(u64)) -> Result<Stats, SimError> {
+    type Out = (Stats, Option<SwitchReport>);
+    fn go<M: Mode>(
+        mode: M,
+        cfg: &Config,
+        src: &mut dyn RecordSource,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Out, SimError> {
         let mut sim = Sim::new(mode, cfg);
         sim.run(src, &mut |_, _| {}, progress)?;
-        Ok(sim.machine.core.stats)
+        let report = sim.machine.finish();
+        Ok((sim.machine.core.stats, report))
     }
-    let stats = match kind {
+    let (stats, switching) = match kind {
         ModeKind::Native => go(Native, cfg, src, progress)?,
         ModeKind::Nested => go(Nested, cfg, src, progress)?,
         ModeKind::Shadow => go(Shadow::new(), cfg, src, progress)?,
+        ModeKind::Direct => go(Direct::new(&cfg.pv, cfg.guest.mem_mib), cfg, src, progress)?,
+        ModeKind::Agile => go(Agile::new(cfg), cfg, src, progress)?,
+        ModeKind::SelectiveW11 => go(w11_mode(cfg), cfg, src, progress)?,
+        ModeKind::Selective => go(predictive_mode(cfg), cfg, src, progress)?,
     };
     let cycles = CostModel::new(&cfg.cost, &cfg.pt_cache).price(&stats);
-    Ok(ModeResult { mode: kind, stats, cycles })
+    Ok(ModeResult {
+        mode: kind,
+        stats,
+        cycles,
+        switching,
+    })
 }

@@ -9,6 +9,12 @@
 //! - `procs`: process-heavy: a parent forks many short-lived children that
 //!   map, touch and unmap fresh memory, read and write (copy-on-write) the
 //!   parent's heap, and exit.
+//! - `phases`: alternating phases, three rounds of: a `procs`-like phase
+//!   (2/5 of the round: fork, exec, demand faults, copy-on-write, exit; a
+//!   16 MiB parent heap) then a `random`-like phase (3/5: GUPS updates over
+//!   the footprint, populated once by the first such phase). Fault- and
+//!   exit-heavy phases favour nested paging, TLB-miss-heavy ones shadow
+//!   paging, so no single static mode is best.
 
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -23,6 +29,12 @@ const DATA: u64 = 0x7f00_0000_0000;
 const HEAP: u64 = 0x1000_0000;
 const CHILD_MAP: u64 = 0x7e00_0000_0000;
 const ROOT_PID: u32 = 1;
+/// Parent of the short-lived processes of `phases`' process phases.
+const PHASE_PARENT: u32 = 2;
+/// Heap of `PHASE_PARENT`, bytes.
+const PHASE_HEAP: u64 = 16 << 20;
+/// Rounds of (process phase, random phase) in `phases`.
+const PHASE_ROUNDS: u64 = 3;
 const PROT_RX: u32 = 5;
 const PROT_RW: u32 = 3;
 
@@ -38,11 +50,19 @@ pub enum WorkloadKind {
     Chase,
     /// Many short-lived processes.
     Procs,
+    /// Alternating process-heavy and TLB-miss-heavy phases.
+    Phases,
 }
 
 impl WorkloadKind {
     /// The default set run by `vmemsim compare`.
-    pub const ALL: [WorkloadKind; 4] = [WorkloadKind::Seq, WorkloadKind::Random, WorkloadKind::Chase, WorkloadKind::Procs];
+    pub const ALL: [WorkloadKind; 5] = [
+        WorkloadKind::Seq,
+        WorkloadKind::Random,
+        WorkloadKind::Chase,
+        WorkloadKind::Procs,
+        WorkloadKind::Phases,
+    ];
 
     /// Name on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -51,6 +71,7 @@ impl WorkloadKind {
             WorkloadKind::Random => "random",
             WorkloadKind::Chase => "chase",
             WorkloadKind::Procs => "procs",
+            WorkloadKind::Phases => "phases",
         }
     }
 
@@ -59,12 +80,15 @@ impl WorkloadKind {
     /// # Errors
     /// A message listing the built-in names.
     pub fn parse(s: &str) -> Result<Self, SimError> {
-        WorkloadKind::ALL.into_iter().find(|w| w.name() == s).ok_or_else(|| {
-            SimError::Workload(format!(
-                "unknown workload `{s}`; built-in workloads: {}",
-                WorkloadKind::ALL.map(|w| w.name()).join(", ")
-            ))
-        })
+        WorkloadKind::ALL
+            .into_iter()
+            .find(|w| w.name() == s)
+            .ok_or_else(|| {
+                SimError::Workload(format!(
+                    "unknown workload `{s}`; built-in workloads: {}",
+                    WorkloadKind::ALL.map(|w| w.name()).join(", ")
+                ))
+            })
     }
 }
 
@@ -90,7 +114,12 @@ impl WorkloadSpec {
             WorkloadKind::Procs => 16,
             _ => 256,
         };
-        WorkloadSpec { kind, footprint_mib, accesses: 20_000_000, seed: 1 }
+        WorkloadSpec {
+            kind,
+            footprint_mib,
+            accesses: 20_000_000,
+            seed: 1,
+        }
     }
 
     /// A record source generating this workload.
@@ -100,7 +129,13 @@ impl WorkloadSpec {
 
     /// A short description for reports.
     pub fn describe(&self) -> String {
-        format!("{} (footprint {} MiB, {} accesses, seed {})", self.kind.name(), self.footprint_mib, self.accesses, self.seed)
+        format!(
+            "{} (footprint {} MiB, {} accesses, seed {})",
+            self.kind.name(),
+            self.footprint_mib,
+            self.accesses,
+            self.seed
+        )
     }
 }
 
@@ -117,6 +152,10 @@ pub struct Generator {
     pc: u64,
     cursor: u64,
     next_pid: u32,
+    /// `phases`: the process-phase parent populated its heap.
+    parent_ready: bool,
+    /// `phases`: the random-phase data was populated.
+    data_ready: bool,
 }
 
 impl Generator {
@@ -131,7 +170,9 @@ impl Generator {
             finished: false,
             pc: 0,
             cursor: 0,
-            next_pid: ROOT_PID + 1,
+            next_pid: PHASE_PARENT + 1,
+            parent_ready: false,
+            data_ready: false,
         }
     }
 
@@ -140,7 +181,12 @@ impl Generator {
     }
 
     fn push_access(&mut self, pid: u32, kind: AccessKind, addr: u64) {
-        self.pending.push(Record::Access(Access { addr, pid, size: if kind == AccessKind::Fetch { 4 } else { 8 }, kind }));
+        self.pending.push(Record::Access(Access {
+            addr,
+            pid,
+            size: if kind == AccessKind::Fetch { 4 } else { 8 },
+            kind,
+        }));
         self.emitted += 1;
     }
 
@@ -155,13 +201,26 @@ impl Generator {
     }
 
     fn mmap(&mut self, pid: u32, addr: u64, len: u64, prot: u32) {
-        self.event(pid, ProcEvent::Mmap { addr, len, prot, flags: 0x22 });
+        self.event(
+            pid,
+            ProcEvent::Mmap {
+                addr,
+                len,
+                prot,
+                flags: 0x22,
+            },
+        );
     }
 
     fn start(&mut self) {
         self.mmap(ROOT_PID, TEXT, TEXT_LEN, PROT_RX);
         match self.spec.kind {
             WorkloadKind::Procs => self.mmap(ROOT_PID, HEAP, self.footprint(), PROT_RW),
+            WorkloadKind::Phases => {
+                self.mmap(ROOT_PID, DATA, self.footprint(), PROT_RW);
+                self.mmap(PHASE_PARENT, TEXT, TEXT_LEN, PROT_RX);
+                self.mmap(PHASE_PARENT, HEAP, PHASE_HEAP, PROT_RW);
+            }
             _ => self.mmap(ROOT_PID, DATA, self.footprint(), PROT_RW),
         }
     }
@@ -178,25 +237,63 @@ impl Generator {
                     self.cursor = (self.cursor + 64) % fp;
                 }
             }
-            WorkloadKind::Random => {
-                for _ in 0..512 {
-                    self.fetch(ROOT_PID);
-                    let a = DATA + (self.rng.gen::<u64>() % fp & !7);
-                    self.push_access(ROOT_PID, AccessKind::Modify, a);
+            WorkloadKind::Random => self.random_updates(fp),
+            WorkloadKind::Phases => {
+                let round = (self.spec.accesses / PHASE_ROUNDS).max(1);
+                if self.emitted % round < round * 2 / 5 {
+                    if !self.parent_ready {
+                        self.parent_ready = true;
+                        self.populate(PHASE_PARENT, HEAP, PHASE_HEAP);
+                    }
+                    self.child_lifecycle(PHASE_PARENT, PHASE_HEAP);
+                } else {
+                    if !self.data_ready {
+                        self.data_ready = true;
+                        self.populate(ROOT_PID, DATA, fp);
+                    }
+                    self.random_updates(fp);
                 }
             }
             WorkloadKind::Chase => {
                 // Full-period LCG over the lines of the largest power-of-two
                 // prefix of the footprint (Hull-Dobell: a = 1 mod 4, c odd).
-                let lines = (fp / 64).next_power_of_two() / if (fp / 64).is_power_of_two() { 1 } else { 2 };
+                let lines =
+                    (fp / 64).next_power_of_two() / if (fp / 64).is_power_of_two() { 1 } else { 2 };
                 for _ in 0..512 {
                     self.fetch(ROOT_PID);
-                    self.cursor = (self.cursor.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407)) & (lines - 1);
+                    self.cursor = (self
+                        .cursor
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407))
+                        & (lines - 1);
                     let a = DATA + self.cursor * 64;
                     self.push_access(ROOT_PID, AccessKind::Load, a);
                 }
             }
-            WorkloadKind::Procs => self.child_lifecycle(fp),
+            WorkloadKind::Procs => {
+                if self.cursor == 0 {
+                    self.cursor = 1;
+                    self.populate(ROOT_PID, HEAP, fp);
+                }
+                self.child_lifecycle(ROOT_PID, fp);
+            }
+        }
+    }
+
+    /// 512 GUPS-like read-modify-writes of `ROOT_PID` over the data area.
+    fn random_updates(&mut self, fp: u64) {
+        for _ in 0..512 {
+            self.fetch(ROOT_PID);
+            let a = DATA + ((self.rng.gen::<u64>() % fp) & !7);
+            self.push_access(ROOT_PID, AccessKind::Modify, a);
+        }
+    }
+
+    /// `pid` stores to every page of `[base, base + len)`.
+    fn populate(&mut self, pid: u32, base: u64, len: u64) {
+        for off in (0..len).step_by(4096) {
+            self.fetch(pid);
+            self.push_access(pid, AccessKind::Store, base + off);
         }
     }
 
@@ -204,18 +301,10 @@ impl Generator {
     /// writes every page, reads 32 random parent-heap lines, writes 8
     /// (copy-on-write), unmaps and exits; the parent then reads and writes
     /// its heap a little.
-    fn child_lifecycle(&mut self, heap: u64) {
-        if self.cursor == 0 {
-            // First time: the parent populates its heap.
-            for off in (0..heap).step_by(4096) {
-                self.fetch(ROOT_PID);
-                self.push_access(ROOT_PID, AccessKind::Store, HEAP + off);
-            }
-            self.cursor = 1;
-        }
+    fn child_lifecycle(&mut self, parent: u32, heap: u64) {
         let child = self.next_pid;
         self.next_pid += 1;
-        self.event(ROOT_PID, ProcEvent::Fork { child });
+        self.event(parent, ProcEvent::Fork { child });
         self.event(child, ProcEvent::Exec);
         self.mmap(child, TEXT, TEXT_LEN, PROT_RX);
         self.mmap(child, HEAP, heap, PROT_RW);
@@ -230,16 +319,26 @@ impl Generator {
         }
         for i in 0..40 {
             self.fetch(child);
-            let a = HEAP + (self.rng.gen::<u64>() % heap & !63);
-            let kind = if i < 32 { AccessKind::Load } else { AccessKind::Store };
+            let a = HEAP + ((self.rng.gen::<u64>() % heap) & !63);
+            let kind = if i < 32 {
+                AccessKind::Load
+            } else {
+                AccessKind::Store
+            };
             self.push_access(child, kind, a);
         }
-        self.event(child, ProcEvent::Munmap { addr: CHILD_MAP, len });
+        self.event(
+            child,
+            ProcEvent::Munmap {
+                addr: CHILD_MAP,
+                len,
+            },
+        );
         self.event(child, ProcEvent::Exit { code: 0 });
         for _ in 0..256 {
-            self.fetch(ROOT_PID);
-            let a = HEAP + (self.rng.gen::<u64>() % heap & !63);
-            self.push_access(ROOT_PID, AccessKind::Modify, a);
+            self.fetch(parent);
+            let a = HEAP + ((self.rng.gen::<u64>() % heap) & !63);
+            self.push_access(parent, AccessKind::Modify, a);
         }
     }
 }
@@ -258,6 +357,9 @@ impl RecordSource for Generator {
                     self.iterate();
                 } else if !self.finished {
                     self.finished = true;
+                    if self.spec.kind == WorkloadKind::Phases {
+                        self.event(PHASE_PARENT, ProcEvent::Exit { code: 0 });
+                    }
                     self.event(ROOT_PID, ProcEvent::Exit { code: 0 });
                 } else {
                     break;
@@ -285,20 +387,41 @@ mod tests {
     #[test]
     fn generators_are_deterministic_and_sized() {
         for kind in WorkloadKind::ALL {
-            let spec = WorkloadSpec { accesses: 5000, footprint_mib: 4, ..WorkloadSpec::default_for(kind) };
+            let spec = WorkloadSpec {
+                accesses: 5000,
+                footprint_mib: 4,
+                ..WorkloadSpec::default_for(kind)
+            };
             let a = all(spec);
             assert_eq!(a, all(spec), "{kind:?} not deterministic");
             let accesses = a.iter().filter(|r| matches!(r, Record::Access(_))).count() as u64;
             assert!(accesses >= 5000, "{kind:?}: {accesses}");
-            let fetches = a.iter().filter(|r| matches!(r, Record::Access(x) if x.kind == AccessKind::Fetch)).count();
-            assert!(fetches * 3 >= accesses as usize, "{kind:?}: instruction fetches are part of the workload");
-            assert!(matches!(a.last(), Some(Record::Event(Event { kind: ProcEvent::Exit { .. }, .. }))));
+            let fetches = a
+                .iter()
+                .filter(|r| matches!(r, Record::Access(x) if x.kind == AccessKind::Fetch))
+                .count();
+            assert!(
+                fetches * 3 >= accesses as usize,
+                "{kind:?}: instruction fetches are part of the workload"
+            );
+            assert!(matches!(
+                a.last(),
+                Some(Record::Event(Event {
+                    kind: ProcEvent::Exit { .. },
+                    ..
+                }))
+            ));
         }
     }
 
     #[test]
     fn chase_visits_every_line_once_per_period() {
-        let spec = WorkloadSpec { kind: WorkloadKind::Chase, footprint_mib: 1, accesses: 2 * 16384, seed: 1 };
+        let spec = WorkloadSpec {
+            kind: WorkloadKind::Chase,
+            footprint_mib: 1,
+            accesses: 2 * 16384,
+            seed: 1,
+        };
         let lines: std::collections::HashSet<u64> = all(spec)
             .iter()
             .filter_map(|r| match r {

@@ -11,7 +11,11 @@ use vmemsim_trace::{AccessKind, ProcEvent};
 use common::{acc, all_modes_agree, collect, ev};
 
 fn small(kind: WorkloadKind) -> Vec<vmemsim_trace::Record> {
-    let spec = WorkloadSpec { footprint_mib: 8, accesses: 60_000, ..WorkloadSpec::default_for(kind) };
+    let spec = WorkloadSpec {
+        footprint_mib: 8,
+        accesses: 60_000,
+        ..WorkloadSpec::default_for(kind)
+    };
     collect(&mut spec.source())
 }
 
@@ -22,9 +26,20 @@ fn builtin_workloads_agree_in_every_mode() {
         assert!(n.guest_page_faults > 0, "{kind:?}");
         assert_eq!(n.total_exits(), 0, "native never exits");
         // Nested: only EPT violations exit.
-        assert_eq!(e.total_exits(), e.exits_for(ExitReason::EptViolation), "{kind:?}");
-        assert!(s.exits_for(ExitReason::Cr3Write) > 0, "{kind:?}: CR3 writes exit in shadow");
-        assert_eq!(s.exits_for(ExitReason::GuestFault), n.guest_page_faults, "{kind:?}: every guest fault is intercepted");
+        assert_eq!(
+            e.total_exits(),
+            e.exits_for(ExitReason::EptViolation),
+            "{kind:?}"
+        );
+        assert!(
+            s.exits_for(ExitReason::Cr3Write) > 0,
+            "{kind:?}: CR3 writes exit in shadow"
+        );
+        assert_eq!(
+            s.exits_for(ExitReason::GuestFault),
+            n.guest_page_faults,
+            "{kind:?}: every guest fault is intercepted"
+        );
     }
 }
 
@@ -53,21 +68,42 @@ const A: u64 = 0x7f00_0000_0000;
 fn cow_fork_and_munmap_are_the_same_in_every_mode() {
     use AccessKind::*;
     let recs = vec![
-        ev(1, ProcEvent::Mmap { addr: A, len: 1 << 20, prot: 3, flags: 0x22 }),
+        ev(
+            1,
+            ProcEvent::Mmap {
+                addr: A,
+                len: 1 << 20,
+                prot: 3,
+                flags: 0x22,
+            },
+        ),
         acc(1, Store, A),
         acc(1, Store, A + 0x1000),
         acc(1, Load, A + 0x2000),
         ev(1, ProcEvent::Fork { child: 2 }),
-        acc(2, Load, A),        // shared, read-only
-        acc(2, Store, A),       // COW: child gets a copy
-        acc(1, Load, A),        // parent still sees its frame
+        acc(2, Load, A),           // shared, read-only
+        acc(2, Store, A),          // COW: child gets a copy
+        acc(1, Load, A),           // parent still sees its frame
         acc(1, Store, A + 0x1000), // COW in the parent (refcount 2)
         acc(2, Store, A + 0x1000), // now sole owner: made writable in place
         ev(2, ProcEvent::Exit { code: 0 }),
-        acc(1, Store, A),       // sole owner again after the child exits
-        ev(1, ProcEvent::Munmap { addr: A, len: 0x2000 }),
-        acc(1, Load, A),        // fresh demand-zero page
-        ev(1, ProcEvent::Mprotect { addr: A + 0x2000, len: 0x1000, prot: 1 }),
+        acc(1, Store, A), // sole owner again after the child exits
+        ev(
+            1,
+            ProcEvent::Munmap {
+                addr: A,
+                len: 0x2000,
+            },
+        ),
+        acc(1, Load, A), // fresh demand-zero page
+        ev(
+            1,
+            ProcEvent::Mprotect {
+                addr: A + 0x2000,
+                len: 0x1000,
+                prot: 1,
+            },
+        ),
         acc(1, Load, A + 0x2000),
         acc(1, Store, A + 0x2000), // protection upgrade: the trace wrote it
     ];
@@ -87,17 +123,114 @@ fn shadow_sees_a_remapped_page_after_invlpg() {
     // The same gVA is unmapped (INVLPG) and faulted in again: shadow must
     // follow the guest to the new frame, not keep the stale shadow entry.
     let recs = vec![
-        ev(1, ProcEvent::Mmap { addr: A, len: 0x10000, prot: 3, flags: 0x22 }),
+        ev(
+            1,
+            ProcEvent::Mmap {
+                addr: A,
+                len: 0x10000,
+                prot: 3,
+                flags: 0x22,
+            },
+        ),
         acc(1, Store, A),
         acc(1, Store, A + 0x1000),
-        ev(1, ProcEvent::Munmap { addr: A, len: 0x1000 }),
+        ev(
+            1,
+            ProcEvent::Munmap {
+                addr: A,
+                len: 0x1000,
+            },
+        ),
         acc(1, Store, A + 0x3000), // takes the freed frame
-        ev(1, ProcEvent::Mmap { addr: A, len: 0x1000, prot: 3, flags: 0x22 }),
+        ev(
+            1,
+            ProcEvent::Mmap {
+                addr: A,
+                len: 0x1000,
+                prot: 3,
+                flags: 0x22,
+            },
+        ),
         acc(1, Load, A),
     ];
     let (res, s) = common::run_checked(vmemsim::hv::Shadow::new(), &Config::default(), &recs);
     assert_ne!(res[0].0, res[3].0, "the remapped gVA gets a new frame");
-    assert_eq!(res[0].0, res[2].0, "the freed frame is reused by the next allocation");
+    assert_eq!(
+        res[0].0, res[2].0,
+        "the freed frame is reused by the next allocation"
+    );
     assert!(s.exits_for(ExitReason::Invlpg) >= 1);
     all_modes_agree(&Config::default(), &recs);
+}
+
+#[test]
+fn switching_modes_switch_on_phases_and_stay_exact() {
+    let spec = WorkloadSpec {
+        footprint_mib: 8,
+        accesses: 120_000,
+        ..WorkloadSpec::default_for(WorkloadKind::Phases)
+    };
+    let runs = common::all_modes(&Config::default(), &collect(&mut spec.source()));
+    for m in &runs {
+        let Some(r) = &m.report else { continue };
+        // Ours weighs the refill cost and may rightly stay put on a trace
+        // this short; it is checked on the full-size workload in `compare`.
+        if m.name != "selective" {
+            assert!(
+                r.switches > 0,
+                "{}: no switch on the phases workload",
+                m.name
+            );
+        }
+        assert_eq!(
+            r.instructions_nested + r.instructions_shadow,
+            m.stats.instructions,
+            "{}",
+            m.name
+        );
+        assert_eq!(
+            r.intervals.iter().map(|i| i.instructions).sum::<u64>(),
+            m.stats.instructions,
+            "{}",
+            m.name
+        );
+        assert_eq!(
+            r.intervals.iter().map(|i| i.guest_faults).sum::<u64>(),
+            m.stats.guest_page_faults,
+            "{}",
+            m.name
+        );
+    }
+    let names: Vec<_> = runs
+        .iter()
+        .filter(|m| m.report.is_some())
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names, ["selective-w11", "selective", "selective-alternate"]);
+}
+
+#[test]
+fn direct_mode_batches_validated_updates() {
+    let [n, ..] = all_modes_agree(&Config::default(), &small(WorkloadKind::Procs));
+    let (_, d) = common::run_checked(
+        vmemsim::hv::Direct::new(&Config::default().pv, Config::default().guest.mem_mib),
+        &Config::default(),
+        &small(WorkloadKind::Procs),
+    );
+    assert_eq!(
+        d.pv_pte_updates, n.guest_pte_writes,
+        "every PTE store is one validated update"
+    );
+    assert_eq!(d.exits_for(ExitReason::PtWrite), 0);
+    assert_eq!(d.exits_for(ExitReason::ShadowFault), 0);
+    assert_eq!(
+        d.exits_for(ExitReason::GuestFault),
+        n.guest_page_faults,
+        "#PF bounces through the hypervisor"
+    );
+    assert!(d.exits_for(ExitReason::Hypercall) > 0);
+    assert!(
+        d.exits_for(ExitReason::Hypercall) < d.pv_pte_updates,
+        "updates are batched"
+    );
 }

@@ -6,12 +6,18 @@
 //! invalidates: nothing, a VM exit, or a hypercall. It changes cost, never
 //! meaning: every mode resolves each access to the same gPA.
 
+pub mod agile;
+pub mod direct;
 pub mod native;
 pub mod nested;
+pub mod selective;
 pub mod shadow;
 
+pub use agile::Agile;
+pub use direct::Direct;
 pub use native::Native;
 pub use nested::Nested;
+pub use selective::{Selective, SwitchReport};
 pub use shadow::Shadow;
 
 use crate::addr::{Gpa, Gva, PageSize};
@@ -131,7 +137,13 @@ pub trait Mode {
     ///
     /// # Errors
     /// [`GuestFault`] when the guest's tables forbid the access.
-    fn fill(&mut self, core: &mut Core, mem: &mut GuestMemory, va: u64, r: Rights) -> Result<Fill, GuestFault>;
+    fn fill(
+        &mut self,
+        core: &mut Core,
+        mem: &mut GuestMemory,
+        va: u64,
+        r: Rights,
+    ) -> Result<Fill, GuestFault>;
     /// The guest kernel stores a PTE.
     fn write_pte(&mut self, core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64);
     /// The guest kernel writes a whole frame.
@@ -144,6 +156,20 @@ pub trait Mode {
     fn flush_pcid(&mut self, core: &mut Core, pcid: u16);
     /// The guest finished a batch of page-table changes.
     fn end_pt_update(&mut self, _core: &mut Core, _mem: &mut GuestMemory) {}
+    /// Guest instruction count at which [`Mode::boundary`] is next due
+    /// (`u64::MAX`: never). Modes with a policy (switching, agile) use it.
+    fn next_boundary(&self) -> u64 {
+        u64::MAX
+    }
+    /// Called between two accesses once `core.stats.instructions` reached
+    /// [`Mode::next_boundary`]: the guest is between operations.
+    fn boundary(&mut self, _core: &mut Core, _mem: &mut GuestMemory) {}
+    /// The run ended: close the last interval.
+    fn finish(&mut self, _core: &mut Core) {}
+    /// What a switching mode did (`None` for static modes).
+    fn switch_report(&self) -> Option<SwitchReport> {
+        None
+    }
 }
 
 /// Where one access resolved.
@@ -162,13 +188,17 @@ pub struct Machine<M: Mode> {
     pub mode: M,
     /// Hardware, host, counters.
     pub core: Core,
+    /// Instruction count at which the mode's next boundary is due.
+    next_boundary: u64,
 }
 
 impl<M: Mode> Machine<M> {
     /// Cold hardware and an empty host for `mode`.
     pub fn new(mode: M, cfg: &Config) -> Self {
         let vpid = mode.vpid();
+        let next_boundary = mode.next_boundary();
         Machine {
+            next_boundary,
             mode,
             core: Core {
                 hw: Hw::new(cfg),
@@ -188,7 +218,16 @@ impl<M: Mode> Machine<M> {
     /// # Errors
     /// Guest out of memory while handling a fault.
     #[inline]
-    pub fn access(&mut self, guest: &mut GuestOs, va: u64, r: Rights) -> Result<Translation, SimError> {
+    pub fn access(
+        &mut self,
+        guest: &mut GuestOs,
+        va: u64,
+        r: Rights,
+    ) -> Result<Translation, SimError> {
+        if self.core.stats.instructions >= self.next_boundary {
+            self.mode.boundary(&mut self.core, &mut guest.mem);
+            self.next_boundary = self.mode.next_boundary();
+        }
         let c = &mut self.core;
         c.stats.accesses += 1;
         c.stats.instructions += u64::from(r.fetch);
@@ -206,24 +245,44 @@ impl<M: Mode> Machine<M> {
             }
         }
         if let Some(h) = hit {
-            return Ok(Translation { gpfn: h.gpfn, hpfn: h.hpfn });
+            return Ok(Translation {
+                gpfn: h.gpfn,
+                hpfn: h.hpfn,
+            });
         }
         for _ in 0..8 {
             match self.mode.fill(&mut self.core, &mut guest.mem, va, r) {
                 Ok(f) => {
-                    let e = TlbEntry { gpfn: f.gpfn, hpfn: f.hpfn, write_ok: f.write_ok, exec_ok: f.exec_ok };
+                    let e = TlbEntry {
+                        gpfn: f.gpfn,
+                        hpfn: f.hpfn,
+                        write_ok: f.write_ok,
+                        exec_ok: f.exec_ok,
+                    };
                     let asid = self.core.asid();
                     self.core.hw.tlbs.insert(asid, va, f.size, r.fetch, e);
                     let off = match f.size {
                         PageSize::Size4K => 0,
                         PageSize::Size2M => (va >> 12) & 511,
                     };
-                    return Ok(Translation { gpfn: f.gpfn + off, hpfn: f.hpfn + off });
+                    return Ok(Translation {
+                        gpfn: f.gpfn + off,
+                        hpfn: f.hpfn + off,
+                    });
                 }
                 Err(GuestFault) => guest.page_fault(self, va, r)?,
             }
         }
         panic!("access to {va:#x} still faults after 8 guest page faults: guest model bug");
+    }
+}
+
+impl<M: Mode> Machine<M> {
+    /// End of the run: the mode closes its last interval; returns its
+    /// switching report, if it has one.
+    pub fn finish(&mut self) -> Option<SwitchReport> {
+        self.mode.finish(&mut self.core);
+        self.mode.switch_report()
     }
 }
 

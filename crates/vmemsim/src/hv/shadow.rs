@@ -68,6 +68,25 @@ impl Shadow {
         self.wp.get(gpfn as usize).copied().unwrap_or(false)
     }
 
+    /// Start shadowing the current guest CR3 with empty shadows, filled on
+    /// demand (a switch from nested paging [W11]).
+    pub fn activate(&mut self, core: &mut Core) {
+        self.root = self.shadow_page(core, core.guest_root, 4);
+    }
+
+    /// Drop every shadow page and lift all write protection (a switch to
+    /// nested paging [W11]). The caller flushes the TLB.
+    pub fn drop_all(&mut self, core: &mut Core) {
+        for (&sp, _) in self.pages.iter() {
+            core.host.tables.remove(sp);
+        }
+        self.pages.clear();
+        self.sp_of.clear();
+        self.direct_of.clear();
+        self.wp.iter_mut().for_each(|w| *w = false);
+        self.root = 0;
+    }
+
     fn set_wp(&mut self, gpfn: u64, on: bool) {
         let i = gpfn as usize;
         if i >= self.wp.len() {
@@ -80,11 +99,22 @@ impl Shadow {
     /// the guest page write-protected) if it has none.
     fn shadow_page(&mut self, core: &mut Core, gpfn: u64, level: u8) -> u64 {
         if let Some(&sp) = self.sp_of.get(&gpfn) {
-            debug_assert_eq!(self.pages[&sp].level, level, "guest table {gpfn:#x} used at two levels");
+            debug_assert_eq!(
+                self.pages[&sp].level, level,
+                "guest table {gpfn:#x} used at two levels"
+            );
             return sp;
         }
         let sp = core.host.alloc_table();
-        self.pages.insert(sp, ShadowPage { gpfn, level, direct: false, parents: Vec::new() });
+        self.pages.insert(
+            sp,
+            ShadowPage {
+                gpfn,
+                level,
+                direct: false,
+                parents: Vec::new(),
+            },
+        );
         self.sp_of.insert(gpfn, sp);
         self.set_wp(gpfn, true);
         sp
@@ -95,7 +125,15 @@ impl Shadow {
             return sp;
         }
         let sp = core.host.alloc_table();
-        self.pages.insert(sp, ShadowPage { gpfn: base_gpfn, level: 1, direct: true, parents: Vec::new() });
+        self.pages.insert(
+            sp,
+            ShadowPage {
+                gpfn: base_gpfn,
+                level: 1,
+                direct: true,
+                parents: Vec::new(),
+            },
+        );
         self.direct_of.insert(base_gpfn, sp);
         sp
     }
@@ -109,8 +147,14 @@ impl Shadow {
         if se & x86::P != 0 {
             self.zap(core, sp, idx);
         }
-        core.host.tables.write(sp, idx, x86::make(child, SHADOW_TABLE_FLAGS));
-        self.pages.get_mut(&child).expect("child shadow page").parents.push((sp, idx));
+        core.host
+            .tables
+            .write(sp, idx, x86::make(child, SHADOW_TABLE_FLAGS));
+        self.pages
+            .get_mut(&child)
+            .expect("child shadow page")
+            .parents
+            .push((sp, idx));
     }
 
     /// Clear shadow entry (`sp`, `idx`); a dropped link to a lower shadow page
@@ -191,7 +235,14 @@ impl Shadow {
 
     /// Hidden-fault handler: set guest A/D as hardware would, then build the
     /// shadow path for `va` from the guest tables.
-    fn sync(&mut self, core: &mut Core, mem: &mut GuestMemory, path: &softwalk::GuestPath, va: u64, r: Rights) {
+    fn sync(
+        &mut self,
+        core: &mut Core,
+        mem: &mut GuestMemory,
+        path: &softwalk::GuestPath,
+        va: u64,
+        r: Rights,
+    ) {
         let mut sp = self.root;
         for i in 0..path.len {
             let level = 4 - i as u8;
@@ -226,7 +277,9 @@ impl Shadow {
             if ne & x86::RW != 0 && ne & x86::D != 0 {
                 f |= x86::RW;
             }
-            core.host.tables.write(leaf_sp, leaf_idx, x86::make(hpfn, f));
+            core.host
+                .tables
+                .write(leaf_sp, leaf_idx, x86::make(hpfn, f));
             core.stats.shadow_fills += 1;
         }
     }
@@ -237,15 +290,38 @@ impl Mode for Shadow {
         "shadow"
     }
 
-    fn fill(&mut self, core: &mut Core, mem: &mut GuestMemory, va: u64, r: Rights) -> Result<Fill, GuestFault> {
+    fn fill(
+        &mut self,
+        core: &mut Core,
+        mem: &mut GuestMemory,
+        va: u64,
+        r: Rights,
+    ) -> Result<Fill, GuestFault> {
         for _ in 0..8 {
             let asid = core.asid();
-            let res = walk_1d(&mut core.hw, &mut core.host.tables, Dim::Shadow, self.root, asid, va, r);
+            let res = walk_1d(
+                &mut core.hw,
+                &mut core.host.tables,
+                Dim::Shadow,
+                self.root,
+                asid,
+                va,
+                r,
+            );
             core.walk_done();
             if let Ok(l) = res {
-                let gpfn = core.host.m2p(l.frame).expect("shadow leaf maps a guest frame");
+                let gpfn = core
+                    .host
+                    .m2p(l.frame)
+                    .expect("shadow leaf maps a guest frame");
                 debug_assert_eq!(l.size, PageSize::Size4K);
-                return Ok(Fill { gpfn, hpfn: l.frame, size: l.size, write_ok: l.write_ok, exec_ok: l.exec_ok });
+                return Ok(Fill {
+                    gpfn,
+                    hpfn: l.frame,
+                    size: l.size,
+                    write_ok: l.write_ok,
+                    exec_ok: l.exec_ok,
+                });
             }
             // Shadow fault: exit. The hypervisor reads the guest tables.
             let path = softwalk::path(mem, core.guest_root, va);

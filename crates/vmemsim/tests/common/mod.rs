@@ -5,7 +5,8 @@
 #![allow(dead_code)]
 
 use vmemsim::guest::softwalk;
-use vmemsim::hv::{Mode, Native, Nested, Shadow};
+use vmemsim::hv::selective::{predictive_mode, w11_mode, Paging, Policy, PolicyInput, Selective};
+use vmemsim::hv::{Agile, Direct, Mode, Native, Nested, Shadow, SwitchReport};
 use vmemsim::pte::x86;
 use vmemsim::sim::{rights, Sim};
 use vmemsim::stats::Stats;
@@ -17,6 +18,16 @@ pub type Resolutions = Vec<(u64, u64)>;
 
 /// Run `records` on `mode`, checking every access against the oracle.
 pub fn run_checked<M: Mode>(mode: M, cfg: &Config, records: &[Record]) -> (Resolutions, Stats) {
+    let (r, s, _) = run_checked_report(mode, cfg, records);
+    (r, s)
+}
+
+/// As [`run_checked`], also returning the mode's switching report.
+pub fn run_checked_report<M: Mode>(
+    mode: M,
+    cfg: &Config,
+    records: &[Record],
+) -> (Resolutions, Stats, Option<SwitchReport>) {
     let native = mode.vpid() == 0;
     let name = mode.name();
     let mut sim = Sim::new(mode, cfg);
@@ -33,50 +44,161 @@ pub fn run_checked<M: Mode>(mode: M, cfg: &Config, records: &[Record]) -> (Resol
             Record::Event(Event { pid, kind }) => sim.event(*pid, kind).expect("event"),
         }
     }
-    (out, sim.machine.core.stats.clone())
+    let report = sim.machine.finish();
+    (out, sim.machine.core.stats.clone(), report)
 }
 
-fn check<M: Mode>(sim: &Sim<M>, a: &Access, gpfn: u64, hpfn: u64, native: bool, mode: &str, i: usize) {
+fn check<M: Mode>(
+    sim: &Sim<M>,
+    a: &Access,
+    gpfn: u64,
+    hpfn: u64,
+    native: bool,
+    mode: &str,
+    i: usize,
+) {
     let p = sim.guest.current().expect("a process runs");
-    let m = softwalk::translate(&sim.guest.mem, p.root, a.addr)
-        .unwrap_or_else(|| panic!("{mode}: record {i}: {a:?} resolved but the guest does not map it"));
-    assert_eq!(gpfn, m.gpfn, "{mode}: record {i}: {a:?}: gPFN differs from the oracle");
-    assert!(m.pte & x86::A != 0, "{mode}: record {i}: accessed bit not set in the guest PTE");
+    let m = softwalk::translate(&sim.guest.mem, p.root, a.addr).unwrap_or_else(|| {
+        panic!("{mode}: record {i}: {a:?} resolved but the guest does not map it")
+    });
+    assert_eq!(
+        gpfn, m.gpfn,
+        "{mode}: record {i}: {a:?}: gPFN differs from the oracle"
+    );
+    assert!(
+        m.pte & x86::A != 0,
+        "{mode}: record {i}: accessed bit not set in the guest PTE"
+    );
     if a.kind.is_write() {
-        assert!(m.pte & x86::RW != 0 && m.pte & x86::D != 0, "{mode}: record {i}: store through a clean or read-only guest PTE");
+        assert!(
+            m.pte & x86::RW != 0 && m.pte & x86::D != 0,
+            "{mode}: record {i}: store through a clean or read-only guest PTE"
+        );
     }
     if native {
         assert_eq!(hpfn, gpfn, "{mode}: native hPA must equal gPA");
     } else {
-        assert_eq!(Some(hpfn), sim.machine.core.host.p2m(gpfn), "{mode}: record {i}: hPFN differs from the p2m");
+        assert_eq!(
+            Some(hpfn),
+            sim.machine.core.host.p2m(gpfn),
+            "{mode}: record {i}: hPFN differs from the p2m"
+        );
     }
 }
 
-/// Run `records` through native, nested and shadow; assert they agree on
-/// every gPA, on every hPA (nested vs shadow) and on the guest faults.
-/// Returns the stats of each mode in that order.
+/// A test policy that switches at every period boundary, so the oracle
+/// sees as many switches as possible.
+#[derive(Debug, Default)]
+pub struct Alternate;
+
+impl Policy for Alternate {
+    const NAME: &'static str = "selective-alternate";
+    fn decide(&mut self, input: &PolicyInput<'_>) -> Paging {
+        match input.cur {
+            Paging::Nested => Paging::Shadow,
+            Paging::Shadow => Paging::Nested,
+        }
+    }
+}
+
+/// What one mode did in [`all_modes`].
+#[derive(Debug)]
+pub struct ModeRun {
+    /// Mode name.
+    pub name: &'static str,
+    /// Counters.
+    pub stats: Stats,
+    /// Switching report, for switching modes.
+    pub report: Option<SwitchReport>,
+}
+
+/// The harness configuration for switching modes: short periods so that
+/// switches happen within a small test trace.
+pub fn short_periods(cfg: &Config) -> Config {
+    let mut c = cfg.clone();
+    c.selective.period_instructions = c.selective.period_instructions.min(2_000);
+    c.agile.interval_instructions = c.agile.interval_instructions.min(2_000);
+    c
+}
+
+/// Run `records` through every mode (native, nested, shadow, direct, agile,
+/// selective-w11, selective, and a switch-every-period selective), each
+/// access checked against the oracle; assert all agree on every gPA, that
+/// every virtualized mode gives the same hPA as nested, and the same guest
+/// faults and PTE stores. Switching modes run with [`short_periods`].
+pub fn all_modes(cfg: &Config, records: &[Record]) -> Vec<ModeRun> {
+    let sc = short_periods(cfg);
+    let mut runs: Vec<(Resolutions, ModeRun)> = Vec::new();
+    let mut push =
+        |name: &'static str, (r, stats, report): (Resolutions, Stats, Option<SwitchReport>)| {
+            runs.push((
+                r,
+                ModeRun {
+                    name,
+                    stats,
+                    report,
+                },
+            ));
+        };
+    push("native", run_checked_report(Native, cfg, records));
+    push("nested", run_checked_report(Nested, cfg, records));
+    push("shadow", run_checked_report(Shadow::new(), cfg, records));
+    push(
+        "direct",
+        run_checked_report(Direct::new(&cfg.pv, cfg.guest.mem_mib), cfg, records),
+    );
+    push("agile", run_checked_report(Agile::new(&sc), &sc, records));
+    push(
+        "selective-w11",
+        run_checked_report(w11_mode(&sc), &sc, records),
+    );
+    push(
+        "selective",
+        run_checked_report(predictive_mode(&sc), &sc, records),
+    );
+    push(
+        "selective-alternate",
+        run_checked_report(Selective::with_policy(Alternate, &sc), &sc, records),
+    );
+    let (rn, native) = &runs[0];
+    let (re, _) = &runs[1];
+    for (r, m) in &runs[1..] {
+        assert_eq!(rn.len(), r.len(), "{}: access count", m.name);
+        for (i, (n, x)) in rn.iter().zip(r).enumerate() {
+            assert_eq!(n.0, x.0, "access {i}: native and {} gPFN differ", m.name);
+        }
+        for (i, (e, x)) in re.iter().zip(r).enumerate() {
+            assert_eq!(e.1, x.1, "access {i}: nested and {} hPFN differ", m.name);
+        }
+        let (s, sn) = (&m.stats, &native.stats);
+        assert_eq!(
+            s.guest_page_faults, sn.guest_page_faults,
+            "{}: guest faults differ from native",
+            m.name
+        );
+        assert_eq!(s.demand_faults, sn.demand_faults, "{}", m.name);
+        assert_eq!(s.cow_faults, sn.cow_faults, "{}", m.name);
+        assert_eq!(s.guest_pte_writes, sn.guest_pte_writes, "{}", m.name);
+    }
+    runs.into_iter().map(|(_, m)| m).collect()
+}
+
+/// Run `records` through every mode ([`all_modes`]); returns the stats of
+/// native, nested and shadow, in that order.
 pub fn all_modes_agree(cfg: &Config, records: &[Record]) -> [Stats; 3] {
-    let (rn, sn) = run_checked(Native, cfg, records);
-    let (re, se) = run_checked(Nested, cfg, records);
-    let (rs, ss) = run_checked(Shadow::new(), cfg, records);
-    assert_eq!(rn.len(), re.len());
-    for (i, ((n, e), s)) in rn.iter().zip(&re).zip(&rs).enumerate() {
-        assert_eq!(n.0, e.0, "access {i}: native and nested gPFN differ");
-        assert_eq!(n.0, s.0, "access {i}: native and shadow gPFN differ");
-        assert_eq!(e.1, s.1, "access {i}: nested and shadow hPFN differ");
-    }
-    for s in [&se, &ss] {
-        assert_eq!(s.guest_page_faults, sn.guest_page_faults, "guest faults differ between modes");
-        assert_eq!(s.demand_faults, sn.demand_faults);
-        assert_eq!(s.cow_faults, sn.cow_faults);
-        assert_eq!(s.guest_pte_writes, sn.guest_pte_writes);
-    }
-    [sn, se, ss]
+    let mut runs = all_modes(cfg, records).into_iter();
+    let mut next = || runs.next().expect("mode").stats;
+    [next(), next(), next()]
 }
 
 /// An access record.
 pub fn acc(pid: u32, kind: vmemsim_trace::AccessKind, addr: u64) -> Record {
-    Record::Access(Access { addr, pid, size: 8, kind })
+    Record::Access(Access {
+        addr,
+        pid,
+        size: 8,
+        kind,
+    })
 }
 
 /// An event record.
