@@ -89,6 +89,74 @@ const KINDS: [AccessKind; 4] = [
     AccessKind::Modify,
 ];
 
+/// Access size of each 3-bit data size code; code 0 is an escape.
+const DATA_SIZE_OF_CODE: [u16; 8] = [0, 1, 2, 4, 8, 16, 32, 64];
+
+/// What a tag byte says about an access entry.
+#[derive(Clone, Copy)]
+struct TagInfo {
+    /// Access size; 0 marks an escape tag.
+    size: u16,
+    /// What the access adds to its address to predict the next one from
+    /// the same base: the size for fetches, 0 for data.
+    adv: u16,
+    /// `AccessKind as u8`.
+    kind: u8,
+    /// Prediction base: 0 fetch, 1 or 2 the two data bases.
+    sel: u8,
+}
+
+const fn tag_info(tag: u8) -> TagInfo {
+    let kind = tag & 3;
+    if kind == 0 {
+        let size = SIZE_OF_CODE[((tag >> 2) & 15) as usize];
+        TagInfo {
+            size,
+            adv: size,
+            kind,
+            sel: 0,
+        }
+    } else {
+        let size = DATA_SIZE_OF_CODE[((tag >> 2) & 7) as usize];
+        TagInfo {
+            size,
+            adv: 0,
+            kind,
+            sel: 1 + ((tag >> 5) & 1),
+        }
+    }
+}
+
+/// [`TagInfo`] of every tag byte.
+const TAG_INFO: [TagInfo; 256] = {
+    let mut t = [TagInfo {
+        size: 0,
+        adv: 0,
+        kind: 0,
+        sel: 0,
+    }; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = tag_info(i as u8);
+        i += 1;
+    }
+    t
+};
+
+#[inline]
+fn data_size_code(size: u16) -> u8 {
+    match size {
+        1 => 1,
+        2 => 2,
+        4 => 3,
+        8 => 4,
+        16 => 5,
+        32 => 6,
+        64 => 7,
+        _ => 0,
+    }
+}
+
 #[inline]
 fn size_code(size: u16) -> u8 {
     match size {
@@ -182,9 +250,12 @@ fn get_u32_varint(buf: &[u8], pos: &mut usize, what: &'static str) -> Result<u32
 /// Address prediction state of one process in one block.
 #[derive(Clone, Copy, Default)]
 struct Predict {
-    /// `[fetch, data]`: predicted next fetch address (end of the last
-    /// fetch) and the last data address.
-    base: [u64; 2],
+    /// `[fetch, data0, data1]`: predicted next fetch address (end of the
+    /// last fetch) and two recent data addresses (say stack and heap).
+    base: [u64; 3],
+    /// Writer only: the data base (1 or 2) used least recently, replaced
+    /// when neither is near.
+    lru: u8,
 }
 
 /// Per-block codec state shared by writer and reader.
@@ -476,11 +547,29 @@ impl Writer {
         }
         let kind = a.kind as u8;
         let cls = usize::from(kind != 0);
-        let delta = a.addr.wrapping_sub(self.state.cur.base[cls]);
-        let code = size_code(a.size);
-        let z = zigzag(delta);
+        let cur = &mut self.state.cur;
+        // Pick the prediction base and the size code.
+        let (sel, code, sel_bits) = if kind == 0 {
+            (0usize, size_code(a.size), 0u8)
+        } else {
+            let z1 = zigzag(a.addr.wrapping_sub(cur.base[1]));
+            let z2 = zigzag(a.addr.wrapping_sub(cur.base[2]));
+            let mut sel = if z2 < z1 { 2 } else { 1 };
+            if z1.min(z2) > 0xffff {
+                // Neither is near: a new region replaces the stale base.
+                sel = usize::from(cur.lru.clamp(1, 2));
+            }
+            cur.lru = 3 - sel as u8;
+            (sel, data_size_code(a.size), (sel as u8 - 1) << 5)
+        };
+        let z = zigzag(a.addr.wrapping_sub(cur.base[sel]));
+        cur.base[sel] = if kind == 0 {
+            a.addr.wrapping_add(u64::from(a.size))
+        } else {
+            a.addr
+        };
         if code == 0 || z > u64::from(u32::MAX) {
-            self.raw.push(TAG_EXPLICIT_SIZE | kind);
+            self.raw.push(TAG_EXPLICIT_SIZE | kind | sel_bits);
             put_varint(&mut self.raw, u64::from(a.size));
             put_varint(&mut self.raw, z);
         } else {
@@ -493,15 +582,10 @@ impl Writer {
             } else {
                 3
             };
-            self.raw.push(kind | code << 2 | lc << 6);
+            self.raw.push(kind | code << 2 | sel_bits | lc << 6);
             self.raw
                 .extend_from_slice(&z.to_le_bytes()[..DELTA_BYTES[usize::from(lc)]]);
         }
-        self.state.cur.base[cls] = if cls == 0 {
-            a.addr.wrapping_add(u64::from(a.size))
-        } else {
-            a.addr
-        };
         self.counts.accesses[kind as usize] += 1;
         let first = (a.pid, a.addr >> 12);
         if self.last_page[cls] != first {
@@ -1150,18 +1234,18 @@ impl Reader {
             pos += 1;
             let r = match tag & 0xC0 {
                 TAG_EXPLICIT_SIZE => (|| {
-                    let kind = tag & 3;
-                    if tag & 0x3F != kind {
-                        return Err(PayloadError::BadTag(at, tag));
-                    }
+                    // Size code 0 with bits 7-6 clear: kind in bits 1-0,
+                    // data base in bit 5 (a fetch's tag is exactly 0).
+                    let info = TAG_INFO[usize::from(tag)];
+                    let kind = info.kind;
                     let sat = pos;
                     let size = get_varint(raw, &mut pos)?;
                     let size = u16::try_from(size)
                         .map_err(|_| PayloadError::BadField(sat, "access size above 65535"))?;
                     let delta = unzigzag(get_varint(raw, &mut pos)?);
-                    let cls = usize::from(kind != 0);
-                    let addr = base[cls].wrapping_add(delta);
-                    base[cls] = if cls == 0 {
+                    let sel = usize::from(info.sel);
+                    let addr = base[sel].wrapping_add(delta);
+                    base[sel] = if kind == 0 {
                         addr.wrapping_add(u64::from(size))
                     } else {
                         addr
@@ -1268,18 +1352,19 @@ fn decode_accesses(
     end: usize,
     mut pos: usize,
     pid: u32,
-    base: &mut [u64; 2],
+    base: &mut [u64; 3],
     buf: &mut Vec<Record>,
     max: usize,
 ) -> (usize, usize, Option<PayloadError>) {
-    // The two predictions live in registers.
-    let (mut bf, mut bd) = (base[0], base[1]);
+    // Indexed, not selected with branches: fetch and data entries
+    // interleave unpredictably. (Size 4 so `sel & 3` needs no bounds check.)
+    let mut b = [base[0], base[1], base[2], 0];
     let mut n = 0;
     let mut err = None;
     while n < max && pos < end {
         let tag = padded[pos];
-        let code = (tag >> 2) & 0xF;
-        if code == 0 {
+        let info = TAG_INFO[usize::from(tag)];
+        if info.size == 0 {
             break;
         }
         let lc = usize::from(tag >> 6);
@@ -1296,26 +1381,19 @@ fn decode_accesses(
         }
         pos = next;
         let delta = unzigzag(u64::from_le_bytes(w) & DELTA_MASK[lc]);
-        let kind = usize::from(tag & 3);
-        let is_fetch = kind == 0;
-        let size = SIZE_OF_CODE[usize::from(code)];
-        let addr = if is_fetch { bf } else { bd }.wrapping_add(delta);
+        let sel = usize::from(info.sel & 3);
+        let addr = b[sel].wrapping_add(delta);
         // A fetch predicts the next fetch at its end; data the same address.
-        bf = if is_fetch {
-            addr.wrapping_add(u64::from(size))
-        } else {
-            bf
-        };
-        bd = if is_fetch { bd } else { addr };
+        b[sel] = addr.wrapping_add(u64::from(info.adv));
         buf.push(Record::Access(Access {
             addr,
             pid,
-            size,
-            kind: KINDS[kind],
+            size: info.size,
+            kind: KINDS[usize::from(info.kind)],
         }));
         n += 1;
     }
-    *base = [bf, bd];
+    *base = [b[0], b[1], b[2]];
     (pos, n, err)
 }
 

@@ -199,7 +199,7 @@ fn regenerate() {
     // One fetch (size 4, 1-byte delta) then a load whose 2-byte delta is cut.
     w(
         "truncated_block.vmt",
-        &file_with_block(&[0x10 | 0x40, 0x08, 0x21 | 0x80, 0x10], 2),
+        &file_with_block(&[0x10 | 0x40, 0x08, 0x11 | 0x80, 0x10], 2),
     );
     // A pid switch with an 11-byte varint.
     w(
@@ -211,7 +211,7 @@ fn regenerate() {
             0,
         ),
     );
-    let mut z = file_with_block(&[0x10 | 0x40, 0x08, 0x21, 0x00, 0x21, 0x00, 0x21, 0x00], 4);
+    let mut z = file_with_block(&[0x10 | 0x40, 0x08, 0x51, 0x00, 0x51, 0x00, 0x51, 0x00], 4);
     // Block header is bytes 22..35; the zstd frame starts at 35: break its
     // magic number.
     z[35] ^= 0xff;
