@@ -1,0 +1,79 @@
+//! Property tests: random map / unmap / protect / fork / exit / access
+//! sequences resolve identically in every mode and match the oracle.
+
+mod common;
+
+use proptest::prelude::*;
+use vmemsim::config::Config;
+use vmemsim_trace::{AccessKind, ProcEvent, Record};
+
+use common::{acc, all_modes_agree, ev};
+
+const BASE: u64 = 0x7f00_0000_0000;
+const PAGES: u64 = 2048; // 8 MiB window: 2 MiB pages fit
+
+#[derive(Clone, Debug)]
+enum Op {
+    Access { pid: u32, page: u64, kind: u8 },
+    Map { pid: u32, page: u64, pages: u64, prot: u32 },
+    Unmap { pid: u32, page: u64, pages: u64 },
+    Protect { pid: u32, page: u64, pages: u64, prot: u32 },
+    Fork { pid: u32 },
+    Exit { pid: u32 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let pid = 1u32..4;
+    prop_oneof![
+        6 => (pid.clone(), 0..PAGES, 0u8..4).prop_map(|(pid, page, kind)| Op::Access { pid, page, kind }),
+        1 => (pid.clone(), 0..PAGES, 1u64..600, 1u32..8).prop_map(|(pid, page, pages, prot)| Op::Map { pid, page, pages, prot }),
+        1 => (pid.clone(), 0..PAGES, 1u64..600).prop_map(|(pid, page, pages)| Op::Unmap { pid, page, pages }),
+        1 => (pid.clone(), 0..PAGES, 1u64..64, 1u32..8).prop_map(|(pid, page, pages, prot)| Op::Protect { pid, page, pages, prot }),
+        1 => pid.clone().prop_map(|pid| Op::Fork { pid }),
+        1 => pid.prop_map(|pid| Op::Exit { pid }),
+    ]
+}
+
+/// Turn ops into records; fork children get fresh pids that later ops address.
+fn records(ops: &[Op]) -> Vec<Record> {
+    let mut next = 10u32;
+    let mut alias = std::collections::HashMap::new();
+    let mut out = vec![ev(1, ProcEvent::Mmap { addr: BASE, len: PAGES * 4096, prot: 3, flags: 0x22 })];
+    let mut real = |p: u32, alias: &std::collections::HashMap<u32, u32>| *alias.get(&p).unwrap_or(&p);
+    for o in ops {
+        match *o {
+            Op::Access { pid, page, kind } => {
+                let kind = AccessKind::from_u8(kind).unwrap();
+                out.push(acc(real(pid, &alias), kind, BASE + page * 4096 + 8));
+            }
+            Op::Map { pid, page, pages, prot } => out.push(ev(real(pid, &alias), ProcEvent::Mmap { addr: BASE + page * 4096, len: pages * 4096, prot, flags: 0x22 })),
+            Op::Unmap { pid, page, pages } => out.push(ev(real(pid, &alias), ProcEvent::Munmap { addr: BASE + page * 4096, len: pages * 4096 })),
+            Op::Protect { pid, page, pages, prot } => out.push(ev(real(pid, &alias), ProcEvent::Mprotect { addr: BASE + page * 4096, len: pages * 4096, prot })),
+            Op::Fork { pid } => {
+                let child = next;
+                next += 1;
+                out.push(ev(real(pid, &alias), ProcEvent::Fork { child }));
+                // The child takes over a pid slot other than its parent's.
+                alias.insert(pid % 3 + 1, child);
+            }
+            Op::Exit { pid } => {
+                out.push(ev(real(pid, &alias), ProcEvent::Exit { code: 0 }));
+                alias.remove(&pid);
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_mode_matches_the_oracle(ops in prop::collection::vec(op(), 1..120), huge in any::<bool>(), pcid in any::<bool>()) {
+        let mut cfg = Config::default();
+        cfg.guest.huge_pages = huge;
+        cfg.guest.pcid = pcid;
+        cfg.guest.mem_mib = 256;
+        all_modes_agree(&cfg, &records(&ops));
+    }
+}
