@@ -140,3 +140,14 @@ fn missing_valgrind_says_how_to_install_it() {
     assert!(e.contains("apt-get install valgrind"), "{e}");
     assert!(!out_path("never.vmt").exists());
 }
+
+#[test]
+fn sample_recordings_in_tests_data_decode_completely() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
+    for name in ["sh-echo-wc.vmt", "sh-ls-wc.vmt", "sh-sort-uniq.vmt"] {
+        let (read, r) = read_all(&data.join(name));
+        assert!(r.header().is_complete(), "{name}");
+        assert!(read.len() > 100_000, "{name}");
+        assert!(r.processes().len() >= 3, "{name}");
+    }
+}
