@@ -62,9 +62,9 @@ pub struct ModeRow<'a> {
     pub overhead_vs_native: Option<f64>,
     /// Every counter.
     pub stats: &'a Stats,
-    /// Switching-mode details, when the mode switches.
+    /// Switches, time in each mode and the per-period series, for switching modes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<&'a ModeResult>,
+    pub switching: Option<&'a crate::hv::selective::SwitchReport>,
 }
 
 /// The JSON document.
@@ -123,7 +123,7 @@ pub fn to_json(cfg: &Config, results: &[WorkloadResult]) -> String {
                 cycles_breakdown: m.cycles,
                 overhead_vs_native: overhead(m.cycles.total, native),
                 stats: s,
-                detail: m.has_detail().then_some(m),
+                switching: m.switching.as_ref(),
             });
         }
     }
@@ -173,6 +173,18 @@ pub fn to_table(w: &WorkloadResult) -> String {
     row("  translation (TLB+walk)", &|m| (m.cycles.stlb + m.cycles.walks).to_string());
     row("  hypervisor", &|m| m.cycles.hypervisor.to_string());
     row("  guest kernel", &|m| m.cycles.guest_kernel.to_string());
+    if w.modes.iter().any(|m| m.switching.is_some()) {
+        let sw = |m: &ModeResult, f: &dyn Fn(&crate::hv::selective::SwitchReport) -> String| {
+            m.switching.as_ref().map_or_else(|| "-".to_string(), f)
+        };
+        row("mode switches", &|m| sw(m, &|s| s.switches.to_string()));
+        row("  instructions in shadow", &|m| {
+            sw(m, &|s| {
+                let all = (s.instructions_shadow + s.instructions_nested).max(1);
+                format!("{:.1}%", 100.0 * s.instructions_shadow as f64 / all as f64)
+            })
+        });
+    }
     row("overhead vs native", &|m| match overhead(m.cycles.total, native) {
         Some(o) => format!("{:+.2}%", o * 100.0),
         None => "-".into(),

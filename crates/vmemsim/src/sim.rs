@@ -208,13 +208,6 @@ pub struct ModeResult {
     pub switching: Option<SwitchReport>,
 }
 
-impl ModeResult {
-    /// True when the mode carries details beyond the counters (switching modes).
-    pub fn has_detail(&self) -> bool {
-        false
-    }
-}
-
 /// Run one mode over `src` with `cfg`.
 ///
 /// # Errors
