@@ -38,16 +38,14 @@ impl Vmas {
         (va < v.end).then_some(*v)
     }
 
+    /// The VMAs that overlap `[start, end)`, last first.
+    fn overlapping(&self, start: u64, end: u64) -> Vec<Vma> {
+        self.by_start.range(..end).rev().take_while(|(_, v)| v.end > start).map(|(_, v)| *v).collect()
+    }
+
     /// Remove `[start, end)` from every VMA, splitting at the edges.
     pub fn remove(&mut self, start: u64, end: u64) {
-        let hit: Vec<Vma> = self
-            .by_start
-            .range(..end)
-            .rev()
-            .take_while(|(_, v)| v.end > start)
-            .map(|(_, v)| *v)
-            .collect();
-        for v in hit {
+        for v in self.overlapping(start, end) {
             self.by_start.remove(&v.start);
             if v.start < start {
                 self.by_start.insert(v.start, Vma { end: start, ..v });
@@ -78,14 +76,7 @@ impl Vmas {
 
     /// Set the protection of `[start, end)` (only where mapped).
     pub fn protect(&mut self, start: u64, end: u64, prot: u32) {
-        let parts: Vec<Vma> = self
-            .by_start
-            .range(..end)
-            .rev()
-            .take_while(|(_, v)| v.end > start)
-            .map(|(_, v)| *v)
-            .collect();
-        for v in parts {
+        for v in self.overlapping(start, end) {
             let (s, e) = (v.start.max(start), v.end.min(end));
             self.remove(s, e);
             self.by_start.insert(s, Vma { start: s, end: e, prot, implicit: v.implicit });
