@@ -192,27 +192,31 @@ pub fn record_keeping(opts: &RecordOptions) -> Result<(RecordSummary, Vec<Record
 /// # Errors
 /// [`TraceError::Io`] (not found) saying how to install Valgrind.
 pub fn find_valgrind(explicit: Option<&Path>) -> Result<PathBuf, TraceError> {
-    let missing = |path: PathBuf| {
-        TraceError::Io {
+    let missing = |path: PathBuf| TraceError::Io {
         path,
         source: std::io::Error::new(
             std::io::ErrorKind::NotFound,
             "valgrind not found: recording needs Valgrind (Debian/Ubuntu: `apt-get install valgrind`)",
         ),
-    }
     };
-    if let Some(p) = explicit {
-        return if p.is_file() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(missing(p.to_path_buf()))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("valgrind"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| missing(PathBuf::from("valgrind")))
+    let name = explicit.unwrap_or(Path::new("valgrind"));
+    which::which(name).map_err(|_| missing(name.to_path_buf()))
+}
+
+/// Find the program to record (a path, or a name on `PATH`), so a missing
+/// program is an error before Valgrind starts rather than a trace of
+/// Valgrind failing to exec it.
+///
+/// # Errors
+/// [`TraceError::Io`] naming the program.
+pub fn find_program(program: &std::ffi::OsStr) -> Result<PathBuf, TraceError> {
+    which::which(program).map_err(|e| TraceError::Io {
+        path: PathBuf::from(program),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("program to record not found ({e}): give a path to an executable or a name on PATH"),
+        ),
+    })
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> TraceError {
@@ -255,6 +259,7 @@ fn run(opts: &RecordOptions, keep: Option<&mut Vec<Record>>) -> Result<RecordSum
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command to record"),
         ));
     }
+    find_program(&opts.command[0])?;
     let version = Command::new(&valgrind)
         .arg("--version")
         .stdin(Stdio::null())
