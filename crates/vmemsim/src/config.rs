@@ -364,7 +364,7 @@ pub struct SelectiveConfig {
     pub period_instructions: u64,
     /// `selective` (ours): how many future periods a predicted per-period
     /// saving is assumed to last when weighed against the cost of switching.
-    /// Default 8 (our choice; see docs/modes.md).
+    /// Default 16 (our choice; see docs/modes.md).
     pub horizon_periods: u64,
 }
 
@@ -372,7 +372,7 @@ impl Default for SelectiveConfig {
     fn default() -> Self {
         SelectiveConfig {
             period_instructions: 100_000,
-            horizon_periods: 8,
+            horizon_periods: 16,
         }
     }
 }

@@ -9,10 +9,10 @@
 //! - `procs`: process-heavy: a parent forks many short-lived children that
 //!   map, touch and unmap fresh memory, read and write (copy-on-write) the
 //!   parent's heap, and exit.
-//! - `phases`: alternating phases, three rounds of: a `procs`-like phase
-//!   (2/5 of the round: fork, exec, demand faults, copy-on-write, exit; a
-//!   16 MiB parent heap) then a `random`-like phase (3/5: GUPS updates over
-//!   the footprint, populated once by the first such phase). Fault- and
+//! - `phases`: alternating phases, two rounds of: a `procs`-like phase
+//!   (3/10 of the round: fork, exec, demand faults, copy-on-write, exit; a
+//!   16 MiB parent heap) then a `random`-like phase (7/10: GUPS updates over
+//!   the footprint, default 128 MiB, populated once by the first such phase). Fault- and
 //!   exit-heavy phases favour nested paging, TLB-miss-heavy ones shadow
 //!   paging, so no single static mode is best.
 
@@ -34,7 +34,7 @@ const PHASE_PARENT: u32 = 2;
 /// Heap of `PHASE_PARENT`, bytes.
 const PHASE_HEAP: u64 = 16 << 20;
 /// Rounds of (process phase, random phase) in `phases`.
-const PHASE_ROUNDS: u64 = 3;
+const PHASE_ROUNDS: u64 = 2;
 const PROT_RX: u32 = 5;
 const PROT_RW: u32 = 3;
 
@@ -112,6 +112,7 @@ impl WorkloadSpec {
     pub fn default_for(kind: WorkloadKind) -> Self {
         let footprint_mib = match kind {
             WorkloadKind::Procs => 16,
+            WorkloadKind::Phases => 128,
             _ => 256,
         };
         WorkloadSpec {
@@ -240,7 +241,7 @@ impl Generator {
             WorkloadKind::Random => self.random_updates(fp),
             WorkloadKind::Phases => {
                 let round = (self.spec.accesses / PHASE_ROUNDS).max(1);
-                if self.emitted % round < round * 2 / 5 {
+                if self.emitted % round < round * 3 / 10 {
                     if !self.parent_ready {
                         self.parent_ready = true;
                         self.populate(PHASE_PARENT, HEAP, PHASE_HEAP);

@@ -3,7 +3,7 @@
 mod common;
 
 use vmemsim::config::{Config, WalkCacheConfig};
-use vmemsim::hv::{Mode, Native, Nested, Shadow};
+use vmemsim::hv::{Direct, Mode, Native, Nested, Shadow};
 use vmemsim::mmu::Dim;
 use vmemsim::sim::Sim;
 use vmemsim_trace::{AccessKind, ProcEvent};
@@ -107,4 +107,24 @@ fn warm_walk_caches_cut_references() {
     assert_eq!((cold, warm), (12, 2));
     let (cold, warm, _) = cold_then_warm(Shadow::new(), &cfg);
     assert_eq!((cold, warm), (4, 1));
+}
+
+#[test]
+fn cold_direct_walk_is_4_references() {
+    // Xen PV direct paging: the machine tables are walked 1-D, in the guest dimension.
+    let cfg = caches_off();
+    let (cold, warm, dims) = cold_then_warm(Direct::new(&cfg.pv, cfg.guest.mem_mib), &cfg);
+    assert_eq!(cold, 4);
+    assert_eq!(dims, [4, 0, 0]);
+    assert_eq!(warm, 4);
+    let cfg = Config::default();
+    let (cold, warm, _) = cold_then_warm(Direct::new(&cfg.pv, cfg.guest.mem_mib), &cfg);
+    assert_eq!((cold, warm), (4, 1), "PDE cache as natively");
+}
+
+#[test]
+fn direct_2m_guest_page_is_splintered_to_4_references() {
+    let mut cfg = caches_off();
+    cfg.guest.huge_pages = true;
+    assert_eq!(cold_then_warm(Direct::new(&cfg.pv, cfg.guest.mem_mib), &cfg).0, 4);
 }

@@ -406,7 +406,8 @@ impl Policy for W11 {
 ///   of the period) hidden faults; SP -> HAP the same amount, as leaving
 ///   shadow commits to paying it again on the way back.
 /// - Switch when the smoothed saving (mean of the last two periods, both
-///   positive) times the horizon exceeds the switch cost. The horizon is the
+///   positive) times the horizon exceeds the switch cost, or at once when
+///   the last period's saving alone exceeds it. The horizon is the
 ///   configured minimum or, if longer, the periods spent in the current
 ///   mode: a phase that has lasted n periods is expected to last about n
 ///   more.
@@ -448,7 +449,8 @@ impl Predictive {
         let n = d.walk_refs_by_dim[Dim::Nested as usize] as f64;
         let faults = d.guest_page_faults as f64;
         let backed = d.host_frames_backed as f64;
-        let mut cur = p.total as f64;
+        let total = p.total as f64;
+        let mut sunk = 0.0;
         let other_walks;
         let other_hyp;
         match input.cur {
@@ -480,12 +482,12 @@ impl Predictive {
                 if input.periods_in_mode <= self.horizon {
                     let refill =
                         (d.exits_for(ExitReason::ShadowFault) as f64 - faults - backed).max(0.0);
-                    cur -= Self::exit_cost(c, ExitReason::ShadowFault, refill);
+                    sunk = Self::exit_cost(c, ExitReason::ShadowFault, refill);
                 }
             }
         }
-        let other = cur - walks - hyp + other_walks + other_hyp;
-        (cur, other)
+        let other = total - walks - hyp + other_walks + other_hyp;
+        (total - sunk, other)
     }
 }
 
@@ -501,7 +503,9 @@ impl Policy for Predictive {
         let refill_pages = (input.backed_frames as f64).min(2.0 * d.tlb_misses as f64);
         let switch_cost = Self::exit_cost(input.cost, ExitReason::ShadowFault, refill_pages);
         let horizon = self.horizon.max(input.periods_in_mode) as f64;
-        if both && smoothed * horizon > switch_cost {
+        // Overwhelming evidence (one period's saving pays for the switch)
+        // needs no confirmation.
+        if (both && smoothed * horizon > switch_cost) || saving > switch_cost {
             self.prev_saving = 0.0;
             match input.cur {
                 Paging::Nested => Paging::Shadow,
