@@ -171,7 +171,31 @@ pub fn walk_2d<G: TableMem, E: TableMem>(
     va: u64,
     r: Rights,
 ) -> Result<Walk2d, WalkFault> {
-    let (mut level, mut table) = hw.pwc.lookup(asid, va).unwrap_or((4, root));
+    let (level, table) = hw.pwc.lookup(asid, va).unwrap_or((4, root));
+    walk_2d_from(hw, guest, ept_tables, eptp, level, table, asid, va, r)
+}
+
+/// The rest of a 2-D walk from guest table gPFN `table` at `level` (4 = the
+/// PML4) down: what [`walk_2d`] does after its PWC lookup, and what an agile
+/// walk does once a switching entry sends it from the shadow table into the
+/// guest's table [AP16].
+///
+/// # Errors
+/// As [`walk_2d`].
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub fn walk_2d_from<G: TableMem, E: TableMem>(
+    hw: &mut Hw,
+    guest: &mut G,
+    ept_tables: &E,
+    eptp: u64,
+    level: u8,
+    table: u64,
+    asid: Asid,
+    va: u64,
+    r: Rights,
+) -> Result<Walk2d, WalkFault> {
+    let (mut level, mut table) = (level, table);
     loop {
         let table_hpfn = nested_translate(hw, ept_tables, eptp, asid, table)?;
         let idx = pt_index(va, level);
