@@ -12,14 +12,17 @@ const EMPTY: u64 = u64::MAX;
 /// and the full key (which must include everything that distinguishes
 /// entries: ASID, page size, ...). A geometry with 0 entries is a cache that
 /// never hits.
+///
+/// Each set keeps its ways in recency order (most recent first, empty ways
+/// last), so LRU needs no timestamps: a hit moves its way to the front, a
+/// fill takes the last way. That keeps the metadata to the keys alone, which
+/// matters because the simulator's own cache misses dominate its speed.
 #[derive(Clone, Debug)]
 pub struct SetAssoc<V: Copy + Default> {
     set_mask: u64,
     ways: usize,
     keys: Vec<u64>,
     vals: Vec<V>,
-    stamps: Vec<u64>,
-    clock: u64,
 }
 
 impl<V: Copy + Default> SetAssoc<V> {
@@ -31,8 +34,6 @@ impl<V: Copy + Default> SetAssoc<V> {
             ways: if n == 0 { 0 } else { g.ways as usize },
             keys: vec![EMPTY; n],
             vals: vec![V::default(); n],
-            stamps: vec![0; n],
-            clock: 0,
         }
     }
 
@@ -43,9 +44,23 @@ impl<V: Copy + Default> SetAssoc<V> {
     }
 
     #[inline]
-    fn set_range(&self, index: u64) -> std::ops::Range<usize> {
-        let base = ((index & self.set_mask) as usize) * self.ways;
-        base..base + self.ways
+    fn base(&self, index: u64) -> usize {
+        ((index & self.set_mask) as usize) * self.ways
+    }
+
+    /// Way of `key` in the set at `base`, if present.
+    #[inline]
+    fn find(&self, base: usize, key: u64) -> Option<usize> {
+        self.keys[base..base + self.ways].iter().position(|&k| k == key)
+    }
+
+    /// Make way `way` of the set at `base` the most recent, holding `key`/`val`.
+    #[inline]
+    fn to_front(&mut self, base: usize, way: usize, key: u64, val: V) {
+        self.keys[base..=base + way].rotate_right(1);
+        self.vals[base..=base + way].rotate_right(1);
+        self.keys[base] = key;
+        self.vals[base] = val;
     }
 
     /// Look `key` up in set `index`; a hit becomes most recently used.
@@ -54,12 +69,13 @@ impl<V: Copy + Default> SetAssoc<V> {
         if self.ways == 0 {
             return None;
         }
-        let range = self.set_range(index);
-        let base = range.start;
-        let way = self.keys[range].iter().position(|&k| k == key)?;
-        self.clock += 1;
-        self.stamps[base + way] = self.clock;
-        Some(self.vals[base + way])
+        let base = self.base(index);
+        let way = self.find(base, key)?;
+        let val = self.vals[base + way];
+        if way > 0 {
+            self.to_front(base, way, key, val);
+        }
+        Some(val)
     }
 
     /// Insert or overwrite `key` in set `index`, evicting the LRU way.
@@ -69,24 +85,9 @@ impl<V: Copy + Default> SetAssoc<V> {
             return;
         }
         debug_assert_ne!(key, EMPTY);
-        let range = self.set_range(index);
-        let base = range.start;
-        let keys = &self.keys[range.clone()];
-        let stamps = &self.stamps[range];
-        let way = keys.iter().position(|&k| k == key).unwrap_or_else(|| {
-            // Least recently used way (empty ways have stamp 0).
-            let mut v = 0;
-            for (i, &s) in stamps.iter().enumerate() {
-                if s < stamps[v] {
-                    v = i;
-                }
-            }
-            v
-        });
-        self.clock += 1;
-        self.keys[base + way] = key;
-        self.vals[base + way] = val;
-        self.stamps[base + way] = self.clock;
+        let base = self.base(index);
+        let way = self.find(base, key).unwrap_or(self.ways - 1);
+        self.to_front(base, way, key, val);
     }
 
     /// Look `key` up; on a miss insert it with `val` (evicting the LRU way).
@@ -96,31 +97,17 @@ impl<V: Copy + Default> SetAssoc<V> {
         if self.ways == 0 {
             return false;
         }
-        let range = self.set_range(index);
-        let base = range.start;
-        let keys = &self.keys[range.clone()];
-        let stamps = &self.stamps[range];
-        let mut victim = 0;
-        let mut hit = None;
-        for (i, &k) in keys.iter().enumerate() {
-            if k == key {
-                hit = Some(i);
-                break;
-            }
-            if stamps[i] < stamps[victim] {
-                victim = i;
-            }
-        }
-        self.clock += 1;
-        match hit {
-            Some(w) => {
-                self.stamps[base + w] = self.clock;
+        let base = self.base(index);
+        match self.find(base, key) {
+            Some(way) => {
+                if way > 0 {
+                    let v = self.vals[base + way];
+                    self.to_front(base, way, key, v);
+                }
                 true
             }
             None => {
-                self.keys[base + victim] = key;
-                self.vals[base + victim] = val;
-                self.stamps[base + victim] = self.clock;
+                self.to_front(base, self.ways - 1, key, val);
                 false
             }
         }
@@ -132,28 +119,34 @@ impl<V: Copy + Default> SetAssoc<V> {
         if self.ways == 0 {
             return;
         }
-        for i in self.set_range(index) {
-            if self.keys[i] == key {
-                self.keys[i] = EMPTY;
-                self.stamps[i] = 0;
-            }
+        let base = self.base(index);
+        if let Some(way) = self.find(base, key) {
+            let end = base + self.ways;
+            self.keys[base + way..end].rotate_left(1);
+            self.vals[base + way..end].rotate_left(1);
+            self.keys[end - 1] = EMPTY;
         }
     }
 
-    /// Drop every entry whose key satisfies `pred` (a full scan: for flushes).
+    /// Drop every entry whose key fails `keep` (a full scan: for flushes).
     pub fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
-        for i in 0..self.keys.len() {
-            if self.keys[i] != EMPTY && !keep(self.keys[i]) {
-                self.keys[i] = EMPTY;
-                self.stamps[i] = 0;
+        for base in (0..self.keys.len()).step_by(self.ways.max(1)) {
+            let mut w = base;
+            for r in base..base + self.ways {
+                let k = self.keys[r];
+                if k != EMPTY && keep(k) {
+                    self.keys[w] = k;
+                    self.vals[w] = self.vals[r];
+                    w += 1;
+                }
             }
+            self.keys[w..base + self.ways].fill(EMPTY);
         }
     }
 
     /// Drop every entry.
     pub fn clear(&mut self) {
         self.keys.fill(EMPTY);
-        self.stamps.fill(0);
     }
 
     /// Number of valid entries (for tests and reports).
@@ -187,6 +180,30 @@ mod tests {
         c.insert(0, 1, 1);
         assert_eq!(c.lookup(0, 1), None);
         assert!(c.is_off());
+    }
+
+    #[test]
+    fn remove_keeps_recency_order() {
+        let mut c: SetAssoc<u8> = SetAssoc::new(Geometry::new(4, 4));
+        for k in 1..=4 {
+            c.insert(0, k, k as u8); // recency: 4 3 2 1
+        }
+        c.remove(0, 3); // 4 2 1 _
+        c.insert(0, 5, 5); // fills the empty way: 5 4 2 1
+        assert_eq!(c.occupancy(), 4);
+        c.insert(0, 6, 6); // evicts 1
+        assert_eq!(c.lookup(0, 1), None);
+        assert_eq!(c.lookup(0, 2), Some(2));
+    }
+
+    #[test]
+    fn access_hits_and_fills() {
+        let mut c: SetAssoc<()> = SetAssoc::new(Geometry::new(2, 2));
+        assert!(!c.access(0, 7, ()));
+        assert!(c.access(0, 7, ()));
+        assert!(!c.access(0, 8, ()));
+        assert!(!c.access(0, 9, ())); // evicts 7 (LRU)
+        assert!(!c.access(0, 7, ()));
     }
 
     #[test]
