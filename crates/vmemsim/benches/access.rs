@@ -1,3 +1,4 @@
+#![allow(missing_docs)] // criterion_main! generates an undocumented main
 //! Criterion benches: simulated accesses per second per mode on the
 //! sequential and random built-in workloads (records pre-generated, so the
 //! simulation loop alone is measured).

@@ -82,13 +82,16 @@ impl<S: RecordSource> RoundRobin<S> {
                     }
                 }
             }
-            if !self.queues.contains_key(&pid) {
-                self.queues.insert(pid, VecDeque::new());
-                if !self.unborn.contains(&pid) && !self.ready.contains(&pid) {
-                    self.ready.push_back(pid);
+            let queue = match self.queues.entry(pid) {
+                std::collections::btree_map::Entry::Occupied(q) => q.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    if !self.unborn.contains(&pid) && !self.ready.contains(&pid) {
+                        self.ready.push_back(pid);
+                    }
+                    v.insert(VecDeque::new())
                 }
-            }
-            self.queues.get_mut(&pid).expect("queue").push_back(r);
+            };
+            queue.push_back(r);
             self.buffered += 1;
         }
         Ok(())

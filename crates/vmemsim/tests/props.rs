@@ -39,7 +39,7 @@ fn records(ops: &[Op]) -> Vec<Record> {
     let mut next = 10u32;
     let mut alias = std::collections::HashMap::new();
     let mut out = vec![ev(1, ProcEvent::Mmap { addr: BASE, len: PAGES * 4096, prot: 3, flags: 0x22 })];
-    let mut real = |p: u32, alias: &std::collections::HashMap<u32, u32>| *alias.get(&p).unwrap_or(&p);
+    let real = |p: u32, alias: &std::collections::HashMap<u32, u32>| *alias.get(&p).unwrap_or(&p);
     for o in ops {
         match *o {
             Op::Access { pid, page, kind } => {

@@ -56,7 +56,7 @@ impl<V: Copy + Default> SetAssoc<V> {
 
     /// Make way `way` of the set at `base` the most recent, holding `key`/`val`.
     #[inline]
-    fn to_front(&mut self, base: usize, way: usize, key: u64, val: V) {
+    fn make_recent(&mut self, base: usize, way: usize, key: u64, val: V) {
         self.keys[base..=base + way].rotate_right(1);
         self.vals[base..=base + way].rotate_right(1);
         self.keys[base] = key;
@@ -73,7 +73,7 @@ impl<V: Copy + Default> SetAssoc<V> {
         let way = self.find(base, key)?;
         let val = self.vals[base + way];
         if way > 0 {
-            self.to_front(base, way, key, val);
+            self.make_recent(base, way, key, val);
         }
         Some(val)
     }
@@ -87,7 +87,7 @@ impl<V: Copy + Default> SetAssoc<V> {
         debug_assert_ne!(key, EMPTY);
         let base = self.base(index);
         let way = self.find(base, key).unwrap_or(self.ways - 1);
-        self.to_front(base, way, key, val);
+        self.make_recent(base, way, key, val);
     }
 
     /// Look `key` up; on a miss insert it with `val` (evicting the LRU way).
@@ -102,12 +102,12 @@ impl<V: Copy + Default> SetAssoc<V> {
             Some(way) => {
                 if way > 0 {
                     let v = self.vals[base + way];
-                    self.to_front(base, way, key, v);
+                    self.make_recent(base, way, key, v);
                 }
                 true
             }
             None => {
-                self.to_front(base, self.ways - 1, key, val);
+                self.make_recent(base, self.ways - 1, key, val);
                 false
             }
         }
