@@ -57,8 +57,11 @@ impl<V: Copy + Default> SetAssoc<V> {
     /// Make way `way` of the set at `base` the most recent, holding `key`/`val`.
     #[inline]
     fn make_recent(&mut self, base: usize, way: usize, key: u64, val: V) {
-        self.keys[base..=base + way].rotate_right(1);
-        self.vals[base..=base + way].rotate_right(1);
+        // A plain shift: sets are a few ways, and `rotate_right` would call memmove.
+        for j in (base + 1..=base + way).rev() {
+            self.keys[j] = self.keys[j - 1];
+            self.vals[j] = self.vals[j - 1];
+        }
         self.keys[base] = key;
         self.vals[base] = val;
     }
@@ -122,8 +125,10 @@ impl<V: Copy + Default> SetAssoc<V> {
         let base = self.base(index);
         if let Some(way) = self.find(base, key) {
             let end = base + self.ways;
-            self.keys[base + way..end].rotate_left(1);
-            self.vals[base + way..end].rotate_left(1);
+            for j in base + way..end - 1 {
+                self.keys[j] = self.keys[j + 1];
+                self.vals[j] = self.vals[j + 1];
+            }
             self.keys[end - 1] = EMPTY;
         }
     }
