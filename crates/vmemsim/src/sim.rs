@@ -37,13 +37,12 @@ pub enum ModeKind {
 
 impl ModeKind {
     /// Every mode, in report order (native first: the baseline).
-    /// `Agile` is left out until it is implemented: its stub runs nested
-    /// paging and would report nested's numbers under agile's name.
-    pub const ALL: [ModeKind; 6] = [
+    pub const ALL: [ModeKind; 7] = [
         ModeKind::Native,
         ModeKind::Nested,
         ModeKind::Shadow,
         ModeKind::Direct,
+        ModeKind::Agile,
         ModeKind::SelectiveW11,
         ModeKind::Selective,
     ];

@@ -3,7 +3,8 @@
 mod common;
 
 use vmemsim::config::{Config, WalkCacheConfig};
-use vmemsim::hv::{Direct, Mode, Native, Nested, Shadow};
+use vmemsim::guest::softwalk;
+use vmemsim::hv::{Agile, Direct, Mode, Native, Nested, Shadow};
 use vmemsim::mmu::Dim;
 use vmemsim::sim::Sim;
 use vmemsim_trace::{AccessKind, ProcEvent};
@@ -19,7 +20,15 @@ const B: u64 = A + 0x1000;
 fn cold_then_warm<M: Mode>(mode: M, cfg: &Config) -> (u64, u64, [u64; 3]) {
     let mut sim = Sim::new(mode, cfg);
     let setup = [
-        ev(1, ProcEvent::Mmap { addr: A, len: 4 << 20, prot: 3, flags: 0x22 }),
+        ev(
+            1,
+            ProcEvent::Mmap {
+                addr: A,
+                len: 4 << 20,
+                prot: 3,
+                flags: 0x22,
+            },
+        ),
         acc(1, AccessKind::Load, A),
         acc(1, AccessKind::Load, B),
     ];
@@ -43,11 +52,19 @@ fn cold_then_warm<M: Mode>(mode: M, cfg: &Config) -> (u64, u64, [u64; 3]) {
 }
 
 fn load(addr: u64) -> vmemsim_trace::Access {
-    vmemsim_trace::Access { addr, pid: 1, size: 8, kind: AccessKind::Load }
+    vmemsim_trace::Access {
+        addr,
+        pid: 1,
+        size: 8,
+        kind: AccessKind::Load,
+    }
 }
 
 fn caches_off() -> Config {
-    Config { walk_caches: WalkCacheConfig::all_off(), ..Config::default() }
+    Config {
+        walk_caches: WalkCacheConfig::all_off(),
+        ..Config::default()
+    }
 }
 
 #[test]
@@ -126,5 +143,117 @@ fn cold_direct_walk_is_4_references() {
 fn direct_2m_guest_page_is_splintered_to_4_references() {
     let mut cfg = caches_off();
     cfg.guest.huge_pages = true;
-    assert_eq!(cold_then_warm(Direct::new(&cfg.pv, cfg.guest.mem_mib), &cfg).0, 4);
+    assert_eq!(
+        cold_then_warm(Direct::new(&cfg.pv, cfg.guest.mem_mib), &cfg).0,
+        4
+    );
+}
+
+/// Agile paging: set up as [`cold_then_warm`], then put the guest tables of
+/// `A`'s path at the levels in `nested` (4 = the root, 1 = the PT) in nested
+/// mode and the others in shadow mode, take the hidden faults once, flush
+/// every TLB and walk cache, and return the references of one more access
+/// to `A` (by dimension) with the agile walk counters.
+fn agile_cold(cfg: &Config, nested: &[u8]) -> ([u64; 3], [u64; 5]) {
+    let mut sim = Sim::new(Agile::new(cfg), cfg);
+    let setup = [
+        ev(
+            1,
+            ProcEvent::Mmap {
+                addr: A,
+                len: 4 << 20,
+                prot: 3,
+                flags: 0x22,
+            },
+        ),
+        acc(1, AccessKind::Load, A),
+        acc(1, AccessKind::Load, B),
+    ];
+    for r in &setup {
+        match r {
+            vmemsim_trace::Record::Access(a) => sim.access(a, &mut |_, _| {}).unwrap(),
+            vmemsim_trace::Record::Event(e) => sim.event(e.pid, &e.kind).unwrap(),
+        }
+    }
+    let root = sim.guest.current().unwrap().root;
+    let path = softwalk::path(&sim.guest.mem, root, A);
+    assert_eq!(path.len, 4);
+    let m = &mut sim.machine;
+    for (i, &(table, _, _)) in path.steps.iter().enumerate() {
+        let level = 4 - i as u8;
+        if nested.contains(&level) {
+            m.mode.force_nested(&mut m.core, table);
+        } else {
+            m.mode.force_shadow(&mut m.core, table);
+        }
+        assert_eq!(m.mode.is_nested(table), nested.contains(&level));
+    }
+    sim.access(&load(A), &mut |_, _| {}).unwrap(); // hidden faults refill the shadow part
+    sim.machine.core.hw.flush_translation_caches();
+    let before = sim.stats().clone();
+    let by_switch = sim.machine.mode.walks_by_switch();
+    sim.access(&load(A), &mut |_, _| {}).unwrap();
+    let cold = sim.stats().since(&before);
+    assert_eq!(cold.walks, 1, "one walk, no fault");
+    assert_eq!(cold.total_exits(), 0);
+    let after = sim.machine.mode.walks_by_switch();
+    (
+        cold.walk_refs_by_dim,
+        std::array::from_fn(|i| after[i] - by_switch[i]),
+    )
+}
+
+fn dims(shadow: u64, guest: u64, nested: u64) -> [u64; 3] {
+    let mut d = [0; 3];
+    d[Dim::Shadow as usize] = shadow;
+    d[Dim::Guest as usize] = guest;
+    d[Dim::Nested as usize] = nested;
+    d
+}
+
+#[test]
+fn cold_agile_walk_fully_shadowed_is_4_references() {
+    let (d, at) = agile_cold(&caches_off(), &[]);
+    assert_eq!(d, dims(4, 0, 0));
+    assert_eq!(at, [1, 0, 0, 0, 0]);
+}
+
+#[test]
+fn cold_agile_walk_switched_at_the_root_is_24_references() {
+    // The root is nested, so are the tables below it: a plain 2-D walk
+    // from the guest CR3, 4 x (4 EPT + 1 guest) + 4 for the data gPA.
+    let (d, at) = agile_cold(&caches_off(), &[4, 3, 2, 1]);
+    assert_eq!(d, dims(0, 4, 20));
+    assert_eq!(at, [0, 0, 0, 0, 1]);
+    // Only the root nested: the walk never reaches the shadow below it.
+    assert_eq!(agile_cold(&caches_off(), &[4]).0, dims(0, 4, 20));
+}
+
+#[test]
+fn cold_agile_walk_switched_below_the_root_is_8_12_or_16_references() {
+    // PT nested: shadow PML4E, PDPTE, PDE (3; the PDE is the switching
+    // entry and holds the guest PT's hPA), the guest PTE read at that hPA
+    // (1, no EPT walk), the data gPA through the EPT (4): 8.
+    let (d, at) = agile_cold(&caches_off(), &[1]);
+    assert_eq!(d, dims(3, 1, 4));
+    assert_eq!(at, [0, 1, 0, 0, 0]);
+    // PD nested: 2 shadow + 1 guest PDE at its hPA + (4 EPT + 1) for the
+    // PT + 4 for the data: 12.
+    let (d, at) = agile_cold(&caches_off(), &[2, 1]);
+    assert_eq!(d, dims(2, 2, 8));
+    assert_eq!(at, [0, 0, 1, 0, 0]);
+    // PDPT nested: 1 + 1 + 2 x (4 + 1) + 4 = 16.
+    let (d, at) = agile_cold(&caches_off(), &[3]);
+    assert_eq!(d, dims(1, 3, 12));
+    assert_eq!(at, [0, 0, 0, 1, 0]);
+}
+
+#[test]
+fn agile_new_process_starts_nested() {
+    // A new address space runs with its root nested for its first
+    // interval: the measured walk is the full 2-D walk.
+    let cfg = caches_off();
+    let (cold, warm, d) = cold_then_warm(Agile::new(&cfg), &cfg);
+    assert_eq!((cold, warm), (24, 24));
+    assert_eq!(d, dims(0, 4, 20));
 }

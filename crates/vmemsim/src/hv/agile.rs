@@ -1,21 +1,209 @@
-//! Agile paging [AP16] (work in progress).
+//! Agile paging [AP16]: one walk uses shadow and nested paging. The
+//! hardware CR3 holds the shadow root and the walk starts 1-D in the shadow
+//! table; a shadow entry with the switching bit ([`SWITCH`], bit 52) holds
+//! the hPFN of the guest's next-level table, and the rest of the walk is
+//! 2-D from there: the guest entries read, every further guest table and the
+//! final gPA translated through the EPT. Cold, with no walk cache, a walk is
+//! 4 references fully shadowed, 8 switching to the guest PT, 12 to the PD,
+//! 16 to the PDPT, and 24 when the switch is at the root (the guest CR3
+//! walked fully nested). [AP16]'s 20 would be a root switch whose CR3 holds
+//! the guest PML4's hPA; we switch at the root through the guest CR3 (gPA).
+//!
+//! The shadow part is [`Shadow`]'s machinery: shadowed guest table pages are
+//! write-protected (a guest PTE store exits and is emulated), a missing
+//! shadow entry is a hidden fault (exit, fill from the guest tables), a
+//! guest fault found in the shadow part exits and is injected. Guest table
+//! pages in nested mode ([`Shadow`]'s `nested` set) have no shadow page and
+//! no write protection; in the nested part stores and guest faults do not
+//! exit, missing host frames are EPT violations. CR3 writes exit (the
+//! hypervisor supplies the shadow root), INVLPG and INVPCID exit as in
+//! shadow mode.
+//!
+//! Policy [AP16], per guest table page, on intervals of `[agile]
+//! interval_instructions` guest instructions:
+//! - two PTE stores to the page within an interval move it to nested mode:
+//!   its parent shadow entry becomes a switching entry, so the page's level
+//!   and everything below it in that subtree are walked nested; its shadow
+//!   page and those below it are dropped and unprotected;
+//! - a nested page with no store during a whole interval returns to shadow;
+//! - a new address space (a root frame first loaded into CR3 since it was
+//!   allocated) starts with its root nested: a short-lived process runs
+//!   nested for at least its first interval.
+//!
+//! Stores to pages that are not write-protected do not exit; the hypervisor
+//! sees them as [AP16] does, through dirty bits (here: counted for free in
+//! `writes`). Every change of mode flushes the VPID's TLB entries and the
+//! PSCs, at no exit of its own (decisions are made in an exit or timer tick
+//! that happens anyway). The PSCs hold shadow frames, guest table hPFNs
+//! behind switching entries ([`PSC_SWITCHED`]) and guest table gPFNs of the
+//! nested part ([`PSC_GUEST`]), told apart by tag bits.
 
-use super::{Core, Fill, GuestFault, Mode, Nested};
-use crate::addr::{Gpa, Gva};
+use std::collections::{HashMap, HashSet};
+
+use super::shadow::NO_ROOT;
+use super::{Core, Fill, GuestFault, Mode, Shadow};
+use crate::addr::{Gpa, Gva, PageSize};
 use crate::config::Config;
-use crate::guest::GuestMemory;
-use crate::mmu::Rights;
+use crate::guest::{softwalk, GuestMemory};
+use crate::mmu::walker::{
+    walk_2d_tagged, walk_shadow_part, ShadowStep, PSC_GUEST, PSC_SWITCHED, SWITCH,
+};
+use crate::mmu::{Rights, TableMem, WalkFault};
+use crate::stats::ExitReason;
+
+const TAGS: u64 = PSC_GUEST | PSC_SWITCHED;
 
 /// Agile paging mode state.
 #[derive(Debug)]
 pub struct Agile {
-    nested: Nested,
+    sh: Shadow,
+    /// Policy interval, guest instructions.
+    interval_instructions: u64,
+    /// Index of the current interval.
+    interval: u64,
+    /// Instruction count ending the current interval.
+    next: u64,
+    /// PTE stores per guest table page in the current interval.
+    writes: HashMap<u64, u32>,
+    /// Guest roots loaded into CR3 since their frame was last allocated.
+    seen_roots: HashSet<u64>,
+    /// Completed walks by where they switched: [fully shadowed, switched
+    /// to the PT, the PD, the PDPT, at the root].
+    walks_by_switch: [u64; 5],
 }
 
 impl Agile {
     /// Agile paging with the configured interval.
-    pub fn new(_cfg: &Config) -> Self {
-        Agile { nested: Nested }
+    pub fn new(cfg: &Config) -> Self {
+        let n = cfg.agile.interval_instructions.max(1);
+        Agile {
+            sh: Shadow::new(),
+            interval_instructions: n,
+            interval: 0,
+            next: n,
+            writes: HashMap::new(),
+            seen_roots: HashSet::new(),
+            walks_by_switch: [0; 5],
+        }
+    }
+
+    /// Successful walks by where they switched to nested mode: `[0]` fully
+    /// shadowed (1-D), `[1]` at the guest PT, `[2]` the PD, `[3]` the PDPT,
+    /// `[4]` at the root (fully nested).
+    pub fn walks_by_switch(&self) -> [u64; 5] {
+        self.walks_by_switch
+    }
+
+    /// Guest table pages currently walked in nested mode.
+    pub fn nested_pages(&self) -> usize {
+        self.sh.nested.len()
+    }
+
+    /// True when guest table `gpfn` is walked in nested mode.
+    pub fn is_nested(&self, gpfn: u64) -> bool {
+        self.sh.nested.contains_key(&gpfn)
+    }
+
+    /// Shadow pages held.
+    pub fn shadow_pages(&self) -> usize {
+        self.sh.shadow_pages()
+    }
+
+    /// Move guest table `gpfn` to nested mode now (the policy does this on
+    /// the second store in an interval; tests use it to place the switch).
+    pub fn force_nested(&mut self, core: &mut Core, gpfn: u64) {
+        self.sh.go_nested(core, gpfn, self.interval);
+        self.sh.flush_hw(core);
+    }
+
+    /// Return guest table `gpfn` to shadow mode now.
+    pub fn force_shadow(&mut self, core: &mut Core, gpfn: u64) {
+        self.sh.go_shadow(core, gpfn);
+        self.sh.flush_hw(core);
+    }
+
+    /// One hardware walk. `Err((fault, nested_part))`.
+    fn walk(
+        &mut self,
+        core: &mut Core,
+        mem: &mut GuestMemory,
+        va: u64,
+        r: Rights,
+    ) -> Result<(Fill, usize), (WalkFault, bool)> {
+        let asid = core.asid();
+        let eptp = core.host.eptp;
+        // (level, guest table gPFN, its hPFN if a switching entry gave it)
+        let nested_from: (u8, u64, Option<u64>);
+        let start = core.hw.pwc.lookup(asid, va);
+        match start {
+            Some((level, f)) if f & PSC_GUEST != 0 => nested_from = (level, f & !TAGS, None),
+            Some((level, f)) if f & PSC_SWITCHED != 0 => {
+                let h = f & !TAGS;
+                let g = core.host.m2p(h).expect("switched table is backed");
+                nested_from = (level, g, Some(h));
+            }
+            None if self.sh.root == NO_ROOT => nested_from = (4, core.guest_root, None),
+            _ => {
+                let (level, table) = start.unwrap_or((4, self.sh.root));
+                let step = walk_shadow_part(
+                    &mut core.hw,
+                    &mut core.host.tables,
+                    level,
+                    table,
+                    asid,
+                    va,
+                    r,
+                )
+                .map_err(|f| (f, false))?;
+                match step {
+                    ShadowStep::Leaf(l) => {
+                        let gpfn = core
+                            .host
+                            .m2p(l.frame)
+                            .expect("shadow leaf maps a guest frame");
+                        debug_assert_eq!(l.size, PageSize::Size4K);
+                        let fill = Fill {
+                            gpfn,
+                            hpfn: l.frame,
+                            size: l.size,
+                            write_ok: l.write_ok,
+                            exec_ok: l.exec_ok,
+                        };
+                        return Ok((fill, 0));
+                    }
+                    ShadowStep::Switch { level, hpfn } => {
+                        let g = core.host.m2p(hpfn).expect("switched table is backed");
+                        nested_from = (level, g, Some(hpfn));
+                    }
+                }
+            }
+        }
+        let (level, table, hpfn) = nested_from;
+        let w = walk_2d_tagged(
+            &mut core.hw,
+            mem,
+            &core.host.tables,
+            eptp,
+            level,
+            table,
+            hpfn,
+            PSC_GUEST,
+            asid,
+            va,
+            r,
+        )
+        .map_err(|f| (f, true))?;
+        let l = w.leaf;
+        let fill = Fill {
+            gpfn: l.frame,
+            hpfn: w.hpfn,
+            size: l.size,
+            write_ok: l.write_ok,
+            exec_ok: l.exec_ok,
+        };
+        // The level of the first guest table walked 2-D (a PSC hit into the
+        // nested part counts at the level it resumed).
+        Ok((fill, usize::from(level)))
     }
 }
 
@@ -23,6 +211,7 @@ impl Mode for Agile {
     fn name(&self) -> &'static str {
         "agile"
     }
+
     fn fill(
         &mut self,
         core: &mut Core,
@@ -30,21 +219,125 @@ impl Mode for Agile {
         va: u64,
         r: Rights,
     ) -> Result<Fill, GuestFault> {
-        self.nested.fill(core, mem, va, r)
+        for _ in 0..12 {
+            let res = self.walk(core, mem, va, r);
+            core.walk_done();
+            match res {
+                Ok((f, at)) => {
+                    self.walks_by_switch[at] += 1;
+                    return Ok(f);
+                }
+                Err((WalkFault::EptViolation { gpfn }, _)) => {
+                    core.exit(ExitReason::EptViolation);
+                    core.back(gpfn);
+                }
+                // Nested part: the guest's own tables fault, no exit.
+                Err((_, true)) => return Err(GuestFault),
+                Err((_, false)) => {
+                    // Shadow part: exit; the hypervisor reads the guest tables.
+                    let path = softwalk::path(mem, core.guest_root, va);
+                    if !Shadow::guest_allows(&path, r) {
+                        core.exit(ExitReason::GuestFault);
+                        return Err(GuestFault);
+                    }
+                    core.exit(ExitReason::ShadowFault);
+                    self.sh.sync(core, mem, &path, va, r);
+                }
+            }
+        }
+        panic!("agile fill of {va:#x} does not converge: agile model bug");
     }
+
     fn write_pte(&mut self, core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64) {
-        self.nested.write_pte(core, mem, gpa, val)
+        let gpfn = gpa.page_number();
+        let idx = (gpa.page_offset() / 8) as usize;
+        mem.write(gpfn, idx, val);
+        if self.sh.is_write_protected(gpfn) {
+            core.exit(ExitReason::PtWrite);
+            let sp = self.sh.sp_of(gpfn);
+            self.sh.zap(core, sp, idx);
+        }
+        let n = self.writes.entry(gpfn).or_insert(0);
+        *n += 1;
+        if *n >= 2 && !self.sh.nested.contains_key(&gpfn) {
+            self.sh.go_nested(core, gpfn, self.interval);
+            self.sh.flush_hw(core);
+        }
     }
-    fn touch_frame(&mut self, core: &mut Core, mem: &mut GuestMemory, gpfn: u64) {
-        self.nested.touch_frame(core, mem, gpfn)
+
+    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
+        // A freshly allocated frame: a root loaded later is a new address space.
+        self.seen_roots.remove(&gpfn);
+        if self.sh.is_write_protected(gpfn) {
+            // A former shadowed table reused: the first store traps.
+            core.exit(ExitReason::PtWrite);
+            self.sh.unshadow(core, gpfn);
+        }
+        if self.sh.nested.contains_key(&gpfn) {
+            // A former nested table reused: no trap; forget it.
+            self.sh.go_shadow(core, gpfn);
+            self.sh.flush_hw(core);
+        }
+        if core.host.p2m(gpfn).is_none() {
+            // The kernel's store through its (shadowed) direct map faults.
+            core.exit(ExitReason::ShadowFault);
+            core.back(gpfn);
+        }
     }
-    fn write_cr3(&mut self, core: &mut Core, mem: &mut GuestMemory, root: u64, pcid: u16) {
-        self.nested.write_cr3(core, mem, root, pcid)
+
+    fn write_cr3(&mut self, core: &mut Core, _mem: &mut GuestMemory, root: u64, pcid: u16) {
+        core.exit(ExitReason::Cr3Write);
+        core.hw_write_cr3(root, pcid);
+        if self.seen_roots.insert(root) {
+            // A new address space starts nested [AP16].
+            self.sh.go_nested(core, root, self.interval);
+            self.sh.flush_hw(core);
+        }
+        self.sh.root = if self.sh.nested.contains_key(&root) {
+            NO_ROOT
+        } else {
+            self.sh.shadow_page(core, root, 4)
+        };
     }
+
     fn invlpg(&mut self, core: &mut Core, pcid: u16, va: Gva) {
-        self.nested.invlpg(core, pcid, va)
+        core.exit(ExitReason::Invlpg);
+        core.hw_invlpg(pcid, va);
     }
+
     fn flush_pcid(&mut self, core: &mut Core, pcid: u16) {
-        self.nested.flush_pcid(core, pcid)
+        core.exit(ExitReason::Invlpg);
+        core.hw_flush_pcid(pcid);
+    }
+
+    fn next_boundary(&self) -> u64 {
+        self.next
+    }
+
+    fn boundary(&mut self, core: &mut Core, _mem: &mut GuestMemory) {
+        // Nested pages clean over the whole interval just ended return.
+        let cur = self.interval;
+        let back: Vec<u64> = self
+            .sh
+            .nested
+            .iter()
+            .filter(|&(g, &since)| since < cur && !self.writes.contains_key(g))
+            .map(|(&g, _)| g)
+            .collect();
+        for &g in &back {
+            self.sh.go_shadow(core, g);
+        }
+        if !back.is_empty() {
+            self.sh.flush_hw(core);
+        }
+        self.writes.clear();
+        self.interval += 1;
+        while self.next <= core.stats.instructions {
+            self.next += self.interval_instructions;
+        }
     }
 }
+
+// Keep the switching bit's meaning next to its user.
+const _: () = assert!(SWITCH & crate::pte::x86::FRAME == 0);
+const _: () = assert!(TAGS & crate::pte::x86::FRAME == 0);

@@ -12,13 +12,19 @@
 //! context switches. A guest 2 MiB page is backed by 4 KiB host frames, so
 //! its shadow is a "direct" shadow page of 512 4 KiB entries, as in KVM.
 //! Not modeled (yet): unsync shadow pages, write-flood detection.
+//!
+//! Agile paging ([`super::Agile`]) reuses this machinery: guest table pages
+//! in [`Shadow::nested`] get no shadow page and no write protection; the
+//! shadow entry that would point at one becomes a switching entry
+//! ([`SWITCH`]) holding the guest table's hPFN. Plain shadow mode never
+//! marks a page nested.
 
 use std::collections::HashMap;
 
 use super::{Core, Fill, GuestFault, Mode};
 use crate::addr::{pt_index, Gpa, Gva, PageSize, FRAMES_PER_HUGE};
 use crate::guest::{softwalk, GuestMemory};
-use crate::mmu::walker::walk_1d;
+use crate::mmu::walker::{walk_1d, SWITCH};
 use crate::mmu::{Dim, Rights, TableMem};
 use crate::pte::x86;
 use crate::stats::ExitReason;
@@ -48,9 +54,19 @@ pub struct Shadow {
     pages: HashMap<u64, ShadowPage>,
     /// Write-protected guest frames (shadowed guest tables), by gPFN.
     wp: Vec<bool>,
-    /// Shadow root the hardware CR3 holds.
-    root: u64,
+    /// Shadow root the hardware CR3 holds ([`NO_ROOT`] when the guest root
+    /// itself is walked nested: agile paging's switch at the root).
+    pub(super) root: u64,
+    /// Agile paging: guest table gPFNs walked in nested mode -> the policy
+    /// interval in which they went nested. Empty in shadow mode.
+    pub(super) nested: HashMap<u64, u64>,
+    /// Agile paging: guest table gPFN -> switching entries (shadow page
+    /// hPFN, index) pointing at it.
+    switch_of: HashMap<u64, Vec<(u64, usize)>>,
 }
+
+/// [`Shadow::root`] when the guest root is walked nested.
+pub(super) const NO_ROOT: u64 = u64::MAX;
 
 impl Shadow {
     /// Empty shadow state.
@@ -66,6 +82,11 @@ impl Shadow {
     /// True when guest frame `gpfn` is write-protected as a shadowed table.
     pub fn is_write_protected(&self, gpfn: u64) -> bool {
         self.wp.get(gpfn as usize).copied().unwrap_or(false)
+    }
+
+    /// Shadow page of write-protected guest table `gpfn`.
+    pub(super) fn sp_of(&self, gpfn: u64) -> u64 {
+        self.sp_of[&gpfn]
     }
 
     /// Start shadowing the current guest CR3 with empty shadows, filled on
@@ -84,6 +105,8 @@ impl Shadow {
         self.sp_of.clear();
         self.direct_of.clear();
         self.wp.iter_mut().for_each(|w| *w = false);
+        self.nested.clear();
+        self.switch_of.clear();
         self.root = 0;
     }
 
@@ -97,7 +120,7 @@ impl Shadow {
 
     /// The shadow page of guest table `gpfn` at `level`, created empty (and
     /// the guest page write-protected) if it has none.
-    fn shadow_page(&mut self, core: &mut Core, gpfn: u64, level: u8) -> u64 {
+    pub(super) fn shadow_page(&mut self, core: &mut Core, gpfn: u64, level: u8) -> u64 {
         if let Some(&sp) = self.sp_of.get(&gpfn) {
             debug_assert_eq!(
                 self.pages[&sp].level, level,
@@ -159,12 +182,17 @@ impl Shadow {
 
     /// Clear shadow entry (`sp`, `idx`); a dropped link to a lower shadow page
     /// flushes the VPID's TLB and PSCs (they may cache it), as KVM does.
-    fn zap(&mut self, core: &mut Core, sp: u64, idx: usize) {
+    pub(super) fn zap(&mut self, core: &mut Core, sp: u64, idx: usize) {
         let se = core.host.tables.read(sp, idx);
         if se & x86::P == 0 {
             return;
         }
         core.host.tables.write(sp, idx, 0);
+        if se & SWITCH != 0 {
+            self.forget_switch(core, x86::frame(se), sp, idx);
+            self.flush_hw(core);
+            return;
+        }
         if self.pages[&sp].level > 1 {
             let child = x86::frame(se);
             let c = self.pages.get_mut(&child).expect("child shadow page");
@@ -178,7 +206,96 @@ impl Shadow {
         }
     }
 
-    fn flush_hw(&mut self, core: &mut Core) {
+    /// Switching entry (`sp`, `idx`) to guest table hPFN `hpfn` is gone.
+    fn forget_switch(&mut self, core: &Core, hpfn: u64, sp: u64, idx: usize) {
+        let gpfn = core
+            .host
+            .m2p(hpfn)
+            .expect("switching entry to a backed table");
+        if let Some(v) = self.switch_of.get_mut(&gpfn) {
+            v.retain(|&p| p != (sp, idx));
+        }
+    }
+
+    /// Agile paging: make shadow entry (`sp`, `idx`) a switching entry to
+    /// guest table `gpfn`.
+    fn link_switch(&mut self, core: &mut Core, sp: u64, idx: usize, gpfn: u64) {
+        core.back(gpfn);
+        let hpfn = core.host.p2m(gpfn).expect("just backed");
+        let se = core.host.tables.read(sp, idx);
+        if se & x86::P != 0 && se & SWITCH != 0 && x86::frame(se) == hpfn {
+            return;
+        }
+        if se & x86::P != 0 {
+            self.zap(core, sp, idx);
+        }
+        core.host
+            .tables
+            .write(sp, idx, x86::make(hpfn, SHADOW_TABLE_FLAGS | SWITCH));
+        self.switch_of.entry(gpfn).or_default().push((sp, idx));
+    }
+
+    /// Agile paging: walk guest table `gpfn` in nested mode from now on
+    /// (`interval` is the policy's clock): its shadow page and every shadow
+    /// page below it are dropped and unprotected, entries that pointed at
+    /// them cleared (the next walk there takes a hidden fault and installs
+    /// a switching entry). The caller flushes the TLB and PSCs.
+    pub(super) fn go_nested(&mut self, core: &mut Core, gpfn: u64, interval: u64) {
+        if self.nested.insert(gpfn, interval).is_some() {
+            return;
+        }
+        self.set_wp(gpfn, false);
+        if let Some(sp) = self.sp_of.remove(&gpfn) {
+            self.drop_subtree(core, sp);
+        }
+        if gpfn == core.guest_root {
+            self.root = NO_ROOT;
+        }
+    }
+
+    /// Agile paging: guest table `gpfn` returns to shadow mode: switching
+    /// entries to it are cleared (refilled as ordinary shadow links on the
+    /// next hidden fault). The caller flushes the TLB and PSCs.
+    pub(super) fn go_shadow(&mut self, core: &mut Core, gpfn: u64) {
+        if self.nested.remove(&gpfn).is_none() {
+            return;
+        }
+        for (sp, idx) in self.switch_of.remove(&gpfn).unwrap_or_default() {
+            core.host.tables.write(sp, idx, 0);
+        }
+        if gpfn == core.guest_root {
+            self.root = self.shadow_page(core, gpfn, 4);
+        }
+    }
+
+    /// Free shadow page `sp` and the (non-direct) shadow pages below it,
+    /// lifting their write protection.
+    fn drop_subtree(&mut self, core: &mut Core, sp: u64) {
+        let mut children = Vec::new();
+        if self.pages[&sp].level > 1 {
+            for idx in 0..512 {
+                let se = core.host.tables.read(sp, idx);
+                if se & x86::P != 0 && se & SWITCH == 0 {
+                    let c = x86::frame(se);
+                    if self.pages.get(&c).is_some_and(|p| !p.direct) {
+                        children.push(c);
+                    }
+                }
+            }
+        }
+        self.free_page(core, sp);
+        core.stats.shadow_unshadows += 1;
+        for c in children {
+            let Some(g) = self.pages.get(&c).map(|p| p.gpfn) else {
+                continue;
+            };
+            self.sp_of.remove(&g);
+            self.set_wp(g, false);
+            self.drop_subtree(core, c);
+        }
+    }
+
+    pub(super) fn flush_hw(&mut self, core: &mut Core) {
         core.hw.tlbs.flush_vpid(core.vpid);
         core.hw.pwc.flush_all();
     }
@@ -196,6 +313,10 @@ impl Shadow {
                     continue;
                 }
                 let child = x86::frame(se);
+                if se & SWITCH != 0 {
+                    self.forget_switch(core, child, sp, idx);
+                    continue;
+                }
                 if let Some(c) = self.pages.get_mut(&child) {
                     c.parents.retain(|&p| p != (sp, idx));
                     if c.direct {
@@ -210,7 +331,7 @@ impl Shadow {
     }
 
     /// Guest frame `gpfn` stops being a table: drop its shadow, lift write protection.
-    fn unshadow(&mut self, core: &mut Core, gpfn: u64) {
+    pub(super) fn unshadow(&mut self, core: &mut Core, gpfn: u64) {
         self.set_wp(gpfn, false);
         if let Some(sp) = self.sp_of.remove(&gpfn) {
             self.free_page(core, sp);
@@ -223,7 +344,7 @@ impl Shadow {
     }
 
     /// The guest allows the access (every level present, write and NX rights).
-    fn guest_allows(path: &softwalk::GuestPath, r: Rights) -> bool {
+    pub(super) fn guest_allows(path: &softwalk::GuestPath, r: Rights) -> bool {
         let (_, _, leaf) = path.steps[path.len - 1];
         let level = 5 - path.len as u8;
         let is_leaf = level == 1 || (level == 2 && leaf & x86::PS != 0);
@@ -235,7 +356,7 @@ impl Shadow {
 
     /// Hidden-fault handler: set guest A/D as hardware would, then build the
     /// shadow path for `va` from the guest tables.
-    fn sync(
+    pub(super) fn sync(
         &mut self,
         core: &mut Core,
         mem: &mut GuestMemory,
@@ -256,6 +377,11 @@ impl Shadow {
                 mem.write(table, idx, ne); // the hypervisor's own store: no trap
             }
             if !is_leaf {
+                if self.nested.contains_key(&x86::frame(ne)) {
+                    // Agile paging: the rest of the walk is nested.
+                    self.link_switch(core, sp, idx, x86::frame(ne));
+                    return;
+                }
                 let child = self.shadow_page(core, x86::frame(ne), level - 1);
                 self.link(core, sp, idx, child);
                 sp = child;

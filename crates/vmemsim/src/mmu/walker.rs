@@ -195,9 +195,107 @@ pub fn walk_2d_from<G: TableMem, E: TableMem>(
     va: u64,
     r: Rights,
 ) -> Result<Walk2d, WalkFault> {
+    walk_2d_tagged(hw, guest, ept_tables, eptp, level, table, None, 0, asid, va, r)
+}
+
+/// Agile paging [AP16]: a shadow entry with this bit set (bit 52, ignored by
+/// x86-64 paging and available to software [SDM 4.5]) is a *switching
+/// entry*: its frame is the hPFN of the guest's next-level table, and the
+/// rest of the walk is 2-D from there.
+pub const SWITCH: u64 = 1 << 52;
+
+/// Agile paging: tag on a PSC entry whose frame is the hPFN of a guest table
+/// reached through a switching entry (the walk resumes 2-D there, the first
+/// reference at that hPA).
+pub const PSC_SWITCHED: u64 = 1 << 62;
+
+/// Agile paging: tag on a PSC entry whose frame is the gPFN of a guest table
+/// (the nested part of a walk; resuming translates it through the EPT).
+pub const PSC_GUEST: u64 = 1 << 61;
+
+/// Where the shadow part of an agile walk ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShadowStep {
+    /// A shadow leaf: the whole walk was 1-D.
+    Leaf(Leaf),
+    /// A switching entry: continue 2-D in the guest table at `level` (1 =
+    /// the PT), whose hPFN is `hpfn`.
+    Switch {
+        /// Level of the guest table the switching entry points to.
+        level: u8,
+        /// Its hPFN.
+        hpfn: u64,
+    },
+}
+
+/// The shadow part of an agile walk [AP16], from shadow table hPFN `table`
+/// at `level`: as [`walk_1d`] without the PWC lookup (the caller did it),
+/// stopping at a [`SWITCH`] entry, which it caches in the PSC tagged
+/// [`PSC_SWITCHED`]. References count in the shadow dimension.
+///
+/// # Errors
+/// A [`WalkFault`] naming the level where the walk stopped.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub fn walk_shadow_part<T: TableMem>(
+    hw: &mut Hw,
+    tables: &mut T,
+    level: u8,
+    table: u64,
+    asid: Asid,
+    va: u64,
+    r: Rights,
+) -> Result<ShadowStep, WalkFault> {
     let (mut level, mut table) = (level, table);
     loop {
-        let table_hpfn = nested_translate(hw, ept_tables, eptp, asid, table)?;
+        let idx = pt_index(va, level);
+        hw.reference((table << 12) | (idx as u64 * 8), level, Dim::Shadow);
+        let e = tables.read(table, idx);
+        let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
+        let e = check_and_mark(tables, table, idx, e, leaf, r).map_err(|f| f.at(level))?;
+        if leaf {
+            let size = if level == 1 { PageSize::Size4K } else { PageSize::Size2M };
+            return Ok(ShadowStep::Leaf(leaf_of(e, size)));
+        }
+        let next = x86::frame(e);
+        if e & SWITCH != 0 {
+            hw.pwc.insert(asid, va, level, next | PSC_SWITCHED);
+            return Ok(ShadowStep::Switch { level: level - 1, hpfn: next });
+        }
+        hw.pwc.insert(asid, va, level, next);
+        table = next;
+        level -= 1;
+    }
+}
+
+/// [`walk_2d_from`] with two agile-paging options: `table_hpfn`, the hPFN of
+/// the first guest table when a switching entry gave it (no EPT walk for
+/// it), and `psc_tag`, OR-ed into every PSC entry it inserts ([`PSC_GUEST`]
+/// for agile, 0 otherwise).
+///
+/// # Errors
+/// As [`walk_2d`].
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub fn walk_2d_tagged<G: TableMem, E: TableMem>(
+    hw: &mut Hw,
+    guest: &mut G,
+    ept_tables: &E,
+    eptp: u64,
+    level: u8,
+    table: u64,
+    table_hpfn: Option<u64>,
+    psc_tag: u64,
+    asid: Asid,
+    va: u64,
+    r: Rights,
+) -> Result<Walk2d, WalkFault> {
+    let (mut level, mut table, mut known) = (level, table, table_hpfn);
+    loop {
+        let table_hpfn = match known.take() {
+            Some(h) => h,
+            None => nested_translate(hw, ept_tables, eptp, asid, table)?,
+        };
         let idx = pt_index(va, level);
         hw.reference((table_hpfn << 12) | (idx as u64 * 8), level, Dim::Guest);
         let e = guest.read(table, idx);
@@ -214,7 +312,7 @@ pub fn walk_2d_from<G: TableMem, E: TableMem>(
             });
         }
         let next = x86::frame(e);
-        hw.pwc.insert(asid, va, level, next);
+        hw.pwc.insert(asid, va, level, next | psc_tag);
         table = next;
         level -= 1;
     }
