@@ -18,6 +18,7 @@ fn selective_against_static_modes() {
         ModeKind::Direct,
         ModeKind::SelectiveW11,
         ModeKind::Selective,
+        ModeKind::Agile,
     ];
     let mut failures = Vec::new();
     println!(
@@ -43,6 +44,7 @@ fn selective_against_static_modes() {
         );
         let (nested, shadow, w11, ours) = (cyc[0], cyc[1], cyc[3], cyc[4]);
         let best = nested.min(shadow);
+        println!("         agile/best = {:.4} (not checked)", cyc[5] / best);
         println!(
             "         selective/best = {:.4}, selective/w11 = {:.4}, switches w11 {:?} ours {:?}",
             ours / best,

@@ -257,3 +257,78 @@ fn agile_new_process_starts_nested() {
     assert_eq!((cold, warm), (24, 24));
     assert_eq!(d, dims(0, 4, 20));
 }
+
+#[test]
+fn agile_policy_moves_written_tables_to_nested_and_clean_ones_back() {
+    // Intervals of 1000 instructions (fetches count as instructions).
+    let mut cfg = caches_off();
+    cfg.agile.interval_instructions = 1000;
+    let mut sim = Sim::new(Agile::new(&cfg), &cfg);
+    let run = |sim: &mut Sim<Agile>, recs: &[vmemsim_trace::Record]| {
+        for r in recs {
+            match r {
+                vmemsim_trace::Record::Access(a) => sim.access(a, &mut |_, _| {}).unwrap(),
+                vmemsim_trace::Record::Event(e) => sim.event(e.pid, &e.kind).unwrap(),
+            }
+        }
+    };
+    run(
+        &mut sim,
+        &[
+            ev(
+                1,
+                ProcEvent::Mmap {
+                    addr: A,
+                    len: 4 << 20,
+                    prot: 7,
+                    flags: 0x22,
+                },
+            ),
+            acc(1, AccessKind::Fetch, A),
+        ],
+    );
+    let root = sim.guest.current().unwrap().root;
+    assert!(
+        sim.machine.mode.is_nested(root),
+        "a new address space starts nested"
+    );
+    // Two clean intervals: the root returns to shadow, walks are 1-D.
+    let fetches: Vec<_> = (0..2500).map(|_| acc(1, AccessKind::Fetch, A)).collect();
+    run(&mut sim, &fetches);
+    assert!(
+        !sim.machine.mode.is_nested(root),
+        "clean for an interval: back to shadow"
+    );
+    sim.machine.core.hw.flush_translation_caches();
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(1, AccessKind::Fetch, A)]);
+    let d = sim.stats().since(&before);
+    assert_eq!(
+        d.walk_refs_by_dim[Dim::Shadow as usize],
+        d.walk_refs(),
+        "fully shadowed"
+    );
+    assert!(d.walk_refs() >= 4);
+    // Two PTE stores to A's PT within an interval (demand faults on two
+    // more pages): the PT goes nested, walks switch at the PDE: 8 refs.
+    let pt = softwalk::path(&sim.guest.mem, root, A).steps[3].0;
+    let exits = sim.stats().exits_for(vmemsim::stats::ExitReason::PtWrite);
+    run(
+        &mut sim,
+        &[
+            acc(1, AccessKind::Load, B),
+            acc(1, AccessKind::Load, B + 0x1000),
+        ],
+    );
+    assert!(sim.machine.mode.is_nested(pt));
+    assert_eq!(
+        sim.stats().exits_for(vmemsim::stats::ExitReason::PtWrite) - exits,
+        2,
+        "both stores to the shadowed PT exit; the second moves it to nested"
+    );
+    sim.machine.core.hw.flush_translation_caches();
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(1, AccessKind::Load, B)]);
+    let d = sim.stats().since(&before);
+    assert_eq!(d.walk_refs_by_dim, dims(3, 1, 4));
+}
