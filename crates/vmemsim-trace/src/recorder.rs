@@ -192,12 +192,14 @@ pub fn record_keeping(opts: &RecordOptions) -> Result<(RecordSummary, Vec<Record
 /// # Errors
 /// [`TraceError::Io`] (not found) saying how to install Valgrind.
 pub fn find_valgrind(explicit: Option<&Path>) -> Result<PathBuf, TraceError> {
-    let missing = |path: PathBuf| TraceError::Io {
+    let missing = |path: PathBuf| {
+        TraceError::Io {
         path,
         source: std::io::Error::new(
             std::io::ErrorKind::NotFound,
             "valgrind not found: recording needs Valgrind (Debian/Ubuntu: `apt-get install valgrind`)",
         ),
+    }
     };
     let name = explicit.unwrap_or(Path::new("valgrind"));
     which::which(name).map_err(|_| missing(name.to_path_buf()))
@@ -214,7 +216,9 @@ pub fn find_program(program: &std::ffi::OsStr) -> Result<PathBuf, TraceError> {
         path: PathBuf::from(program),
         source: std::io::Error::new(
             std::io::ErrorKind::NotFound,
-            format!("program to record not found ({e}): give a path to an executable or a name on PATH"),
+            format!(
+                "program to record not found ({e}): give a path to an executable or a name on PATH"
+            ),
         ),
     })
 }

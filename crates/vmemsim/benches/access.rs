@@ -22,7 +22,11 @@ impl RecordSource for Replay<'_> {
 fn bench(c: &mut Criterion) {
     let cfg = Config::default();
     for kind in [WorkloadKind::Seq, WorkloadKind::Random] {
-        let spec = WorkloadSpec { accesses: 1_000_000, footprint_mib: 64, ..WorkloadSpec::default_for(kind) };
+        let spec = WorkloadSpec {
+            accesses: 1_000_000,
+            footprint_mib: 64,
+            ..WorkloadSpec::default_for(kind)
+        };
         let mut records = Vec::new();
         let mut g = spec.source();
         while g.next_batch(&mut records, 1 << 16).unwrap() > 0 {}

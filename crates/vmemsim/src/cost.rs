@@ -41,7 +41,11 @@ pub struct CostModel {
 impl CostModel {
     /// A model with these costs and page-table line latencies.
     pub fn new(c: &CostConfig, pt: &PtCacheConfig) -> Self {
-        CostModel { c: c.clone(), ref_hit: pt.hit_cycles, ref_miss: pt.miss_cycles }
+        CostModel {
+            c: c.clone(),
+            ref_hit: pt.hit_cycles,
+            ref_miss: pt.miss_cycles,
+        }
     }
 
     /// Handler cycles of one exit of `r`, beyond the exit round trip.
@@ -64,7 +68,8 @@ impl CostModel {
         let base = (s.instructions as f64 * c.base_cpi).round() as u64;
         let stlb = s.stlb_hits * c.stlb_hit_cycles;
         let refs = s.walk_refs();
-        let walks = s.walk_ref_cache_hits * self.ref_hit + (refs - s.walk_ref_cache_hits) * self.ref_miss;
+        let walks =
+            s.walk_ref_cache_hits * self.ref_hit + (refs - s.walk_ref_cache_hits) * self.ref_miss;
         let hypervisor = ExitReason::ALL
             .iter()
             .map(|&r| s.exits_for(r) * (c.vm_exit_cycles + self.handler_cycles(r)))
@@ -75,7 +80,14 @@ impl CostModel {
             + s.frames_copied * c.copy_page_cycles
             + s.guest_pte_writes * c.pte_write_cycles
             + s.context_switches * c.context_switch_cycles;
-        Cycles { base, stlb, walks, hypervisor, guest_kernel, total: base + stlb + walks + hypervisor + guest_kernel }
+        Cycles {
+            base,
+            stlb,
+            walks,
+            hypervisor,
+            guest_kernel,
+            total: base + stlb + walks + hypervisor + guest_kernel,
+        }
     }
 }
 
@@ -86,7 +98,12 @@ mod tests {
     #[test]
     fn prices_each_count_once() {
         let m = CostModel::new(&CostConfig::default(), &PtCacheConfig::default());
-        let mut s = Stats { instructions: 1000, stlb_hits: 10, walk_ref_cache_hits: 3, ..Default::default() };
+        let mut s = Stats {
+            instructions: 1000,
+            stlb_hits: 10,
+            walk_ref_cache_hits: 3,
+            ..Default::default()
+        };
         s.walk_refs_by_dim = [4, 0, 0];
         s.exit(ExitReason::Cr3Write);
         s.guest_page_faults = 1;

@@ -21,7 +21,10 @@ pub struct PageStore {
 impl PageStore {
     /// A store for frames `base..`; the index grows as frames are added.
     pub fn new(base: u64) -> Self {
-        PageStore { base, ..Default::default() }
+        PageStore {
+            base,
+            ..Default::default()
+        }
     }
 
     #[inline]
@@ -41,7 +44,11 @@ impl PageStore {
 
     /// Make `frame` a zeroed table page (zeroing it if it already was one).
     pub fn add(&mut self, frame: u64) {
-        assert!(frame >= self.base, "frame {frame:#x} below store base {:#x}", self.base);
+        assert!(
+            frame >= self.base,
+            "frame {frame:#x} below store base {:#x}",
+            self.base
+        );
         let i = (frame - self.base) as usize;
         if i >= self.slot_of.len() {
             self.slot_of.resize((i + 1).next_power_of_two(), NO_SLOT);
@@ -98,7 +105,9 @@ impl TableMem for PageStore {
 
     #[inline]
     fn write(&mut self, frame: u64, idx: usize, val: u64) {
-        let s = self.slot(frame).unwrap_or_else(|| panic!("write to frame {frame:#x} which holds no table"));
+        let s = self
+            .slot(frame)
+            .unwrap_or_else(|| panic!("write to frame {frame:#x} which holds no table"));
         self.pages[s][idx] = val;
     }
 }

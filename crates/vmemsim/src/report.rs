@@ -92,11 +92,16 @@ pub struct WorkloadMeta<'a> {
 }
 
 fn native_cycles(w: &WorkloadResult) -> Option<u64> {
-    w.modes.iter().find(|m| m.mode == ModeKind::Native).map(|m| m.cycles.total)
+    w.modes
+        .iter()
+        .find(|m| m.mode == ModeKind::Native)
+        .map(|m| m.cycles.total)
 }
 
 fn overhead(cycles: u64, native: Option<u64>) -> Option<f64> {
-    native.filter(|&n| n > 0).map(|n| cycles as f64 / n as f64 - 1.0)
+    native
+        .filter(|&n| n > 0)
+        .map(|n| cycles as f64 / n as f64 - 1.0)
 }
 
 /// Build the JSON document.
@@ -116,7 +121,10 @@ pub fn to_json(cfg: &Config, results: &[WorkloadResult]) -> String {
                 walks: s.walks,
                 walk_refs: s.walk_refs(),
                 refs_per_walk: s.refs_per_walk(),
-                vm_exits: ExitReason::ALL.iter().map(|&r| (r.name(), s.exits_for(r))).collect(),
+                vm_exits: ExitReason::ALL
+                    .iter()
+                    .map(|&r| (r.name(), s.exits_for(r)))
+                    .collect(),
                 vm_exits_total: s.total_exits(),
                 guest_page_faults: s.guest_page_faults,
                 cycles: m.cycles.total,
@@ -132,7 +140,11 @@ pub fn to_json(cfg: &Config, results: &[WorkloadResult]) -> String {
         config: cfg,
         workloads: results
             .iter()
-            .map(|w| WorkloadMeta { workload: &w.workload, description: &w.description, warnings: &w.warnings })
+            .map(|w| WorkloadMeta {
+                workload: &w.workload,
+                description: &w.description,
+                warnings: &w.warnings,
+            })
             .collect(),
         modes: rows,
     };
@@ -160,17 +172,27 @@ pub fn to_table(w: &WorkloadResult) -> String {
     row("L1 TLB misses", &|m| m.stats.l1_tlb_misses.to_string());
     row("STLB misses (walks)", &|m| m.stats.tlb_misses.to_string());
     row("walk references", &|m| m.stats.walk_refs().to_string());
-    row("  refs per walk", &|m| format!("{:.2}", m.stats.refs_per_walk()));
-    row("  line-cache hits", &|m| m.stats.walk_ref_cache_hits.to_string());
-    row("guest page faults", &|m| m.stats.guest_page_faults.to_string());
+    row("  refs per walk", &|m| {
+        format!("{:.2}", m.stats.refs_per_walk())
+    });
+    row("  line-cache hits", &|m| {
+        m.stats.walk_ref_cache_hits.to_string()
+    });
+    row("guest page faults", &|m| {
+        m.stats.guest_page_faults.to_string()
+    });
     row("VM exits", &|m| m.stats.total_exits().to_string());
     for r in ExitReason::ALL {
         if w.modes.iter().any(|m| m.stats.exits_for(r) > 0) {
-            row(&format!("  {}", r.name()), &|m| m.stats.exits_for(r).to_string());
+            row(&format!("  {}", r.name()), &|m| {
+                m.stats.exits_for(r).to_string()
+            });
         }
     }
     row("cycles", &|m| m.cycles.total.to_string());
-    row("  translation (TLB+walk)", &|m| (m.cycles.stlb + m.cycles.walks).to_string());
+    row("  translation (TLB+walk)", &|m| {
+        (m.cycles.stlb + m.cycles.walks).to_string()
+    });
     row("  hypervisor", &|m| m.cycles.hypervisor.to_string());
     row("  guest kernel", &|m| m.cycles.guest_kernel.to_string());
     if w.modes.iter().any(|m| m.switching.is_some()) {
@@ -185,9 +207,12 @@ pub fn to_table(w: &WorkloadResult) -> String {
             })
         });
     }
-    row("overhead vs native", &|m| match overhead(m.cycles.total, native) {
-        Some(o) => format!("{:+.2}%", o * 100.0),
-        None => "-".into(),
-    });
+    row(
+        "overhead vs native",
+        &|m| match overhead(m.cycles.total, native) {
+            Some(o) => format!("{:+.2}%", o * 100.0),
+            None => "-".into(),
+        },
+    );
     out
 }

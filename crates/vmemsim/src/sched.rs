@@ -18,9 +18,15 @@ use vmemsim_trace::{AccessKind, ProcEvent, ProcessInfo, Record, RecordSource, Tr
 ///
 /// # Errors
 /// The trace cannot be opened or its header is malformed.
-pub fn open_trace(path: &std::path::Path, cfg: &crate::Config) -> Result<Box<dyn RecordSource>, crate::SimError> {
+pub fn open_trace(
+    path: &std::path::Path,
+    cfg: &crate::Config,
+) -> Result<Box<dyn RecordSource>, crate::SimError> {
     let src = vmemsim_trace::open(path)?;
-    Ok(Box::new(RoundRobin::new(src, cfg.sched.quantum_instructions)))
+    Ok(Box::new(RoundRobin::new(
+        src,
+        cfg.sched.quantum_instructions,
+    )))
 }
 
 /// Records read ahead at most, across all queues (32 bytes each).

@@ -168,11 +168,33 @@ impl Stats {
             ($($f:ident),*) => { $( self.$f -= e.$f; )* };
         }
         sub!(
-            accesses, instructions, l1_tlb_misses, stlb_hits, tlb_misses, walks,
-            walk_ref_cache_hits, guest_page_faults, demand_faults, cow_faults,
-            implicit_mappings, protection_upgrades, guest_pte_writes, frames_zeroed,
-            frames_copied, context_switches, invlpgs, tlb_flushes, shadow_fills,
-            shadow_unshadows, pv_pte_updates, host_frames_backed, processes, forks, execs, exits, vma_events
+            accesses,
+            instructions,
+            l1_tlb_misses,
+            stlb_hits,
+            tlb_misses,
+            walks,
+            walk_ref_cache_hits,
+            guest_page_faults,
+            demand_faults,
+            cow_faults,
+            implicit_mappings,
+            protection_upgrades,
+            guest_pte_writes,
+            frames_zeroed,
+            frames_copied,
+            context_switches,
+            invlpgs,
+            tlb_flushes,
+            shadow_fills,
+            shadow_unshadows,
+            pv_pte_updates,
+            host_frames_backed,
+            processes,
+            forks,
+            execs,
+            exits,
+            vma_events
         );
         for i in 0..DIMS {
             self.walk_refs_by_dim[i] -= e.walk_refs_by_dim[i];

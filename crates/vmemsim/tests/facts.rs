@@ -7,9 +7,22 @@
 use vmemsim::workload::{WorkloadKind, WorkloadSpec};
 use vmemsim::{run_mode, Config, ModeKind};
 
-fn cycles(cfg: &Config, kind: WorkloadKind, footprint_mib: u64, accesses: u64, mode: ModeKind) -> u64 {
-    let spec = WorkloadSpec { footprint_mib, accesses, ..WorkloadSpec::default_for(kind) };
-    run_mode(mode, cfg, &mut spec.source(), &mut |_| {}).unwrap().cycles.total
+fn cycles(
+    cfg: &Config,
+    kind: WorkloadKind,
+    footprint_mib: u64,
+    accesses: u64,
+    mode: ModeKind,
+) -> u64 {
+    let spec = WorkloadSpec {
+        footprint_mib,
+        accesses,
+        ..WorkloadSpec::default_for(kind)
+    };
+    run_mode(mode, cfg, &mut spec.source(), &mut |_| {})
+        .unwrap()
+        .cycles
+        .total
 }
 
 #[test]
@@ -25,8 +38,15 @@ fn random_updates_favour_shadow_paging() {
     let mut cfg = Config::default();
     cfg.pt_cache.lines = vmemsim::config::Geometry::new(512, 8);
     let run = |mode| cycles(&cfg, WorkloadKind::Random, 32, 2_000_000, mode);
-    let (native, nested, shadow) = (run(ModeKind::Native), run(ModeKind::Nested), run(ModeKind::Shadow));
-    assert!(shadow < nested, "shadow {shadow} should cost less than nested {nested}");
+    let (native, nested, shadow) = (
+        run(ModeKind::Native),
+        run(ModeKind::Nested),
+        run(ModeKind::Shadow),
+    );
+    assert!(
+        shadow < nested,
+        "shadow {shadow} should cost less than nested {nested}"
+    );
     assert!(native < shadow, "native {native} is the floor");
 }
 
@@ -35,5 +55,8 @@ fn process_heavy_work_favours_nested_paging() {
     let cfg = Config::default();
     let nested = cycles(&cfg, WorkloadKind::Procs, 4, 400_000, ModeKind::Nested);
     let shadow = cycles(&cfg, WorkloadKind::Procs, 4, 400_000, ModeKind::Shadow);
-    assert!(nested < shadow, "nested {nested} should cost less than shadow {shadow}");
+    assert!(
+        nested < shadow,
+        "nested {nested} should cost less than shadow {shadow}"
+    );
 }

@@ -14,12 +14,34 @@ const PAGES: u64 = 2048; // 8 MiB window: 2 MiB pages fit
 
 #[derive(Clone, Debug)]
 enum Op {
-    Access { pid: u32, page: u64, kind: u8 },
-    Map { pid: u32, page: u64, pages: u64, prot: u32 },
-    Unmap { pid: u32, page: u64, pages: u64 },
-    Protect { pid: u32, page: u64, pages: u64, prot: u32 },
-    Fork { pid: u32 },
-    Exit { pid: u32 },
+    Access {
+        pid: u32,
+        page: u64,
+        kind: u8,
+    },
+    Map {
+        pid: u32,
+        page: u64,
+        pages: u64,
+        prot: u32,
+    },
+    Unmap {
+        pid: u32,
+        page: u64,
+        pages: u64,
+    },
+    Protect {
+        pid: u32,
+        page: u64,
+        pages: u64,
+        prot: u32,
+    },
+    Fork {
+        pid: u32,
+    },
+    Exit {
+        pid: u32,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -38,7 +60,15 @@ fn op() -> impl Strategy<Value = Op> {
 fn records(ops: &[Op]) -> Vec<Record> {
     let mut next = 10u32;
     let mut alias = std::collections::HashMap::new();
-    let mut out = vec![ev(1, ProcEvent::Mmap { addr: BASE, len: PAGES * 4096, prot: 3, flags: 0x22 })];
+    let mut out = vec![ev(
+        1,
+        ProcEvent::Mmap {
+            addr: BASE,
+            len: PAGES * 4096,
+            prot: 3,
+            flags: 0x22,
+        },
+    )];
     let real = |p: u32, alias: &std::collections::HashMap<u32, u32>| *alias.get(&p).unwrap_or(&p);
     for o in ops {
         match *o {
@@ -46,9 +76,40 @@ fn records(ops: &[Op]) -> Vec<Record> {
                 let kind = AccessKind::from_u8(kind).unwrap();
                 out.push(acc(real(pid, &alias), kind, BASE + page * 4096 + 8));
             }
-            Op::Map { pid, page, pages, prot } => out.push(ev(real(pid, &alias), ProcEvent::Mmap { addr: BASE + page * 4096, len: pages * 4096, prot, flags: 0x22 })),
-            Op::Unmap { pid, page, pages } => out.push(ev(real(pid, &alias), ProcEvent::Munmap { addr: BASE + page * 4096, len: pages * 4096 })),
-            Op::Protect { pid, page, pages, prot } => out.push(ev(real(pid, &alias), ProcEvent::Mprotect { addr: BASE + page * 4096, len: pages * 4096, prot })),
+            Op::Map {
+                pid,
+                page,
+                pages,
+                prot,
+            } => out.push(ev(
+                real(pid, &alias),
+                ProcEvent::Mmap {
+                    addr: BASE + page * 4096,
+                    len: pages * 4096,
+                    prot,
+                    flags: 0x22,
+                },
+            )),
+            Op::Unmap { pid, page, pages } => out.push(ev(
+                real(pid, &alias),
+                ProcEvent::Munmap {
+                    addr: BASE + page * 4096,
+                    len: pages * 4096,
+                },
+            )),
+            Op::Protect {
+                pid,
+                page,
+                pages,
+                prot,
+            } => out.push(ev(
+                real(pid, &alias),
+                ProcEvent::Mprotect {
+                    addr: BASE + page * 4096,
+                    len: pages * 4096,
+                    prot,
+                },
+            )),
             Op::Fork { pid } => {
                 let child = next;
                 next += 1;

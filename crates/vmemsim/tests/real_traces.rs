@@ -12,7 +12,9 @@ use vmemsim_trace::{ProcEvent, Record, RecordSource, TraceError};
 use common::{all_modes_agree, collect};
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data")
+        .join(name)
 }
 
 #[test]
@@ -20,13 +22,22 @@ fn committed_recordings_agree_in_every_mode() {
     for name in ["sh-echo-wc.vmt", "sh-sort-uniq.vmt", "sh-ls-wc.vmt"] {
         let cfg = Config::default();
         let records = collect(open_trace(&data(name), &cfg).expect("open").as_mut());
-        let forks = records.iter().filter(|r| matches!(r, Record::Event(e) if matches!(e.kind, ProcEvent::Fork { .. }))).count();
+        let forks = records
+            .iter()
+            .filter(|r| matches!(r, Record::Event(e) if matches!(e.kind, ProcEvent::Fork { .. })))
+            .count();
         assert!(forks >= 2, "{name}: a multi-process recording");
         let [native, nested, shadow] = all_modes_agree(&cfg, &records);
         assert!(native.guest_page_faults > 100, "{name}");
-        assert!(native.implicit_mappings > 0, "{name}: Valgrind-loaded images are implicit mappings");
+        assert!(
+            native.implicit_mappings > 0,
+            "{name}: Valgrind-loaded images are implicit mappings"
+        );
         assert_eq!(nested.forks as usize, forks, "{name}");
-        assert!(shadow.total_exits() > nested.total_exits(), "{name}: fork/exec-heavy shells exit more under shadow paging");
+        assert!(
+            shadow.total_exits() > nested.total_exits(),
+            "{name}: fork/exec-heavy shells exit more under shadow paging"
+        );
     }
 }
 
@@ -52,7 +63,11 @@ fn a_live_recording_agrees_in_every_mode() {
     let out = dir.join("live.vmt");
     let opts = vmemsim_trace::recorder::RecordOptions {
         output: out.clone(),
-        command: vec!["sh".into(), "-c".into(), "echo hello | wc -c > /dev/null".into()],
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo hello | wc -c > /dev/null".into(),
+        ],
         valgrind: None,
     };
     let (summary, kept) = match vmemsim_trace::recorder::record_keeping(&opts) {
@@ -66,7 +81,10 @@ fn a_live_recording_agrees_in_every_mode() {
     let back = collect(vmemsim_trace::open(&out).unwrap().as_mut());
     assert_eq!(back, kept, "the trace round-trips exactly");
     let cfg = Config::default();
-    let scheduled = collect(&mut RoundRobin::new(Replay(kept, 0), cfg.sched.quantum_instructions));
+    let scheduled = collect(&mut RoundRobin::new(
+        Replay(kept, 0),
+        cfg.sched.quantum_instructions,
+    ));
     assert_eq!(scheduled.len(), back.len(), "scheduling loses nothing");
     all_modes_agree(&cfg, &scheduled);
     std::fs::remove_dir_all(&dir).ok();

@@ -28,7 +28,8 @@ impl Frames {
     pub fn alloc_4k(&mut self) -> Option<u64> {
         if self.free_4k.is_empty() {
             let base = self.free_2m.pop()?;
-            self.free_4k.extend((1..FRAMES_PER_HUGE).rev().map(|i| base + i));
+            self.free_4k
+                .extend((1..FRAMES_PER_HUGE).rev().map(|i| base + i));
             self.refcount[base as usize] = 1;
             return Some(base);
         }

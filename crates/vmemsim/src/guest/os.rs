@@ -110,14 +110,18 @@ impl GuestOs {
     }
 
     fn alloc_frame<P: Platform>(&mut self, plat: &mut P) -> Result<u64, SimError> {
-        let f = self.frames.alloc_4k().ok_or(SimError::GuestOutOfMemory { mem_mib: self.cfg.mem_mib })?;
+        let f = self.frames.alloc_4k().ok_or(SimError::GuestOutOfMemory {
+            mem_mib: self.cfg.mem_mib,
+        })?;
         plat.stats().frames_zeroed += 1;
         plat.touch_frame(&mut self.mem, f);
         Ok(f)
     }
 
     fn alloc_table<P: Platform>(&mut self, plat: &mut P) -> Result<u64, SimError> {
-        let f = self.frames.alloc_4k().ok_or(SimError::GuestOutOfMemory { mem_mib: self.cfg.mem_mib })?;
+        let f = self.frames.alloc_4k().ok_or(SimError::GuestOutOfMemory {
+            mem_mib: self.cfg.mem_mib,
+        })?;
         self.mem.add(f);
         plat.stats().frames_zeroed += 1;
         plat.touch_frame(&mut self.mem, f);
@@ -133,7 +137,9 @@ impl GuestOs {
         if !self.cfg.pcid {
             return Ok(0);
         }
-        self.free_pcids.pop().ok_or(SimError::TooManyProcesses { limit: 4095 })
+        self.free_pcids
+            .pop()
+            .ok_or(SimError::TooManyProcesses { limit: 4095 })
     }
 
     /// Create process `pid` with an empty address space (a root process of a
@@ -149,7 +155,16 @@ impl GuestOs {
         let root = self.alloc_table(plat)?;
         plat.end_pt_update(&mut self.mem);
         plat.stats().processes += 1;
-        self.procs.insert(pid, Process { pid, pcid, root, vmas: Vmas::default(), heap: None });
+        self.procs.insert(
+            pid,
+            Process {
+                pid,
+                pcid,
+                root,
+                vmas: Vmas::default(),
+                heap: None,
+            },
+        );
         Ok(())
     }
 
@@ -177,10 +192,16 @@ impl GuestOs {
     ///
     /// # Errors
     /// [`SimError::GuestOutOfMemory`].
-    pub fn page_fault<P: Platform>(&mut self, plat: &mut P, va: u64, r: Rights) -> Result<(), SimError> {
+    pub fn page_fault<P: Platform>(
+        &mut self,
+        plat: &mut P,
+        va: u64,
+        r: Rights,
+    ) -> Result<(), SimError> {
         let pid = self.current.expect("page fault with no running process");
         plat.stats().guest_page_faults += 1;
-        let need = PROT_READ | if r.write { PROT_WRITE } else { 0 } | if r.fetch { PROT_EXEC } else { 0 };
+        let need =
+            PROT_READ | if r.write { PROT_WRITE } else { 0 } | if r.fetch { PROT_EXEC } else { 0 };
         let p = self.procs.get_mut(&pid).expect("current process exists");
         let prot = match p.vmas.find(va) {
             Some(v) if v.prot & need == need => v.prot,
@@ -191,7 +212,8 @@ impl GuestOs {
             }
             None => {
                 plat.stats().implicit_mappings += 1;
-                p.vmas.insert(page_down(va), page_down(va) + PAGE_SIZE, PROT_RWX, true);
+                p.vmas
+                    .insert(page_down(va), page_down(va) + PAGE_SIZE, PROT_RWX, true);
                 PROT_RWX
             }
         };
@@ -212,7 +234,12 @@ impl GuestOs {
                         }
                         plat.stats().frames_zeroed += FRAMES_PER_HUGE;
                         plat.stats().demand_faults += 1;
-                        self.write_pte(plat, table, idx, x86::make(base, leaf_flags(prot, r.write) | x86::PS));
+                        self.write_pte(
+                            plat,
+                            table,
+                            idx,
+                            x86::make(base, leaf_flags(prot, r.write) | x86::PS),
+                        );
                         plat.end_pt_update(&mut self.mem);
                         return Ok(());
                     }
@@ -266,7 +293,9 @@ impl GuestOs {
                 } else {
                     self.frames.alloc_4k()
                 }
-                .ok_or(SimError::GuestOutOfMemory { mem_mib: self.cfg.mem_mib })?;
+                .ok_or(SimError::GuestOutOfMemory {
+                    mem_mib: self.cfg.mem_mib,
+                })?;
                 for f in copy..copy + n {
                     plat.touch_frame(&mut self.mem, f);
                 }
@@ -297,7 +326,12 @@ impl GuestOs {
     ///
     /// # Errors
     /// Out of guest memory or PCIDs.
-    pub fn fork<P: Platform>(&mut self, plat: &mut P, parent: u32, child: u32) -> Result<(), SimError> {
+    pub fn fork<P: Platform>(
+        &mut self,
+        plat: &mut P,
+        parent: u32,
+        child: u32,
+    ) -> Result<(), SimError> {
         self.spawn(plat, parent)?;
         if self.procs.contains_key(&child) {
             self.exit(plat, child)?;
@@ -314,13 +348,28 @@ impl GuestOs {
         }
         plat.stats().forks += 1;
         plat.stats().processes += 1;
-        self.procs.insert(child, Process { pid: child, pcid, root, vmas, heap });
+        self.procs.insert(
+            child,
+            Process {
+                pid: child,
+                pcid,
+                root,
+                vmas,
+                heap,
+            },
+        );
         Ok(())
     }
 
     /// Copy the subtree of table `src` (at `level`) into the empty table
     /// `dst`. Returns whether any parent entry was write-protected.
-    fn copy_table<P: Platform>(&mut self, plat: &mut P, src: u64, dst: u64, level: u8) -> Result<bool, SimError> {
+    fn copy_table<P: Platform>(
+        &mut self,
+        plat: &mut P,
+        src: u64,
+        dst: u64,
+        level: u8,
+    ) -> Result<bool, SimError> {
         let mut protected = false;
         for idx in 0..512 {
             let e = self.mem.read(src, idx);
@@ -371,7 +420,9 @@ impl GuestOs {
     /// # Errors
     /// None today; `Result` for symmetry with the other events.
     pub fn exit<P: Platform>(&mut self, plat: &mut P, pid: u32) -> Result<(), SimError> {
-        let Some(p) = self.procs.remove(&pid) else { return Ok(()) };
+        let Some(p) = self.procs.remove(&pid) else {
+            return Ok(());
+        };
         self.free_table(p.root, 4);
         plat.stats().tlb_flushes += 1;
         plat.flush_pcid(p.pcid);
@@ -412,11 +463,22 @@ impl GuestOs {
     ///
     /// # Errors
     /// Out of guest memory.
-    pub fn mmap<P: Platform>(&mut self, plat: &mut P, pid: u32, addr: u64, len: u64, prot: u32) -> Result<(), SimError> {
+    pub fn mmap<P: Platform>(
+        &mut self,
+        plat: &mut P,
+        pid: u32,
+        addr: u64,
+        len: u64,
+        prot: u32,
+    ) -> Result<(), SimError> {
         self.spawn(plat, pid)?;
         let (s, e) = (page_down(addr), page_up(addr.saturating_add(len)));
         self.unmap_range(plat, pid, s, e)?;
-        self.procs.get_mut(&pid).expect("spawned").vmas.insert(s, e, prot & PROT_RWX, false);
+        self.procs
+            .get_mut(&pid)
+            .expect("spawned")
+            .vmas
+            .insert(s, e, prot & PROT_RWX, false);
         plat.stats().vma_events += 1;
         Ok(())
     }
@@ -425,7 +487,13 @@ impl GuestOs {
     ///
     /// # Errors
     /// Out of guest memory (splitting a 2 MiB page needs a table).
-    pub fn munmap<P: Platform>(&mut self, plat: &mut P, pid: u32, addr: u64, len: u64) -> Result<(), SimError> {
+    pub fn munmap<P: Platform>(
+        &mut self,
+        plat: &mut P,
+        pid: u32,
+        addr: u64,
+        len: u64,
+    ) -> Result<(), SimError> {
         self.spawn(plat, pid)?;
         let (s, e) = (page_down(addr), page_up(addr.saturating_add(len)));
         self.unmap_range(plat, pid, s, e)?;
@@ -448,7 +516,12 @@ impl GuestOs {
         };
         let new_end = addr.max(start);
         if page_up(new_end) > page_up(end) {
-            p.vmas.insert(page_up(end), page_up(new_end), PROT_READ | PROT_WRITE, false);
+            p.vmas.insert(
+                page_up(end),
+                page_up(new_end),
+                PROT_READ | PROT_WRITE,
+                false,
+            );
         } else if page_up(new_end) < page_up(end) {
             let (s, e) = (page_up(new_end), page_up(end));
             self.unmap_range(plat, pid, s, e)?;
@@ -464,10 +537,21 @@ impl GuestOs {
     ///
     /// # Errors
     /// Out of guest memory (splitting a 2 MiB page needs a table).
-    pub fn mprotect<P: Platform>(&mut self, plat: &mut P, pid: u32, addr: u64, len: u64, prot: u32) -> Result<(), SimError> {
+    pub fn mprotect<P: Platform>(
+        &mut self,
+        plat: &mut P,
+        pid: u32,
+        addr: u64,
+        len: u64,
+        prot: u32,
+    ) -> Result<(), SimError> {
         self.spawn(plat, pid)?;
         let (s, e) = (page_down(addr), page_up(addr.saturating_add(len)));
-        self.procs.get_mut(&pid).expect("spawned").vmas.protect(s, e, prot & PROT_RWX);
+        self.procs
+            .get_mut(&pid)
+            .expect("spawned")
+            .vmas
+            .protect(s, e, prot & PROT_RWX);
         plat.stats().vma_events += 1;
         self.for_leaves(plat, pid, s, e, |e| {
             let mut n = e;
@@ -484,7 +568,13 @@ impl GuestOs {
     }
 
     /// Clear every leaf in `[s, e)` and free what it mapped.
-    fn unmap_range<P: Platform>(&mut self, plat: &mut P, pid: u32, s: u64, e: u64) -> Result<(), SimError> {
+    fn unmap_range<P: Platform>(
+        &mut self,
+        plat: &mut P,
+        pid: u32,
+        s: u64,
+        e: u64,
+    ) -> Result<(), SimError> {
         self.for_leaves(plat, pid, s, e, |_| None)
     }
 
@@ -500,7 +590,9 @@ impl GuestOs {
         e: u64,
         f: impl Fn(u64) -> Option<u64>,
     ) -> Result<(), SimError> {
-        let Some(p) = self.procs.get(&pid) else { return Ok(()) };
+        let Some(p) = self.procs.get(&pid) else {
+            return Ok(());
+        };
         let (root, pcid) = (p.root, p.pcid);
         let ceiling = self.cfg.invlpg_ceiling_pages;
         let mut changed: u64 = 0;
@@ -556,7 +648,13 @@ impl GuestOs {
 
     /// Replace the 2 MiB leaf `entry` at (`table`, `idx`) by a table of 512
     /// 4 KiB leaves mapping the same frames with the same rights.
-    fn split_huge<P: Platform>(&mut self, plat: &mut P, table: u64, idx: usize, entry: u64) -> Result<(), SimError> {
+    fn split_huge<P: Platform>(
+        &mut self,
+        plat: &mut P,
+        table: u64,
+        idx: usize,
+        entry: u64,
+    ) -> Result<(), SimError> {
         let t = self.alloc_table(plat)?;
         let base = x86::frame(entry);
         let flags = entry & !x86::FRAME & !x86::PS;

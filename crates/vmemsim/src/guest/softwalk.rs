@@ -31,8 +31,18 @@ pub fn translate<T: TableMem>(mem: &T, root: u64, va: u64) -> Option<GuestMappin
             return None;
         }
         if level == 1 || (level == 2 && e & x86::PS != 0) {
-            let off = if level == 2 { (va >> 12) & (FRAMES_PER_HUGE - 1) } else { 0 };
-            return Some(GuestMapping { gpfn: x86::frame(e) + off, pte: e, level, table, idx });
+            let off = if level == 2 {
+                (va >> 12) & (FRAMES_PER_HUGE - 1)
+            } else {
+                0
+            };
+            return Some(GuestMapping {
+                gpfn: x86::frame(e) + off,
+                pte: e,
+                level,
+                table,
+                idx,
+            });
         }
         table = x86::frame(e);
     }

@@ -40,7 +40,12 @@ impl Vmas {
 
     /// The VMAs that overlap `[start, end)`, last first.
     fn overlapping(&self, start: u64, end: u64) -> Vec<Vma> {
-        self.by_start.range(..end).rev().take_while(|(_, v)| v.end > start).map(|(_, v)| *v).collect()
+        self.by_start
+            .range(..end)
+            .rev()
+            .take_while(|(_, v)| v.end > start)
+            .map(|(_, v)| *v)
+            .collect()
     }
 
     /// Remove `[start, end)` from every VMA, splitting at the edges.
@@ -71,7 +76,15 @@ impl Vmas {
                 }
             }
         }
-        self.by_start.insert(start, Vma { start, end, prot, implicit });
+        self.by_start.insert(
+            start,
+            Vma {
+                start,
+                end,
+                prot,
+                implicit,
+            },
+        );
     }
 
     /// Set the protection of `[start, end)` (only where mapped).
@@ -79,7 +92,15 @@ impl Vmas {
         for v in self.overlapping(start, end) {
             let (s, e) = (v.start.max(start), v.end.min(end));
             self.remove(s, e);
-            self.by_start.insert(s, Vma { start: s, end: e, prot, implicit: v.implicit });
+            self.by_start.insert(
+                s,
+                Vma {
+                    start: s,
+                    end: e,
+                    prot,
+                    implicit: v.implicit,
+                },
+            );
         }
     }
 
@@ -111,6 +132,10 @@ mod tests {
         assert_eq!(v.find(0x4000).unwrap().prot, 3);
         v.insert(0x10000, 0x11000, 7, true);
         v.insert(0x11000, 0x12000, 7, true);
-        assert_eq!(v.find(0x11800).unwrap().start, 0x10000, "implicit areas merge");
+        assert_eq!(
+            v.find(0x11800).unwrap().start,
+            0x10000,
+            "implicit areas merge"
+        );
     }
 }

@@ -97,7 +97,8 @@ impl Host {
             };
         }
         let idx = crate::addr::pt_index(gpa, 1);
-        self.tables.write(table, idx, x86::make(hpfn, ept::RWX | ept::WB));
+        self.tables
+            .write(table, idx, x86::make(hpfn, ept::RWX | ept::WB));
     }
 }
 

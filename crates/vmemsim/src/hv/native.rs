@@ -18,12 +18,24 @@ impl Mode for Native {
     fn vpid(&self) -> u16 {
         0
     }
-    fn fill(&mut self, core: &mut Core, mem: &mut GuestMemory, va: u64, r: Rights) -> Result<Fill, GuestFault> {
+    fn fill(
+        &mut self,
+        core: &mut Core,
+        mem: &mut GuestMemory,
+        va: u64,
+        r: Rights,
+    ) -> Result<Fill, GuestFault> {
         let asid = core.asid();
         let res = walk_1d(&mut core.hw, mem, Dim::Guest, core.guest_root, asid, va, r);
         core.walk_done();
         let l = res.map_err(|_| GuestFault)?;
-        Ok(Fill { gpfn: l.frame, hpfn: l.frame, size: l.size, write_ok: l.write_ok, exec_ok: l.exec_ok })
+        Ok(Fill {
+            gpfn: l.frame,
+            hpfn: l.frame,
+            size: l.size,
+            write_ok: l.write_ok,
+            exec_ok: l.exec_ok,
+        })
     }
     fn write_pte(&mut self, _core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64) {
         mem.write(gpa.page_number(), (gpa.page_offset() / 8) as usize, val);

@@ -27,16 +27,37 @@ impl Mode for Nested {
     fn name(&self) -> &'static str {
         "nested"
     }
-    fn fill(&mut self, core: &mut Core, mem: &mut GuestMemory, va: u64, r: Rights) -> Result<Fill, GuestFault> {
+    fn fill(
+        &mut self,
+        core: &mut Core,
+        mem: &mut GuestMemory,
+        va: u64,
+        r: Rights,
+    ) -> Result<Fill, GuestFault> {
         loop {
             let asid = core.asid();
             let eptp = core.host.eptp;
-            let res = walk_2d(&mut core.hw, mem, &core.host.tables, eptp, core.guest_root, asid, va, r);
+            let res = walk_2d(
+                &mut core.hw,
+                mem,
+                &core.host.tables,
+                eptp,
+                core.guest_root,
+                asid,
+                va,
+                r,
+            );
             core.walk_done();
             match res {
                 Ok(w) => {
                     let l = w.leaf;
-                    return Ok(Fill { gpfn: l.frame, hpfn: w.hpfn, size: l.size, write_ok: l.write_ok, exec_ok: l.exec_ok });
+                    return Ok(Fill {
+                        gpfn: l.frame,
+                        hpfn: w.hpfn,
+                        size: l.size,
+                        write_ok: l.write_ok,
+                        exec_ok: l.exec_ok,
+                    });
                 }
                 Err(WalkFault::EptViolation { gpfn }) => Self::ept_violation(core, gpfn),
                 Err(_) => return Err(GuestFault),

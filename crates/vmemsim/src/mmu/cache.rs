@@ -51,7 +51,9 @@ impl<V: Copy + Default> SetAssoc<V> {
     /// Way of `key` in the set at `base`, if present.
     #[inline]
     fn find(&self, base: usize, key: u64) -> Option<usize> {
-        self.keys[base..base + self.ways].iter().position(|&k| k == key)
+        self.keys[base..base + self.ways]
+            .iter()
+            .position(|&k| k == key)
     }
 
     /// Make way `way` of the set at `base` the most recent, holding `key`/`val`.

@@ -22,7 +22,13 @@ fn key(prefix: u64, asid: Asid) -> u64 {
 impl Pwc {
     /// Caches for PML4E, PDPTE and PDE entries with the given geometries.
     pub fn new(pml4e: Geometry, pdpte: Geometry, pde: Geometry) -> Self {
-        Pwc { caches: [SetAssoc::new(pde), SetAssoc::new(pdpte), SetAssoc::new(pml4e)] }
+        Pwc {
+            caches: [
+                SetAssoc::new(pde),
+                SetAssoc::new(pdpte),
+                SetAssoc::new(pml4e),
+            ],
+        }
     }
 
     /// Deepest cached entry for `addr`: `(level to continue at, table frame)`.
@@ -71,7 +77,11 @@ mod tests {
 
     #[test]
     fn deepest_level_wins() {
-        let mut p = Pwc::new(Geometry::new(2, 2), Geometry::new(4, 4), Geometry::new(32, 4));
+        let mut p = Pwc::new(
+            Geometry::new(2, 2),
+            Geometry::new(4, 4),
+            Geometry::new(32, 4),
+        );
         let a = Asid::new(0, 1);
         let va = 0x7f12_3456_7000;
         assert_eq!(p.lookup(a, va), None);

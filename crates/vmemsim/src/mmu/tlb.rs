@@ -94,14 +94,26 @@ impl Tlbs {
     /// An entry that lacks the needed right counts as a miss (the walk that
     /// follows sets the dirty bit or raises the fault).
     #[inline]
-    pub fn lookup(&mut self, asid: Asid, va: u64, fetch: bool, write: bool) -> (TlbLevel, Option<TlbHit>) {
+    pub fn lookup(
+        &mut self,
+        asid: Asid,
+        va: u64,
+        fetch: bool,
+        write: bool,
+    ) -> (TlbLevel, Option<TlbHit>) {
         let vpn = va >> PAGE_SHIFT;
         let hvpn = va >> HUGE_SHIFT;
         let usable = |e: &TlbEntry| (!write || e.write_ok) && (!fetch || e.exec_ok);
         let l1 = if fetch { &mut self.l1i } else { &mut self.l1d };
         if let Some(e) = l1[0].lookup(vpn, key(vpn, false, asid)) {
             if usable(&e) {
-                return (TlbLevel::L1, Some(TlbHit { gpfn: e.gpfn, hpfn: e.hpfn }));
+                return (
+                    TlbLevel::L1,
+                    Some(TlbHit {
+                        gpfn: e.gpfn,
+                        hpfn: e.hpfn,
+                    }),
+                );
             }
         }
         if self.any_huge {
@@ -114,7 +126,13 @@ impl Tlbs {
         if let Some(e) = self.stlb.lookup(vpn, key(vpn, false, asid)) {
             if usable(&e) {
                 l1[0].insert(vpn, key(vpn, false, asid), e);
-                return (TlbLevel::Stlb, Some(TlbHit { gpfn: e.gpfn, hpfn: e.hpfn }));
+                return (
+                    TlbLevel::Stlb,
+                    Some(TlbHit {
+                        gpfn: e.gpfn,
+                        hpfn: e.hpfn,
+                    }),
+                );
             }
         }
         if self.any_huge {
@@ -178,7 +196,10 @@ impl Tlbs {
 #[inline]
 fn split(e: TlbEntry, vpn: u64) -> TlbHit {
     let off = vpn & (FRAMES_PER_HUGE - 1);
-    TlbHit { gpfn: e.gpfn + off, hpfn: e.hpfn + off }
+    TlbHit {
+        gpfn: e.gpfn + off,
+        hpfn: e.hpfn + off,
+    }
 }
 
 #[cfg(test)]
@@ -186,7 +207,12 @@ mod tests {
     use super::*;
 
     fn entry(f: u64) -> TlbEntry {
-        TlbEntry { gpfn: f, hpfn: f + 100, write_ok: true, exec_ok: true }
+        TlbEntry {
+            gpfn: f,
+            hpfn: f + 100,
+            write_ok: true,
+            exec_ok: true,
+        }
     }
 
     #[test]
@@ -195,7 +221,10 @@ mod tests {
         let a = Asid::new(1, 5);
         assert_eq!(t.lookup(a, 0x1000, false, false).0, TlbLevel::Miss);
         t.insert(a, 0x1000, PageSize::Size4K, false, entry(7));
-        assert_eq!(t.lookup(a, 0x1abc, false, false), (TlbLevel::L1, Some(TlbHit { gpfn: 7, hpfn: 107 })));
+        assert_eq!(
+            t.lookup(a, 0x1abc, false, false),
+            (TlbLevel::L1, Some(TlbHit { gpfn: 7, hpfn: 107 }))
+        );
         // 4-way L1 DTLB with 16 sets: 4 more pages in set 1 evict page 1 from L1, not the 128-set STLB.
         for i in 1..=4u64 {
             let va = (1 + 16 * i) << 12;
@@ -209,10 +238,17 @@ mod tests {
         let mut t = Tlbs::new(&TlbConfig::default());
         let a = Asid::new(1, 1);
         let b = Asid::new(1, 2);
-        let ro = TlbEntry { write_ok: false, ..entry(3) };
+        let ro = TlbEntry {
+            write_ok: false,
+            ..entry(3)
+        };
         t.insert(a, 0x5000, PageSize::Size4K, false, ro);
         assert_eq!(t.lookup(b, 0x5000, false, false).0, TlbLevel::Miss);
-        assert_eq!(t.lookup(a, 0x5000, false, true).0, TlbLevel::Miss, "store needs write_ok");
+        assert_eq!(
+            t.lookup(a, 0x5000, false, true).0,
+            TlbLevel::Miss,
+            "store needs write_ok"
+        );
         assert_eq!(t.lookup(a, 0x5000, false, false).0, TlbLevel::L1);
         t.flush_asid(a);
         assert_eq!(t.lookup(a, 0x5000, false, false).0, TlbLevel::Miss);

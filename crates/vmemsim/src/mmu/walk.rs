@@ -45,7 +45,10 @@ pub struct WalkRecord {
 
 impl Default for WalkRecord {
     fn default() -> Self {
-        WalkRecord { refs: [WalkRef::default(); MAX_REFS], len: 0 }
+        WalkRecord {
+            refs: [WalkRef::default(); MAX_REFS],
+            len: 0,
+        }
     }
 }
 
@@ -58,7 +61,10 @@ impl WalkRecord {
     /// Append one reference.
     #[inline]
     pub fn push(&mut self, r: WalkRef) {
-        assert!(self.len < MAX_REFS, "walk made more than {MAX_REFS} references");
+        assert!(
+            self.len < MAX_REFS,
+            "walk made more than {MAX_REFS} references"
+        );
         self.refs[self.len] = r;
         self.len += 1;
     }
@@ -92,7 +98,9 @@ pub struct PtCache {
 impl PtCache {
     /// Empty cache of the configured geometry.
     pub fn new(c: &PtCacheConfig) -> Self {
-        PtCache { lines: SetAssoc::new(c.lines) }
+        PtCache {
+            lines: SetAssoc::new(c.lines),
+        }
     }
     /// Access the line holding `hpa`; true on a hit (the line is then filled).
     #[inline]

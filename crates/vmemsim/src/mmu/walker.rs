@@ -58,7 +58,12 @@ impl Hw {
     #[inline]
     fn reference(&mut self, hpa: u64, level: u8, dim: Dim) {
         let cache_hit = self.ptcache.access(hpa);
-        self.rec.push(WalkRef { hpa, level, dim: dim as u8, cache_hit });
+        self.rec.push(WalkRef {
+            hpa,
+            level,
+            dim: dim as u8,
+            cache_hit,
+        });
     }
 }
 
@@ -140,7 +145,11 @@ pub fn walk_1d<T: TableMem>(
         let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
         let e = check_and_mark(tables, table, idx, e, leaf, r).map_err(|f| f.at(level))?;
         if leaf {
-            let size = if level == 1 { PageSize::Size4K } else { PageSize::Size2M };
+            let size = if level == 1 {
+                PageSize::Size4K
+            } else {
+                PageSize::Size2M
+            };
             return Ok(leaf_of(e, size));
         }
         let next = x86::frame(e);
@@ -195,7 +204,9 @@ pub fn walk_2d_from<G: TableMem, E: TableMem>(
     va: u64,
     r: Rights,
 ) -> Result<Walk2d, WalkFault> {
-    walk_2d_tagged(hw, guest, ept_tables, eptp, level, table, None, 0, asid, va, r)
+    walk_2d_tagged(
+        hw, guest, ept_tables, eptp, level, table, None, 0, asid, va, r,
+    )
 }
 
 /// Agile paging [AP16]: a shadow entry with this bit set (bit 52, ignored by
@@ -254,13 +265,20 @@ pub fn walk_shadow_part<T: TableMem>(
         let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
         let e = check_and_mark(tables, table, idx, e, leaf, r).map_err(|f| f.at(level))?;
         if leaf {
-            let size = if level == 1 { PageSize::Size4K } else { PageSize::Size2M };
+            let size = if level == 1 {
+                PageSize::Size4K
+            } else {
+                PageSize::Size2M
+            };
             return Ok(ShadowStep::Leaf(leaf_of(e, size)));
         }
         let next = x86::frame(e);
         if e & SWITCH != 0 {
             hw.pwc.insert(asid, va, level, next | PSC_SWITCHED);
-            return Ok(ShadowStep::Switch { level: level - 1, hpfn: next });
+            return Ok(ShadowStep::Switch {
+                level: level - 1,
+                hpfn: next,
+            });
         }
         hw.pwc.insert(asid, va, level, next);
         table = next;
@@ -302,12 +320,20 @@ pub fn walk_2d_tagged<G: TableMem, E: TableMem>(
         let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
         let e = check_and_mark(guest, table, idx, e, leaf, r).map_err(|f| f.at(level))?;
         if leaf {
-            let size = if level == 1 { PageSize::Size4K } else { PageSize::Size2M };
+            let size = if level == 1 {
+                PageSize::Size4K
+            } else {
+                PageSize::Size2M
+            };
             let gpfn = leaf_of(e, size).frame_of(va);
             let hpfn = nested_translate(hw, ept_tables, eptp, asid, gpfn)?;
             let l = leaf_of(e, size);
             return Ok(Walk2d {
-                leaf: Leaf { frame: gpfn, size: PageSize::Size4K, ..l },
+                leaf: Leaf {
+                    frame: gpfn,
+                    size: PageSize::Size4K,
+                    ..l
+                },
                 hpfn,
             });
         }
