@@ -1,0 +1,160 @@
+//! The `vmemsim` binary end to end: reports, determinism, and bad input
+//! (clear message naming the place and value, exit status 2, no panic).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn vmemsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmemsim"))
+        .args(args)
+        .output()
+        .expect("run vmemsim")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vmemsim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn compare_prints_every_mode_and_writes_json() {
+    let json = tmp("seq.json");
+    let o = vmemsim(&[
+        "compare",
+        "--workload",
+        "seq",
+        "--accesses",
+        "20000",
+        "--footprint-mib",
+        "4",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8(o.stdout).unwrap();
+    for m in [
+        "native",
+        "nested",
+        "shadow",
+        "direct",
+        "agile",
+        "selective-w11",
+        "selective",
+    ] {
+        assert!(table.contains(m), "table lacks {m}:\n{table}");
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let modes = doc["modes"].as_array().expect("top-level modes array");
+    assert_eq!(modes.len(), 7);
+    for m in modes {
+        for key in [
+            "mode",
+            "accesses",
+            "tlb_misses",
+            "walk_refs",
+            "guest_page_faults",
+            "cycles",
+        ] {
+            assert!(m.get(key).is_some(), "mode entry lacks {key}: {m}");
+        }
+        assert!(m["vm_exits"].is_object());
+    }
+    assert_eq!(modes[0]["mode"], "native");
+    assert_eq!(modes[0]["vm_exits_total"], 0);
+    assert!(
+        doc["config"]["tlb"]["stlb"]["entries"].as_u64() == Some(512),
+        "the report embeds the config"
+    );
+}
+
+#[test]
+fn same_input_same_report_bit_for_bit() {
+    let run = |name: &str| {
+        let p = tmp(name);
+        let o = vmemsim(&[
+            "compare",
+            "--workload",
+            "procs",
+            "--workload",
+            "phases",
+            "--accesses",
+            "30000",
+            "--json",
+            p.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (o.stdout, std::fs::read(p).unwrap())
+    };
+    assert_eq!(run("a.json"), run("b.json"));
+}
+
+#[test]
+fn run_on_a_committed_recording() {
+    let trace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/sh-echo-wc.vmt");
+    let o = vmemsim(&[
+        "run",
+        "--mode",
+        "shadow",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("accesses") && out.contains("860385"), "{out}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_status_2() {
+    let bad = tmp("bad.toml");
+    std::fs::write(&bad, "[tlb]\nstlb = { entries = 500, ways = 3 }\n").unwrap();
+    let unknown = tmp("unknown.toml");
+    std::fs::write(&unknown, "[guest]\nmem_gib = 4\n").unwrap();
+    let garbage = tmp("garbage.vmt");
+    std::fs::write(&garbage, b"VMTRACE\0garbage that is not a trace").unwrap();
+    let cases: [(Vec<&str>, &str); 6] = [
+        (
+            vec!["compare", "--config", bad.to_str().unwrap()],
+            "tlb.stlb",
+        ),
+        (
+            vec!["config", "--dump", "--config", unknown.to_str().unwrap()],
+            "mem_gib",
+        ),
+        (vec!["run", "--mode", "hybrid"], "hybrid"),
+        (vec!["compare", "--workload", "nope"], "nope"),
+        (
+            vec!["compare", "--trace", garbage.to_str().unwrap()],
+            "garbage.vmt",
+        ),
+        (
+            vec!["record", "-o", "x.vmt", "--", "/no/such/program"],
+            "/no/such/program",
+        ),
+    ];
+    for (args, named) in cases {
+        let o = vmemsim(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(named),
+            "{args:?}: message does not name `{named}`: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn config_dump_round_trips() {
+    let o = vmemsim(&["config", "--dump"]);
+    assert!(o.status.success());
+    let p = tmp("dump.toml");
+    std::fs::write(&p, &o.stdout).unwrap();
+    let again = vmemsim(&["config", "--dump", "--config", p.to_str().unwrap()]);
+    assert_eq!(o.stdout, again.stdout);
+}
