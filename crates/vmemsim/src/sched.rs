@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use vmemsim_trace::{AccessKind, ProcEvent, ProcessInfo, Record, RecordSource, TraceError};
 
-/// Open a recorded trace for simulation: the format is detected, and the
-/// processes are re-scheduled round robin with the configured quantum.
+/// Open a recorded trace for simulation: the format is detected (`-` reads
+/// a Valgrind lackey log from standard input), and the processes are
+/// re-scheduled round robin with the configured quantum.
 ///
 /// # Errors
 /// The trace cannot be opened or its header is malformed.
@@ -22,7 +23,12 @@ pub fn open_trace(
     path: &std::path::Path,
     cfg: &crate::Config,
 ) -> Result<Box<dyn RecordSource>, crate::SimError> {
-    let src = vmemsim_trace::open(path)?;
+    let src: Box<dyn RecordSource> = if path.as_os_str() == "-" {
+        let stdin = std::io::BufReader::with_capacity(1 << 20, std::io::stdin());
+        Box::new(vmemsim_trace::lackey::Reader::from_reader("<stdin>", stdin))
+    } else {
+        vmemsim_trace::open(path)?
+    };
     Ok(Box::new(RoundRobin::new(
         src,
         cfg.sched.quantum_instructions,
