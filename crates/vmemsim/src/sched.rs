@@ -35,6 +35,34 @@ pub fn open_trace(
     )))
 }
 
+/// Copy a Valgrind lackey log from standard input into a temporary `.vmt`
+/// file (compressed, about 0.3 bytes per access) so that several modes can
+/// each read the same input. The caller removes the file.
+///
+/// # Errors
+/// A malformed lackey line, or the temporary file cannot be written.
+pub fn spool_stdin(dir: &std::path::Path) -> Result<std::path::PathBuf, crate::SimError> {
+    let path = dir.join(format!("vmemsim-stdin-{}.vmt", std::process::id()));
+    let stdin = std::io::BufReader::with_capacity(1 << 20, std::io::stdin());
+    let mut src = vmemsim_trace::lackey::Reader::from_reader("<stdin>", stdin);
+    let mut w = vmemsim_trace::vmt::Writer::create(&path, "vmemsim (lackey log from stdin)")?;
+    let mut buf = Vec::with_capacity(1 << 16);
+    loop {
+        buf.clear();
+        if src.next_batch(&mut buf, 1 << 16)? == 0 {
+            break;
+        }
+        for r in &buf {
+            w.push(r)?;
+        }
+    }
+    for p in src.processes() {
+        w.add_process(p.clone());
+    }
+    w.finish(vmemsim_trace::vmt::FinishStatus::Complete { exit_code: None })?;
+    Ok(path)
+}
+
 /// Records read ahead at most, across all queues (32 bytes each).
 const LOOKAHEAD: usize = 1 << 22;
 
