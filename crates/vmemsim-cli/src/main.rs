@@ -14,6 +14,8 @@ use vmemsim::workload::{WorkloadKind, WorkloadSpec};
 use vmemsim::{run_mode, Config, ModeKind};
 use vmemsim_trace::RecordSource;
 
+mod chart;
+
 /// Simulate how a VMM virtualizes memory: native, nested (EPT) and shadow
 /// paging compared side by side on real traces or built-in workloads.
 #[derive(Parser)]
@@ -99,6 +101,10 @@ struct Input {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also write SVG charts into this directory: per workload, cycles by
+    /// component and VM exits by reason per mode; per switching mode, a timeline.
+    #[arg(long, value_name = "DIR")]
+    svg: Option<PathBuf>,
     /// Accesses per built-in workload.
     #[arg(long)]
     accesses: Option<u64>,
@@ -112,8 +118,15 @@ struct Input {
 
 fn main() {
     if let Err(e) = real_main() {
-        eprintln!("vmemsim: error: {e}");
-        for cause in e.chain().skip(1) {
+        let top = e.to_string();
+        eprintln!("vmemsim: error: {top}");
+        // Library errors often repeat their source in their own message.
+        for cause in e
+            .chain()
+            .skip(1)
+            .map(|c| c.to_string())
+            .filter(|c| !top.contains(c.as_str()))
+        {
             eprintln!("  caused by: {cause}");
         }
         std::process::exit(2);
@@ -126,7 +139,10 @@ fn real_main() -> Result<()> {
             let modes = if modes.is_empty() {
                 ModeKind::ALL.to_vec()
             } else {
-                modes.iter().map(|m| ModeKind::parse(m)).collect::<Result<_, _>>()?
+                modes
+                    .iter()
+                    .map(|m| ModeKind::parse(m))
+                    .collect::<Result<_, _>>()?
             };
             simulate(&input, &modes)
         }
@@ -136,8 +152,16 @@ fn real_main() -> Result<()> {
             print!("{}", load_config(config.as_deref())?.to_toml());
             Ok(())
         }
-        Command::Record { output, valgrind, command } => {
-            let opts = vmemsim_trace::recorder::RecordOptions { output, command, valgrind };
+        Command::Record {
+            output,
+            valgrind,
+            command,
+        } => {
+            let opts = vmemsim_trace::recorder::RecordOptions {
+                output,
+                command,
+                valgrind,
+            };
             let summary = vmemsim_trace::recorder::record(&opts)?;
             eprintln!("{summary}");
             Ok(())
@@ -170,7 +194,10 @@ enum Job {
 impl Job {
     fn name(&self) -> String {
         match self {
-            Job::Trace(p) => p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            Job::Trace(p) => p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
             Job::Builtin(s) => s.kind.name().to_string(),
         }
     }
@@ -205,7 +232,11 @@ fn jobs(input: &Input) -> Result<Vec<Job>> {
     let kinds = if input.workload.is_empty() {
         WorkloadKind::ALL.to_vec()
     } else {
-        input.workload.iter().map(|w| WorkloadKind::parse(w)).collect::<Result<_, _>>()?
+        input
+            .workload
+            .iter()
+            .map(|w| WorkloadKind::parse(w))
+            .collect::<Result<_, _>>()?
     };
     Ok(kinds
         .into_iter()
@@ -234,8 +265,10 @@ fn progress_bar(label: String, expected: Option<u64>) -> ProgressBar {
         None => ProgressBar::new_spinner(),
     };
     pb.set_style(
-        ProgressStyle::with_template("{prefix:>24} {bar:40} {human_pos} records {per_sec} {elapsed}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{prefix:>24} {bar:40} {human_pos} records {per_sec} {elapsed}",
+        )
+        .expect("valid template"),
     );
     pb.set_prefix(label);
     pb
@@ -243,9 +276,33 @@ fn progress_bar(label: String, expected: Option<u64>) -> ProgressBar {
 
 fn simulate(input: &Input, modes: &[ModeKind]) -> Result<()> {
     let cfg = load_config(input.config.as_deref())?;
+    let mut jobs = jobs(input)?;
+    // Standard input can be read once: spool it when several modes read it.
+    let mut spooled = None;
+    if let [Job::Trace(p)] = jobs.as_mut_slice() {
+        if p.as_os_str() == "-" && modes.len() > 1 {
+            let file = vmemsim::sched::spool_stdin(&std::env::temp_dir())?;
+            *p = file.clone();
+            spooled = Some(file);
+        }
+    }
+    let result = simulate_jobs(input, &cfg, &jobs, modes);
+    if let Some(f) = spooled {
+        let _ = std::fs::remove_file(f);
+    }
+    result
+}
+
+fn simulate_jobs(input: &Input, cfg: &Config, jobs: &[Job], modes: &[ModeKind]) -> Result<()> {
+    let cfg = cfg.clone();
     let mut results = Vec::new();
-    for job in jobs(input)? {
-        let mut w = WorkloadResult { workload: job.name(), description: job.description(), modes: Vec::new(), warnings: Vec::new() };
+    for job in jobs {
+        let mut w = WorkloadResult {
+            workload: job.name(),
+            description: job.description(),
+            modes: Vec::new(),
+            warnings: Vec::new(),
+        };
         for &mode in modes {
             let mut src = job.source(&cfg)?;
             let pb = progress_bar(format!("{} / {}", w.workload, mode.name()), job.expected());
@@ -258,10 +315,19 @@ fn simulate(input: &Input, modes: &[ModeKind]) -> Result<()> {
             w.modes.push(r);
         }
         println!("{}", report::to_table(&w));
+        println!(
+            "config: {} (`vmemsim config --dump` prints it; the JSON report embeds it)\n",
+            input.config.as_ref().map_or_else(
+                || "built-in defaults".to_string(),
+                |p| p.display().to_string()
+            )
+        );
         results.push(w);
     }
+    chart::write_svgs(input.svg.as_deref(), &results)?;
     if let Some(path) = &input.json {
-        std::fs::write(path, report::to_json(&cfg, &results)).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, report::to_json(&cfg, &results))
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("JSON report written to {}", path.display());
     }
     Ok(())
@@ -272,24 +338,44 @@ fn bench(accesses: u64, workloads: &[String]) -> Result<()> {
     let kinds = if workloads.is_empty() {
         vec![WorkloadKind::Seq, WorkloadKind::Random]
     } else {
-        workloads.iter().map(|w| WorkloadKind::parse(w)).collect::<Result<_, _>>()?
+        workloads
+            .iter()
+            .map(|w| WorkloadKind::parse(w))
+            .collect::<Result<_, _>>()?
     };
     if cfg!(debug_assertions) {
-        eprintln!("warning: a debug build; run `cargo run --release -- bench` for meaningful numbers");
+        eprintln!(
+            "warning: a debug build; run `cargo run --release -- bench` for meaningful numbers"
+        );
     }
-    println!("{:<10} {:<10} {:>14} {:>12}", "workload", "mode", "accesses", "M acc/s");
+    println!(
+        "{:<10} {:<10} {:>14} {:>12}",
+        "workload", "mode", "accesses", "M acc/s"
+    );
     for k in kinds {
-        let spec = WorkloadSpec { accesses, ..WorkloadSpec::default_for(k) };
+        let spec = WorkloadSpec {
+            accesses,
+            ..WorkloadSpec::default_for(k)
+        };
         // Decode once so the timing covers simulation only.
         let mut records = Vec::new();
         let mut gen = spec.source();
         while gen.next_batch(&mut records, 1 << 16)? > 0 {}
         for mode in ModeKind::ALL {
-            let mut src = VecSource { records: &records, pos: 0 };
+            let mut src = VecSource {
+                records: &records,
+                pos: 0,
+            };
             let t = Instant::now();
             let r = run_mode(mode, &cfg, &mut src, &mut |_| {})?;
             let secs = t.elapsed().as_secs_f64();
-            println!("{:<10} {:<10} {:>14} {:>12.1}", k.name(), mode.name(), r.stats.accesses, r.stats.accesses as f64 / secs / 1e6);
+            println!(
+                "{:<10} {:<10} {:>14} {:>12.1}",
+                k.name(),
+                mode.name(),
+                r.stats.accesses,
+                r.stats.accesses as f64 / secs / 1e6
+            );
         }
     }
     Ok(())
@@ -302,7 +388,11 @@ struct VecSource<'a> {
 }
 
 impl RecordSource for VecSource<'_> {
-    fn next_batch(&mut self, buf: &mut Vec<vmemsim_trace::Record>, max: usize) -> Result<usize, vmemsim_trace::TraceError> {
+    fn next_batch(
+        &mut self,
+        buf: &mut Vec<vmemsim_trace::Record>,
+        max: usize,
+    ) -> Result<usize, vmemsim_trace::TraceError> {
         let n = max.min(self.records.len() - self.pos);
         buf.extend_from_slice(&self.records[self.pos..self.pos + n]);
         self.pos += n;
