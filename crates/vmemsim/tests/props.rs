@@ -127,7 +127,7 @@ fn records(ops: &[Op]) -> Vec<Record> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn every_mode_matches_the_oracle(ops in prop::collection::vec(op(), 1..120), huge in any::<bool>(), pcid in any::<bool>()) {
@@ -137,4 +137,82 @@ proptest! {
         cfg.guest.mem_mib = 256;
         all_modes_agree(&cfg, &records(&ops));
     }
+}
+
+/// A sequence proptest found: a process exits, its freed PML4 frame is reused
+/// as a lower-level table of a forked child.
+#[test]
+fn regression_freed_root_reused_as_lower_table() {
+    let ops = [
+        Op::Exit { pid: 1 },
+        Op::Access {
+            pid: 1,
+            page: 3,
+            kind: 0,
+        },
+        Op::Fork { pid: 3 },
+        Op::Access {
+            pid: 1,
+            page: 0,
+            kind: 0,
+        },
+        Op::Exit { pid: 1 },
+        Op::Exit { pid: 2 },
+        Op::Map {
+            pid: 1,
+            page: 0,
+            pages: 4,
+            prot: 1,
+        },
+        Op::Fork { pid: 1 },
+        Op::Access {
+            pid: 2,
+            page: 0,
+            kind: 0,
+        },
+    ];
+    let mut cfg = Config::default();
+    cfg.guest.pcid = false;
+    cfg.guest.mem_mib = 256;
+    all_modes_agree(&cfg, &records(&ops));
+}
+
+/// A sequence proptest found: mprotect splits a copy-on-write-shared 2 MiB
+/// page in a forked child (direct paging once faulted where others did not).
+#[test]
+fn regression_split_of_shared_huge_page() {
+    let ops = [
+        Op::Access {
+            pid: 1,
+            page: 1536,
+            kind: 0,
+        },
+        Op::Fork { pid: 1 },
+        Op::Access {
+            pid: 1,
+            page: 0,
+            kind: 0,
+        },
+        Op::Access {
+            pid: 2,
+            page: 1536,
+            kind: 0,
+        },
+        Op::Protect {
+            pid: 2,
+            page: 1525,
+            pages: 12,
+            prot: 4,
+        },
+        Op::Access {
+            pid: 2,
+            page: 1537,
+            kind: 0,
+        },
+    ];
+    let mut cfg = Config::default();
+    cfg.guest.huge_pages = true;
+    cfg.guest.pcid = false;
+    cfg.guest.mem_mib = 256;
+    all_modes_agree(&cfg, &records(&ops));
 }

@@ -612,7 +612,7 @@ impl GuestOs {
                 // A 2 MiB leaf: split it unless the range covers all of it.
                 let base = va & !(HUGE_SIZE - 1);
                 if base < s || base + HUGE_SIZE > e {
-                    self.split_huge(plat, table, idx, entry)?;
+                    self.split_huge(plat, pcid, table, idx, entry)?;
                     continue;
                 }
             }
@@ -651,6 +651,7 @@ impl GuestOs {
     fn split_huge<P: Platform>(
         &mut self,
         plat: &mut P,
+        pcid: u16,
         table: u64,
         idx: usize,
         entry: u64,
@@ -662,6 +663,13 @@ impl GuestOs {
             self.write_pte(plat, t, i, x86::make(base + i as u64, flags));
         }
         self.write_pte(plat, table, idx, x86::make(t, TABLE_FLAGS));
+        // Like Linux's __split_huge_pmd (pmdp_invalidate + flush): the PDE
+        // changed from a leaf to a table pointer, and whatever cached the old
+        // translation structure (TLB, paging-structure caches, a
+        // hypervisor's splinter page) must not be used again.
+        plat.end_pt_update(&mut self.mem);
+        plat.stats().tlb_flushes += 1;
+        plat.flush_pcid(pcid);
         Ok(())
     }
 }

@@ -338,7 +338,11 @@ impl Shadow {
             core.stats.shadow_unshadows += 1;
             self.flush_hw(core);
             if sp == self.root {
-                self.root = self.shadow_page(core, core.guest_root, 4);
+                // Only a dead process's root is freed and reused; the guest
+                // loads another CR3 before its next access. Re-shadowing the
+                // frame here would protect it at level 4 while it is reused
+                // at another level.
+                self.root = NO_ROOT;
             }
         }
     }
