@@ -144,15 +144,15 @@ impl Geometry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlbConfig {
-    /// L1 DTLB for 4 KiB pages. Default 64 entries, 4-way [AP16].
+    /// L1 DTLB for 4 KiB pages. Default 64 entries, 4-way \[AP16\].
     pub l1d_4k: Geometry,
-    /// L1 DTLB for 2 MiB pages. Default 32 entries, 4-way [AP16].
+    /// L1 DTLB for 2 MiB pages. Default 32 entries, 4-way \[AP16\].
     pub l1d_2m: Geometry,
     /// L1 ITLB for 4 KiB pages. Default 128 entries, 4-way (Sandy Bridge; UNVERIFIED).
     pub l1i_4k: Geometry,
     /// L1 ITLB for 2 MiB pages. Default 8 entries, fully associative (UNVERIFIED).
     pub l1i_2m: Geometry,
-    /// Unified second-level TLB (STLB). Default 512 entries, 4-way [AP16].
+    /// Unified second-level TLB (STLB). Default 512 entries, 4-way \[AP16\].
     pub stlb: Geometry,
 }
 
@@ -171,7 +171,7 @@ impl Default for TlbConfig {
 /// Walk caches. Intel documents that paging-structure caches (PSCs) exist for
 /// PML4E, PDPTE and PDE entries [SDM 4.10.3] but not their sizes: the
 /// defaults are UNVERIFIED placeholders. The nested TLB caches gPA->hPA
-/// translations for 2-D walks and the EPT PSCs cache upper EPT entries [B08].
+/// translations for 2-D walks and the EPT PSCs cache upper EPT entries \[B08\].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WalkCacheConfig {
@@ -259,7 +259,7 @@ pub struct CostConfig {
     /// at 2.5 GHz for a hypercall/CPUID exit [PVM Table 1].
     pub vm_exit_cycles: u64,
     /// Guest kernel page-fault handling (trap, handler, return), cycles.
-    /// Default 1093: native page fault on a 3.8 GHz Pentium 4 [AA06].
+    /// Default 1093: native page fault on a 3.8 GHz Pentium 4 \[AA06\].
     pub guest_fault_cycles: u64,
     /// Guest kernel zeroing one 4 KiB frame, cycles. Default 1000 (UNVERIFIED).
     pub zero_page_cycles: u64,
@@ -278,7 +278,7 @@ pub struct CostConfig {
     pub shadow_fill_cycles: u64,
     /// Hypervisor emulating one trapped write to a write-protected guest
     /// page-table page, cycles beyond the exit. Default 3000 (UNVERIFIED;
-    /// [AA06] measured 12733 cycles in all for a trapped PTE write on a P4).
+    /// \[AA06\] measured 12733 cycles in all for a trapped PTE write on a P4).
     pub pt_write_emulate_cycles: u64,
     /// Hypervisor injecting a true guest #PF, cycles beyond the exit. Default 1000 (UNVERIFIED).
     pub inject_fault_cycles: u64,
@@ -353,11 +353,11 @@ impl Default for PvConfig {
     }
 }
 
-/// Dynamic switching between nested and shadow paging [W11].
+/// Dynamic switching between nested and shadow paging \[W11\].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SelectiveConfig {
-    /// Sampling period, guest instructions. Default 100000. [W11] samples
+    /// Sampling period, guest instructions. Default 100000. \[W11\] samples
     /// every 5 s (2 s and 10 s gave similar results), i.e. about 1e10
     /// instructions on their Core i7 - longer than any trace we run. 1e5
     /// gives 10 samples on a 1e6-instruction trace and 1000 on a 1e8 one.
@@ -377,14 +377,14 @@ impl Default for SelectiveConfig {
     }
 }
 
-/// Agile paging [AP16].
+/// Agile paging \[AP16\].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgileConfig {
     /// Policy interval, guest instructions. Two writes to one guest table
     /// page within an interval move it to nested; a nested page with no
     /// write during a whole interval returns to shadow; a new address space
-    /// starts nested for one interval. [AP16] uses about 1 s; we scale it
+    /// starts nested for one interval. \[AP16\] uses about 1 s; we scale it
     /// like `selective.period_instructions`. Default 100000.
     pub interval_instructions: u64,
 }

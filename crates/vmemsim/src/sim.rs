@@ -26,10 +26,10 @@ pub enum ModeKind {
     Shadow,
     /// Paravirtual direct paging (Xen PV): validated, batched PTE updates; 1-D walks.
     Direct,
-    /// Agile paging [AP16]: walks start in the shadow table and switch to
+    /// Agile paging \[AP16\]: walks start in the shadow table and switch to
     /// nested where the guest tables are being written.
     Agile,
-    /// Switching between nested and shadow with the rules of [W11].
+    /// Switching between nested and shadow with the rules of \[W11\].
     SelectiveW11,
     /// Switching between nested and shadow with our cost-predicting policy.
     Selective,

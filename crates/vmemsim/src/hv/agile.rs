@@ -1,4 +1,4 @@
-//! Agile paging [AP16]: one walk uses shadow and nested paging. The
+//! Agile paging \[AP16\]: one walk uses shadow and nested paging. The
 //! hardware CR3 holds the shadow root and the walk starts 1-D in the shadow
 //! table; a shadow entry with the switching bit ([`SWITCH`], bit 52) holds
 //! the hPFN of the guest's next-level table, and the rest of the walk is
@@ -6,7 +6,7 @@
 //! final gPA translated through the EPT. Cold, with no walk cache, a walk is
 //! 4 references fully shadowed, 8 switching to the guest PT, 12 to the PD,
 //! 16 to the PDPT, and 24 when the switch is at the root (the guest CR3
-//! walked fully nested). [AP16]'s 20 would be a root switch whose CR3 holds
+//! walked fully nested). \[AP16\]'s 20 would be a root switch whose CR3 holds
 //! the guest PML4's hPA; we switch at the root through the guest CR3 (gPA).
 //!
 //! The shadow part is [`Shadow`]'s machinery: shadowed guest table pages are
@@ -19,7 +19,7 @@
 //! hypervisor supplies the shadow root), INVLPG and INVPCID exit as in
 //! shadow mode.
 //!
-//! Policy [AP16], per guest table page, on intervals of `[agile]
+//! Policy \[AP16\], per guest table page, on intervals of `[agile]
 //! interval_instructions` guest instructions:
 //! - two PTE stores to the page within an interval move it to nested mode:
 //!   its parent shadow entry becomes a switching entry, so the page's level
@@ -31,7 +31,7 @@
 //!   nested for at least its first interval.
 //!
 //! Stores to pages that are not write-protected do not exit; the hypervisor
-//! sees them as [AP16] does, through dirty bits (here: counted for free in
+//! sees them as \[AP16\] does, through dirty bits (here: counted for free in
 //! `writes`). Every change of mode flushes the VPID's TLB entries and the
 //! PSCs, at no exit of its own (decisions are made in an exit or timer tick
 //! that happens anyway). The PSCs hold shadow frames, guest table hPFNs

@@ -1,7 +1,7 @@
 //! Nested paging (Intel EPT / AMD NPT): the guest manages its own tables
 //! freely; the hardware walks them in 2-D, translating every guest table
 //! reference and the final gPA through the EPT (24 references cold for
-//! 4-level over 4-level [B08]). Guest page faults, PTE stores, CR3 writes
+//! 4-level over 4-level \[B08\]). Guest page faults, PTE stores, CR3 writes
 //! and INVLPG do not exit; only a guest frame with no host frame behind it
 //! does (EPT violation).
 

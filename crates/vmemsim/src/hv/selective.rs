@@ -1,7 +1,7 @@
 //! Selective (dynamic switching) paging: one VM switches between nested
-//! (HAP) and shadow (SP) paging at sampling-period boundaries [W11].
+//! (HAP) and shadow (SP) paging at sampling-period boundaries \[W11\].
 //!
-//! Mechanism, as in [W11]: the mode holds a [`Shadow`] and a [`Nested`];
+//! Mechanism, as in \[W11\]: the mode holds a [`Shadow`] and a [`Nested`];
 //! the p2m/EPT is kept in both. HAP -> SP starts from empty shadows filled
 //! on demand (write protection of guest tables restarts from nothing);
 //! SP -> HAP drops every shadow page. Either way the VPID's TLB entries and
@@ -11,7 +11,7 @@
 //!
 //! The decision uses only counters: the [`Stats`] delta of the period, and
 //! the linear [`CostModel`] to price it. Two policies:
-//! - [`W11`]: exactly the rules of [W11] (facts.md section 1);
+//! - [`W11`]: exactly the rules of \[W11\] (facts.md section 1);
 //! - [`Predictive`] (ours, `selective`): prices the period under the other
 //!   mode and switches when the predicted saving outweighs the switch cost.
 //!   See docs/modes.md.
@@ -259,7 +259,7 @@ impl<P: Policy> Mode for Selective<P> {
 
 // ---------------------------------------------------------------- W11
 
-/// Rates of one [W11] sample.
+/// Rates of one \[W11\] sample.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct W11Sample {
     /// Guest page faults per 1000 instructions.
@@ -290,7 +290,7 @@ impl W11Sample {
     }
 }
 
-/// [W11] thresholds (facts.md section 1).
+/// \[W11\] thresholds (facts.md section 1).
 pub mod w11 {
     /// Page faults per 1000 instructions, upper bound.
     pub const PF_UPPER: f64 = 5000e-7;
@@ -306,7 +306,7 @@ pub mod w11 {
     pub const P2T_LOWER: f64 = 150e-7;
 }
 
-/// A [W11] decision.
+/// A \[W11\] decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum W11Decision {
     /// Use shadow paging.
@@ -317,7 +317,7 @@ pub enum W11Decision {
     Stay,
 }
 
-/// The ordered rules of [W11]: the first that applies wins. Returns the
+/// The ordered rules of \[W11\]: the first that applies wins. Returns the
 /// rule number (1-7) and its decision. `hist` is the history (the mean of
 /// the last 3 samples, not counting `cur`).
 pub fn w11_rules(cur: W11Sample, hist: W11Sample) -> (u8, W11Decision) {
@@ -343,7 +343,7 @@ pub fn w11_rules(cur: W11Sample, hist: W11Sample) -> (u8, W11Decision) {
     (7, W11Decision::Stay)
 }
 
-/// The [W11] policy: rates per 1000 instructions, history of 3 samples.
+/// The \[W11\] policy: rates per 1000 instructions, history of 3 samples.
 /// Before 3 samples exist the history is the mean of those there are (the
 /// current sample itself at the very first boundary). The historic P-to-T
 /// is the ratio of the historic rates.
@@ -517,7 +517,7 @@ impl Policy for Predictive {
     }
 }
 
-/// `selective-w11`: switching with the [W11] rules.
+/// `selective-w11`: switching with the \[W11\] rules.
 pub fn w11_mode(cfg: &Config) -> Selective<W11> {
     Selective::with_policy(W11::default(), cfg)
 }

@@ -14,7 +14,7 @@
 //! Not modeled (yet): unsync shadow pages, write-flood detection.
 //!
 //! Agile paging ([`super::Agile`]) reuses this machinery: guest table pages
-//! in [`Shadow::nested`] get no shadow page and no write protection; the
+//! in `Shadow::nested` get no shadow page and no write protection; the
 //! shadow entry that would point at one becomes a switching entry
 //! ([`SWITCH`]) holding the guest table's hPFN. Plain shadow mode never
 //! marks a page nested.
@@ -90,13 +90,13 @@ impl Shadow {
     }
 
     /// Start shadowing the current guest CR3 with empty shadows, filled on
-    /// demand (a switch from nested paging [W11]).
+    /// demand (a switch from nested paging \[W11\]).
     pub fn activate(&mut self, core: &mut Core) {
         self.root = self.shadow_page(core, core.guest_root, 4);
     }
 
     /// Drop every shadow page and lift all write protection (a switch to
-    /// nested paging [W11]). The caller flushes the TLB.
+    /// nested paging \[W11\]). The caller flushes the TLB.
     pub fn drop_all(&mut self, core: &mut Core) {
         for (&sp, _) in self.pages.iter() {
             core.host.tables.remove(sp);

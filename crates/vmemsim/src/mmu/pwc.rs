@@ -1,7 +1,7 @@
 //! Paging-structure caches (PSCs, "page walk caches"): they cache upper-level
 //! entries so a walk can skip levels [SDM Vol. 3 4.10.3]. One instance caches
 //! a 1-D table (guest or shadow tables, tagged by ASID) and another the EPT
-//! (tagged by VPID) [B08].
+//! (tagged by VPID) \[B08\].
 
 use super::cache::SetAssoc;
 use super::tlb::Asid;

@@ -161,7 +161,7 @@ pub fn walk_1d<T: TableMem>(
 
 /// A 2-D walk: the guest's table (rooted at gPFN `root`) is walked for `va`,
 /// every guest table page and the final gPA translated through the EPT
-/// rooted at hPFN `eptp`, with the nested TLB and EPT PSCs in front [B08].
+/// rooted at hPFN `eptp`, with the nested TLB and EPT PSCs in front \[B08\].
 /// The result's frame is the gPFN; [`Walk2d::hpfn`] the hPFN. The TLB entry
 /// is 4 KiB: the EPT maps 4 KiB pages, so a 2 MiB guest page is splintered.
 ///
@@ -187,7 +187,7 @@ pub fn walk_2d<G: TableMem, E: TableMem>(
 /// The rest of a 2-D walk from guest table gPFN `table` at `level` (4 = the
 /// PML4) down: what [`walk_2d`] does after its PWC lookup, and what an agile
 /// walk does once a switching entry sends it from the shadow table into the
-/// guest's table [AP16].
+/// guest's table \[AP16\].
 ///
 /// # Errors
 /// As [`walk_2d`].
@@ -209,7 +209,7 @@ pub fn walk_2d_from<G: TableMem, E: TableMem>(
     )
 }
 
-/// Agile paging [AP16]: a shadow entry with this bit set (bit 52, ignored by
+/// Agile paging \[AP16\]: a shadow entry with this bit set (bit 52, ignored by
 /// x86-64 paging and available to software [SDM 4.5]) is a *switching
 /// entry*: its frame is the hPFN of the guest's next-level table, and the
 /// rest of the walk is 2-D from there.
@@ -239,7 +239,7 @@ pub enum ShadowStep {
     },
 }
 
-/// The shadow part of an agile walk [AP16], from shadow table hPFN `table`
+/// The shadow part of an agile walk \[AP16\], from shadow table hPFN `table`
 /// at `level`: as [`walk_1d`] without the PWC lookup (the caller did it),
 /// stopping at a [`SWITCH`] entry, which it caches in the PSC tagged
 /// [`PSC_SWITCHED`]. References count in the shadow dimension.
