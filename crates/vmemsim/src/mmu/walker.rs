@@ -137,25 +137,12 @@ pub fn walk_1d<T: TableMem>(
     va: u64,
     r: Rights,
 ) -> Result<Leaf, WalkFault> {
-    let (mut level, mut table) = hw.pwc.lookup(asid, va).unwrap_or((4, root));
-    loop {
-        let idx = pt_index(va, level);
-        hw.reference((table << 12) | (idx as u64 * 8), level, dim);
-        let e = tables.read(table, idx);
-        let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
-        let e = check_and_mark(tables, table, idx, e, leaf, r).map_err(|f| f.at(level))?;
-        if leaf {
-            let size = if level == 1 {
-                PageSize::Size4K
-            } else {
-                PageSize::Size2M
-            };
-            return Ok(leaf_of(e, size));
+    let (level, table) = hw.pwc.lookup(asid, va).unwrap_or((4, root));
+    match walk_1d_from(hw, tables, dim, level, table, asid, va, r)? {
+        ShadowStep::Leaf(l) => Ok(l),
+        ShadowStep::Switch { .. } => {
+            unreachable!("switching entries exist only in agile shadow tables")
         }
-        let next = x86::frame(e);
-        hw.pwc.insert(asid, va, level, next);
-        table = next;
-        level -= 1;
     }
 }
 
@@ -257,10 +244,28 @@ pub fn walk_shadow_part<T: TableMem>(
     va: u64,
     r: Rights,
 ) -> Result<ShadowStep, WalkFault> {
+    walk_1d_from(hw, tables, Dim::Shadow, level, table, asid, va, r)
+}
+
+/// The 1-D walk loop shared by [`walk_1d`] and [`walk_shadow_part`]: from
+/// table `table` at `level`, stopping at a leaf or at a [`SWITCH`] entry
+/// (which only agile shadow tables contain).
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn walk_1d_from<T: TableMem>(
+    hw: &mut Hw,
+    tables: &mut T,
+    dim: Dim,
+    level: u8,
+    table: u64,
+    asid: Asid,
+    va: u64,
+    r: Rights,
+) -> Result<ShadowStep, WalkFault> {
     let (mut level, mut table) = (level, table);
     loop {
         let idx = pt_index(va, level);
-        hw.reference((table << 12) | (idx as u64 * 8), level, Dim::Shadow);
+        hw.reference((table << 12) | (idx as u64 * 8), level, dim);
         let e = tables.read(table, idx);
         let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
         let e = check_and_mark(tables, table, idx, e, leaf, r).map_err(|f| f.at(level))?;
