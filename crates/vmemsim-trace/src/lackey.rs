@@ -46,7 +46,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use crate::{Access, AccessKind, Event, ProcEvent, ProcessInfo, Record, RecordSource, TraceError};
+use crate::{Access, AccessKind, ProcEvent, ProcessInfo, Record, RecordSource, TraceError};
 
 /// What a line was expected to be: the message of a malformed line.
 const EXPECTED_LINE: &str = "expected an access line (`I  addr,size` or ` L|S|M addr,size`), \
@@ -238,10 +238,7 @@ impl LineParser {
         if matches!(kind, ProcEvent::Exit { .. }) {
             self.exited = true;
         }
-        out.push(Record::Event(Event {
-            pid: self.pid(),
-            kind,
-        }));
+        out.push(Record::event(self.pid(), kind));
     }
 
     /// A `==PID== ...` or `--PID-- ...` message line.
@@ -754,7 +751,7 @@ mod tests {
     }
 
     fn ev(kind: ProcEvent) -> Record {
-        Record::Event(Event { pid: 7, kind })
+        Record::event(7, kind)
     }
 
     fn acc(addr: u64, size: u16, kind: AccessKind) -> Record {

@@ -89,7 +89,7 @@ use std::time::{Duration, Instant};
 
 use crate::lackey::{malformed, LineParser};
 use crate::vmt::{self, FinishStatus};
-use crate::{Event, ProcEvent, ProcessInfo, Record, TraceError};
+use crate::{ProcEvent, ProcessInfo, Record, TraceError};
 
 /// Records per batch sent from a stream reader to the writer.
 const BATCH_RECORDS: usize = 1 << 16;
@@ -878,11 +878,10 @@ impl<'k> Order<'k> {
         let mut children = Vec::new();
         for r in records {
             w.push(r)?;
-            if let Record::Event(Event {
-                pid,
-                kind: ProcEvent::Fork { child },
-            }) = r
-            {
+            if let Record::Event(e) = r {
+                let (pid, ProcEvent::Fork { child }) = (&e.pid, &e.kind) else {
+                    continue;
+                };
                 let c = self.procs.entry(*child).or_default();
                 c.released = true;
                 c.parent = Some(*pid);

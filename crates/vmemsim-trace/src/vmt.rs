@@ -1272,7 +1272,7 @@ impl Reader {
                     if tag != TAG_EVENT {
                         Err(PayloadError::BadTag(at, tag))
                     } else {
-                        decode_event(raw, &mut pos).map(|e| Some(Record::Event(e)))
+                        decode_event(raw, &mut pos).map(|e| Some(Record::Event(Box::new(e))))
                     }
                 }
                 _ => {
@@ -1743,7 +1743,7 @@ mod tests {
             ))
             .unwrap();
             if i % 17 == 0 {
-                w.push(&Record::Event(Event {
+                w.push(&Record::Event(Box::new(Event {
                     pid: 1,
                     kind: ProcEvent::Mmap {
                         addr: i,
@@ -1751,7 +1751,7 @@ mod tests {
                         prot: 3,
                         flags: 34,
                     },
-                }))
+                })))
                 .unwrap();
             }
         }
@@ -1809,7 +1809,7 @@ mod tests {
         prop_oneof![
             8 => (pid.clone(), 0u8..4, addr, size)
                 .prop_map(|(pid, k, addr, size)| Record::Access(Access { addr, pid, size, kind: KINDS[k as usize] })),
-            1 => (pid, arb_event()).prop_map(|(pid, kind)| Record::Event(Event { pid, kind })),
+            1 => (pid, arb_event()).prop_map(|(pid, kind)| Record::event(pid, kind)),
         ]
     }
 

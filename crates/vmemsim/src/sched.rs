@@ -248,7 +248,7 @@ impl<S: RecordSource> RecordSource for RoundRobin<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vmemsim_trace::{Access, Event};
+    use vmemsim_trace::Access;
 
     struct Vs(Vec<Record>, usize);
     impl RecordSource for Vs {
@@ -269,7 +269,7 @@ mod tests {
         })
     }
     fn e(pid: u32, kind: ProcEvent) -> Record {
-        Record::Event(Event { pid, kind })
+        Record::event(pid, kind)
     }
 
     #[test]

@@ -19,7 +19,7 @@
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
-use vmemsim_trace::{Access, AccessKind, Event, ProcEvent, Record, RecordSource, TraceError};
+use vmemsim_trace::{Access, AccessKind, ProcEvent, Record, RecordSource, TraceError};
 
 use crate::SimError;
 
@@ -198,7 +198,7 @@ impl Generator {
     }
 
     fn event(&mut self, pid: u32, kind: ProcEvent) {
-        self.pending.push(Record::Event(Event { pid, kind }));
+        self.pending.push(Record::event(pid, kind));
     }
 
     fn mmap(&mut self, pid: u32, addr: u64, len: u64, prot: u32) {
@@ -407,10 +407,7 @@ mod tests {
             );
             assert!(matches!(
                 a.last(),
-                Some(Record::Event(Event {
-                    kind: ProcEvent::Exit { .. },
-                    ..
-                }))
+                Some(Record::Event(e)) if matches!(e.kind, ProcEvent::Exit { .. })
             ));
         }
     }

@@ -11,7 +11,7 @@ use vmemsim::pte::x86;
 use vmemsim::sim::{rights, Sim};
 use vmemsim::stats::Stats;
 use vmemsim::Config;
-use vmemsim_trace::{Access, Event, ProcEvent, Record};
+use vmemsim_trace::{Access, ProcEvent, Record};
 
 /// Where each access resolved: (gPFN, hPFN), in order.
 pub type Resolutions = Vec<(u64, u64)>;
@@ -41,7 +41,7 @@ pub fn run_checked_report<M: Mode>(
                 check(&sim, a, t.gpfn, t.hpfn, native, name, i);
                 out.push((t.gpfn, t.hpfn));
             }
-            Record::Event(Event { pid, kind }) => sim.event(*pid, kind).expect("event"),
+            Record::Event(e) => sim.event(e.pid, &e.kind).expect("event"),
         }
     }
     let report = sim.machine.finish();
@@ -203,7 +203,7 @@ pub fn acc(pid: u32, kind: vmemsim_trace::AccessKind, addr: u64) -> Record {
 
 /// An event record.
 pub fn ev(pid: u32, kind: ProcEvent) -> Record {
-    Record::Event(Event { pid, kind })
+    Record::event(pid, kind)
 }
 
 /// Run `src` to completion into a vector.
