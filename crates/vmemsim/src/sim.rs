@@ -123,7 +123,9 @@ impl<M: Mode> Sim<M> {
         a: &Access,
         observe: &mut impl FnMut(&Access, Translation),
     ) -> Result<(), SimError> {
-        if self.running != Some(a.pid) || self.guest.current().is_none() {
+        // `running` is cleared when the running process exits (see `event`),
+        // so no map lookup is needed on the per-access path.
+        if self.running != Some(a.pid) {
             self.guest.switch_to(&mut self.machine, a.pid)?;
             self.running = Some(a.pid);
         }
