@@ -59,13 +59,20 @@ impl<V: Copy + Default> SetAssoc<V> {
     /// Make way `way` of the set at `base` the most recent, holding `key`/`val`.
     #[inline]
     fn make_recent(&mut self, base: usize, way: usize, key: u64, val: V) {
-        // A plain shift: sets are a few ways, and `rotate_right` would call memmove.
-        for j in (base + 1..=base + way).rev() {
-            self.keys[j] = self.keys[j - 1];
-            self.vals[j] = self.vals[j - 1];
+        // A plain shift over the set's slice (bounds checked once): sets are a
+        // few ways, and `rotate_right` would call memmove.
+        let keys = &mut self.keys[base..=base + way];
+        for j in (1..keys.len()).rev() {
+            keys[j] = keys[j - 1];
         }
-        self.keys[base] = key;
-        self.vals[base] = val;
+        keys[0] = key;
+        if std::mem::size_of::<V>() > 0 {
+            let vals = &mut self.vals[base..=base + way];
+            for j in (1..vals.len()).rev() {
+                vals[j] = vals[j - 1];
+            }
+            vals[0] = val;
+        }
     }
 
     /// Look `key` up in set `index`; a hit becomes most recently used.
