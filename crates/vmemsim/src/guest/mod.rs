@@ -20,6 +20,14 @@ use crate::stats::Stats;
 /// Guest-physical memory: the contents of guest page-table pages, by gPFN.
 pub type GuestMemory = PageStore;
 
+/// Store `val` into the page-table entry at `gpa` (what the guest kernel's
+/// store does once the platform lets it through).
+#[inline]
+pub fn store_pte(mem: &mut GuestMemory, gpa: Gpa, val: u64) {
+    use crate::mmu::TableMem;
+    mem.write(gpa.page_number(), (gpa.page_offset() / 8) as usize, val);
+}
+
 /// What the guest kernel does that a hypervisor can observe or must handle.
 /// Each mode implements it: native does it directly, nested lets it run,
 /// shadow traps and emulates, paravirtual turns it into hypercalls.

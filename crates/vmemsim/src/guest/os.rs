@@ -459,6 +459,11 @@ impl GuestOs {
         Ok(())
     }
 
+    /// The VMAs of a process that exists.
+    fn vmas_mut(&mut self, pid: u32) -> &mut Vmas {
+        &mut self.procs.get_mut(&pid).expect("spawned").vmas
+    }
+
     /// mmap: a new VMA `[addr, addr+len)`; whatever was mapped there is unmapped first.
     ///
     /// # Errors
@@ -474,11 +479,7 @@ impl GuestOs {
         self.spawn(plat, pid)?;
         let (s, e) = (page_down(addr), page_up(addr.saturating_add(len)));
         self.unmap_range(plat, pid, s, e)?;
-        self.procs
-            .get_mut(&pid)
-            .expect("spawned")
-            .vmas
-            .insert(s, e, prot & PROT_RWX, false);
+        self.vmas_mut(pid).insert(s, e, prot & PROT_RWX, false);
         plat.stats().vma_events += 1;
         Ok(())
     }
@@ -547,11 +548,7 @@ impl GuestOs {
     ) -> Result<(), SimError> {
         self.spawn(plat, pid)?;
         let (s, e) = (page_down(addr), page_up(addr.saturating_add(len)));
-        self.procs
-            .get_mut(&pid)
-            .expect("spawned")
-            .vmas
-            .protect(s, e, prot & PROT_RWX);
+        self.vmas_mut(pid).protect(s, e, prot & PROT_RWX);
         plat.stats().vma_events += 1;
         self.for_leaves(plat, pid, s, e, |e| {
             let mut n = e;

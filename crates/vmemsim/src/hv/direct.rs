@@ -263,7 +263,7 @@ impl Mode for Direct {
     }
 
     fn write_pte(&mut self, core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64) {
-        mem.write(gpa.page_number(), (gpa.page_offset() / 8) as usize, val);
+        crate::guest::store_pte(mem, gpa, val);
         core.stats.pv_pte_updates += 1;
         self.queue.push((gpa, val));
         if self.queue.len() >= self.batch {

@@ -5,7 +5,7 @@ use super::{Core, Fill, GuestFault, Mode};
 use crate::addr::{Gpa, Gva};
 use crate::guest::GuestMemory;
 use crate::mmu::walker::walk_1d;
-use crate::mmu::{Dim, Rights, TableMem};
+use crate::mmu::{Dim, Rights};
 
 /// Native mode (VPID 0, no host).
 #[derive(Debug, Default)]
@@ -38,7 +38,7 @@ impl Mode for Native {
         })
     }
     fn write_pte(&mut self, _core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64) {
-        mem.write(gpa.page_number(), (gpa.page_offset() / 8) as usize, val);
+        crate::guest::store_pte(mem, gpa, val);
     }
     fn touch_frame(&mut self, _core: &mut Core, _mem: &mut GuestMemory, _gpfn: u64) {}
     fn write_cr3(&mut self, core: &mut Core, _mem: &mut GuestMemory, root: u64, pcid: u16) {

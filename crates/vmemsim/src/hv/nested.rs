@@ -9,7 +9,7 @@ use super::{Core, Fill, GuestFault, Mode};
 use crate::addr::{Gpa, Gva};
 use crate::guest::GuestMemory;
 use crate::mmu::walker::walk_2d;
-use crate::mmu::{Rights, TableMem, WalkFault};
+use crate::mmu::{Rights, WalkFault};
 use crate::stats::ExitReason;
 
 /// Nested-paging mode.
@@ -65,7 +65,7 @@ impl Mode for Nested {
         }
     }
     fn write_pte(&mut self, _core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64) {
-        mem.write(gpa.page_number(), (gpa.page_offset() / 8) as usize, val);
+        crate::guest::store_pte(mem, gpa, val);
     }
     fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
         if core.host.p2m(gpfn).is_none() {
