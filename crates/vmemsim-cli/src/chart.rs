@@ -197,11 +197,13 @@ fn stacked_svg(c: &Stacked<'_>) -> Result<String> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d((0..n).into_segmented(), 0.0..y_max)?;
+            // A segmented `0..=k` range has k + 1 segments: one per bar.
+            .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..y_max)?;
         let names = &c.bars;
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
             .x_labels(n as usize)
             .x_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) => names
@@ -376,6 +378,7 @@ fn timeline_svg(workload: &str, mode: ModeKind, sw: &SwitchReport) -> Result<Str
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
             .x_label_formatter(&|v| si(*v))
             .y_label_formatter(&|v| si(*v))
             .x_label_style(text(14.0))
@@ -393,6 +396,18 @@ fn timeline_svg(workload: &str, mode: ModeKind, sw: &SwitchReport) -> Result<Str
                 paging_color(s.mode).filled(),
             )
         }))?;
+        // Thin white edges tell neighbouring periods apart while they are wide enough.
+        if sw.intervals.len() <= 150 {
+            let mut start = 0u64;
+            chart.draw_series(sw.intervals.iter().map(|s| {
+                let x0 = start as f64;
+                start += s.instructions;
+                Rectangle::new(
+                    [(x0, 0.0), (start as f64, s.cycles as f64)],
+                    WHITE.stroke_width(1),
+                )
+            }))?;
+        }
         draw_legend(
             &legend,
             [Paging::Nested, Paging::Shadow]
