@@ -17,7 +17,7 @@ use vmemsim::hv::selective::Paging;
 use vmemsim::hv::SwitchReport;
 use vmemsim::report::WorkloadResult;
 use vmemsim::stats::ExitReason;
-use vmemsim::{ModeKind, ModeResult};
+use vmemsim::ModeKind;
 
 /// Size of every chart, pixels.
 const SIZE: (u32, u32) = (1000, 560);
@@ -127,18 +127,6 @@ fn file_stem(workload: &str) -> String {
     } else {
         s
     }
-}
-
-/// Overhead against native, as in the text report: `cycles / native - 1`
-/// when native ran on the same workload.
-fn overhead_vs_native(w: &WorkloadResult, m: &ModeResult) -> Option<f64> {
-    let native = w
-        .modes
-        .iter()
-        .find(|m| m.mode == ModeKind::Native)?
-        .cycles
-        .total;
-    (native > 0).then(|| m.cycles.total as f64 / native as f64 - 1.0)
 }
 
 /// A count with an SI suffix: 1234567 -> "1.23M".
@@ -305,7 +293,8 @@ fn cycles_svg(w: &WorkloadResult) -> Result<String> {
             .modes
             .iter()
             .map(|m| {
-                overhead_vs_native(w, m).map_or(String::new(), |o| format!("{:+.2}%", o * 100.0))
+                vmemsim::report::overhead_vs_native(w, m)
+                    .map_or(String::new(), |o| format!("{:+.2}%", o * 100.0))
             })
             .collect(),
         empty_note: "no cycles",
@@ -434,6 +423,7 @@ fn timeline_svg(workload: &str, mode: ModeKind, sw: &SwitchReport) -> Result<Str
 mod tests {
     use super::*;
     use vmemsim::stats::Stats;
+    use vmemsim::ModeResult;
 
     fn mode(mode: ModeKind, scale: u64, exits: &[(ExitReason, u64)]) -> ModeResult {
         let mut stats = Stats::default();

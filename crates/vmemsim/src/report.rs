@@ -91,6 +91,12 @@ pub struct WorkloadMeta<'a> {
     pub warnings: &'a [String],
 }
 
+/// Overhead of `m` against native on the same workload: `cycles / native
+/// cycles - 1`, or `None` when native did not run (or took 0 cycles).
+pub fn overhead_vs_native(w: &WorkloadResult, m: &ModeResult) -> Option<f64> {
+    overhead(m.cycles.total, native_cycles(w))
+}
+
 fn native_cycles(w: &WorkloadResult) -> Option<u64> {
     w.modes
         .iter()
