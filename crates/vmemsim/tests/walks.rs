@@ -14,11 +14,8 @@ use common::{acc, ev};
 const A: u64 = 0x7f00_0000_0000;
 const B: u64 = A + 0x1000;
 
-/// Map a 4 MiB area, touch pages A and B, flush every TLB and walk cache,
-/// then return the walk references of one more access to `A`, and then of
-/// one to `B` after flushing only the TLBs.
-fn cold_then_warm<M: Mode>(mode: M, cfg: &Config) -> (u64, u64, [u64; 3]) {
-    let mut sim = Sim::new(mode, cfg);
+/// Map a 4 MiB area for process 1 and touch pages A and B (faults included).
+fn map_and_touch_a_and_b<M: Mode>(sim: &mut Sim<M>) {
     let setup = [
         ev(
             1,
@@ -38,6 +35,14 @@ fn cold_then_warm<M: Mode>(mode: M, cfg: &Config) -> (u64, u64, [u64; 3]) {
             vmemsim_trace::Record::Event(e) => sim.event(e.pid, &e.kind).unwrap(),
         }
     }
+}
+
+/// Map a 4 MiB area, touch pages A and B, flush every TLB and walk cache,
+/// then return the walk references of one more access to `A`, and then of
+/// one to `B` after flushing only the TLBs.
+fn cold_then_warm<M: Mode>(mode: M, cfg: &Config) -> (u64, u64, [u64; 3]) {
+    let mut sim = Sim::new(mode, cfg);
+    map_and_touch_a_and_b(&mut sim);
     sim.machine.core.hw.flush_translation_caches();
     let before = sim.stats().clone();
     sim.access(&load(A), &mut |_, _| {}).unwrap();
@@ -156,25 +161,7 @@ fn direct_2m_guest_page_is_splintered_to_4_references() {
 /// to `A` (by dimension) with the agile walk counters.
 fn agile_cold(cfg: &Config, nested: &[u8]) -> ([u64; 3], [u64; 5]) {
     let mut sim = Sim::new(Agile::new(cfg), cfg);
-    let setup = [
-        ev(
-            1,
-            ProcEvent::Mmap {
-                addr: A,
-                len: 4 << 20,
-                prot: 3,
-                flags: 0x22,
-            },
-        ),
-        acc(1, AccessKind::Load, A),
-        acc(1, AccessKind::Load, B),
-    ];
-    for r in &setup {
-        match r {
-            vmemsim_trace::Record::Access(a) => sim.access(a, &mut |_, _| {}).unwrap(),
-            vmemsim_trace::Record::Event(e) => sim.event(e.pid, &e.kind).unwrap(),
-        }
-    }
+    map_and_touch_a_and_b(&mut sim);
     let root = sim.guest.current().unwrap().root;
     let path = softwalk::path(&sim.guest.mem, root, A);
     assert_eq!(path.len, 4);

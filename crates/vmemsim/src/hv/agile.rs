@@ -278,11 +278,7 @@ impl Mode for Agile {
             self.sh.go_shadow(core, gpfn);
             self.sh.flush_hw(core);
         }
-        if core.host.p2m(gpfn).is_none() {
-            // The kernel's store through its (shadowed) direct map faults.
-            core.exit(ExitReason::ShadowFault);
-            core.back(gpfn);
-        }
+        Shadow::back_on_first_touch(core, gpfn);
     }
 
     fn write_cr3(&mut self, core: &mut Core, _mem: &mut GuestMemory, root: u64, pcid: u16) {

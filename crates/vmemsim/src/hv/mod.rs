@@ -144,16 +144,26 @@ pub trait Mode {
         va: u64,
         r: Rights,
     ) -> Result<Fill, GuestFault>;
+    // The defaults below are what happens when nothing traps (native,
+    // nested): the store or instruction runs on the hardware as is.
     /// The guest kernel stores a PTE.
-    fn write_pte(&mut self, core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64);
+    fn write_pte(&mut self, _core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64) {
+        crate::guest::store_pte(mem, gpa, val);
+    }
     /// The guest kernel writes a whole frame.
     fn touch_frame(&mut self, core: &mut Core, mem: &mut GuestMemory, gpfn: u64);
     /// The guest writes CR3.
-    fn write_cr3(&mut self, core: &mut Core, mem: &mut GuestMemory, root: u64, pcid: u16);
+    fn write_cr3(&mut self, core: &mut Core, _mem: &mut GuestMemory, root: u64, pcid: u16) {
+        core.hw_write_cr3(root, pcid);
+    }
     /// The guest issues INVLPG.
-    fn invlpg(&mut self, core: &mut Core, pcid: u16, va: Gva);
+    fn invlpg(&mut self, core: &mut Core, pcid: u16, va: Gva) {
+        core.hw_invlpg(pcid, va);
+    }
     /// The guest issues INVPCID single-context.
-    fn flush_pcid(&mut self, core: &mut Core, pcid: u16);
+    fn flush_pcid(&mut self, core: &mut Core, pcid: u16) {
+        core.hw_flush_pcid(pcid);
+    }
     /// The guest finished a batch of page-table changes.
     fn end_pt_update(&mut self, _core: &mut Core, _mem: &mut GuestMemory) {}
     /// Guest instruction count at which [`Mode::boundary`] is next due

@@ -2,7 +2,6 @@
 //! tables, 1-D, at most 4 references; gPA = hPA; nothing exits.
 
 use super::{Core, Fill, GuestFault, Mode};
-use crate::addr::{Gpa, Gva};
 use crate::guest::GuestMemory;
 use crate::mmu::walker::walk_1d;
 use crate::mmu::{Dim, Rights};
@@ -37,17 +36,5 @@ impl Mode for Native {
             exec_ok: l.exec_ok,
         })
     }
-    fn write_pte(&mut self, _core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64) {
-        crate::guest::store_pte(mem, gpa, val);
-    }
     fn touch_frame(&mut self, _core: &mut Core, _mem: &mut GuestMemory, _gpfn: u64) {}
-    fn write_cr3(&mut self, core: &mut Core, _mem: &mut GuestMemory, root: u64, pcid: u16) {
-        core.hw_write_cr3(root, pcid);
-    }
-    fn invlpg(&mut self, core: &mut Core, pcid: u16, va: Gva) {
-        core.hw_invlpg(pcid, va);
-    }
-    fn flush_pcid(&mut self, core: &mut Core, pcid: u16) {
-        core.hw_flush_pcid(pcid);
-    }
 }

@@ -6,7 +6,6 @@
 //! does (EPT violation).
 
 use super::{Core, Fill, GuestFault, Mode};
-use crate::addr::{Gpa, Gva};
 use crate::guest::GuestMemory;
 use crate::mmu::walker::walk_2d;
 use crate::mmu::{Rights, WalkFault};
@@ -64,21 +63,9 @@ impl Mode for Nested {
             }
         }
     }
-    fn write_pte(&mut self, _core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64) {
-        crate::guest::store_pte(mem, gpa, val);
-    }
     fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
         if core.host.p2m(gpfn).is_none() {
             Self::ept_violation(core, gpfn);
         }
-    }
-    fn write_cr3(&mut self, core: &mut Core, _mem: &mut GuestMemory, root: u64, pcid: u16) {
-        core.hw_write_cr3(root, pcid);
-    }
-    fn invlpg(&mut self, core: &mut Core, pcid: u16, va: Gva) {
-        core.hw_invlpg(pcid, va);
-    }
-    fn flush_pcid(&mut self, core: &mut Core, pcid: u16) {
-        core.hw_flush_pcid(pcid);
     }
 }

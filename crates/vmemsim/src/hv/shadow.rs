@@ -347,6 +347,16 @@ impl Shadow {
         }
     }
 
+    /// A guest frame's first write: the kernel's store through its
+    /// (shadowed) direct map finds no shadow entry, exits, and the host backs
+    /// the frame.
+    pub(super) fn back_on_first_touch(core: &mut Core, gpfn: u64) {
+        if core.host.p2m(gpfn).is_none() {
+            core.exit(ExitReason::ShadowFault);
+            core.back(gpfn);
+        }
+    }
+
     /// The guest allows the access (every level present, write and NX rights).
     pub(super) fn guest_allows(path: &softwalk::GuestPath, r: Rights) -> bool {
         let (_, _, leaf) = path.steps[path.len - 1];
@@ -482,11 +492,7 @@ impl Mode for Shadow {
             core.exit(ExitReason::PtWrite);
             self.unshadow(core, gpfn);
         }
-        if core.host.p2m(gpfn).is_none() {
-            // The kernel's store through its direct map finds no shadow entry.
-            core.exit(ExitReason::ShadowFault);
-            core.back(gpfn);
-        }
+        Self::back_on_first_touch(core, gpfn);
     }
 
     fn write_cr3(&mut self, core: &mut Core, _mem: &mut GuestMemory, root: u64, pcid: u16) {
