@@ -35,7 +35,7 @@ use crate::TraceError;
 /// The 8 magic bytes at the start of every `.vmt` file.
 pub const MAGIC: [u8; 8] = *b"\x89VMT\r\n\x1a\n";
 /// The format version this crate writes and reads.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// The 8 bytes that end a file with a footer.
 pub const TRAILER_MAGIC: [u8; 8] = *b"VMTFOOT\n";
 /// Default number of records per block.
@@ -451,6 +451,11 @@ pub struct Writer {
     pos: u64,
     block_records_target: u32,
     compressor: zstd::bulk::Compressor<'static>,
+    /// The block's tag stream: one byte per entry.
+    tags: Vec<u8>,
+    /// The block's body stream: every entry's bytes after its tag.
+    body: Vec<u8>,
+    /// The assembled raw block (tag-stream length, tags, body).
     raw: Vec<u8>,
     comp: Vec<u8>,
     block_records: u32,
@@ -498,7 +503,9 @@ impl Writer {
             pos: h.len() as u64,
             block_records_target: DEFAULT_BLOCK_RECORDS,
             compressor,
-            raw: Vec::with_capacity(1 << 18),
+            tags: Vec::with_capacity(1 << 17),
+            body: Vec::with_capacity(1 << 18),
+            raw: Vec::new(),
             comp: Vec::new(),
             block_records: 0,
             state: CodecState::new(),
@@ -532,7 +539,7 @@ impl Writer {
             Record::Event(e) => self.push_event(e),
         }
         self.block_records += 1;
-        if self.block_records >= self.block_records_target || self.raw.len() >= RAW_FLUSH {
+        if self.block_records >= self.block_records_target || self.raw_len() >= RAW_FLUSH {
             self.flush_block()?;
         }
         Ok(())
@@ -542,8 +549,8 @@ impl Writer {
     fn push_access(&mut self, a: &Access) {
         if a.pid != self.state.pid {
             self.state.switch(a.pid);
-            self.raw.push(TAG_PID);
-            put_varint(&mut self.raw, u64::from(a.pid));
+            self.tags.push(TAG_PID);
+            put_varint(&mut self.body, u64::from(a.pid));
         }
         let kind = a.kind as u8;
         let cls = usize::from(kind != 0);
@@ -569,9 +576,9 @@ impl Writer {
             a.addr
         };
         if code == 0 || z > u64::from(u32::MAX) {
-            self.raw.push(TAG_EXPLICIT_SIZE | kind | sel_bits);
-            put_varint(&mut self.raw, u64::from(a.size));
-            put_varint(&mut self.raw, z);
+            self.tags.push(TAG_EXPLICIT_SIZE | kind | sel_bits);
+            put_varint(&mut self.body, u64::from(a.size));
+            put_varint(&mut self.body, z);
         } else {
             let lc: u8 = if z == 0 {
                 0
@@ -582,8 +589,8 @@ impl Writer {
             } else {
                 3
             };
-            self.raw.push(kind | code << 2 | sel_bits | lc << 6);
-            self.raw
+            self.tags.push(kind | code << 2 | sel_bits | lc << 6);
+            self.body
                 .extend_from_slice(&z.to_le_bytes()[..DELTA_BYTES[usize::from(lc)]]);
         }
         self.counts.accesses[kind as usize] += 1;
@@ -599,8 +606,8 @@ impl Writer {
     }
 
     fn push_event(&mut self, e: &Event) {
-        let r = &mut self.raw;
-        r.push(TAG_EVENT);
+        self.tags.push(TAG_EVENT);
+        let r = &mut self.body;
         let idx = event_index(&e.kind);
         r.push(idx as u8);
         put_varint(r, u64::from(e.pid));
@@ -647,8 +654,8 @@ impl Writer {
             }
             info.command.truncate(end);
         }
-        let r = &mut self.raw;
-        r.push(TAG_PROCESS);
+        self.tags.push(TAG_PROCESS);
+        let r = &mut self.body;
         put_varint(r, u64::from(info.pid));
         put_varint(r, info.parent.map_or(0, |p| u64::from(p) + 1));
         put_varint(r, info.command.len() as u64);
@@ -658,7 +665,7 @@ impl Writer {
             None => self.processes.push(info),
         }
         // Keep blocks bounded even when many processes come without records.
-        if self.raw.len() >= RAW_FLUSH && self.deferred_error.is_none() {
+        if self.raw_len() >= RAW_FLUSH && self.deferred_error.is_none() {
             self.deferred_error = self.flush_block().err();
         }
     }
@@ -676,10 +683,20 @@ impl Writer {
         Ok(())
     }
 
+    /// Raw bytes of the block so far.
+    fn raw_len(&self) -> usize {
+        4 + self.tags.len() + self.body.len()
+    }
+
     fn flush_block(&mut self) -> Result<(), TraceError> {
-        if self.raw.is_empty() {
+        if self.tags.is_empty() {
             return Ok(());
         }
+        self.raw.clear();
+        self.raw
+            .extend_from_slice(&(self.tags.len() as u32).to_le_bytes());
+        self.raw.extend_from_slice(&self.tags);
+        self.raw.extend_from_slice(&self.body);
         self.comp.clear();
         self.comp
             .reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
@@ -700,7 +717,8 @@ impl Writer {
         let r = self.write(&comp);
         self.comp = comp;
         r?;
-        self.raw.clear();
+        self.tags.clear();
+        self.body.clear();
         self.block_records = 0;
         self.state.reset();
         Ok(())
@@ -900,7 +918,12 @@ pub struct Reader {
     dec: zstd::bulk::Decompressor<'static>,
     comp: Vec<u8>,
     raw: Vec<u8>,
-    raw_pos: usize,
+    /// Offset in `raw` of the next tag.
+    tag_pos: usize,
+    /// End of the tag stream in `raw` (start of the body stream).
+    tag_end: usize,
+    /// Offset in `raw` of the next body byte.
+    body_pos: usize,
     /// Payload bytes in `raw` (before the padding).
     raw_end: usize,
     in_block: bool,
@@ -998,7 +1021,9 @@ impl Reader {
             dec,
             comp: Vec::new(),
             raw: Vec::new(),
-            raw_pos: 0,
+            tag_pos: 0,
+            tag_end: 0,
+            body_pos: 0,
             raw_end: 0,
             in_block: false,
             done: false,
@@ -1153,10 +1178,26 @@ impl Reader {
                 ),
             ));
         }
+        let tags_len = match self.raw.get(..4) {
+            Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
+            None => usize::MAX,
+        };
+        if tags_len > raw_len.saturating_sub(4) {
+            return Err(malformed(
+                &self.path,
+                format!("{}, payload offset 0", self.at_block()),
+                format!(
+                    "bad block payload: a tag stream of {} bytes does not fit the {raw_len}-byte payload",
+                    tags_len.min(u32::MAX as usize)
+                ),
+            ));
+        }
         self.pos = data_start + comp_len as u64;
         self.raw_end = raw_len;
         self.raw.extend_from_slice(&[0u8; PAD]);
-        self.raw_pos = 0;
+        self.tag_pos = 4;
+        self.tag_end = 4 + tags_len;
+        self.body_pos = self.tag_end;
         self.block_declared = records;
         self.block_seen = 0;
         self.state.reset();
@@ -1209,40 +1250,44 @@ impl Reader {
     fn decode(&mut self, buf: &mut Vec<Record>, max: usize) -> Result<usize, TraceError> {
         let left = (self.block_declared - self.block_seen.min(self.block_declared)) as usize;
         buf.reserve(max.min(left));
-        let end = self.raw_end;
+        let (tag_end, end) = (self.tag_end, self.raw_end);
         let padded = &self.raw[..];
         let raw = &self.raw[..end];
-        let mut pos = self.raw_pos;
+        let mut at = Cursor {
+            tag: self.tag_pos,
+            body: self.body_pos,
+        };
         let mut pid = self.state.pid;
         let mut base = self.state.cur.base;
         let mut n = 0usize;
         let mut err = None;
-        while n < max && pos < end {
-            let (p, k, e) = decode_accesses(padded, end, pos, pid, &mut base, buf, max - n);
-            pos = p;
+        while n < max && at.tag < tag_end {
+            let (c, k, e) = decode_accesses(padded, tag_end, end, at, pid, &mut base, buf, max - n);
+            at = c;
             n += k;
             if e.is_some() {
                 err = e;
                 break;
             }
-            if n >= max || pos >= end {
+            if n >= max || at.tag >= tag_end {
                 break;
             }
             // An escape tag.
-            let tag = raw[pos];
-            let at = pos;
-            pos += 1;
+            let tag_at = at.tag;
+            let tag = raw[tag_at];
+            at.tag += 1;
+            let pos = &mut at.body;
             let r = match tag & 0xC0 {
                 TAG_EXPLICIT_SIZE => (|| {
                     // Size code 0 with bits 7-6 clear: kind in bits 1-0,
                     // data base in bit 5 (a fetch's tag is exactly 0).
                     let info = TAG_INFO[usize::from(tag)];
                     let kind = info.kind;
-                    let sat = pos;
-                    let size = get_varint(raw, &mut pos)?;
+                    let sat = *pos;
+                    let size = get_varint(raw, pos)?;
                     let size = u16::try_from(size)
                         .map_err(|_| PayloadError::BadField(sat, "access size above 65535"))?;
-                    let delta = unzigzag(get_varint(raw, &mut pos)?);
+                    let delta = unzigzag(get_varint(raw, pos)?);
                     let sel = usize::from(info.sel);
                     let addr = base[sel].wrapping_add(delta);
                     base[sel] = if kind == 0 {
@@ -1259,9 +1304,9 @@ impl Reader {
                 })(),
                 TAG_PID => (|| {
                     if tag != TAG_PID {
-                        return Err(PayloadError::BadTag(at, tag));
+                        return Err(PayloadError::BadTag(tag_at, tag));
                     }
-                    let new = get_u32_varint(raw, &mut pos, "pid above u32")?;
+                    let new = get_u32_varint(raw, pos, "pid above u32")?;
                     self.state.cur.base = base;
                     self.state.switch(new);
                     pid = new;
@@ -1270,16 +1315,16 @@ impl Reader {
                 })(),
                 TAG_EVENT => {
                     if tag != TAG_EVENT {
-                        Err(PayloadError::BadTag(at, tag))
+                        Err(PayloadError::BadTag(tag_at, tag))
                     } else {
-                        decode_event(raw, &mut pos).map(|e| Some(Record::Event(Box::new(e))))
+                        decode_event(raw, pos).map(|e| Some(Record::Event(Box::new(e))))
                     }
                 }
                 _ => {
                     if tag != TAG_PROCESS {
-                        Err(PayloadError::BadTag(at, tag))
+                        Err(PayloadError::BadTag(tag_at, tag))
                     } else {
-                        match decode_process(raw, &mut pos) {
+                        match decode_process(raw, pos) {
                             Ok(p) => {
                                 match self.stream_processes.iter_mut().find(|q| q.pid == p.pid) {
                                     Some(q) => *q = p,
@@ -1304,7 +1349,8 @@ impl Reader {
                 }
             }
         }
-        self.raw_pos = pos;
+        self.tag_pos = at.tag;
+        self.body_pos = at.body;
         self.state.pid = pid;
         self.state.cur.base = base;
         self.block_seen = self.block_seen.saturating_add(n as u32);
@@ -1322,7 +1368,13 @@ impl Reader {
                 ),
             ));
         }
-        if pos >= self.raw_end {
+        if at.tag >= tag_end {
+            if at.body != end {
+                return Err(self.payload_error(PayloadError::BadField(
+                    at.body,
+                    "bytes after the last entry of the block",
+                )));
+            }
             self.in_block = false;
             self.block_no += 1;
             if self.block_seen != self.block_declared {
@@ -1340,41 +1392,60 @@ impl Reader {
     }
 }
 
+/// Where decoding stands in a block: offsets in the raw payload of the next
+/// tag (tag stream) and of the next entry's bytes (body stream).
+#[derive(Clone, Copy)]
+struct Cursor {
+    tag: usize,
+    body: usize,
+}
+
 /// The hot loop: decode accesses with a table size (tag size code not 0)
-/// from `padded[pos..end]` into `buf`, at most `max`, stopping at the
-/// first escape tag. `padded` has [`PAD`] bytes after `end`, so an 8-byte
-/// window after each tag is always there and the delta (0, 1, 2 or 4
-/// bytes) is read without branching on its length. Returns the new
-/// position, the records decoded and the error that stopped it, if any.
+/// into `buf`, at most `max`, stopping at the first escape tag. Tags are
+/// `padded[at.tag..tag_end]`, their deltas `padded[at.body..end]`;
+/// `padded` has [`PAD`] bytes after `end`, so an 8-byte window is always
+/// there and a delta (0, 1, 2 or 4 bytes) is read without branching on
+/// its length. Returns the new cursor, the records decoded and the error
+/// that stopped it, if any.
+///
+/// Speed (docs/trace-format.md): with tags in a stream of their own, where
+/// the next tag is does not depend on this one; only the body offset
+/// (one add) and the prediction bases carry from record to record.
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn decode_accesses(
     padded: &[u8],
+    tag_end: usize,
     end: usize,
-    mut pos: usize,
+    at: Cursor,
     pid: u32,
     base: &mut [u64; 3],
     buf: &mut Vec<Record>,
     max: usize,
-) -> (usize, usize, Option<PayloadError>) {
+) -> (Cursor, usize, Option<PayloadError>) {
+    let tags = &padded[at.tag..tag_end];
+    let mut pos = at.body;
     // Indexed, not selected with branches: fetch and data entries
     // interleave unpredictably. (Size 4 so `sel & 3` needs no bounds check.)
     let mut b = [base[0], base[1], base[2], 0];
+    buf.reserve(max);
+    let out = &mut buf.spare_capacity_mut()[..max];
     let mut n = 0;
     let mut err = None;
-    while n < max && pos < end {
-        let tag = padded[pos];
+    for (&tag, slot) in tags.iter().zip(out.iter_mut()) {
         let info = TAG_INFO[usize::from(tag)];
         if info.size == 0 {
             break;
         }
-        let lc = usize::from(tag >> 6);
-        let Some(win) = padded.get(pos + 1..pos + 1 + PAD) else {
+        let Some(win) = padded.get(pos..pos + PAD) else {
             err = Some(PayloadError::Truncated(pos));
             break;
         };
         let mut w = [0u8; 8];
         w.copy_from_slice(win);
-        let next = pos + 1 + DELTA_BYTES[lc];
+        // Length code 0, 1, 2, 3 -> 0, 1, 2, 4 bytes ([`DELTA_BYTES`]).
+        let lc = usize::from(tag >> 6);
+        let next = pos + ((1 << lc) >> 1);
         if next > end {
             err = Some(PayloadError::Truncated(pos));
             break;
@@ -1385,7 +1456,7 @@ fn decode_accesses(
         let addr = b[sel].wrapping_add(delta);
         // A fetch predicts the next fetch at its end; data the same address.
         b[sel] = addr.wrapping_add(u64::from(info.adv));
-        buf.push(Record::Access(Access {
+        slot.write(Record::Access(Access {
             addr,
             pid,
             size: info.size,
@@ -1393,8 +1464,14 @@ fn decode_accesses(
         }));
         n += 1;
     }
+    // SAFETY: the first `n` spare slots were initialized in the loop.
+    unsafe { buf.set_len(buf.len() + n) };
     *base = [b[0], b[1], b[2]];
-    (pos, n, err)
+    let at = Cursor {
+        tag: at.tag + n,
+        body: pos,
+    };
+    (at, n, err)
 }
 
 fn decode_event(raw: &[u8], pos: &mut usize) -> Result<Event, PayloadError> {

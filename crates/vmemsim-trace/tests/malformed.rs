@@ -84,7 +84,7 @@ fn truncated_block() {
     assert_malformed(
         &e,
         "truncated_block.vmt",
-        "byte 22 (block 0), payload offset 2",
+        "byte 22 (block 0), payload offset 7",
         "truncated block",
     );
 }
@@ -101,8 +101,31 @@ fn bad_varint() {
     assert_malformed(
         &e,
         "bad_varint.vmt",
-        "byte 22 (block 0), payload offset 1",
+        "byte 22 (block 0), payload offset 5",
         "bad varint",
+    );
+}
+
+#[test]
+fn trailing_body_bytes() {
+    let (recs, e) = first_error("trailing_body.vmt");
+    assert_eq!(recs.len(), 1);
+    assert_malformed(
+        &e,
+        "trailing_body.vmt",
+        "byte 22 (block 0), payload offset 6",
+        "bad field: bytes after the last entry of the block",
+    );
+}
+
+#[test]
+fn bad_tag_stream_length() {
+    let (_, e) = first_error("bad_tags_len.vmt");
+    assert_malformed(
+        &e,
+        "bad_tags_len.vmt",
+        "byte 22 (block 0), payload offset 0",
+        "bad block payload: a tag stream of 200 bytes does not fit the 7-byte payload",
     );
 }
 
@@ -164,10 +187,19 @@ fn sample_records() -> Vec<Record> {
         .collect()
 }
 
-/// Header of a version-1 file with creator "t" (19 bytes) plus a block
-/// holding `raw` as its payload, declaring `records` records.
-fn file_with_block(raw: &[u8], records: u32) -> Vec<u8> {
-    let mut f = header(1);
+/// Header of a current-version file with creator "test" (22 bytes) plus a
+/// block whose payload holds the tag stream `tags` and the body stream
+/// `body`, declaring `records` records.
+fn file_with_block(tags: &[u8], body: &[u8], records: u32) -> Vec<u8> {
+    let mut raw = (tags.len() as u32).to_le_bytes().to_vec();
+    raw.extend(tags);
+    raw.extend(body);
+    file_with_raw_block(&raw, records)
+}
+
+/// [`file_with_block`] with the raw payload given whole.
+fn file_with_raw_block(raw: &[u8], records: u32) -> Vec<u8> {
+    let mut f = header(vmt::VERSION);
     let comp = zstd::bulk::compress(raw, 3).unwrap();
     f.push(b'B');
     f.extend((comp.len() as u32).to_le_bytes());
@@ -196,27 +228,39 @@ fn regenerate() {
     let mut v = header(9);
     v.extend(b"B...");
     w("unknown_version.vmt", &v);
-    // One fetch (size 4, 1-byte delta) then a load whose 2-byte delta is cut.
+    // One fetch (size 4, 1-byte delta) then a load whose 2-byte delta is
+    // cut: the body ends after the first delta byte (payload offset 7).
     w(
         "truncated_block.vmt",
-        &file_with_block(&[0x10 | 0x40, 0x08, 0x11 | 0x80, 0x10], 2),
+        &file_with_block(&[0x10 | 0x40, 0x11 | 0x80], &[0x08, 0x10], 2),
     );
-    // A pid switch with an 11-byte varint.
+    // A pid switch with an 11-byte varint (the body starts at offset 5).
     w(
         "bad_varint.vmt",
         &file_with_block(
+            &[0x40],
             &[
-                0x40, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
             ],
             0,
         ),
     );
-    let mut z = file_with_block(&[0x10 | 0x40, 0x08, 0x51, 0x00, 0x51, 0x00, 0x51, 0x00], 4);
+    // One fetch whose body stream has a stray byte after its delta.
+    w(
+        "trailing_body.vmt",
+        &file_with_block(&[0x50], &[0x08, 0x99], 1),
+    );
+    // A tag stream said to be longer than the whole payload.
+    w(
+        "bad_tags_len.vmt",
+        &file_with_raw_block(&[200, 0, 0, 0, 0x50, 0x08, 0x00], 1),
+    );
+    let mut z = file_with_block(&[0x50, 0x51, 0x51, 0x51], &[0x08], 4);
     // Block header is bytes 22..35; the zstd frame starts at 35: break its
     // magic number.
     z[35] ^= 0xff;
     w("corrupt_zstd.vmt", &z);
-    let mut t = header(1);
+    let mut t = header(vmt::VERSION);
     t.extend(b"XXXXXXXXXXXXXXXX");
     w("bad_block_tag.vmt", &t);
     let mut c = Vec::new();
