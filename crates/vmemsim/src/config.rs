@@ -456,7 +456,23 @@ impl Config {
         ] {
             g.validate(k)?;
         }
-        self.pt_cache.lines.validate("pt_cache.lines")?;
+        let lines = self.pt_cache.lines;
+        lines.validate("pt_cache.lines")?;
+        if lines.entries > 0
+            && (lines.ways as usize > crate::mmu::line_cache::MAX_WAYS
+                || lines.sets() < crate::mmu::line_cache::MIN_SETS)
+        {
+            return Err(ConfigError::Invalid {
+                key: "pt_cache.lines".into(),
+                value: format!("{{ entries = {}, ways = {} }}", lines.entries, lines.ways),
+                why: format!(
+                    "the page-table line cache needs at most {} ways and at least {} sets \
+                     (entries = 0 turns it off)",
+                    crate::mmu::line_cache::MAX_WAYS,
+                    crate::mmu::line_cache::MIN_SETS
+                ),
+            });
+        }
         let mem = self.guest.mem_mib;
         if !(64..=1 << 20).contains(&mem) {
             return Err(invalid("guest.mem_mib", mem, "between 64 MiB and 1 TiB"));

@@ -3,6 +3,7 @@
 //! x86 paging and EPT, nothing of hypervisors.
 
 pub mod cache;
+pub mod line_cache;
 pub mod pwc;
 pub mod tlb;
 pub mod walk;

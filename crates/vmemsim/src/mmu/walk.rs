@@ -1,9 +1,6 @@
 //! What a page walk touched: a [`WalkRecord`] of [`WalkRef`]s. The walkers
 //! fill it, the statistics count it, the cost model prices it, tests check it.
 
-use super::cache::SetAssoc;
-use crate::config::PtCacheConfig;
-
 /// Which table a walk reference read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -86,27 +83,6 @@ impl WalkRecord {
     /// References in one dimension.
     pub fn count(&self, dim: Dim) -> usize {
         self.refs().iter().filter(|r| r.dim == dim as u8).count()
-    }
-}
-
-/// Cache of 64-byte page-table lines: decides whether a walk reference hits.
-#[derive(Clone, Debug)]
-pub struct PtCache {
-    lines: SetAssoc<()>,
-}
-
-impl PtCache {
-    /// Empty cache of the configured geometry.
-    pub fn new(c: &PtCacheConfig) -> Self {
-        PtCache {
-            lines: SetAssoc::new(c.lines),
-        }
-    }
-    /// Access the line holding `hpa`; true on a hit (the line is then filled).
-    #[inline]
-    pub fn access(&mut self, hpa: u64) -> bool {
-        let line = hpa >> 6;
-        self.lines.access(line, line, ())
     }
 }
 

@@ -7,9 +7,10 @@
 //! anything: the cost model does, from the record.
 
 use super::cache::SetAssoc;
+use super::line_cache::PtCache;
 use super::pwc::Pwc;
 use super::tlb::{Asid, Tlbs};
-use super::walk::{Dim, PtCache, TableMem, WalkRecord, WalkRef};
+use super::walk::{Dim, TableMem, WalkRecord, WalkRef};
 use crate::addr::{pt_index, PageSize, FRAMES_PER_HUGE};
 use crate::config::Config;
 use crate::pte::{ept, x86};
