@@ -263,12 +263,7 @@ impl<M: Mode> Machine<M> {
         for _ in 0..8 {
             match self.mode.fill(&mut self.core, &mut guest.mem, va, r) {
                 Ok(f) => {
-                    let e = TlbEntry {
-                        gpfn: f.gpfn,
-                        hpfn: f.hpfn,
-                        write_ok: f.write_ok,
-                        exec_ok: f.exec_ok,
-                    };
+                    let e = TlbEntry::new(f.gpfn, f.hpfn, f.write_ok, f.exec_ok);
                     let asid = self.core.asid();
                     self.core.hw.tlbs.insert(asid, va, f.size, r.fetch, e);
                     let off = match f.size {

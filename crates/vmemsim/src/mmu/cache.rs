@@ -102,6 +102,24 @@ impl<V: Copy + Default> SetAssoc<V> {
         self.make_recent(base, way, key, val);
     }
 
+    /// Insert `key`, which the caller knows is absent (it just missed and
+    /// nothing filled the set since), evicting the LRU way: [`Self::insert`]
+    /// without the scan. The page walkers use it for the walk caches they
+    /// fill after the lookup that sent them walking.
+    #[inline]
+    pub fn insert_new(&mut self, index: u64, key: u64, val: V) {
+        if self.ways == 0 {
+            return;
+        }
+        debug_assert_ne!(key, EMPTY);
+        let base = self.base(index);
+        debug_assert!(
+            self.find(base, key).is_none(),
+            "insert_new of a present key"
+        );
+        self.make_recent(base, self.ways - 1, key, val);
+    }
+
     /// Look `key` up; on a miss insert it with `val` (evicting the LRU way).
     /// One scan of the set. Returns true on a hit.
     #[inline]

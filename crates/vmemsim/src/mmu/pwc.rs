@@ -55,6 +55,17 @@ impl Pwc {
         self.caches[i].insert(prefix, key(prefix, asid), next_frame);
     }
 
+    /// [`Self::insert`] of an entry the caller knows is absent: the walker
+    /// fills only levels below the one its [`Self::lookup`] resumed at, and
+    /// that lookup missed every deeper cache.
+    #[inline]
+    pub fn insert_new(&mut self, asid: Asid, addr: u64, level: u8, next_frame: u64) {
+        debug_assert!((2..=4).contains(&level));
+        let i = usize::from(level - 2);
+        let prefix = addr >> (21 + 9 * i as u32);
+        self.caches[i].insert_new(prefix, key(prefix, asid), next_frame);
+    }
+
     /// Drop every entry of one address space (INVLPG drops them all for the
     /// current PCID [SDM 4.10.4.1]; so does a flushing CR3 write).
     pub fn flush_asid(&mut self, asid: Asid) {

@@ -26,17 +26,57 @@ impl Asid {
 }
 
 /// What a TLB entry caches: the translation of one page and its rights.
+///
+/// 16 bytes (the rights ride in the top bits of the hPFN word, above any
+/// 52-bit frame number): TLB sets are kept in recency order, so entries
+/// move on every fill and a smaller entry is a cheaper move.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TlbEntry {
     /// First gPFN of the page (the guest-physical view, kept for the oracle
     /// and reports; hardware in shadow mode would not know it).
-    pub gpfn: u64,
-    /// First hPFN of the page (what the hardware uses).
-    pub hpfn: u64,
-    /// A store may use the entry: writable and already dirty.
-    pub write_ok: bool,
-    /// An instruction fetch may use the entry (NX clear).
-    pub exec_ok: bool,
+    gpfn: u64,
+    /// First hPFN of the page (what the hardware uses), with [`WRITE_OK`]
+    /// and [`EXEC_OK`].
+    hpfn_rights: u64,
+}
+
+/// A store may use the entry: writable and already dirty.
+const WRITE_OK: u64 = 1 << 63;
+/// An instruction fetch may use the entry (NX clear).
+const EXEC_OK: u64 = 1 << 62;
+
+impl TlbEntry {
+    /// An entry for the page at `gpfn`/`hpfn` (first frames; `hpfn` below
+    /// 2^52, as every x86 physical frame number is).
+    #[inline]
+    pub fn new(gpfn: u64, hpfn: u64, write_ok: bool, exec_ok: bool) -> Self {
+        debug_assert!(hpfn < 1 << 52, "hPFN {hpfn:#x} beyond 52 bits");
+        let rights = if write_ok { WRITE_OK } else { 0 } | if exec_ok { EXEC_OK } else { 0 };
+        TlbEntry {
+            gpfn,
+            hpfn_rights: hpfn | rights,
+        }
+    }
+    /// First gPFN of the page.
+    #[inline]
+    pub fn gpfn(&self) -> u64 {
+        self.gpfn
+    }
+    /// First hPFN of the page.
+    #[inline]
+    pub fn hpfn(&self) -> u64 {
+        self.hpfn_rights & !(WRITE_OK | EXEC_OK)
+    }
+    /// A store may use the entry.
+    #[inline]
+    pub fn write_ok(&self) -> bool {
+        self.hpfn_rights & WRITE_OK != 0
+    }
+    /// An instruction fetch may use the entry.
+    #[inline]
+    pub fn exec_ok(&self) -> bool {
+        self.hpfn_rights & EXEC_OK != 0
+    }
 }
 
 /// Where a lookup was served.
@@ -103,15 +143,15 @@ impl Tlbs {
     ) -> (TlbLevel, Option<TlbHit>) {
         let vpn = va >> PAGE_SHIFT;
         let hvpn = va >> HUGE_SHIFT;
-        let usable = |e: &TlbEntry| (!write || e.write_ok) && (!fetch || e.exec_ok);
+        let usable = |e: &TlbEntry| (!write || e.write_ok()) && (!fetch || e.exec_ok());
         let l1 = if fetch { &mut self.l1i } else { &mut self.l1d };
         if let Some(e) = l1[0].lookup(vpn, key(vpn, false, asid)) {
             if usable(&e) {
                 return (
                     TlbLevel::L1,
                     Some(TlbHit {
-                        gpfn: e.gpfn,
-                        hpfn: e.hpfn,
+                        gpfn: e.gpfn(),
+                        hpfn: e.hpfn(),
                     }),
                 );
             }
@@ -129,8 +169,8 @@ impl Tlbs {
                 return (
                     TlbLevel::Stlb,
                     Some(TlbHit {
-                        gpfn: e.gpfn,
-                        hpfn: e.hpfn,
+                        gpfn: e.gpfn(),
+                        hpfn: e.hpfn(),
                     }),
                 );
             }
@@ -197,8 +237,8 @@ impl Tlbs {
 fn split(e: TlbEntry, vpn: u64) -> TlbHit {
     let off = vpn & (FRAMES_PER_HUGE - 1);
     TlbHit {
-        gpfn: e.gpfn + off,
-        hpfn: e.hpfn + off,
+        gpfn: e.gpfn() + off,
+        hpfn: e.hpfn() + off,
     }
 }
 
@@ -207,12 +247,7 @@ mod tests {
     use super::*;
 
     fn entry(f: u64) -> TlbEntry {
-        TlbEntry {
-            gpfn: f,
-            hpfn: f + 100,
-            write_ok: true,
-            exec_ok: true,
-        }
+        TlbEntry::new(f, f + 100, true, true)
     }
 
     #[test]
@@ -238,10 +273,11 @@ mod tests {
         let mut t = Tlbs::new(&TlbConfig::default());
         let a = Asid::new(1, 1);
         let b = Asid::new(1, 2);
-        let ro = TlbEntry {
-            write_ok: false,
-            ..entry(3)
-        };
+        let ro = TlbEntry::new(3, 103, false, true);
+        assert_eq!(
+            (ro.gpfn(), ro.hpfn(), ro.write_ok(), ro.exec_ok()),
+            (3, 103, false, true)
+        );
         t.insert(a, 0x5000, PageSize::Size4K, false, ro);
         assert_eq!(t.lookup(b, 0x5000, false, false).0, TlbLevel::Miss);
         assert_eq!(

@@ -280,13 +280,13 @@ fn walk_1d_from<T: TableMem>(
         }
         let next = x86::frame(e);
         if e & SWITCH != 0 {
-            hw.pwc.insert(asid, va, level, next | PSC_SWITCHED);
+            hw.pwc.insert_new(asid, va, level, next | PSC_SWITCHED);
             return Ok(ShadowStep::Switch {
                 level: level - 1,
                 hpfn: next,
             });
         }
-        hw.pwc.insert(asid, va, level, next);
+        hw.pwc.insert_new(asid, va, level, next);
         table = next;
         level -= 1;
     }
@@ -344,7 +344,7 @@ pub fn walk_2d_tagged<G: TableMem, E: TableMem>(
             });
         }
         let next = x86::frame(e);
-        hw.pwc.insert(asid, va, level, next | psc_tag);
+        hw.pwc.insert_new(asid, va, level, next | psc_tag);
         table = next;
         level -= 1;
     }
@@ -387,10 +387,10 @@ pub fn nested_translate<E: TableMem>(
         }
         let next = x86::frame(e);
         if level == 1 {
-            hw.ntlb.insert(gpfn, key, next);
+            hw.ntlb.insert_new(gpfn, key, next);
             return Ok(next);
         }
-        hw.ept_pwc.insert(vpid, gpa, level, next);
+        hw.ept_pwc.insert_new(vpid, gpa, level, next);
         table = next;
         level -= 1;
     }
