@@ -59,19 +59,47 @@ impl<V: Copy + Default> SetAssoc<V> {
     /// Make way `way` of the set at `base` the most recent, holding `key`/`val`.
     #[inline]
     fn make_recent(&mut self, base: usize, way: usize, key: u64, val: V) {
-        // A plain shift over the set's slice (bounds checked once): sets are a
-        // few ways, and `rotate_right` would call memmove.
-        let keys = &mut self.keys[base..=base + way];
-        for j in (1..keys.len()).rev() {
-            keys[j] = keys[j - 1];
-        }
-        keys[0] = key;
-        if std::mem::size_of::<V>() > 0 {
-            let vals = &mut self.vals[base..=base + way];
-            for j in (1..vals.len()).rev() {
-                vals[j] = vals[j - 1];
+        match self.ways {
+            4 => self.make_recent_fixed::<4>(base, way, key, val),
+            8 => self.make_recent_fixed::<8>(base, way, key, val),
+            w => {
+                // A plain shift over the set's slice: `rotate_right` would
+                // call memmove.
+                let keys = &mut self.keys[base..base + w];
+                for j in (1..=way).rev() {
+                    keys[j] = keys[j - 1];
+                }
+                keys[0] = key;
+                if std::mem::size_of::<V>() > 0 {
+                    let vals = &mut self.vals[base..base + w];
+                    for j in (1..=way).rev() {
+                        vals[j] = vals[j - 1];
+                    }
+                    vals[0] = val;
+                }
             }
-            vals[0] = val;
+        }
+    }
+
+    /// [`Self::make_recent`] for a `W`-way set (the common geometries):
+    /// every way is rewritten from its own or its predecessor's slot, a fixed
+    /// amount of work the compiler turns into conditional moves, instead of a
+    /// loop whose trip count depends on `way`.
+    #[inline]
+    fn make_recent_fixed<const W: usize>(&mut self, base: usize, way: usize, key: u64, val: V) {
+        fn shift<T: Copy, const W: usize>(set: &mut [T], way: usize, first: T) {
+            let Ok(set) = <&mut [T; W]>::try_from(set) else {
+                unreachable!("a set has W ways")
+            };
+            let old = *set;
+            for j in 1..W {
+                set[j] = if j <= way { old[j - 1] } else { old[j] };
+            }
+            set[0] = first;
+        }
+        shift::<u64, W>(&mut self.keys[base..base + W], way, key);
+        if std::mem::size_of::<V>() > 0 {
+            shift::<V, W>(&mut self.vals[base..base + W], way, val);
         }
     }
 
