@@ -228,7 +228,8 @@ impl Default for WalkCacheConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PtCacheConfig {
     /// Lines (64 bytes each) and ways; entries = 0 turns it off, so every
-    /// reference costs `miss_cycles`. Default 4096 lines (256 KiB, the
+    /// reference costs `miss_cycles`. At most 16 ways and at least 16 sets
+    /// (the simulator's line-cache layout). Default 4096 lines (256 KiB, the
     /// Skylake L2 per core is 256 KiB), 8-way.
     pub lines: Geometry,
     /// Latency of a hit, cycles. Default 14 (L2 hit; UNVERIFIED).
@@ -532,6 +533,22 @@ mod tests {
             Config::from_toml("[tlb]\nstlb = { entries = 500, ways = 3 }\n", "x.toml").unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("tlb.stlb") && msg.contains("500"), "{msg}");
+    }
+
+    #[test]
+    fn line_cache_geometry_limits() {
+        for (lines, ways) in [(4096, 32), (64, 8)] {
+            let toml = format!("[pt_cache.lines]\nentries = {lines}\nways = {ways}\n");
+            let msg = Config::from_toml(&toml, "x.toml").unwrap_err().to_string();
+            assert!(
+                msg.contains("pt_cache.lines") && msg.contains("at most 16 ways"),
+                "{msg}"
+            );
+        }
+        let ok = "[pt_cache.lines]\nentries = 2048\nways = 16\n";
+        assert_eq!(Config::from_toml(ok, "x").unwrap().pt_cache.lines.ways, 16);
+        let off = "[pt_cache.lines]\nentries = 0\nways = 1\n";
+        assert!(Config::from_toml(off, "x").is_ok());
     }
 
     #[test]
