@@ -120,10 +120,10 @@ impl Stats {
     #[inline]
     pub fn add_walk(&mut self, rec: &WalkRecord) {
         self.walks += 1;
-        for r in rec.refs() {
-            self.walk_refs_by_dim[r.dim as usize] += 1;
-            self.walk_ref_cache_hits += u64::from(r.cache_hit);
+        for (n, d) in self.walk_refs_by_dim.iter_mut().zip(rec.by_dim()) {
+            *n += u64::from(d);
         }
+        self.walk_ref_cache_hits += u64::from(rec.cache_hits());
     }
 
     /// Count one VM exit.

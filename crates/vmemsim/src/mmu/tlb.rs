@@ -98,6 +98,10 @@ pub struct Tlbs {
     stlb: SetAssoc<TlbEntry>,
     /// A 2 MiB entry was ever inserted: until then lookups skip the 2 MiB probes.
     any_huge: bool,
+    /// The last lookup missed without finding its page at all (not even an
+    /// entry lacking a right): `(asid, 4 KiB page number, fetch)`. The fill
+    /// after the walk then needs no scan; any other change forgets it.
+    clean_miss: Option<(u16, u64, bool)>,
 }
 
 #[inline]
@@ -127,6 +131,7 @@ impl Tlbs {
             l1i: [SetAssoc::new(c.l1i_4k), SetAssoc::new(c.l1i_2m)],
             stlb: SetAssoc::new(c.stlb),
             any_huge: false,
+            clean_miss: None,
         }
     }
 
@@ -144,8 +149,11 @@ impl Tlbs {
         let vpn = va >> PAGE_SHIFT;
         let hvpn = va >> HUGE_SHIFT;
         let usable = |e: &TlbEntry| (!write || e.write_ok()) && (!fetch || e.exec_ok());
+        self.clean_miss = None;
+        let mut found = false;
         let l1 = if fetch { &mut self.l1i } else { &mut self.l1d };
         if let Some(e) = l1[0].lookup(vpn, key(vpn, false, asid)) {
+            found = true;
             if usable(&e) {
                 return (
                     TlbLevel::L1,
@@ -158,12 +166,14 @@ impl Tlbs {
         }
         if self.any_huge {
             if let Some(e) = l1[1].lookup(hvpn, key(hvpn, true, asid)) {
+                found = true;
                 if usable(&e) {
                     return (TlbLevel::L1, Some(split(e, vpn)));
                 }
             }
         }
         if let Some(e) = self.stlb.lookup(vpn, key(vpn, false, asid)) {
+            found = true;
             if usable(&e) {
                 l1[0].insert(vpn, key(vpn, false, asid), e);
                 return (
@@ -177,11 +187,17 @@ impl Tlbs {
         }
         if self.any_huge {
             if let Some(e) = self.stlb.lookup(hvpn, key(hvpn, true, asid)) {
+                found = true;
                 if usable(&e) {
                     l1[1].insert(hvpn, key(hvpn, true, asid), e);
                     return (TlbLevel::Stlb, Some(split(e, vpn)));
                 }
             }
+        }
+        if !found {
+            // Every probe missed (the 2 MiB ones are skipped only while no
+            // 2 MiB entry exists), so neither page size is cached anywhere.
+            self.clean_miss = Some((asid.0, vpn, fetch));
         }
         (TlbLevel::Miss, None)
     }
@@ -193,13 +209,19 @@ impl Tlbs {
         self.any_huge |= huge;
         let vpn = va >> size.shift();
         let k = key(vpn, huge, asid);
-        self.stlb.insert(vpn, k, e);
         let l1 = if fetch { &mut self.l1i } else { &mut self.l1d };
-        l1[usize::from(huge)].insert(vpn, k, e);
+        if self.clean_miss.take() == Some((asid.0, va >> PAGE_SHIFT, fetch)) {
+            self.stlb.insert_new(vpn, k, e);
+            l1[usize::from(huge)].insert_new(vpn, k, e);
+        } else {
+            self.stlb.insert(vpn, k, e);
+            l1[usize::from(huge)].insert(vpn, k, e);
+        }
     }
 
     /// INVLPG: drop the entries for `va` in `asid`, both page sizes.
     pub fn invlpg(&mut self, asid: Asid, va: u64) {
+        self.clean_miss = None;
         let vpn = va >> PAGE_SHIFT;
         let hvpn = va >> HUGE_SHIFT;
         for c in [&mut self.l1d[0], &mut self.l1i[0], &mut self.stlb] {
@@ -226,6 +248,7 @@ impl Tlbs {
     }
 
     fn retain(&mut self, keep: impl Fn(u64) -> bool + Copy) {
+        self.clean_miss = None;
         for c in self.l1d.iter_mut().chain(self.l1i.iter_mut()) {
             c.retain(keep);
         }

@@ -34,10 +34,14 @@ pub struct WalkRef {
 pub const MAX_REFS: usize = 32;
 
 /// The references of one walk, in order. Fixed capacity: no allocation.
+/// Keeps per-dimension and line-cache-hit tallies as references are pushed,
+/// so counting a walk does not loop over it.
 #[derive(Clone, Debug)]
 pub struct WalkRecord {
     refs: [WalkRef; MAX_REFS],
     len: usize,
+    by_dim: [u32; DIMS],
+    cache_hits: u32,
 }
 
 impl Default for WalkRecord {
@@ -45,6 +49,8 @@ impl Default for WalkRecord {
         WalkRecord {
             refs: [WalkRef::default(); MAX_REFS],
             len: 0,
+            by_dim: [0; DIMS],
+            cache_hits: 0,
         }
     }
 }
@@ -54,6 +60,8 @@ impl WalkRecord {
     #[inline]
     pub fn clear(&mut self) {
         self.len = 0;
+        self.by_dim = [0; DIMS];
+        self.cache_hits = 0;
     }
     /// Append one reference.
     #[inline]
@@ -64,6 +72,8 @@ impl WalkRecord {
         );
         self.refs[self.len] = r;
         self.len += 1;
+        self.by_dim[usize::from(r.dim)] += 1;
+        self.cache_hits += u32::from(r.cache_hit);
     }
     /// The references so far.
     #[inline]
@@ -81,8 +91,19 @@ impl WalkRecord {
         self.len == 0
     }
     /// References in one dimension.
+    #[inline]
     pub fn count(&self, dim: Dim) -> usize {
-        self.refs().iter().filter(|r| r.dim == dim as u8).count()
+        self.by_dim[dim as usize] as usize
+    }
+    /// References per dimension, indexed by `Dim as usize`.
+    #[inline]
+    pub fn by_dim(&self) -> [u32; DIMS] {
+        self.by_dim
+    }
+    /// References whose line was in the page-table line cache.
+    #[inline]
+    pub fn cache_hits(&self) -> u32 {
+        self.cache_hits
     }
 }
 
