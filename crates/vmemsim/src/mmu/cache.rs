@@ -124,10 +124,11 @@ impl<V: Copy + Default> SetAssoc<V> {
         if self.ways == 0 {
             return;
         }
-        debug_assert_ne!(key, EMPTY);
         let base = self.base(index);
-        let way = self.find(base, key).unwrap_or(self.ways - 1);
-        self.make_recent(base, way, key, val);
+        match self.find(base, key) {
+            Some(way) => self.make_recent(base, way, key, val),
+            None => self.insert_new(index, key, val),
+        }
     }
 
     /// Insert `key`, which the caller knows is absent (it just missed and

@@ -45,14 +45,22 @@ impl Pwc {
         None
     }
 
+    /// The cache holding entries of `level` (2 = PDE, 3 = PDPTE, 4 =
+    /// PML4E), and the set index and key of `addr` in it.
+    #[inline]
+    fn slot(&mut self, asid: Asid, addr: u64, level: u8) -> (&mut SetAssoc<u64>, u64, u64) {
+        debug_assert!((2..=4).contains(&level));
+        let i = usize::from(level - 2);
+        let prefix = addr >> (21 + 9 * i as u32);
+        (&mut self.caches[i], prefix, key(prefix, asid))
+    }
+
     /// Remember that the entry at `level` (2 = PDE, 3 = PDPTE, 4 = PML4E)
     /// for `addr` points to the table at `next_frame`.
     #[inline]
     pub fn insert(&mut self, asid: Asid, addr: u64, level: u8, next_frame: u64) {
-        debug_assert!((2..=4).contains(&level));
-        let i = usize::from(level - 2);
-        let prefix = addr >> (21 + 9 * i as u32);
-        self.caches[i].insert(prefix, key(prefix, asid), next_frame);
+        let (c, index, key) = self.slot(asid, addr, level);
+        c.insert(index, key, next_frame);
     }
 
     /// [`Self::insert`] of an entry the caller knows is absent: the walker
@@ -60,10 +68,8 @@ impl Pwc {
     /// that lookup missed every deeper cache.
     #[inline]
     pub fn insert_new(&mut self, asid: Asid, addr: u64, level: u8, next_frame: u64) {
-        debug_assert!((2..=4).contains(&level));
-        let i = usize::from(level - 2);
-        let prefix = addr >> (21 + 9 * i as u32);
-        self.caches[i].insert_new(prefix, key(prefix, asid), next_frame);
+        let (c, index, key) = self.slot(asid, addr, level);
+        c.insert_new(index, key, next_frame);
     }
 
     /// Drop every entry of one address space (INVLPG drops them all for the
