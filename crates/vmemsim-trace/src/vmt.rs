@@ -11,13 +11,16 @@
 //! trailer  footer_offset(u64) "VMTFOOT\n"
 //! ```
 //!
-//! Inside a block every record starts with one tag byte: two bits of access
-//! kind, four bits of size code and a "same address as predicted" bit, so a
-//! sequential instruction fetch costs one byte before compression. Addresses
-//! are zigzag LEB128 deltas from a per-process, per-class prediction (fetch:
-//! end of the previous fetch; data: the previous data address). Process
-//! switches, events and process-table entries are rare escape tags. The
-//! prediction state is reset at every block, so blocks decode independently.
+//! Inside a block every entry is one tag byte (access kind, size code,
+//! prediction base and delta length) and the bytes after it; the block's
+//! payload holds all tags first, then all those bytes (version 2), so the
+//! decoder finds the next tag without waiting for this entry's length. A
+//! sequential instruction fetch costs one tag byte before compression.
+//! Addresses are zigzag fixed-width deltas (0, 1, 2 or 4 bytes) from a
+//! per-process prediction (fetch: end of the previous fetch; data: one of
+//! two recent data addresses). Process switches, events, process-table
+//! entries and unusual sizes are rare escape tags. The prediction state is
+//! reset at every block, so blocks decode independently.
 //!
 //! The [`Writer`] writes `PATH.partial` and renames it to `PATH` only in
 //! [`Writer::finish`]; a crashed recording leaves only the `.partial` file,
