@@ -38,7 +38,7 @@
 //! behind switching entries ([`PSC_SWITCHED`]) and guest table gPFNs of the
 //! nested part ([`PSC_GUEST`]), told apart by tag bits.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::shadow::NO_ROOT;
 use super::{Core, Fill, GuestFault, Mode, Shadow};
@@ -64,9 +64,9 @@ pub struct Agile {
     /// Instruction count ending the current interval.
     next: u64,
     /// PTE stores per guest table page in the current interval.
-    writes: HashMap<u64, u32>,
+    writes: FxHashMap<u64, u32>,
     /// Guest roots loaded into CR3 since their frame was last allocated.
-    seen_roots: HashSet<u64>,
+    seen_roots: FxHashSet<u64>,
     /// Completed walks by where they switched: [fully shadowed, switched
     /// to the PT, the PD, the PDPT, at the root].
     walks_by_switch: [u64; 5],
@@ -81,8 +81,8 @@ impl Agile {
             interval_instructions: n,
             interval: 0,
             next: n,
-            writes: HashMap::new(),
-            seen_roots: HashSet::new(),
+            writes: FxHashMap::default(),
+            seen_roots: FxHashSet::default(),
             walks_by_switch: [0; 5],
         }
     }

@@ -35,7 +35,7 @@
 //! modes so hPAs agree; no exit is charged, as a PV domain's memory is
 //! populated when it is built.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use super::{Core, Fill, GuestFault, Mode};
 use crate::addr::{Gpa, Gva, PageSize, FRAMES_PER_HUGE};
@@ -83,7 +83,7 @@ pub struct Direct {
     /// Machine copies of guest table pages, by hPFN.
     machine: PageStore,
     /// (machine table hPFN, index) of a splintered 2 MiB guest leaf -> splinter page hPFN.
-    splinters: HashMap<(u64, usize), u64>,
+    splinters: FxHashMap<(u64, usize), u64>,
     /// Queued updates: (guest PTE address, value).
     queue: Vec<(Gpa, u64)>,
     batch: usize,
@@ -98,7 +98,7 @@ impl Direct {
     pub fn new(pv: &PvConfig, guest_mem_mib: u64) -> Self {
         Direct {
             machine: PageStore::new(0),
-            splinters: HashMap::new(),
+            splinters: FxHashMap::default(),
             queue: Vec::with_capacity(pv.batch_size as usize),
             batch: pv.batch_size as usize,
             root: 0,

@@ -19,7 +19,7 @@
 //! ([`SWITCH`]) holding the guest table's hPFN. Plain shadow mode never
 //! marks a page nested.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use super::{Core, Fill, GuestFault, Mode};
 use crate::addr::{pt_index, Gpa, Gva, PageSize, FRAMES_PER_HUGE};
@@ -47,11 +47,11 @@ struct ShadowPage {
 #[derive(Debug, Default)]
 pub struct Shadow {
     /// Guest table gPFN -> shadow page hPFN.
-    sp_of: HashMap<u64, u64>,
+    sp_of: FxHashMap<u64, u64>,
     /// First gPFN of a guest 2 MiB page -> direct shadow page hPFN.
-    direct_of: HashMap<u64, u64>,
+    direct_of: FxHashMap<u64, u64>,
     /// Shadow page hPFN -> what it shadows.
-    pages: HashMap<u64, ShadowPage>,
+    pages: FxHashMap<u64, ShadowPage>,
     /// Write-protected guest frames (shadowed guest tables), by gPFN.
     wp: Vec<bool>,
     /// Shadow root the hardware CR3 holds ([`NO_ROOT`] when the guest root
@@ -59,10 +59,10 @@ pub struct Shadow {
     pub(super) root: u64,
     /// Agile paging: guest table gPFNs walked in nested mode -> the policy
     /// interval in which they went nested. Empty in shadow mode.
-    pub(super) nested: HashMap<u64, u64>,
+    pub(super) nested: FxHashMap<u64, u64>,
     /// Agile paging: guest table gPFN -> switching entries (shadow page
     /// hPFN, index) pointing at it.
-    switch_of: HashMap<u64, Vec<(u64, usize)>>,
+    switch_of: FxHashMap<u64, Vec<(u64, usize)>>,
 }
 
 /// [`Shadow::root`] when the guest root is walked nested.
