@@ -192,6 +192,11 @@ impl<V: Copy + Default> SetAssoc<V> {
     /// Drop every entry whose key fails `keep` (a full scan: for flushes).
     pub fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
         for base in (0..self.keys.len()).step_by(self.ways.max(1)) {
+            // Empty ways come last, so a set whose first way is empty is
+            // empty: flushes of a mostly empty TLB touch one key per set.
+            if self.keys[base] == EMPTY {
+                continue;
+            }
             let mut w = base;
             for r in base..base + self.ways {
                 let k = self.keys[r];
