@@ -266,8 +266,8 @@ fn walk_1d_from<T: TableMem>(
     let (mut level, mut table) = (level, table);
     loop {
         let idx = pt_index(va, level);
-        hw.reference((table << 12) | (idx as u64 * 8), level, dim);
         let e = tables.read(table, idx);
+        hw.reference((table << 12) | (idx as u64 * 8), level, dim);
         let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
         let e = check_and_mark(tables, table, idx, e, leaf, r).map_err(|f| f.at(level))?;
         if leaf {
@@ -316,13 +316,15 @@ pub fn walk_2d_tagged<G: TableMem, E: TableMem>(
 ) -> Result<Walk2d, WalkFault> {
     let (mut level, mut table, mut known) = (level, table, table_hpfn);
     loop {
+        // Read the guest entry first: it depends only on the gPFN, so the
+        // simulator's own cache miss on it overlaps the EPT walk below.
+        let idx = pt_index(va, level);
+        let e = guest.read(table, idx);
         let table_hpfn = match known.take() {
             Some(h) => h,
             None => nested_translate(hw, ept_tables, eptp, asid, table)?,
         };
-        let idx = pt_index(va, level);
         hw.reference((table_hpfn << 12) | (idx as u64 * 8), level, Dim::Guest);
-        let e = guest.read(table, idx);
         let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
         let e = check_and_mark(guest, table, idx, e, leaf, r).map_err(|f| f.at(level))?;
         if leaf {
@@ -380,8 +382,8 @@ pub fn nested_translate<E: TableMem>(
     let (mut level, mut table) = hw.ept_pwc.lookup(vpid, gpa).unwrap_or((4, eptp));
     loop {
         let idx = pt_index(gpa, level);
-        hw.reference((table << 12) | (idx as u64 * 8), level, Dim::Nested);
         let e = ept_tables.read(table, idx);
+        hw.reference((table << 12) | (idx as u64 * 8), level, Dim::Nested);
         if !ept::present(e) {
             return Err(WalkFault::EptViolation { gpfn });
         }
