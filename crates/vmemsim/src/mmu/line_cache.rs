@@ -101,16 +101,21 @@ fn position(order: u64, way: usize) -> usize {
 }
 
 impl PtCache {
-    /// Empty cache of the configured geometry (validated by
-    /// `Config::validate`: at most [`MAX_WAYS`] ways, at least [`MIN_SETS`]
-    /// sets, or off).
+    /// Empty cache of the configured geometry.
+    ///
+    /// # Panics
+    /// On a geometry `Config::validate` rejects (more than [`MAX_WAYS`]
+    /// ways or fewer than [`MIN_SETS`] sets, unless off): a configuration
+    /// built in code without validating it.
     pub fn new(c: &PtCacheConfig) -> Self {
         let g = c.lines;
         let sets = g.sets().max(1);
         let ways = if g.entries == 0 { 0 } else { g.ways as usize };
         assert!(
-            ways <= MAX_WAYS,
-            "pt_cache: {ways} ways, at most {MAX_WAYS}"
+            ways == 0 || (ways <= MAX_WAYS && sets >= MIN_SETS),
+            "pt_cache.lines: {} lines in {ways} ways; the line cache needs at most \
+             {MAX_WAYS} ways and at least {MIN_SETS} sets (Config::validate checks this)",
+            g.entries
         );
         let initial = (0..ways as u64).fold(0, |o, w| o | (w << (4 * w)));
         PtCache {
