@@ -26,6 +26,12 @@ const EMPTY: u32 = u32::MAX;
 /// One in every nibble of an order word.
 const NIBBLE_ONES: u64 = 0x1111_1111_1111_1111;
 
+/// The tags of one set, aligned so that a set is exactly one 64-byte line of
+/// the simulator's own cache.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct SetTags([u32; MAX_WAYS]);
+
 /// Cache of 64-byte page-table lines, true LRU within a set.
 #[derive(Clone, Debug)]
 pub struct PtCache {
@@ -34,7 +40,7 @@ pub struct PtCache {
     ways: usize,
     /// Mask of the `ways` nibbles in use in an order word.
     order_mask: u64,
-    tags: Vec<[u32; MAX_WAYS]>,
+    tags: Vec<SetTags>,
     /// Per set: way numbers in recency order, most recent in the low nibble,
     /// unused ways last.
     orders: Vec<u64>,
@@ -123,7 +129,7 @@ impl PtCache {
             set_bits: sets.trailing_zeros(),
             ways,
             order_mask: low_nibbles(ways),
-            tags: vec![[EMPTY; MAX_WAYS]; sets as usize],
+            tags: vec![SetTags([EMPTY; MAX_WAYS]); sets as usize],
             orders: vec![initial; sets as usize],
         }
     }
@@ -142,7 +148,7 @@ impl PtCache {
         debug_assert!(tag < u64::from(EMPTY), "hPA {hpa:#x} beyond the tag range");
         let tag = tag as u32;
         let order = self.orders[set];
-        let tags = &mut self.tags[set];
+        let tags = &mut self.tags[set].0;
         if tags[(order & 0xf) as usize] == tag {
             return true;
         }
