@@ -158,3 +158,33 @@ fn config_dump_round_trips() {
     let again = vmemsim(&["config", "--dump", "--config", p.to_str().unwrap()]);
     assert_eq!(o.stdout, again.stdout);
 }
+
+#[test]
+fn bench_prints_best_and_median_per_mode() {
+    let o = vmemsim(&[
+        "bench",
+        "--accesses",
+        "20000",
+        "--workload",
+        "seq",
+        "--repeat",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 7, "{out}");
+    for r in &rows {
+        assert_eq!(r[0], "seq");
+        let best: f64 = r[3].parse().unwrap();
+        let median: f64 = r[4].parse().unwrap();
+        assert!(best >= median && median > 0.0, "{r:?}");
+    }
+    let bad = vmemsim(&["bench", "--repeat", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("--repeat"), "{}", stderr(&bad));
+}
