@@ -120,6 +120,27 @@ struct Input {
     seed: Option<u64>,
 }
 
+/// Print to standard output. A closed pipe (`vmemsim ... | head`) is not
+/// an error and stops nothing: the rest of the work (a JSON report, say)
+/// still gets done; `println!` would panic there.
+macro_rules! outln {
+    ($($arg:tt)*) => { write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// [`outln!`] without the newline.
+macro_rules! out {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*)) };
+}
+
+fn write_stdout(args: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("vmemsim: warning: writing to standard output: {e}");
+        }
+    }
+}
+
 fn main() {
     if let Err(e) = real_main() {
         let top = e.to_string();
@@ -157,7 +178,7 @@ fn real_main() -> Result<()> {
             repeat,
         } => bench(accesses, &workload, repeat),
         Command::Config { dump: _, config } => {
-            print!("{}", load_config(config.as_deref())?.to_toml());
+            out!("{}", load_config(config.as_deref())?.to_toml());
             Ok(())
         }
         Command::Record {
@@ -175,7 +196,7 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Info { file } => {
-            print!("{}", vmemsim_trace::info(&file)?);
+            out!("{}", vmemsim_trace::info(&file)?);
             Ok(())
         }
         Command::Convert { input, output } => {
@@ -322,8 +343,8 @@ fn simulate_jobs(input: &Input, cfg: &Config, jobs: &[Job], modes: &[ModeKind]) 
             }
             w.modes.push(r);
         }
-        println!("{}", report::to_table(&w));
-        println!(
+        outln!("{}", report::to_table(&w));
+        outln!(
             "config: {} (`vmemsim config --dump` prints it; the JSON report embeds it)\n",
             input.config.as_ref().map_or_else(
                 || "built-in defaults".to_string(),
@@ -356,9 +377,13 @@ fn bench(accesses: u64, workloads: &[String], repeat: u32) -> Result<()> {
             "warning: a debug build; run `cargo run --release -- bench` for meaningful numbers"
         );
     }
-    println!(
+    outln!(
         "{:<10} {:<14} {:>14} {:>12} {:>12}",
-        "workload", "mode", "accesses", "best M/s", "median M/s"
+        "workload",
+        "mode",
+        "accesses",
+        "best M/s",
+        "median M/s"
     );
     for k in kinds {
         let spec = WorkloadSpec {
@@ -384,7 +409,7 @@ fn bench(accesses: u64, workloads: &[String], repeat: u32) -> Result<()> {
                 speeds.push(accesses as f64 / secs / 1e6);
             }
             speeds.sort_by(f64::total_cmp);
-            println!(
+            outln!(
                 "{:<10} {:<14} {:>14} {:>12.1} {:>12.1}",
                 k.name(),
                 mode.name(),

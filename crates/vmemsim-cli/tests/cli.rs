@@ -188,3 +188,31 @@ fn bench_prints_best_and_median_per_mode() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("--repeat"), "{}", stderr(&bad));
 }
+
+#[test]
+fn closed_stdout_is_not_a_panic_and_the_json_is_still_written() {
+    use std::process::Stdio;
+    let json = tmp("pipe.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmemsim"))
+        .args([
+            "compare",
+            "--workload",
+            "seq",
+            "--accesses",
+            "50000",
+            "--json",
+        ])
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away, like `| head -0`
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["modes"].is_array());
+}
