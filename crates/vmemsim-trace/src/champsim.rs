@@ -107,21 +107,10 @@ impl Compression {
 /// # Errors
 /// [`TraceError::Io`] when the file cannot be opened or read.
 pub fn open_decompressed(path: &Path) -> Result<(Box<dyn Read>, Compression), TraceError> {
-    let io = |e| TraceError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    };
+    let io = |e| TraceError::io(path, e);
     let mut f = File::open(path).map_err(io)?;
     let mut head = [0u8; 6];
-    let mut got = 0;
-    while got < head.len() {
-        match f.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io(e)),
-        }
-    }
+    let got = crate::vmt::read_full(&mut f, &mut head).map_err(io)?;
     let c = Compression::detect(&head[..got]);
     let chained = std::io::Cursor::new(head[..got].to_vec()).chain(f);
     let r: Box<dyn Read> = match c {
@@ -251,10 +240,7 @@ impl Reader {
                             at: self.offset_text(off),
                             what: format!("corrupt {:?} stream: {e}", self.compression),
                         },
-                        _ => TraceError::Io {
-                            path: self.path.clone(),
-                            source: e,
-                        },
+                        _ => TraceError::io(&self.path, e),
                     });
                 }
             }
@@ -286,26 +272,18 @@ impl Reader {
                 size: FETCH_SIZE,
                 kind: AccessKind::Fetch,
             }));
-            for i in 0..4 {
-                let a = u64_at(src + 8 * i);
-                if a != 0 {
-                    out.push(Record::Access(Access {
-                        addr: a,
-                        pid: dpid,
-                        size: DATA_SIZE,
-                        kind: AccessKind::Load,
-                    }));
-                }
-            }
-            for i in 0..ndst {
-                let a = u64_at(dst + 8 * i);
-                if a != 0 {
-                    out.push(Record::Access(Access {
-                        addr: a,
-                        pid: dpid,
-                        size: DATA_SIZE,
-                        kind: AccessKind::Store,
-                    }));
+            // Source operands are loads, destinations stores; 0 = unused.
+            for (at, n, kind) in [(src, 4, AccessKind::Load), (dst, ndst, AccessKind::Store)] {
+                for i in 0..n {
+                    let a = u64_at(at + 8 * i);
+                    if a != 0 {
+                        out.push(Record::Access(Access {
+                            addr: a,
+                            pid: dpid,
+                            size: DATA_SIZE,
+                            kind,
+                        }));
+                    }
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! Errors of trace reading and writing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What went wrong reading or writing a trace. Every variant names the place.
 #[derive(Debug, thiserror::Error)]
@@ -24,4 +24,14 @@ pub enum TraceError {
         /// What was found and what was expected.
         what: String,
     },
+}
+
+impl TraceError {
+    /// [`TraceError::Io`] on `path`.
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        TraceError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }

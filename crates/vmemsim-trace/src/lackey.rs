@@ -631,10 +631,7 @@ impl Reader {
     /// # Errors
     /// [`TraceError::Io`] when the file cannot be opened.
     pub fn open(path: &Path) -> Result<Self, TraceError> {
-        let f = File::open(path).map_err(|source| TraceError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let f = File::open(path).map_err(|e| TraceError::io(path, e))?;
         Ok(Self::new(
             path.to_path_buf(),
             Box::new(BufReader::with_capacity(1 << 18, f)),
@@ -691,10 +688,7 @@ impl RecordSource for Reader {
             let n = self
                 .src
                 .read_until(b'\n', &mut self.line)
-                .map_err(|source| TraceError::Io {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(|e| TraceError::io(&self.path, e))?;
             if n == 0 {
                 self.done = true;
                 self.parser.finish(&mut self.overflow);

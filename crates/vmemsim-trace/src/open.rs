@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::champsim::{self, Layout};
@@ -36,25 +35,10 @@ impl Format {
     /// # Errors
     /// [`TraceError::Io`] when the file cannot be opened or read.
     pub fn detect(path: &Path) -> Result<Format, TraceError> {
-        let mut f = std::fs::File::open(path).map_err(|e| TraceError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let io = |e| TraceError::io(path, e);
+        let mut f = std::fs::File::open(path).map_err(io)?;
         let mut head = [0u8; 8];
-        let mut got = 0;
-        while got < head.len() {
-            match f.read(&mut head[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(TraceError::Io {
-                        path: path.to_path_buf(),
-                        source: e,
-                    })
-                }
-            }
-        }
+        let got = vmt::read_full(&mut f, &mut head).map_err(io)?;
         if got == 8 && head == vmt::MAGIC {
             return Ok(Format::Vmt);
         }
@@ -271,10 +255,7 @@ impl Tally {
 pub fn info(path: &Path) -> Result<TraceInfo, TraceError> {
     let format = Format::detect(path)?;
     let file_bytes = std::fs::metadata(path)
-        .map_err(|e| TraceError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?
+        .map_err(|e| TraceError::io(path, e))?
         .len();
     let mut header = None;
     let mut truncation_reason = None;

@@ -223,13 +223,6 @@ pub fn find_program(program: &std::ffi::OsStr) -> Result<PathBuf, TraceError> {
     })
 }
 
-fn io_err(path: &Path, source: std::io::Error) -> TraceError {
-    TraceError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Messages from the watcher and stream readers to the writer.
 enum Msg {
     /// A new log stream, in creation order.
@@ -258,7 +251,7 @@ struct Shared {
 fn run(opts: &RecordOptions, keep: Option<&mut Vec<Record>>) -> Result<RecordSummary, TraceError> {
     let valgrind = find_valgrind(opts.valgrind.as_deref())?;
     if opts.command.is_empty() {
-        return Err(io_err(
+        return Err(TraceError::io(
             Path::new("<command>"),
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command to record"),
         ));
@@ -269,9 +262,9 @@ fn run(opts: &RecordOptions, keep: Option<&mut Vec<Record>>) -> Result<RecordSum
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
-        .map_err(|e| io_err(&valgrind, e))?;
+        .map_err(|e| TraceError::io(&valgrind, e))?;
     if !version.status.success() {
-        return Err(io_err(
+        return Err(TraceError::io(
             &valgrind,
             std::io::Error::other(format!(
                 "`{} --version` failed: Valgrind cannot run here",
@@ -308,10 +301,10 @@ fn make_log_dir() -> Result<PathBuf, TraceError> {
         match std::fs::create_dir(&d) {
             Ok(()) => return Ok(d),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_err(&d, e)),
+            Err(e) => return Err(TraceError::io(&d, e)),
         }
     }
-    Err(io_err(
+    Err(TraceError::io(
         &base,
         std::io::Error::other("cannot create a private log directory"),
     ))
@@ -356,7 +349,7 @@ fn run_in(
                 reason: format!("valgrind did not start: {e}"),
             });
             let _ = std::fs::remove_file(&opts.output);
-            return Err(io_err(valgrind, e));
+            return Err(TraceError::io(valgrind, e));
         }
     };
     let root_pid = child.id();
@@ -546,7 +539,10 @@ fn watch(dir: &Path, tx: &SyncSender<Msg>, shared: &Arc<Shared>) {
                 }));
                 let error = match followed {
                     Ok(r) => r.err(),
-                    Err(_) => Some(io_err(&path, std::io::Error::other("log reader panicked"))),
+                    Err(_) => Some(TraceError::io(
+                        &path,
+                        std::io::Error::other("log reader panicked"),
+                    )),
                 };
                 let _ = tx.send(Msg::End { id, error });
                 shared.readers.fetch_sub(1, Ordering::SeqCst);
@@ -623,7 +619,9 @@ fn follow(
                 start = 0;
             }
         }
-        let n = file.read(&mut buf[end..]).map_err(|e| io_err(path, e))?;
+        let n = file
+            .read(&mut buf[end..])
+            .map_err(|e| TraceError::io(path, e))?;
         if n == 0 {
             if !send(&mut batch) {
                 return Ok(());

@@ -424,13 +424,6 @@ pub struct Footer {
     pub processes: Vec<ProcessInfo>,
 }
 
-fn io_err(path: &Path, source: std::io::Error) -> TraceError {
-    TraceError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 fn malformed(path: &Path, at: String, what: String) -> TraceError {
     TraceError::Malformed {
         path: path.to_path_buf(),
@@ -480,7 +473,7 @@ impl Writer {
     /// [`TraceError::Io`] when the file cannot be created or written.
     pub fn create(path: &Path, creator: &str) -> Result<Writer, TraceError> {
         let partial = partial_path(path);
-        let file = File::create(&partial).map_err(|e| io_err(&partial, e))?;
+        let file = File::create(&partial).map_err(|e| TraceError::io(&partial, e))?;
         let mut file = BufWriter::with_capacity(1 << 20, file);
         let mut creator_bytes = creator.as_bytes();
         if creator_bytes.len() > usize::from(u16::MAX) {
@@ -493,12 +486,13 @@ impl Writer {
         h.extend_from_slice(&0i32.to_le_bytes());
         h.extend_from_slice(&(creator_bytes.len() as u16).to_le_bytes());
         h.extend_from_slice(creator_bytes);
-        file.write_all(&h).map_err(|e| io_err(&partial, e))?;
+        file.write_all(&h)
+            .map_err(|e| TraceError::io(&partial, e))?;
         let mut compressor =
-            zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| io_err(&partial, e))?;
+            zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| TraceError::io(&partial, e))?;
         compressor
             .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
-            .map_err(|e| io_err(&partial, e))?;
+            .map_err(|e| TraceError::io(&partial, e))?;
         Ok(Writer {
             final_path: path.to_path_buf(),
             partial,
@@ -681,7 +675,7 @@ impl Writer {
     fn write(&mut self, bytes: &[u8]) -> Result<(), TraceError> {
         self.file
             .write_all(bytes)
-            .map_err(|e| io_err(&self.partial, e))?;
+            .map_err(|e| TraceError::io(&self.partial, e))?;
         self.pos += bytes.len() as u64;
         Ok(())
     }
@@ -705,7 +699,7 @@ impl Writer {
             .reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
         self.compressor
             .compress_to_buffer(&self.raw[..], &mut self.comp)
-            .map_err(|e| io_err(&self.partial, e))?;
+            .map_err(|e| TraceError::io(&self.partial, e))?;
         let mut h = [0u8; BLOCK_HEADER];
         h[0] = b'B';
         h[1..5].copy_from_slice(&(self.comp.len() as u32).to_le_bytes());
@@ -766,16 +760,18 @@ impl Writer {
         let mut file = self
             .file
             .into_inner()
-            .map_err(|e| io_err(&partial, e.into_error()))?;
+            .map_err(|e| TraceError::io(&partial, e.into_error()))?;
         file.seek(SeekFrom::Start(10))
-            .map_err(|e| io_err(&partial, e))?;
+            .map_err(|e| TraceError::io(&partial, e))?;
         let mut fx = [0u8; 6];
         fx[..2].copy_from_slice(&flags.to_le_bytes());
         fx[2..].copy_from_slice(&exit_code.to_le_bytes());
-        file.write_all(&fx).map_err(|e| io_err(&partial, e))?;
-        file.sync_all().map_err(|e| io_err(&partial, e))?;
+        file.write_all(&fx)
+            .map_err(|e| TraceError::io(&partial, e))?;
+        file.sync_all().map_err(|e| TraceError::io(&partial, e))?;
         drop(file);
-        std::fs::rename(&partial, &self.final_path).map_err(|e| io_err(&self.final_path, e))?;
+        std::fs::rename(&partial, &self.final_path)
+            .map_err(|e| TraceError::io(&self.final_path, e))?;
         Ok(WriteSummary {
             processes: footer.processes.len(),
             accesses: footer.counts.total_accesses(),
@@ -950,10 +946,10 @@ impl Reader {
     /// [`TraceError::Malformed`] with `what` starting "bad magic",
     /// "unknown version", "truncated header" or "bad footer".
     pub fn open(path: &Path) -> Result<Reader, TraceError> {
-        let mut file = File::open(path).map_err(|e| io_err(path, e))?;
-        let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
+        let mut file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| TraceError::io(path, e))?.len();
         let mut fixed = [0u8; HEADER_FIXED];
-        let got = read_full(&mut file, &mut fixed).map_err(|e| io_err(path, e))?;
+        let got = read_full(&mut file, &mut fixed).map_err(|e| TraceError::io(path, e))?;
         if got < 8 || fixed[..8] != MAGIC {
             let found = &fixed[..got.min(8)];
             return Err(malformed(
@@ -983,7 +979,7 @@ impl Reader {
         let exit_code = i32::from_le_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]);
         let clen = usize::from(u16::from_le_bytes([fixed[16], fixed[17]]));
         let mut cbytes = vec![0u8; clen];
-        let got = read_full(&mut file, &mut cbytes).map_err(|e| io_err(path, e))?;
+        let got = read_full(&mut file, &mut cbytes).map_err(|e| TraceError::io(path, e))?;
         if got < clen {
             return Err(malformed(
                 path,
@@ -1005,8 +1001,8 @@ impl Reader {
             }
         };
         file.seek(SeekFrom::Start(header_len))
-            .map_err(|e| io_err(path, e))?;
-        let dec = zstd::bulk::Decompressor::new().map_err(|e| io_err(path, e))?;
+            .map_err(|e| TraceError::io(path, e))?;
+        let dec = zstd::bulk::Decompressor::new().map_err(|e| TraceError::io(path, e))?;
         Ok(Reader {
             path: path.to_path_buf(),
             file,
@@ -1087,7 +1083,8 @@ impl Reader {
             return Ok(false);
         }
         let mut h = [0u8; BLOCK_HEADER];
-        let got = read_full(&mut self.file, &mut h[..1]).map_err(|e| io_err(&self.path, e))?;
+        let got =
+            read_full(&mut self.file, &mut h[..1]).map_err(|e| TraceError::io(&self.path, e))?;
         if got == 0 {
             // End of file exactly at a block boundary: no footer.
             self.done = true;
@@ -1120,7 +1117,8 @@ impl Reader {
                 ))
             }
         }
-        let got = read_full(&mut self.file, &mut h[1..]).map_err(|e| io_err(&self.path, e))?;
+        let got =
+            read_full(&mut self.file, &mut h[1..]).map_err(|e| TraceError::io(&self.path, e))?;
         if got < BLOCK_HEADER - 1 {
             self.truncated(format!(
                 "truncated block header: expected {BLOCK_HEADER} bytes, file ends after {}",
@@ -1149,7 +1147,8 @@ impl Reader {
             return Ok(false);
         }
         self.comp.resize(comp_len, 0);
-        let got = read_full(&mut self.file, &mut self.comp).map_err(|e| io_err(&self.path, e))?;
+        let got =
+            read_full(&mut self.file, &mut self.comp).map_err(|e| TraceError::io(&self.path, e))?;
         if got < comp_len {
             self.truncated(format!(
                 "truncated block: expected {comp_len} compressed bytes, file has {got}"
@@ -1548,7 +1547,7 @@ fn decode_process(raw: &[u8], pos: &mut usize) -> Result<ProcessInfo, PayloadErr
 }
 
 /// Read until `buf` is full or end of file; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..]) {
@@ -1573,9 +1572,11 @@ fn read_footer(
     }
     let tpos = file_len - TRAILER_LEN;
     file.seek(SeekFrom::Start(tpos))
-        .map_err(|e| io_err(path, e))?;
+        .map_err(|e| TraceError::io(path, e))?;
     let mut t = [0u8; TRAILER_LEN as usize];
-    if read_full(file, &mut t).map_err(|e| io_err(path, e))? < t.len() || t[8..] != TRAILER_MAGIC {
+    if read_full(file, &mut t).map_err(|e| TraceError::io(path, e))? < t.len()
+        || t[8..] != TRAILER_MAGIC
+    {
         return Ok(None);
     }
     let mut o = [0u8; 8];
@@ -1591,9 +1592,9 @@ fn read_footer(
         ));
     }
     file.seek(SeekFrom::Start(off))
-        .map_err(|e| io_err(path, e))?;
+        .map_err(|e| TraceError::io(path, e))?;
     let mut fh = [0u8; 5];
-    read_full(file, &mut fh).map_err(|e| io_err(path, e))?;
+    read_full(file, &mut fh).map_err(|e| TraceError::io(path, e))?;
     let body_len = u64::from(u32::from_le_bytes([fh[1], fh[2], fh[3], fh[4]]));
     if fh[0] != b'F' {
         return Err(bad(
@@ -1608,7 +1609,7 @@ fn read_footer(
         ));
     }
     let mut body = vec![0u8; body_len as usize];
-    let got = read_full(file, &mut body).map_err(|e| io_err(path, e))?;
+    let got = read_full(file, &mut body).map_err(|e| TraceError::io(path, e))?;
     if got < body.len() {
         return Err(bad(off + 5 + got as u64, "footer cut short".into()));
     }

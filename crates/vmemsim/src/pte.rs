@@ -20,6 +20,14 @@ pub mod x86 {
     /// Physical frame address bits 51:12.
     pub const FRAME: u64 = 0x000f_ffff_ffff_f000;
 
+    /// True when entry `e` at `level` (1 = PTE .. 4 = PML4E) maps a page
+    /// rather than a next-level table: every PTE, and a PDE with PS set
+    /// (2 MiB) [SDM Vol. 3 4.5]. 1 GiB pages are not modeled.
+    #[inline]
+    pub fn is_leaf(level: u8, e: u64) -> bool {
+        level == 1 || (level == 2 && e & PS != 0)
+    }
+
     /// Frame number in the entry.
     #[inline]
     pub fn frame(e: u64) -> u64 {

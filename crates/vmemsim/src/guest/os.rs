@@ -376,8 +376,7 @@ impl GuestOs {
             if e & x86::P == 0 {
                 continue;
             }
-            let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
-            if leaf {
+            if x86::is_leaf(level, e) {
                 let n = if level == 2 { FRAMES_PER_HUGE } else { 1 };
                 self.frames.get(x86::frame(e), n);
                 let ro = e & !x86::RW;
@@ -403,7 +402,7 @@ impl GuestOs {
             if e & x86::P == 0 {
                 continue;
             }
-            if level == 1 || (level == 2 && e & x86::PS != 0) {
+            if x86::is_leaf(level, e) {
                 let n = if level == 2 { FRAMES_PER_HUGE } else { 1 };
                 self.frames.put(x86::frame(e), n);
             } else {

@@ -44,11 +44,11 @@ use super::shadow::NO_ROOT;
 use super::{Core, Fill, GuestFault, Mode, Shadow};
 use crate::addr::{Gpa, Gva, PageSize};
 use crate::config::Config;
-use crate::guest::{softwalk, GuestMemory};
+use crate::guest::GuestMemory;
 use crate::mmu::walker::{
     walk_2d_tagged, walk_shadow_part, ShadowStep, PSC_GUEST, PSC_SWITCHED, SWITCH,
 };
-use crate::mmu::{Rights, TableMem, WalkFault};
+use crate::mmu::{Rights, WalkFault};
 use crate::stats::ExitReason;
 
 const TAGS: u64 = PSC_GUEST | PSC_SWITCHED;
@@ -162,14 +162,7 @@ impl Agile {
                             .m2p(l.frame)
                             .expect("shadow leaf maps a guest frame");
                         debug_assert_eq!(l.size, PageSize::Size4K);
-                        let fill = Fill {
-                            gpfn,
-                            hpfn: l.frame,
-                            size: l.size,
-                            write_ok: l.write_ok,
-                            exec_ok: l.exec_ok,
-                        };
-                        return Ok((fill, 0));
+                        return Ok((Fill::of_leaf(&l, gpfn, l.frame), 0));
                     }
                     ShadowStep::Switch { level, hpfn } => {
                         let g = core.host.m2p(hpfn).expect("switched table is backed");
@@ -194,13 +187,7 @@ impl Agile {
         )
         .map_err(|f| (f, true))?;
         let l = w.leaf;
-        let fill = Fill {
-            gpfn: l.frame,
-            hpfn: w.hpfn,
-            size: l.size,
-            write_ok: l.write_ok,
-            exec_ok: l.exec_ok,
-        };
+        let fill = Fill::of_leaf(&l, l.frame, w.hpfn);
         // The level of the first guest table walked 2-D (a PSC hit into the
         // nested part counts at the level it resumed).
         Ok((fill, usize::from(level)))
@@ -227,36 +214,20 @@ impl Mode for Agile {
                     self.walks_by_switch[at] += 1;
                     return Ok(f);
                 }
-                Err((WalkFault::EptViolation { gpfn }, _)) => {
-                    core.exit(ExitReason::EptViolation);
-                    core.back(gpfn);
-                }
+                Err((WalkFault::EptViolation { gpfn }, _)) => core.ept_violation(gpfn),
                 // Nested part: the guest's own tables fault, no exit.
                 Err((_, true)) => return Err(GuestFault),
-                Err((_, false)) => {
-                    // Shadow part: exit; the hypervisor reads the guest tables.
-                    let path = softwalk::path(mem, core.guest_root, va);
-                    if !Shadow::guest_allows(&path, r) {
-                        core.exit(ExitReason::GuestFault);
-                        return Err(GuestFault);
-                    }
-                    core.exit(ExitReason::ShadowFault);
-                    self.sh.sync(core, mem, &path, va, r);
-                }
+                // Shadow part: exit, as in shadow paging.
+                Err((_, false)) => self.sh.shadow_fault(core, mem, va, r)?,
             }
         }
         panic!("agile fill of {va:#x} does not converge: agile model bug");
     }
 
     fn write_pte(&mut self, core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64) {
+        // Trapped and emulated as in shadow paging; then counted.
+        self.sh.write_pte(core, mem, gpa, val);
         let gpfn = gpa.page_number();
-        let idx = (gpa.page_offset() / 8) as usize;
-        mem.write(gpfn, idx, val);
-        if self.sh.is_write_protected(gpfn) {
-            core.exit(ExitReason::PtWrite);
-            let sp = self.sh.sp_of(gpfn);
-            self.sh.zap(core, sp, idx);
-        }
         let n = self.writes.entry(gpfn).or_insert(0);
         *n += 1;
         if *n >= 2 && !self.sh.nested.contains_key(&gpfn) {

@@ -254,11 +254,8 @@ impl Mode for Direct {
             .m2p(l.frame)
             .expect("machine leaf maps a guest frame");
         Ok(Fill {
-            gpfn,
-            hpfn: l.frame,
             size: PageSize::Size4K,
-            write_ok: l.write_ok,
-            exec_ok: l.exec_ok,
+            ..Fill::of_leaf(&l, gpfn, l.frame)
         })
     }
 

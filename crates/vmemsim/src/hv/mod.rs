@@ -24,7 +24,7 @@ use crate::addr::{Gpa, Gva, PageSize};
 use crate::config::Config;
 use crate::guest::{GuestMemory, GuestOs, Platform};
 use crate::host::Host;
-use crate::mmu::{Asid, Hw, Rights, TlbEntry, TlbLevel};
+use crate::mmu::{Asid, Hw, Leaf, Rights, TlbEntry, TlbLevel};
 use crate::stats::{ExitReason, Stats};
 use crate::SimError;
 
@@ -95,6 +95,12 @@ impl Core {
         self.hw.pwc.flush_asid(a);
     }
 
+    /// An EPT violation on `gpfn` (VM exit): the hypervisor backs it.
+    pub fn ept_violation(&mut self, gpfn: u64) {
+        self.exit(ExitReason::EptViolation);
+        self.back(gpfn);
+    }
+
     /// Back `gpfn` with a host frame if needed; true if one was allocated.
     pub fn back(&mut self, gpfn: u64) -> bool {
         let newly = self.host.back(gpfn).1;
@@ -116,6 +122,21 @@ pub struct Fill {
     pub write_ok: bool,
     /// Fetches may use the entry.
     pub exec_ok: bool,
+}
+
+impl Fill {
+    /// The fill for a walk that ended at leaf `l`, whose page starts at
+    /// `gpfn` in the guest and `hpfn` in the host; size and rights from `l`.
+    #[inline]
+    pub fn of_leaf(l: &Leaf, gpfn: u64, hpfn: u64) -> Self {
+        Fill {
+            gpfn,
+            hpfn,
+            size: l.size,
+            write_ok: l.write_ok,
+            exec_ok: l.exec_ok,
+        }
+    }
 }
 
 /// The guest's own tables do not allow the access: the guest OS must

@@ -28,13 +28,7 @@ impl Mode for Native {
         let res = walk_1d(&mut core.hw, mem, Dim::Guest, core.guest_root, asid, va, r);
         core.walk_done();
         let l = res.map_err(|_| GuestFault)?;
-        Ok(Fill {
-            gpfn: l.frame,
-            hpfn: l.frame,
-            size: l.size,
-            write_ok: l.write_ok,
-            exec_ok: l.exec_ok,
-        })
+        Ok(Fill::of_leaf(&l, l.frame, l.frame))
     }
     fn touch_frame(&mut self, _core: &mut Core, _mem: &mut GuestMemory, _gpfn: u64) {}
 }

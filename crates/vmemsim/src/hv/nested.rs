@@ -9,18 +9,10 @@ use super::{Core, Fill, GuestFault, Mode};
 use crate::guest::GuestMemory;
 use crate::mmu::walker::walk_2d;
 use crate::mmu::{Rights, WalkFault};
-use crate::stats::ExitReason;
 
 /// Nested-paging mode.
 #[derive(Debug, Default)]
 pub struct Nested;
-
-impl Nested {
-    fn ept_violation(core: &mut Core, gpfn: u64) {
-        core.exit(ExitReason::EptViolation);
-        core.back(gpfn);
-    }
-}
 
 impl Mode for Nested {
     fn name(&self) -> &'static str {
@@ -48,24 +40,15 @@ impl Mode for Nested {
             );
             core.walk_done();
             match res {
-                Ok(w) => {
-                    let l = w.leaf;
-                    return Ok(Fill {
-                        gpfn: l.frame,
-                        hpfn: w.hpfn,
-                        size: l.size,
-                        write_ok: l.write_ok,
-                        exec_ok: l.exec_ok,
-                    });
-                }
-                Err(WalkFault::EptViolation { gpfn }) => Self::ept_violation(core, gpfn),
+                Ok(w) => return Ok(Fill::of_leaf(&w.leaf, w.leaf.frame, w.hpfn)),
+                Err(WalkFault::EptViolation { gpfn }) => core.ept_violation(gpfn),
                 Err(_) => return Err(GuestFault),
             }
         }
     }
     fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
         if core.host.p2m(gpfn).is_none() {
-            Self::ept_violation(core, gpfn);
+            core.ept_violation(gpfn);
         }
     }
 }

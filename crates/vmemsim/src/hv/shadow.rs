@@ -84,11 +84,6 @@ impl Shadow {
         self.wp.get(gpfn as usize).copied().unwrap_or(false)
     }
 
-    /// Shadow page of write-protected guest table `gpfn`.
-    pub(super) fn sp_of(&self, gpfn: u64) -> u64 {
-        self.sp_of[&gpfn]
-    }
-
     /// Start shadowing the current guest CR3 with empty shadows, filled on
     /// demand (a switch from nested paging \[W11\]).
     pub fn activate(&mut self, core: &mut Core) {
@@ -357,12 +352,34 @@ impl Shadow {
         }
     }
 
+    /// A shadow walk faulted (VM exit): the hypervisor reads the guest
+    /// tables. A true guest fault is reflected to the guest
+    /// ([`GuestFault`]); a hidden one is fixed by syncing the shadow path.
+    ///
+    /// # Errors
+    /// [`GuestFault`] when the guest's own tables forbid the access.
+    pub(super) fn shadow_fault(
+        &mut self,
+        core: &mut Core,
+        mem: &mut GuestMemory,
+        va: u64,
+        r: Rights,
+    ) -> Result<(), GuestFault> {
+        let path = softwalk::path(mem, core.guest_root, va);
+        if !Self::guest_allows(&path, r) {
+            core.exit(ExitReason::GuestFault);
+            return Err(GuestFault);
+        }
+        core.exit(ExitReason::ShadowFault);
+        self.sync(core, mem, &path, va, r);
+        Ok(())
+    }
+
     /// The guest allows the access (every level present, write and NX rights).
-    pub(super) fn guest_allows(path: &softwalk::GuestPath, r: Rights) -> bool {
+    fn guest_allows(path: &softwalk::GuestPath, r: Rights) -> bool {
         let (_, _, leaf) = path.steps[path.len - 1];
         let level = 5 - path.len as u8;
-        let is_leaf = level == 1 || (level == 2 && leaf & x86::PS != 0);
-        is_leaf
+        x86::is_leaf(level, leaf)
             && path.steps[..path.len].iter().all(|&(_, _, e)| {
                 e & x86::P != 0 && !(r.write && e & x86::RW == 0) && !(r.fetch && e & x86::NX != 0)
             })
@@ -370,7 +387,7 @@ impl Shadow {
 
     /// Hidden-fault handler: set guest A/D as hardware would, then build the
     /// shadow path for `va` from the guest tables.
-    pub(super) fn sync(
+    fn sync(
         &mut self,
         core: &mut Core,
         mem: &mut GuestMemory,
@@ -455,22 +472,9 @@ impl Mode for Shadow {
                     .m2p(l.frame)
                     .expect("shadow leaf maps a guest frame");
                 debug_assert_eq!(l.size, PageSize::Size4K);
-                return Ok(Fill {
-                    gpfn,
-                    hpfn: l.frame,
-                    size: l.size,
-                    write_ok: l.write_ok,
-                    exec_ok: l.exec_ok,
-                });
+                return Ok(Fill::of_leaf(&l, gpfn, l.frame));
             }
-            // Shadow fault: exit. The hypervisor reads the guest tables.
-            let path = softwalk::path(mem, core.guest_root, va);
-            if !Self::guest_allows(&path, r) {
-                core.exit(ExitReason::GuestFault);
-                return Err(GuestFault);
-            }
-            core.exit(ExitReason::ShadowFault);
-            self.sync(core, mem, &path, va, r);
+            self.shadow_fault(core, mem, va, r)?;
         }
         panic!("shadow fill of {va:#x} does not converge: shadow model bug");
     }

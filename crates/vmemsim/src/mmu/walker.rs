@@ -268,14 +268,10 @@ fn walk_1d_from<T: TableMem>(
         let idx = pt_index(va, level);
         let e = tables.read(table, idx);
         hw.reference((table << 12) | (idx as u64 * 8), level, dim);
-        let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
-        let e = check_and_mark(tables, table, idx, e, leaf, r).map_err(|f| f.at(level))?;
-        if leaf {
-            let size = if level == 1 {
-                PageSize::Size4K
-            } else {
-                PageSize::Size2M
-            };
+        let leaf = leaf_size(level, e);
+        let e =
+            check_and_mark(tables, table, idx, e, leaf.is_some(), r).map_err(|f| f.at(level))?;
+        if let Some(size) = leaf {
             return Ok(ShadowStep::Leaf(leaf_of(e, size)));
         }
         let next = x86::frame(e);
@@ -325,17 +321,12 @@ pub fn walk_2d_tagged<G: TableMem, E: TableMem>(
             None => nested_translate(hw, ept_tables, eptp, asid, table)?,
         };
         hw.reference((table_hpfn << 12) | (idx as u64 * 8), level, Dim::Guest);
-        let leaf = level == 1 || (level == 2 && e & x86::PS != 0);
-        let e = check_and_mark(guest, table, idx, e, leaf, r).map_err(|f| f.at(level))?;
-        if leaf {
-            let size = if level == 1 {
-                PageSize::Size4K
-            } else {
-                PageSize::Size2M
-            };
-            let gpfn = leaf_of(e, size).frame_of(va);
-            let hpfn = nested_translate(hw, ept_tables, eptp, asid, gpfn)?;
+        let leaf = leaf_size(level, e);
+        let e = check_and_mark(guest, table, idx, e, leaf.is_some(), r).map_err(|f| f.at(level))?;
+        if let Some(size) = leaf {
             let l = leaf_of(e, size);
+            let gpfn = l.frame_of(va);
+            let hpfn = nested_translate(hw, ept_tables, eptp, asid, gpfn)?;
             return Ok(Walk2d {
                 leaf: Leaf {
                     frame: gpfn,
@@ -436,6 +427,17 @@ fn check_and_mark<T: TableMem>(
         tables.write(table, idx, e | set);
     }
     Ok(e | set)
+}
+
+/// The page size when entry `e` at `level` maps a page ([`x86::is_leaf`]);
+/// `None` when it points to a next-level table.
+#[inline]
+fn leaf_size(level: u8, e: u64) -> Option<PageSize> {
+    match level {
+        _ if !x86::is_leaf(level, e) => None,
+        1 => Some(PageSize::Size4K),
+        _ => Some(PageSize::Size2M),
+    }
 }
 
 #[inline]
