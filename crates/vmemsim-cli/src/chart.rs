@@ -432,16 +432,7 @@ mod tests {
                 stats.exit(r);
             }
         }
-        let (base, stlb, walks, hypervisor, guest_kernel) =
-            (1000, 50 * scale, 120 * scale, 80 * scale, 30 * scale);
-        let cycles = Cycles {
-            base,
-            stlb,
-            walks,
-            hypervisor,
-            guest_kernel,
-            total: base + stlb + walks + hypervisor + guest_kernel,
-        };
+        let cycles = Cycles::from_parts(1000, 50 * scale, 120 * scale, 80 * scale, 30 * scale);
         ModeResult {
             mode,
             stats,

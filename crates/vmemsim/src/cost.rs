@@ -24,6 +24,24 @@ pub struct Cycles {
 }
 
 impl Cycles {
+    /// Cycles from their parts; `total` is their sum.
+    pub fn from_parts(
+        base: u64,
+        stlb: u64,
+        walks: u64,
+        hypervisor: u64,
+        guest_kernel: u64,
+    ) -> Self {
+        Cycles {
+            base,
+            stlb,
+            walks,
+            hypervisor,
+            guest_kernel,
+            total: base + stlb + walks + hypervisor + guest_kernel,
+        }
+    }
+
     /// Translation overhead: everything but the base instruction cycles.
     pub fn overhead(&self) -> u64 {
         self.total - self.base
@@ -80,14 +98,7 @@ impl CostModel {
             + s.frames_copied * c.copy_page_cycles
             + s.guest_pte_writes * c.pte_write_cycles
             + s.context_switches * c.context_switch_cycles;
-        Cycles {
-            base,
-            stlb,
-            walks,
-            hypervisor,
-            guest_kernel,
-            total: base + stlb + walks + hypervisor + guest_kernel,
-        }
+        Cycles::from_parts(base, stlb, walks, hypervisor, guest_kernel)
     }
 }
 
