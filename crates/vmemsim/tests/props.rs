@@ -131,12 +131,17 @@ proptest! {
 
     #[test]
     fn every_mode_matches_the_oracle(ops in prop::collection::vec(op(), 1..120), huge in any::<bool>(), pcid in any::<bool>()) {
-        let mut cfg = Config::default();
-        cfg.guest.huge_pages = huge;
-        cfg.guest.pcid = pcid;
-        cfg.guest.mem_mib = 256;
-        all_modes_agree(&cfg, &records(&ops));
+        modes_agree_on(&ops, huge, pcid);
     }
+}
+
+/// Every mode matches the oracle on `ops` in a 256 MiB guest.
+fn modes_agree_on(ops: &[Op], huge_pages: bool, pcid: bool) {
+    let mut cfg = Config::default();
+    cfg.guest.huge_pages = huge_pages;
+    cfg.guest.pcid = pcid;
+    cfg.guest.mem_mib = 256;
+    all_modes_agree(&cfg, &records(ops));
 }
 
 /// A sequence proptest found: a process exits, its freed PML4 frame is reused
@@ -171,10 +176,7 @@ fn regression_freed_root_reused_as_lower_table() {
             kind: 0,
         },
     ];
-    let mut cfg = Config::default();
-    cfg.guest.pcid = false;
-    cfg.guest.mem_mib = 256;
-    all_modes_agree(&cfg, &records(&ops));
+    modes_agree_on(&ops, false, false);
 }
 
 /// A sequence proptest found: mprotect splits a copy-on-write-shared 2 MiB
@@ -210,9 +212,5 @@ fn regression_split_of_shared_huge_page() {
             kind: 0,
         },
     ];
-    let mut cfg = Config::default();
-    cfg.guest.huge_pages = true;
-    cfg.guest.pcid = false;
-    cfg.guest.mem_mib = 256;
-    all_modes_agree(&cfg, &records(&ops));
+    modes_agree_on(&ops, true, false);
 }
