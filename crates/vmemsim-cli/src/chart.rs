@@ -376,26 +376,29 @@ fn timeline_svg(workload: &str, mode: ModeKind, sw: &SwitchReport) -> Result<Str
             .y_desc("cycles per period")
             .axis_desc_style(text(15.0))
             .draw()?;
+        // Each period's box: from its first to its last instruction, up to its cycles.
         let mut start = 0u64;
-        chart.draw_series(sw.intervals.iter().map(|s| {
-            let x0 = start as f64;
-            start += s.instructions;
-            Rectangle::new(
-                [(x0, 0.0), (start as f64, s.cycles as f64)],
-                paging_color(s.mode).filled(),
-            )
-        }))?;
-        // Thin white edges tell neighbouring periods apart while they are wide enough.
-        if sw.intervals.len() <= 150 {
-            let mut start = 0u64;
-            chart.draw_series(sw.intervals.iter().map(|s| {
+        let boxes: Vec<_> = sw
+            .intervals
+            .iter()
+            .map(|s| {
                 let x0 = start as f64;
                 start += s.instructions;
-                Rectangle::new(
-                    [(x0, 0.0), (start as f64, s.cycles as f64)],
-                    WHITE.stroke_width(1),
-                )
-            }))?;
+                ([(x0, 0.0), (start as f64, s.cycles as f64)], s.mode)
+            })
+            .collect();
+        chart.draw_series(
+            boxes
+                .iter()
+                .map(|&(b, mode)| Rectangle::new(b, paging_color(mode).filled())),
+        )?;
+        // Thin white edges tell neighbouring periods apart while they are wide enough.
+        if boxes.len() <= 150 {
+            chart.draw_series(
+                boxes
+                    .iter()
+                    .map(|&(b, _)| Rectangle::new(b, WHITE.stroke_width(1))),
+            )?;
         }
         draw_legend(
             &legend,
