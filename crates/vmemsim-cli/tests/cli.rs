@@ -37,21 +37,13 @@ fn compare_prints_every_mode_and_writes_json() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = String::from_utf8(o.stdout).unwrap();
-    for m in [
-        "native",
-        "nested",
-        "shadow",
-        "direct",
-        "agile",
-        "selective-w11",
-        "selective",
-    ] {
+    for m in vmemsim::sim::ModeKind::ALL.map(|m| m.name()) {
         assert!(table.contains(m), "table lacks {m}:\n{table}");
     }
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let modes = doc["modes"].as_array().expect("top-level modes array");
-    assert_eq!(modes.len(), 7);
+    assert_eq!(modes.len(), vmemsim::sim::ModeKind::ALL.len());
     for m in modes {
         for key in [
             "mode",

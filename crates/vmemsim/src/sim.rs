@@ -79,6 +79,31 @@ impl ModeKind {
     }
 }
 
+/// Work to do with one concrete mode, for [`ModeKind::with_mode`] (a
+/// closure cannot be generic over the mode's type).
+pub trait ModeVisitor {
+    /// What the work returns.
+    type Output;
+    /// Do it with `mode`.
+    fn visit<M: Mode>(self, mode: M) -> Self::Output;
+}
+
+impl ModeKind {
+    /// Build this mode's state for `cfg` and hand it to `v`: the one place a
+    /// [`ModeKind`] becomes a concrete [`Mode`] (runs and tests go through it).
+    pub fn with_mode<V: ModeVisitor>(self, cfg: &Config, v: V) -> V::Output {
+        match self {
+            ModeKind::Native => v.visit(Native),
+            ModeKind::Nested => v.visit(Nested),
+            ModeKind::Shadow => v.visit(Shadow::new()),
+            ModeKind::Direct => v.visit(Direct::new(&cfg.pv, cfg.guest.mem_mib)),
+            ModeKind::Agile => v.visit(Agile::new(cfg)),
+            ModeKind::SelectiveW11 => v.visit(w11_mode(cfg)),
+            ModeKind::Selective => v.visit(predictive_mode(cfg)),
+        }
+    }
+}
+
 /// Rights an access needs.
 #[inline]
 pub fn rights(kind: AccessKind) -> Rights {
@@ -220,27 +245,21 @@ pub fn run_mode(
     src: &mut dyn RecordSource,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ModeResult, SimError> {
-    type Out = (Stats, Option<SwitchReport>);
-    fn go<M: Mode>(
-        mode: M,
-        cfg: &Config,
-        src: &mut dyn RecordSource,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<Out, SimError> {
-        let mut sim = Sim::new(mode, cfg);
-        sim.run(src, &mut |_, _| {}, progress)?;
-        let report = sim.machine.finish();
-        Ok((sim.machine.core.stats, report))
+    struct Go<'a> {
+        cfg: &'a Config,
+        src: &'a mut dyn RecordSource,
+        progress: &'a mut dyn FnMut(u64),
     }
-    let (stats, switching) = match kind {
-        ModeKind::Native => go(Native, cfg, src, progress)?,
-        ModeKind::Nested => go(Nested, cfg, src, progress)?,
-        ModeKind::Shadow => go(Shadow::new(), cfg, src, progress)?,
-        ModeKind::Direct => go(Direct::new(&cfg.pv, cfg.guest.mem_mib), cfg, src, progress)?,
-        ModeKind::Agile => go(Agile::new(cfg), cfg, src, progress)?,
-        ModeKind::SelectiveW11 => go(w11_mode(cfg), cfg, src, progress)?,
-        ModeKind::Selective => go(predictive_mode(cfg), cfg, src, progress)?,
-    };
+    impl ModeVisitor for Go<'_> {
+        type Output = Result<(Stats, Option<SwitchReport>), SimError>;
+        fn visit<M: Mode>(self, mode: M) -> Self::Output {
+            let mut sim = Sim::new(mode, self.cfg);
+            sim.run(self.src, &mut |_, _| {}, self.progress)?;
+            let report = sim.machine.finish();
+            Ok((sim.machine.core.stats, report))
+        }
+    }
+    let (stats, switching) = kind.with_mode(cfg, Go { cfg, src, progress })?;
     let cycles = CostModel::new(&cfg.cost, &cfg.pt_cache).price(&stats);
     Ok(ModeResult {
         mode: kind,

@@ -7,68 +7,88 @@
 use vmemsim::config::Config;
 use vmemsim::sim::{run_mode, ModeKind};
 use vmemsim::workload::{WorkloadKind, WorkloadSpec};
+use vmemsim_trace::RecordSource;
+
+/// Every mode but native (the baseline), in report order.
+fn modes() -> &'static [ModeKind] {
+    &ModeKind::ALL[1..]
+}
+
+/// Run every mode of [`modes`] on the records `open` gives, print a row,
+/// and return what fails the checks (`strictly_better`: selective must
+/// beat both static modes).
+fn check_row(
+    name: &str,
+    cfg: &Config,
+    open: &dyn Fn() -> Box<dyn RecordSource>,
+    strictly_better: bool,
+) -> Vec<String> {
+    let mut cyc = std::collections::HashMap::new();
+    let mut sw = std::collections::HashMap::new();
+    for &m in modes() {
+        let r = run_mode(m, cfg, open().as_mut(), &mut |_| {}).expect("run");
+        cyc.insert(m, r.cycles.total as f64);
+        sw.insert(m, r.switching.map(|s| s.switches));
+    }
+    let c = |m| cyc[&m];
+    println!(
+        "{name:<14} {}",
+        modes()
+            .iter()
+            .map(|&m| format!("{:>15.4e}", c(m)))
+            .collect::<String>()
+    );
+    let best = c(ModeKind::Nested).min(c(ModeKind::Shadow));
+    let (w11, ours) = (c(ModeKind::SelectiveW11), c(ModeKind::Selective));
+    println!(
+        "{:14} agile/best {:.4} (not checked), selective/best {:.4}, w11/best {:.4}, switches w11 {:?} ours {:?}",
+        "",
+        c(ModeKind::Agile) / best,
+        ours / best,
+        w11 / best,
+        sw[&ModeKind::SelectiveW11],
+        sw[&ModeKind::Selective]
+    );
+    let mut failures = Vec::new();
+    if ours > best * 1.01 {
+        failures.push(format!(
+            "{name}: selective {:.4} x the best static",
+            ours / best
+        ));
+    }
+    if ours > w11 {
+        failures.push(format!(
+            "{name}: selective worse than w11 ({:.4})",
+            ours / w11
+        ));
+    }
+    if strictly_better && ours >= best {
+        failures.push(format!("{name}: selective not strictly better than both"));
+    }
+    failures
+}
+
+fn header() {
+    println!(
+        "{:<14} {}",
+        "workload",
+        modes()
+            .iter()
+            .map(|m| format!("{:>15}", m.name()))
+            .collect::<String>()
+    );
+}
 
 #[test]
 #[ignore = "minutes in debug; run in release"]
 fn selective_against_static_modes() {
     let cfg = Config::default();
-    let modes = [
-        ModeKind::Nested,
-        ModeKind::Shadow,
-        ModeKind::Direct,
-        ModeKind::SelectiveW11,
-        ModeKind::Selective,
-        ModeKind::Agile,
-    ];
+    header();
     let mut failures = Vec::new();
-    println!(
-        "{:<8} {}",
-        "workload",
-        modes.map(|m| format!("{:>15}", m.name())).join("")
-    );
     for w in WorkloadKind::ALL {
         let spec = WorkloadSpec::default_for(w);
-        let mut cyc = Vec::new();
-        let mut sw = Vec::new();
-        for m in modes {
-            let r = run_mode(m, &cfg, &mut spec.source(), &mut |_| {}).expect("run");
-            cyc.push(r.cycles.total as f64);
-            sw.push(r.switching.map(|s| s.switches));
-        }
-        println!(
-            "{:<8} {}",
-            w.name(),
-            cyc.iter()
-                .map(|c| format!("{:>15.4e}", c))
-                .collect::<String>()
-        );
-        let (nested, shadow, w11, ours) = (cyc[0], cyc[1], cyc[3], cyc[4]);
-        let best = nested.min(shadow);
-        println!("         agile/best = {:.4} (not checked)", cyc[5] / best);
-        println!(
-            "         selective/best = {:.4}, selective/w11 = {:.4}, switches w11 {:?} ours {:?}",
-            ours / best,
-            ours / w11,
-            sw[3],
-            sw[4]
-        );
-        if ours > best * 1.01 {
-            failures.push(format!(
-                "{}: selective {:.4} x the best static",
-                w.name(),
-                ours / best
-            ));
-        }
-        if ours > w11 {
-            failures.push(format!(
-                "{}: selective worse than w11 ({:.4})",
-                w.name(),
-                ours / w11
-            ));
-        }
-        if w == WorkloadKind::Phases && ours >= best {
-            failures.push("phases: selective not strictly better than both".into());
-        }
+        let open = || -> Box<dyn RecordSource> { Box::new(spec.source()) };
+        failures.extend(check_row(w.name(), &cfg, &open, w == WorkloadKind::Phases));
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -184,6 +184,11 @@ fn agile_cold(cfg: &Config, nested: &[u8]) -> ([u64; 3], [u64; 5]) {
     assert_eq!(cold.walks, 1, "one walk, no fault");
     assert_eq!(cold.total_exits(), 0);
     let after = sim.machine.mode.walks_by_switch();
+    assert_eq!(
+        refs_of(&sim),
+        agile_refs(nested),
+        "agile walk with levels {nested:?} nested"
+    );
     (
         cold.walk_refs_by_dim,
         std::array::from_fn(|i| after[i] - by_switch[i]),
@@ -318,4 +323,186 @@ fn agile_policy_moves_written_tables_to_nested_and_clean_ones_back() {
     run(&mut sim, &[acc(1, AccessKind::Load, B)]);
     let d = sim.stats().since(&before);
     assert_eq!(d.walk_refs_by_dim, dims(3, 1, 4));
+}
+
+// Exact reference lists of cold walks: (hPA, level, dimension) in order.
+//
+// Where every table lives, fixed by the allocators (the same in every test
+// below, since each maps the same area and touches A, then B):
+// - guest frames come from 2 MiB chunks from gPFN 0x200 (0..0x200 is the
+//   guest kernel's): A's PML4 0x200, PDPT 0x201, PD 0x202, PT 0x203, A's
+//   data frame 0x204 (B's 0x205);
+// - the host backs guest frames in order of first touch from hPFN 0:
+//   0x200 -> 0, 0x201 -> 1, 0x202 -> 2, 0x203 -> 3, 0x204 -> 4;
+// - hypervisor table pages come from hPFN HV_FRAME_BASE = 0x1000_0000
+//   (hPA 1 TiB) on: the EPT root first, then the EPT PDPT, PD and PT that
+//   backing gPFN 0x200 needed (0x1000_0001..3), then shadow pages in the
+//   order the shadow of A's path was built: root 0x1000_0004, PDPT
+//   0x1000_0005, PD 0x1000_0006, PT 0x1000_0007;
+// - A = 0x7f00_0000_0000 has PML4 index 0xfe and index 0 below; the guest
+//   frames 0x200..0x205 (gPA 2 MiB + n pages) have EPT indices 0, 0, 1
+//   (PML4, PDPT, PD) and gPFN & 511 in the EPT PT.
+
+type Ref = (u64, u8, Dim);
+
+const HV: u64 = vmemsim::host::HV_FRAME_BASE;
+
+/// The entry of table frame `frame` at `idx` (8-byte entries).
+fn entry(frame: u64, idx: u64) -> u64 {
+    (frame << 12) | (idx * 8)
+}
+
+/// The guest's table at `level` on A's path (0x200 is the PML4 .. 0x203 the
+/// PT) and the index A uses in it.
+fn guest_table(level: u8) -> (u64, u64) {
+    (
+        0x200 + u64::from(4 - level),
+        if level == 4 { 0xfe } else { 0 },
+    )
+}
+
+/// The 4 EPT references translating guest frame `gpfn` (root, PDPT, PD, PT).
+fn ept_walk(gpfn: u64) -> [Ref; 4] {
+    [
+        (entry(HV, 0), 4, Dim::Nested),
+        (entry(HV + 1, 0), 3, Dim::Nested),
+        (entry(HV + 2, 1), 2, Dim::Nested),
+        (entry(HV + 3, gpfn & 511), 1, Dim::Nested),
+    ]
+}
+
+/// The guest-dimension reference of a 2-D walk at `level`: the guest entry
+/// read at its hPA (guest frame 0x200 + n is backed by hPFN n).
+fn guest_ref_2d(level: u8) -> Ref {
+    let (table, idx) = guest_table(level);
+    (entry(table - 0x200, idx), level, Dim::Guest)
+}
+
+/// The shadow-table reference at `level` (shadow pages 0x1000_0004 = the
+/// root .. 0x1000_0007 = the PT).
+fn shadow_ref(level: u8) -> Ref {
+    let (_, idx) = guest_table(level);
+    (
+        entry(HV + 4 + u64::from(4 - level), idx),
+        level,
+        Dim::Shadow,
+    )
+}
+
+/// A 2-D walk from the guest table at `from` (4 = the root) down, each
+/// table translated through the EPT, then the data frame 0x204; `switched`:
+/// the first table's hPA came from a switching entry (no EPT walk for it).
+fn walk_2d_refs(from: u8, switched: bool) -> Vec<Ref> {
+    let mut v = Vec::new();
+    for level in (1..=from).rev() {
+        if !(switched && level == from) {
+            v.extend(ept_walk(guest_table(level).0));
+        }
+        v.push(guest_ref_2d(level));
+    }
+    v.extend(ept_walk(0x204));
+    v
+}
+
+/// What agile's walk of A reads with the levels in `nested` walked nested:
+/// shadow entries down to the first nested level, then 2-D (a nested root
+/// is walked 2-D from the guest CR3, with an EPT walk for the root).
+fn agile_refs(nested: &[u8]) -> Vec<Ref> {
+    let Some(&top) = nested.iter().max() else {
+        return (1..=4).rev().map(shadow_ref).collect();
+    };
+    let mut v: Vec<Ref> = (top + 1..=4).rev().map(shadow_ref).collect();
+    v.extend(walk_2d_refs(top, top != 4));
+    v
+}
+
+/// The references of the last finished walk.
+fn refs_of<M: Mode>(sim: &Sim<M>) -> Vec<Ref> {
+    let dim = |d: u8| [Dim::Guest, Dim::Nested, Dim::Shadow][usize::from(d)];
+    sim.machine
+        .core
+        .hw
+        .rec
+        .last()
+        .iter()
+        .map(|r| (r.hpa, r.level, dim(r.dim)))
+        .collect()
+}
+
+/// Set up as [`cold_then_warm`], flush every TLB and walk cache, access `A`
+/// once: the references of that one walk.
+fn cold_refs<M: Mode>(mode: M, cfg: &Config) -> Vec<Ref> {
+    let mut sim = Sim::new(mode, cfg);
+    map_and_touch_a_and_b(&mut sim);
+    sim.machine.core.hw.flush_translation_caches();
+    let walks = sim.stats().walks;
+    sim.access(&load(A), &mut |_, _| {}).unwrap();
+    assert_eq!(sim.stats().walks, walks + 1, "one walk");
+    refs_of(&sim)
+}
+
+#[test]
+fn cold_native_and_direct_walks_read_the_guest_path() {
+    // Native: the guest tables at their gPA (= hPA), PML4E .. PTE.
+    let native: Vec<Ref> = (1..=4)
+        .rev()
+        .map(|l| {
+            let (t, i) = guest_table(l);
+            (entry(t, i), l, Dim::Guest)
+        })
+        .collect();
+    assert_eq!(cold_refs(Native, &caches_off()), native);
+    // Direct: the machine copies of the same tables, at the host frames
+    // backing them (guest frame 0x200 + n -> hPFN n), 1-D.
+    let cfg = caches_off();
+    let direct: Vec<Ref> = (1..=4)
+        .rev()
+        .map(|l| {
+            let (t, i) = guest_table(l);
+            (entry(t - 0x200, i), l, Dim::Guest)
+        })
+        .collect();
+    assert_eq!(
+        cold_refs(Direct::new(&cfg.pv, cfg.guest.mem_mib), &cfg),
+        direct
+    );
+}
+
+#[test]
+fn cold_shadow_walk_reads_the_shadow_path() {
+    let want: Vec<Ref> = (1..=4).rev().map(shadow_ref).collect();
+    assert_eq!(cold_refs(Shadow::new(), &caches_off()), want);
+}
+
+#[test]
+fn cold_nested_walk_reads_guest_entries_at_their_hpa() {
+    // 4 x (4 EPT + the guest entry at its hPA) + 4 EPT for the data frame.
+    let want = walk_2d_refs(4, false);
+    assert_eq!(want.len(), 24);
+    assert_eq!(cold_refs(Nested, &caches_off()), want);
+}
+
+#[test]
+fn cold_nested_walk_with_walk_caches_reads_12_entries() {
+    // Default caches, flushed: the root's EPT walk fills the EPT PSCs, so
+    // the PDPT, PD, PT and data frames (same 2 MiB of gPA, EPT PD index 1)
+    // each take only their EPT PTE: 4 + 1 + 3 x (1 + 1) + 1 = 12.
+    let ept_pte = |gpfn: u64| (entry(HV + 3, gpfn & 511), 1, Dim::Nested);
+    let mut want = ept_walk(0x200).to_vec();
+    want.push(guest_ref_2d(4));
+    for level in (1..=3).rev() {
+        want.push(ept_pte(guest_table(level).0));
+        want.push(guest_ref_2d(level));
+    }
+    want.push(ept_pte(0x204));
+    assert_eq!(cold_refs(Nested, &Config::default()), want);
+}
+
+#[test]
+fn agile_new_process_walks_2d_from_the_guest_cr3() {
+    // The root starts nested for the first interval: the nested walk.
+    assert_eq!(
+        cold_refs(Agile::new(&caches_off()), &caches_off()),
+        walk_2d_refs(4, false)
+    );
 }

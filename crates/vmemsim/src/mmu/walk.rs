@@ -40,6 +40,8 @@ pub const MAX_REFS: usize = 32;
 pub struct WalkRecord {
     refs: [WalkRef; MAX_REFS],
     len: usize,
+    /// Length of the walk before the last [`WalkRecord::clear`].
+    last_len: usize,
     by_dim: [u32; DIMS],
     cache_hits: u32,
 }
@@ -49,6 +51,7 @@ impl Default for WalkRecord {
         WalkRecord {
             refs: [WalkRef::default(); MAX_REFS],
             len: 0,
+            last_len: 0,
             by_dim: [0; DIMS],
             cache_hits: 0,
         }
@@ -59,6 +62,7 @@ impl WalkRecord {
     /// Forget all references.
     #[inline]
     pub fn clear(&mut self) {
+        self.last_len = self.len;
         self.len = 0;
         self.by_dim = [0; DIMS];
         self.cache_hits = 0;
@@ -79,6 +83,17 @@ impl WalkRecord {
     #[inline]
     pub fn refs(&self) -> &[WalkRef] {
         &self.refs[..self.len]
+    }
+    /// The references of the walk finished by the last [`WalkRecord::clear`],
+    /// while no new reference was pushed (empty once one is): how tests see
+    /// the exact references of a walk that a mode counted and cleared.
+    #[inline]
+    pub fn last(&self) -> &[WalkRef] {
+        if self.len == 0 {
+            &self.refs[..self.last_len]
+        } else {
+            &[]
+        }
     }
     /// Number of references.
     #[inline]

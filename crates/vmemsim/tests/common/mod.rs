@@ -5,10 +5,10 @@
 #![allow(dead_code)]
 
 use vmemsim::guest::softwalk;
-use vmemsim::hv::selective::{predictive_mode, w11_mode, Paging, Policy, PolicyInput, Selective};
-use vmemsim::hv::{Agile, Direct, Mode, Native, Nested, Shadow, SwitchReport};
+use vmemsim::hv::selective::{Paging, Policy, PolicyInput, Selective};
+use vmemsim::hv::{Mode, SwitchReport};
 use vmemsim::pte::x86;
-use vmemsim::sim::{rights, Sim};
+use vmemsim::sim::{rights, ModeKind, ModeVisitor, Sim};
 use vmemsim::stats::Stats;
 use vmemsim::Config;
 use vmemsim_trace::{Access, ProcEvent, Record};
@@ -121,45 +121,33 @@ pub fn short_periods(cfg: &Config) -> Config {
     c
 }
 
-/// Run `records` through every mode (native, nested, shadow, direct, agile,
-/// selective-w11, selective, and a switch-every-period selective), each
-/// access checked against the oracle; assert all agree on every gPA, that
-/// every virtualized mode gives the same hPA as nested, and the same guest
-/// faults and PTE stores. Switching modes run with [`short_periods`].
+/// Run `records` through every mode of [`ModeKind::ALL`] (native first),
+/// then a switch-every-period selective, each access checked against the
+/// oracle; assert all agree on every gPA, that every virtualized mode gives
+/// the same hPA as nested, and the same guest faults and PTE stores. Every
+/// mode runs with [`short_periods`] (static modes do not read them), so
+/// switching modes switch within a small test trace.
 pub fn all_modes(cfg: &Config, records: &[Record]) -> Vec<ModeRun> {
     let sc = short_periods(cfg);
-    let mut runs: Vec<(Resolutions, ModeRun)> = Vec::new();
-    let mut push =
-        |name: &'static str, (r, stats, report): (Resolutions, Stats, Option<SwitchReport>)| {
-            runs.push((
-                r,
-                ModeRun {
-                    name,
-                    stats,
-                    report,
-                },
-            ));
-        };
-    push("native", run_checked_report(Native, cfg, records));
-    push("nested", run_checked_report(Nested, cfg, records));
-    push("shadow", run_checked_report(Shadow::new(), cfg, records));
-    push(
-        "direct",
-        run_checked_report(Direct::new(&cfg.pv, cfg.guest.mem_mib), cfg, records),
-    );
-    push("agile", run_checked_report(Agile::new(&sc), &sc, records));
-    push(
-        "selective-w11",
-        run_checked_report(w11_mode(&sc), &sc, records),
-    );
-    push(
-        "selective",
-        run_checked_report(predictive_mode(&sc), &sc, records),
-    );
-    push(
+    let run = |name, (r, stats, report)| {
+        (
+            r,
+            ModeRun {
+                name,
+                stats,
+                report,
+            },
+        )
+    };
+    let mut runs: Vec<(Resolutions, ModeRun)> = ModeKind::ALL
+        .into_iter()
+        .map(|kind| run(kind.name(), kind.with_mode(&sc, Checked(&sc, records))))
+        .collect();
+    assert_eq!(runs[1].1.name, "nested", "hPAs are compared with nested's");
+    runs.push(run(
         "selective-alternate",
         run_checked_report(Selective::with_policy(Alternate, &sc), &sc, records),
-    );
+    ));
     let (rn, native) = &runs[0];
     let (re, _) = &runs[1];
     for (r, m) in &runs[1..] {
@@ -181,6 +169,17 @@ pub fn all_modes(cfg: &Config, records: &[Record]) -> Vec<ModeRun> {
         assert_eq!(s.guest_pte_writes, sn.guest_pte_writes, "{}", m.name);
     }
     runs.into_iter().map(|(_, m)| m).collect()
+}
+
+/// [`run_checked_report`] as a [`ModeVisitor`]: with the configuration
+/// and the records.
+pub struct Checked<'a>(pub &'a Config, pub &'a [Record]);
+
+impl ModeVisitor for Checked<'_> {
+    type Output = (Resolutions, Stats, Option<SwitchReport>);
+    fn visit<M: Mode>(self, mode: M) -> Self::Output {
+        run_checked_report(mode, self.0, self.1)
+    }
 }
 
 /// Run `records` through every mode ([`all_modes`]); returns the stats of

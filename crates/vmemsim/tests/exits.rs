@@ -1,0 +1,208 @@
+//! Exact VM exits by reason, per mode, on small hand-built traces: what
+//! each mode charges for the same guest behaviour (cost, not meaning). Every
+//! table lists every mode of `ModeKind::ALL`, in order, so a new mode cannot
+//! be left out. Default configuration (PCIDs on, 4 KiB pages); the traces
+//! end long before the first policy period, so `selective-w11` and
+//! `selective` stay in the mode they start in (nested) and agile's new root
+//! stays nested for the whole trace.
+
+mod common;
+
+use vmemsim::config::Config;
+use vmemsim::hv::Mode;
+use vmemsim::sim::{ModeKind, ModeVisitor};
+use vmemsim::stats::{ExitReason, Stats};
+use vmemsim_trace::{AccessKind, ProcEvent, Record};
+
+use common::{acc, ev, run_checked};
+
+const A: u64 = 0x7f00_0000_0000;
+
+/// Exits by reason, in `ExitReason::ALL` order.
+type Exits = [u64; 7];
+/// Index names for the tables below.
+const REASONS: [&str; 7] = [
+    "ept_violation",
+    "shadow_fault",
+    "guest_fault",
+    "pt_write",
+    "cr3_write",
+    "invlpg",
+    "hypercall",
+];
+
+struct Run<'a>(&'a Config, &'a [Record]);
+
+impl ModeVisitor for Run<'_> {
+    type Output = Stats;
+    fn visit<M: Mode>(self, mode: M) -> Stats {
+        run_checked(mode, self.0, self.1).1
+    }
+}
+
+/// Check every mode's exits on `trace` against `want` (one row per mode of
+/// `ModeKind::ALL`, in order).
+fn check(trace: &[Record], want: &[(ModeKind, Exits)]) {
+    assert_eq!(
+        want.iter().map(|w| w.0).collect::<Vec<_>>(),
+        ModeKind::ALL,
+        "the table lists every mode, in order"
+    );
+    assert_eq!(
+        ExitReason::ALL.map(|r| r.name()),
+        REASONS,
+        "column order of the tables"
+    );
+    let cfg = Config::default();
+    let mut wrong = Vec::new();
+    for &(kind, exits) in want {
+        let s = kind.with_mode(&cfg, Run(&cfg, trace));
+        if s.vm_exits != exits {
+            wrong.push(format!(
+                "{}: got {:?}, want {exits:?} ({REASONS:?})",
+                kind.name(),
+                s.vm_exits
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+fn mmap_a() -> Record {
+    ev(
+        1,
+        ProcEvent::Mmap {
+            addr: A,
+            len: 4 << 20,
+            prot: 3,
+            flags: 0x22,
+        },
+    )
+}
+
+use AccessKind::{Load, Store};
+use ModeKind::*;
+
+#[test]
+fn first_touch() {
+    // The mmap spawns process 1: its root table is allocated (frame 1).
+    // The store's first walk finds nothing: a #PF; the guest allocates the
+    // PDPT, PD and PT (frames 2-4) and the data frame (5) and stores 4
+    // PTEs (PML4E, PDPTE, PDE, PTE) in one page-table operation.
+    // - nested: each of the 5 frames exits once on its first touch (EPT
+    //   violation); faults, PTE stores and the CR3 load do not exit.
+    // - shadow: 5 frames backed in hidden faults + 1 hidden fault filling
+    //   A's shadow path after the guest fixed its tables = 6; the #PF is
+    //   intercepted and injected (1); the PML4E store hits the root, which
+    //   is shadowed (write-protected) since the CR3 load (1; the new
+    //   PDPT/PD/PT are not shadowed yet); the CR3 load exits (1).
+    // - direct: the #PF bounces through Xen (1); hypercalls: pinning the
+    //   root (1), the CR3 load (1), pinning PDPT, PD, PT (3), the fault's
+    //   4 updates in one batch (1) = 6.
+    // - agile: the new root starts nested, so the walk is 2-D: the #PF and
+    //   PTE stores do not exit; the 5 frames are backed in hidden faults
+    //   (5); the CR3 load exits (1).
+    let t = [mmap_a(), acc(1, Store, A)];
+    check(
+        &t,
+        &[
+            (Native, [0; 7]),
+            (Nested, [5, 0, 0, 0, 0, 0, 0]),
+            (Shadow, [0, 6, 1, 1, 1, 0, 0]),
+            (Direct, [0, 0, 1, 0, 0, 0, 6]),
+            (Agile, [0, 5, 0, 0, 1, 0, 0]),
+            (SelectiveW11, [5, 0, 0, 0, 0, 0, 0]),
+            (Selective, [5, 0, 0, 0, 0, 0, 0]),
+        ],
+    );
+}
+
+#[test]
+fn second_page_in_the_same_table() {
+    // As `first_touch`, then a store to the next page: one more #PF, one
+    // data frame, one PTE store into the PT (shadowed since the hidden
+    // fault of the first store filled A's path); a load of A hits the TLB.
+    // - nested: +1 EPT violation.
+    // - shadow: +1 backing and +1 hidden fill (8), +1 injected #PF, +1
+    //   PTE store to the shadowed PT.
+    // - direct: +1 bounced #PF, +1 batch of one update.
+    // - agile: +1 backing.
+    let t = [
+        mmap_a(),
+        acc(1, Store, A),
+        acc(1, Store, A + 0x1000),
+        acc(1, Load, A),
+    ];
+    check(
+        &t,
+        &[
+            (Native, [0; 7]),
+            (Nested, [6, 0, 0, 0, 0, 0, 0]),
+            (Shadow, [0, 8, 2, 2, 1, 0, 0]),
+            (Direct, [0, 0, 2, 0, 0, 0, 7]),
+            (Agile, [0, 6, 0, 0, 1, 0, 0]),
+            (SelectiveW11, [6, 0, 0, 0, 0, 0, 0]),
+            (Selective, [6, 0, 0, 0, 0, 0, 0]),
+        ],
+    );
+}
+
+#[test]
+fn fork_copy_on_write_munmap_and_exit() {
+    // From `second_page_in_the_same_table`'s state, by step (shadow /
+    // direct / agile increments; nested only exits on fresh frames):
+    // 1. fork: 4 fresh child tables (nested +4 EPT, shadow and agile +4
+    //    backing); 7 PTE stores: the child's 3 links, the parent's 2 leaves
+    //    made read-only (shadow: its PT is shadowed, +2 pt_write) and the
+    //    child's 2; the parent's PCID is flushed (INVPCID: shadow and agile
+    //    +1 invlpg; direct +4 pins, +1 batch, +1 flush = +6).
+    // 2. child stores A: CR3 load (shadow, agile +1 cr3; direct +1); a
+    //    copy-on-write #PF: a fresh frame (nested +1, shadow and agile +1
+    //    backing), 1 PTE store into the child's unshadowed PT, INVLPG
+    //    (shadow, agile +1; direct +1); shadow: injected #PF +1 and a
+    //    hidden fill +1; direct: bounced #PF +1, batch +1.
+    // 3. parent loads A+4K: CR3 load (+1 each); shadow: the fork's zap of
+    //    that PTE's shadow entry costs a hidden fill (+1).
+    // 4. munmap A+4K in the child: 1 PTE store (shadow: the child's PT
+    //    is shadowed since step 2's fill, +1 pt_write; agile: the child's
+    //    root is nested, none), INVLPG (+1 each; direct +1 batch).
+    // 5. the child exits: its PCID is flushed (+1 each).
+    // 6. parent stores A: a #PF on the read-only PTE, no copy (the child
+    //    copied); 1 PTE store (shadow +1 pt_write), INVLPG (+1 each);
+    //    shadow: injected +1, hidden refill +1; direct: bounced +1, batch +1.
+    let t = [
+        mmap_a(),
+        acc(1, Store, A),
+        acc(1, Store, A + 0x1000),
+        acc(1, Load, A),
+        ev(1, ProcEvent::Fork { child: 2 }),
+        acc(2, Store, A),
+        acc(1, Load, A + 0x1000),
+        ev(
+            2,
+            ProcEvent::Munmap {
+                addr: A + 0x1000,
+                len: 0x1000,
+            },
+        ),
+        ev(2, ProcEvent::Exit { code: 0 }),
+        acc(1, Store, A),
+    ];
+    check(
+        &t,
+        &[
+            (Native, [0; 7]),
+            // 6 + 4 + 1
+            (Nested, [11, 0, 0, 0, 0, 0, 0]),
+            // shadow_fault 8 + 4 + 2 + 1 + 1; guest_fault 2 + 1 + 1;
+            // pt_write 2 + 2 + 1 + 1; cr3 1 + 1 + 1; invlpg 1 + 1 + 1 + 1 + 1
+            (Shadow, [0, 16, 4, 6, 3, 5, 0]),
+            // guest_fault 2 + 1 + 1; hypercall 7 + 6 + 3 + 1 + 2 + 1 + 2
+            (Direct, [0, 0, 4, 0, 0, 0, 22]),
+            // shadow_fault 6 + 4 + 1; cr3 1 + 1 + 1; invlpg 1 + 1 + 1 + 1 + 1
+            (Agile, [0, 11, 0, 0, 3, 5, 0]),
+            (SelectiveW11, [11, 0, 0, 0, 0, 0, 0]),
+            (Selective, [11, 0, 0, 0, 0, 0, 0]),
+        ],
+    );
+}
