@@ -439,6 +439,7 @@ mod tests {
         ModeResult {
             mode,
             stats,
+            window: Default::default(),
             cycles,
             switching: None,
         }

@@ -93,7 +93,7 @@ enum Command {
 
 #[derive(Args)]
 struct Input {
-    /// Built-in workloads to run (seq, random, chase, procs); default: all.
+    /// Built-in workloads to run (seq, random, chase, procs, phases); default: all.
     #[arg(long)]
     workload: Vec<String>,
     /// A recorded trace (.vmt, lackey log, ChampSim) to run instead.
@@ -118,6 +118,14 @@ struct Input {
     /// Seed of built-in workloads.
     #[arg(long)]
     seed: Option<u64>,
+    /// Instructions to run before counting starts (structures warm up,
+    /// counters do not count); overrides `measure.warmup_instructions`.
+    #[arg(long, value_name = "N")]
+    warmup_instructions: Option<u64>,
+    /// Instructions to measure after the warm-up (0 = to the end of the
+    /// input); overrides `measure.sim_instructions`.
+    #[arg(long, value_name = "M")]
+    sim_instructions: Option<u64>,
 }
 
 /// Print to standard output. A closed pipe (`vmemsim ... | head`) is not
@@ -304,7 +312,10 @@ fn progress_bar(label: String, expected: Option<u64>) -> ProgressBar {
 }
 
 fn simulate(input: &Input, modes: &[ModeKind]) -> Result<()> {
-    let cfg = load_config(input.config.as_deref())?;
+    let mut cfg = load_config(input.config.as_deref())?;
+    let m = &mut cfg.measure;
+    m.warmup_instructions = input.warmup_instructions.unwrap_or(m.warmup_instructions);
+    m.sim_instructions = input.sim_instructions.unwrap_or(m.sim_instructions);
     let mut jobs = jobs(input)?;
     // Standard input can be read once: spool it when several modes read it.
     let mut spooled = None;

@@ -208,3 +208,55 @@ fn closed_stdout_is_not_a_panic_and_the_json_is_still_written() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(report["modes"].is_array());
 }
+
+#[test]
+fn warmup_and_sim_instructions_set_the_measured_window() {
+    // `seq`: one fetch and one load per instruction.
+    let flags = [
+        "run",
+        "--mode",
+        "nested",
+        "--workload",
+        "seq",
+        "--accesses",
+        "20480",
+        "--footprint-mib",
+        "4",
+        "--warmup-instructions",
+        "1000",
+        "--sim-instructions",
+        "2000",
+    ];
+    let o = vmemsim(&flags);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        table.contains("measured: instructions 1000..3000 (warm-up 1000, 2000 measured)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("\naccesses                              4000\n"),
+        "{table}"
+    );
+    // The same window from the config file.
+    let cfg = tmp("window.toml");
+    std::fs::write(
+        &cfg,
+        "[measure]\nwarmup_instructions = 1000\nsim_instructions = 2000\n",
+    )
+    .unwrap();
+    let o2 = vmemsim(&[&flags[..9], &["--config", cfg.to_str().unwrap()]].concat());
+    assert!(o2.status.success(), "{}", stderr(&o2));
+    let t2 = String::from_utf8(o2.stdout).unwrap();
+    assert_eq!(
+        t2.lines().take(3).collect::<Vec<_>>(),
+        table.lines().take(3).collect::<Vec<_>>()
+    );
+    let o3 = vmemsim(&[&flags[..9], &["--warmup-instructions", "99999"]].concat());
+    assert_eq!(o3.status.code(), Some(2));
+    assert!(
+        stderr(&o3).contains("within the warm-up of 99999"),
+        "{}",
+        stderr(&o3)
+    );
+}

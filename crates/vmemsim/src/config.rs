@@ -62,6 +62,8 @@ pub struct Config {
     pub selective: SelectiveConfig,
     /// Agile paging (`agile` mode).
     pub agile: AgileConfig,
+    /// The measured window: warm-up and region of interest.
+    pub measure: MeasureConfig,
 }
 
 /// Guest OS model settings.
@@ -396,6 +398,21 @@ impl Default for AgileConfig {
             interval_instructions: 100_000,
         }
     }
+}
+
+/// The measured window, as ChampSim, Sniper and gem5 runs use it: the
+/// first `warmup_instructions` instructions run with every structure
+/// working (TLBs, caches, shadow tables, policies warm up) but are not
+/// counted; the next `sim_instructions` are measured. Counts are
+/// instructions retired (one per fetch). Both default to the whole trace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeasureConfig {
+    /// Instructions simulated before counting starts. Default 0.
+    pub warmup_instructions: u64,
+    /// Instructions measured after the warm-up; 0 = to the end of the
+    /// input. Default 0.
+    pub sim_instructions: u64,
 }
 
 impl Config {

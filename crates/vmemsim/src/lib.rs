@@ -10,7 +10,8 @@
 //! - [`guest`]: the guest OS model (processes, VMAs, page tables, faults, fork...);
 //! - [`hv`]: the MMU virtualization modes and the machine that runs a guest on one;
 //! - [`stats`], [`cost`]: counters and the cost model that prices them;
-//! - [`workload`]: built-in workloads; [`sim`]: the simulation loop; [`report`]: output.
+//! - [`workload`]: built-in workloads; [`sim`]: the simulation loop, with the
+//!   measured [`window`]; [`report`]: output.
 //!
 //! Traces come from the `vmemsim-trace` crate as [`vmemsim_trace::Record`]s.
 
@@ -27,6 +28,7 @@ pub mod report;
 pub mod sched;
 pub mod sim;
 pub mod stats;
+pub mod window;
 pub mod workload;
 
 pub use config::Config;

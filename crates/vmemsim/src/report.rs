@@ -34,6 +34,8 @@ pub struct ModeRow<'a> {
     pub workload: &'a str,
     /// Mode name.
     pub mode: ModeKind,
+    /// Which instructions the counts cover.
+    pub window: crate::window::WindowReport,
     /// Memory accesses.
     pub accesses: u64,
     /// Instructions (fetches).
@@ -120,6 +122,7 @@ pub fn to_json(cfg: &Config, results: &[WorkloadResult]) -> String {
             rows.push(ModeRow {
                 workload: &w.workload,
                 mode: m.mode,
+                window: m.window,
                 accesses: s.accesses,
                 instructions: s.instructions,
                 l1_tlb_misses: s.l1_tlb_misses,
@@ -162,6 +165,9 @@ pub fn to_table(w: &WorkloadResult) -> String {
     let native = native_cycles(w);
     let mut out = String::new();
     let _ = writeln!(out, "workload: {}", w.description);
+    if let Some(m) = w.modes.first() {
+        let _ = writeln!(out, "measured: {}", m.window.describe());
+    }
     for warn in &w.warnings {
         let _ = writeln!(out, "warning: {warn}");
     }

@@ -12,6 +12,7 @@ use crate::hv::selective::{predictive_mode, w11_mode};
 use crate::hv::{Agile, Direct, Machine, Mode, Native, Nested, Shadow, SwitchReport, Translation};
 use crate::mmu::Rights;
 use crate::stats::Stats;
+use crate::window::{Mark, Window, WindowReport};
 use crate::SimError;
 
 /// The modes a run can use.
@@ -121,6 +122,7 @@ pub struct Sim<M: Mode> {
     /// The mode and hardware.
     pub machine: Machine<M>,
     running: Option<u32>,
+    window: Window,
 }
 
 impl<M: Mode> Sim<M> {
@@ -130,12 +132,37 @@ impl<M: Mode> Sim<M> {
             guest: GuestOs::new(&cfg.guest),
             machine: Machine::new(mode, cfg),
             running: None,
+            window: Window::new(&cfg.measure),
         }
     }
 
-    /// Counters so far.
+    /// Counters so far, warm-up included.
     pub fn stats(&self) -> &Stats {
         &self.machine.core.stats
+    }
+
+    /// The counters of the measured window (`cfg.measure`) and what it covered.
+    ///
+    /// # Errors
+    /// The input ended within the warm-up.
+    pub fn measured(&self) -> Result<(Stats, WindowReport), SimError> {
+        self.window.measured(self.stats())
+    }
+
+    /// Before an instruction fetch: open the window when the warm-up is
+    /// over (telling the mode), or say that the measured part is done.
+    #[inline]
+    fn window_done(&mut self) -> bool {
+        if !self.window.due(self.machine.core.stats.instructions) {
+            return false;
+        }
+        match self.window.mark(&self.machine.core.stats) {
+            Mark::Start => {
+                self.machine.mode.window_start(&self.machine.core);
+                false
+            }
+            Mark::Stop => true,
+        }
     }
 
     /// Apply one access, reporting where it resolved to `observe`.
@@ -187,7 +214,8 @@ impl<M: Mode> Sim<M> {
         Ok(())
     }
 
-    /// Run every record of `src`, calling `observe` after each access and
+    /// Run the records of `src` up to the end of the measured window (every
+    /// record without one), calling `observe` after each access and
     /// `progress` with the record count after each batch.
     ///
     /// # Errors
@@ -208,7 +236,12 @@ impl<M: Mode> Sim<M> {
             }
             for r in &buf {
                 match r {
-                    Record::Access(a) => self.access(a, observe)?,
+                    Record::Access(a) => {
+                        if a.kind == AccessKind::Fetch && self.window_done() {
+                            return Ok(());
+                        }
+                        self.access(a, observe)?;
+                    }
                     Record::Event(e) => self.event(e.pid, &e.kind)?,
                 }
             }
@@ -226,8 +259,10 @@ pub const BATCH: usize = 1 << 16;
 pub struct ModeResult {
     /// The mode.
     pub mode: ModeKind,
-    /// Event counts.
+    /// Event counts of the measured window.
     pub stats: Stats,
+    /// Which instructions `stats` covers.
+    pub window: WindowReport,
     /// Priced cycles.
     pub cycles: Cycles,
     /// For switching modes: switches, time in each mode, per-period series.
@@ -251,19 +286,21 @@ pub fn run_mode(
         progress: &'a mut dyn FnMut(u64),
     }
     impl ModeVisitor for Go<'_> {
-        type Output = Result<(Stats, Option<SwitchReport>), SimError>;
+        type Output = Result<(Stats, WindowReport, Option<SwitchReport>), SimError>;
         fn visit<M: Mode>(self, mode: M) -> Self::Output {
             let mut sim = Sim::new(mode, self.cfg);
             sim.run(self.src, &mut |_, _| {}, self.progress)?;
             let report = sim.machine.finish();
-            Ok((sim.machine.core.stats, report))
+            let (stats, window) = sim.measured()?;
+            Ok((stats, window, report))
         }
     }
-    let (stats, switching) = kind.with_mode(cfg, Go { cfg, src, progress })?;
+    let (stats, window, switching) = kind.with_mode(cfg, Go { cfg, src, progress })?;
     let cycles = CostModel::new(&cfg.cost, &cfg.pt_cache).price(&stats);
     Ok(ModeResult {
         mode: kind,
         stats,
+        window,
         cycles,
         switching,
     })

@@ -195,6 +195,10 @@ pub trait Mode {
     /// Called between two accesses once `core.stats.instructions` reached
     /// [`Mode::next_boundary`]: the guest is between operations.
     fn boundary(&mut self, _core: &mut Core, _mem: &mut GuestMemory) {}
+    /// The measured window opens now (after the warm-up; see
+    /// [`crate::window`]): a mode that keeps its own report (switching
+    /// modes) starts it afresh here, its decisions unchanged.
+    fn window_start(&mut self, _core: &Core) {}
     /// The run ended: close the last interval.
     fn finish(&mut self, _core: &mut Core) {}
     /// What a switching mode did (`None` for static modes).

@@ -108,6 +108,9 @@ pub struct Selective<P: Policy> {
     next: u64,
     cost: CostModel,
     last: Stats,
+    /// Counters when the measured window opened inside the current period
+    /// (its part before that is not reported).
+    window_from: Option<Stats>,
     periods_in_mode: u64,
     report: SwitchReport,
 }
@@ -125,6 +128,7 @@ impl<P: Policy> Selective<P> {
             next: period,
             cost: CostModel::new(&cfg.cost, &cfg.pt_cache),
             last: Stats::default(),
+            window_from: None,
             periods_in_mode: 0,
             report: SwitchReport {
                 period_instructions: period,
@@ -154,10 +158,15 @@ impl<P: Policy> Selective<P> {
         self.report.switches += 1;
     }
 
-    /// Record the period since the last boundary; returns its counters.
+    /// Record the period since the last boundary (in the report, only its
+    /// part inside the measured window); returns its counters.
     fn close_period(&mut self, core: &Core) -> Stats {
-        let d = core.stats.since(&self.last);
+        let period = core.stats.since(&self.last);
         self.last = core.stats.clone();
+        let d = match self.window_from.take() {
+            Some(w) => core.stats.since(&w),
+            None => period.clone(),
+        };
         let cycles = self.cost.price(&d).total;
         let r = &mut self.report;
         match self.cur {
@@ -179,7 +188,7 @@ impl<P: Policy> Selective<P> {
             cycles,
         });
         self.periods_in_mode += 1;
-        d
+        period
     }
 }
 
@@ -246,6 +255,13 @@ impl<P: Policy> Mode for Selective<P> {
         };
         let to = self.policy.decide(&input);
         self.switch_to(core, to);
+    }
+    fn window_start(&mut self, core: &Core) {
+        self.report = SwitchReport {
+            period_instructions: self.period,
+            ..SwitchReport::default()
+        };
+        self.window_from = (core.stats != self.last).then(|| core.stats.clone());
     }
     fn finish(&mut self, core: &mut Core) {
         if core.stats != self.last {
