@@ -1,9 +1,11 @@
 //! Reports: per-mode results side by side, as a text table and as JSON.
 //!
 //! The JSON has a top-level `modes` array, one entry per (workload, mode),
-//! with `workload`, `mode`, `accesses`, `tlb_misses`, `walk_refs`,
-//! `vm_exits` (object by reason), `guest_page_faults`, `cycles` and more,
-//! plus the resolved `config` it was produced with.
+//! with `workload`, `mode`, `window`, `accesses`, `tlb_misses`, `walk_refs`,
+//! `vm_exits` (object by reason), `guest_page_faults`, `cycles`, per-structure
+//! counts (`dtlb`, `itlb`, `stlb`, `psc`, `ept_psc`, `nested_tlb`,
+//! `pt_line_cache`; how they map to ChampSim's is in docs/champsim.md) and
+//! more, plus the resolved `config` it was produced with.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -50,6 +52,25 @@ pub struct ModeRow<'a> {
     pub walk_refs: u64,
     /// Mean references per walk.
     pub refs_per_walk: f64,
+    /// Mean walk references per STLB miss (re-walks after faults included).
+    pub refs_per_stlb_miss: f64,
+    /// L1 DTLB lookups (loads and stores), hits, misses.
+    pub dtlb: Lookups,
+    /// L1 ITLB lookups (instruction fetches), hits, misses.
+    pub itlb: Lookups,
+    /// STLB lookups (L1 misses), hits, misses (= `tlb_misses`).
+    pub stlb: Lookups,
+    /// Paging-structure caches of the guest / 1-D tables, one lookup per walk.
+    pub psc: PscLookups,
+    /// Paging-structure caches of the EPT, one lookup per nested TLB miss.
+    pub ept_psc: PscLookups,
+    /// Nested TLB (gPA -> hPA in 2-D walks).
+    pub nested_tlb: Lookups,
+    /// The page-table line cache: walk references, line hits, misses.
+    pub pt_line_cache: Lookups,
+    /// Agile paging: walks by where they switched to nested (agile only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub walks_by_switch: Option<BTreeMap<&'static str, u64>>,
     /// VM exits by reason.
     pub vm_exits: BTreeMap<&'static str, u64>,
     /// All VM exits.
@@ -68,6 +89,59 @@ pub struct ModeRow<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switching: Option<&'a crate::hv::selective::SwitchReport>,
 }
+
+/// Lookups of one structure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Lookups {
+    /// Lookups.
+    pub accesses: u64,
+    /// Lookups that found their entry.
+    pub hits: u64,
+    /// `accesses - hits`.
+    pub misses: u64,
+}
+
+impl Lookups {
+    fn of(accesses: u64, misses: u64) -> Self {
+        Lookups {
+            accesses,
+            hits: accesses - misses,
+            misses,
+        }
+    }
+}
+
+/// Lookups of the three paging-structure caches of one table dimension.
+/// A lookup uses the deepest cache that hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PscLookups {
+    /// Lookups.
+    pub accesses: u64,
+    /// The PML4E cache gave the deepest hit (ChampSim's PSCL4).
+    pub pml4e_hits: u64,
+    /// The PDPTE cache did (PSCL3).
+    pub pdpte_hits: u64,
+    /// The PDE cache did (PSCL2).
+    pub pde_hits: u64,
+    /// No cache hit: the walk starts at the root.
+    pub misses: u64,
+}
+
+impl PscLookups {
+    fn of(hits: [u64; 3], misses: u64) -> Self {
+        let [pde_hits, pdpte_hits, pml4e_hits] = hits;
+        PscLookups {
+            accesses: hits.iter().sum::<u64>() + misses,
+            pml4e_hits,
+            pdpte_hits,
+            pde_hits,
+            misses,
+        }
+    }
+}
+
+/// Names of [`Stats::walks_by_switch`]'s entries, in its order.
+pub const SWITCH_LEVELS: [&str; 5] = ["fully_shadowed", "at_pt", "at_pd", "at_pdpt", "at_root"];
 
 /// The JSON document.
 #[derive(Clone, Debug, Serialize)]
@@ -130,6 +204,19 @@ pub fn to_json(cfg: &Config, results: &[WorkloadResult]) -> String {
                 walks: s.walks,
                 walk_refs: s.walk_refs(),
                 refs_per_walk: s.refs_per_walk(),
+                refs_per_stlb_miss: s.refs_per_stlb_miss(),
+                dtlb: Lookups::of(s.dtlb_accesses(), s.dtlb_misses()),
+                itlb: Lookups::of(s.itlb_accesses(), s.itlb_misses),
+                stlb: Lookups::of(s.l1_tlb_misses, s.tlb_misses),
+                psc: PscLookups::of(s.psc_hits, s.psc_misses),
+                ept_psc: PscLookups::of(s.ept_psc_hits, s.ept_psc_misses),
+                nested_tlb: Lookups::of(
+                    s.nested_tlb_hits + s.nested_tlb_misses,
+                    s.nested_tlb_misses,
+                ),
+                pt_line_cache: Lookups::of(s.walk_refs(), s.walk_refs() - s.walk_ref_cache_hits),
+                walks_by_switch: (m.mode == ModeKind::Agile)
+                    .then(|| SWITCH_LEVELS.into_iter().zip(s.walks_by_switch).collect()),
                 vm_exits: ExitReason::ALL
                     .iter()
                     .map(|&r| (r.name(), s.exits_for(r)))
@@ -179,17 +266,28 @@ pub fn to_table(w: &WorkloadResult) -> String {
         out.push('\n');
     };
     row("", &|m| m.mode.name().to_string());
-    row("accesses", &|m| m.stats.accesses.to_string());
-    row("instructions", &|m| m.stats.instructions.to_string());
-    row("L1 TLB misses", &|m| m.stats.l1_tlb_misses.to_string());
-    row("STLB misses (walks)", &|m| m.stats.tlb_misses.to_string());
-    row("walk references", &|m| m.stats.walk_refs().to_string());
-    row("  refs per walk", &|m| {
-        format!("{:.2}", m.stats.refs_per_walk())
+    let count = |f: fn(&Stats) -> u64| move |m: &ModeResult| f(&m.stats).to_string();
+    row("instructions", &count(|s| s.instructions));
+    row("accesses", &count(|s| s.accesses));
+    row("L1 DTLB accesses", &count(Stats::dtlb_accesses));
+    row("  DTLB misses", &count(Stats::dtlb_misses));
+    row("L1 ITLB accesses", &count(Stats::itlb_accesses));
+    row("  ITLB misses", &count(|s| s.itlb_misses));
+    row("STLB accesses (L1 misses)", &count(|s| s.l1_tlb_misses));
+    row("  STLB hits", &count(|s| s.stlb_hits));
+    row("  STLB misses", &count(|s| s.tlb_misses));
+    row("page walks", &count(|s| s.walks));
+    row("  PSC PML4E hits (PSCL4)", &count(|s| s.psc_hits[2]));
+    row("  PSC PDPTE hits (PSCL3)", &count(|s| s.psc_hits[1]));
+    row("  PSC PDE hits (PSCL2)", &count(|s| s.psc_hits[0]));
+    row("  nested TLB hits", &count(|s| s.nested_tlb_hits));
+    row("  EPT PSC hits", &count(|s| s.ept_psc_hits.iter().sum()));
+    row("walk references", &count(Stats::walk_refs));
+    row("  per STLB miss", &|m| {
+        format!("{:.2}", m.stats.refs_per_stlb_miss())
     });
-    row("  line-cache hits", &|m| {
-        m.stats.walk_ref_cache_hits.to_string()
-    });
+    row("  per walk", &|m| format!("{:.2}", m.stats.refs_per_walk()));
+    row("  line-cache hits", &count(|s| s.walk_ref_cache_hits));
     row("guest page faults", &|m| {
         m.stats.guest_page_faults.to_string()
     });
@@ -202,6 +300,7 @@ pub fn to_table(w: &WorkloadResult) -> String {
         }
     }
     row("cycles", &|m| m.cycles.total.to_string());
+    row("  base (instructions)", &|m| m.cycles.base.to_string());
     row("  translation (TLB+walk)", &|m| {
         (m.cycles.stlb + m.cycles.walks).to_string()
     });
@@ -212,12 +311,18 @@ pub fn to_table(w: &WorkloadResult) -> String {
             m.switching.as_ref().map_or_else(|| "-".to_string(), f)
         };
         row("mode switches", &|m| sw(m, &|s| s.switches.to_string()));
-        row("  instructions in shadow", &|m| {
+        row("  % instrs in shadow", &|m| {
             sw(m, &|s| {
                 let all = (s.instructions_shadow + s.instructions_nested).max(1);
                 format!("{:.1}%", 100.0 * s.instructions_shadow as f64 / all as f64)
             })
         });
+    }
+    if w.modes.iter().any(|m| m.mode == ModeKind::Agile) {
+        row("agile walks shadowed", &|m| agile(m, 0));
+        for (i, at) in ["PT", "PD", "PDPT", "root"].iter().enumerate() {
+            row(&format!("  switched at {at}"), &|m| agile(m, i + 1));
+        }
     }
     row(
         "overhead vs native",
@@ -227,4 +332,13 @@ pub fn to_table(w: &WorkloadResult) -> String {
         },
     );
     out
+}
+
+/// Agile's walks switched at `walks_by_switch[i]`, `-` for other modes.
+fn agile(m: &ModeResult, i: usize) -> String {
+    if m.mode == ModeKind::Agile {
+        m.stats.walks_by_switch[i].to_string()
+    } else {
+        "-".into()
+    }
 }

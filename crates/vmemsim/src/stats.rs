@@ -53,13 +53,16 @@ impl ExitReason {
 
 /// Counters of one run (or one interval of it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize))]
 pub struct Stats {
     /// Memory accesses simulated (fetches + loads + stores + modifies).
     pub accesses: u64,
     /// Instructions retired (one per fetch).
     pub instructions: u64,
-    /// L1 TLB misses (DTLB + ITLB).
+    /// L1 TLB misses (DTLB + ITLB): the STLB's accesses.
     pub l1_tlb_misses: u64,
+    /// Of those: L1 ITLB misses (instruction fetches).
+    pub itlb_misses: u64,
     /// L1 misses that hit the STLB.
     pub stlb_hits: u64,
     /// STLB misses: accesses that needed a page walk.
@@ -70,6 +73,24 @@ pub struct Stats {
     pub walk_refs_by_dim: [u64; DIMS],
     /// Walk references served by the page-table line cache.
     pub walk_ref_cache_hits: u64,
+    /// Walks whose paging-structure-cache lookup (guest / 1-D tables) hit,
+    /// by cache: `[PDE, PDPTE, PML4E]` (ChampSim's PSCL2, PSCL3, PSCL4).
+    pub psc_hits: [u64; 3],
+    /// Walks whose PSC lookup hit no cache (the walk starts at the root).
+    pub psc_misses: u64,
+    /// EPT PSC lookups that hit (one lookup per nested TLB miss), `[PDE,
+    /// PDPTE, PML4E]` of the EPT.
+    pub ept_psc_hits: [u64; 3],
+    /// EPT PSC lookups that hit no cache (the EPT walk starts at the root).
+    pub ept_psc_misses: u64,
+    /// Nested TLB hits (gPA -> hPA translations a 2-D walk did not walk).
+    pub nested_tlb_hits: u64,
+    /// Nested TLB misses (each an EPT walk).
+    pub nested_tlb_misses: u64,
+    /// Agile paging: successful walks by where they switched to nested:
+    /// `[0]` fully shadowed (1-D), `[1]` at the guest PT, `[2]` the PD,
+    /// `[3]` the PDPT, `[4]` at the root (fully nested). 0 in other modes.
+    pub walks_by_switch: [u64; 5],
     /// VM exits by reason, indexed as [`ExitReason::ALL`].
     pub vm_exits: [u64; 7],
     /// Guest page faults (#PF the guest OS handles), same in every mode.
@@ -124,6 +145,15 @@ impl Stats {
             *n += u64::from(d);
         }
         self.walk_ref_cache_hits += u64::from(rec.cache_hits());
+        let l = rec.lookups_made();
+        for i in 0..3 {
+            self.psc_hits[i] += u64::from(l.psc[i]);
+            self.ept_psc_hits[i] += u64::from(l.ept_psc[i]);
+        }
+        self.psc_misses += u64::from(l.psc[3]);
+        self.ept_psc_misses += u64::from(l.ept_psc[3]);
+        self.nested_tlb_hits += u64::from(l.nested_tlb_hits);
+        self.nested_tlb_misses += u64::from(l.nested_tlb_misses);
     }
 
     /// Count one VM exit.
@@ -149,11 +179,28 @@ impl Stats {
 
     /// Mean references per walk (0 when no walk).
     pub fn refs_per_walk(&self) -> f64 {
-        if self.walks == 0 {
-            0.0
-        } else {
-            self.walk_refs() as f64 / self.walks as f64
-        }
+        ratio(self.walk_refs(), self.walks)
+    }
+
+    /// Mean walk references per STLB miss (0 when none), the figure \[AP16\]
+    /// quotes: it includes the walk again after a fault.
+    pub fn refs_per_stlb_miss(&self) -> f64 {
+        ratio(self.walk_refs(), self.tlb_misses)
+    }
+
+    /// L1 DTLB lookups (loads, stores, read-modify-writes).
+    pub fn dtlb_accesses(&self) -> u64 {
+        self.accesses - self.instructions
+    }
+
+    /// L1 DTLB misses.
+    pub fn dtlb_misses(&self) -> u64 {
+        self.l1_tlb_misses - self.itlb_misses
+    }
+
+    /// L1 ITLB lookups (one per instruction fetch).
+    pub fn itlb_accesses(&self) -> u64 {
+        self.instructions
     }
 
     /// `self - earlier`, field by field: the counts of an interval.
@@ -167,14 +214,22 @@ impl Stats {
         macro_rules! sub {
             ($($f:ident),*) => { $( self.$f -= e.$f; )* };
         }
+        macro_rules! sub_each {
+            ($($f:ident),*) => { $( for (a, b) in self.$f.iter_mut().zip(e.$f) { *a -= b; } )* };
+        }
         sub!(
             accesses,
             instructions,
             l1_tlb_misses,
+            itlb_misses,
             stlb_hits,
             tlb_misses,
             walks,
             walk_ref_cache_hits,
+            psc_misses,
+            ept_psc_misses,
+            nested_tlb_hits,
+            nested_tlb_misses,
             guest_page_faults,
             demand_faults,
             cow_faults,
@@ -196,11 +251,67 @@ impl Stats {
             exits,
             vma_events
         );
-        for i in 0..DIMS {
-            self.walk_refs_by_dim[i] -= e.walk_refs_by_dim[i];
+        sub_each!(
+            walk_refs_by_dim,
+            psc_hits,
+            ept_psc_hits,
+            walks_by_switch,
+            vm_exits
+        );
+    }
+}
+
+fn ratio(n: u64, d: u64) -> f64 {
+    if d == 0 {
+        0.0
+    } else {
+        n as f64 / d as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every counter 1 (every array element too), built from the JSON form
+    /// so that a counter added later is included.
+    fn ones() -> Stats {
+        let mut v = serde_json::to_value(Stats::default()).unwrap();
+        for (_, x) in v.as_object_mut().unwrap() {
+            match x {
+                serde_json::Value::Array(a) => a.iter_mut().for_each(|e| *e = 1.into()),
+                _ => *x = 1.into(),
+            }
         }
-        for i in 0..self.vm_exits.len() {
-            self.vm_exits[i] -= e.vm_exits[i];
-        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn since_subtracts_every_counter() {
+        let one = ones();
+        assert_ne!(one, Stats::default());
+        // An interval of nothing is all zeros: `since` misses no counter.
+        assert_eq!(one.since(&one), Stats::default());
+    }
+
+    #[test]
+    fn per_structure_counts_and_ratios() {
+        let s = Stats {
+            accesses: 30,
+            instructions: 10,
+            l1_tlb_misses: 7,
+            itlb_misses: 2,
+            tlb_misses: 4,
+            walks: 5,
+            walk_refs_by_dim: [10, 0, 0],
+            ..Stats::default()
+        };
+        assert_eq!(
+            (s.dtlb_accesses(), s.dtlb_misses(), s.itlb_accesses()),
+            (20, 5, 10)
+        );
+        assert_eq!(s.refs_per_walk(), 2.0);
+        assert_eq!(s.refs_per_stlb_miss(), 2.5);
+        assert_eq!(Stats::default().refs_per_stlb_miss(), 0.0);
     }
 }

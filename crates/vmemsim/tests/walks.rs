@@ -178,12 +178,12 @@ fn agile_cold(cfg: &Config, nested: &[u8]) -> ([u64; 3], [u64; 5]) {
     sim.access(&load(A), &mut |_, _| {}).unwrap(); // hidden faults refill the shadow part
     sim.machine.core.hw.flush_translation_caches();
     let before = sim.stats().clone();
-    let by_switch = sim.machine.mode.walks_by_switch();
+    let by_switch = sim.stats().walks_by_switch;
     sim.access(&load(A), &mut |_, _| {}).unwrap();
     let cold = sim.stats().since(&before);
     assert_eq!(cold.walks, 1, "one walk, no fault");
     assert_eq!(cold.total_exits(), 0);
-    let after = sim.machine.mode.walks_by_switch();
+    let after = sim.stats().walks_by_switch;
     assert_eq!(
         refs_of(&sim),
         agile_refs(nested),

@@ -67,9 +67,6 @@ pub struct Agile {
     writes: FxHashMap<u64, u32>,
     /// Guest roots loaded into CR3 since their frame was last allocated.
     seen_roots: FxHashSet<u64>,
-    /// Completed walks by where they switched: [fully shadowed, switched
-    /// to the PT, the PD, the PDPT, at the root].
-    walks_by_switch: [u64; 5],
 }
 
 impl Agile {
@@ -83,15 +80,7 @@ impl Agile {
             next: n,
             writes: FxHashMap::default(),
             seen_roots: FxHashSet::default(),
-            walks_by_switch: [0; 5],
         }
-    }
-
-    /// Successful walks by where they switched to nested mode: `[0]` fully
-    /// shadowed (1-D), `[1]` at the guest PT, `[2]` the PD, `[3]` the PDPT,
-    /// `[4]` at the root (fully nested).
-    pub fn walks_by_switch(&self) -> [u64; 5] {
-        self.walks_by_switch
     }
 
     /// Guest table pages currently walked in nested mode.
@@ -134,7 +123,7 @@ impl Agile {
         let eptp = core.host.eptp;
         // (level, guest table gPFN, its hPFN if a switching entry gave it)
         let nested_from: (u8, u64, Option<u64>);
-        let start = core.hw.pwc.lookup(asid, va);
+        let start = core.hw.psc_lookup(asid, va);
         match start {
             Some((level, f)) if f & PSC_GUEST != 0 => nested_from = (level, f & !TAGS, None),
             Some((level, f)) if f & PSC_SWITCHED != 0 => {
@@ -211,7 +200,7 @@ impl Mode for Agile {
             core.walk_done();
             match res {
                 Ok((f, at)) => {
-                    self.walks_by_switch[at] += 1;
+                    core.stats.walks_by_switch[at] += 1;
                     return Ok(f);
                 }
                 Err((WalkFault::EptViolation { gpfn }, _)) => core.ept_violation(gpfn),

@@ -272,10 +272,12 @@ impl<M: Mode> Machine<M> {
             TlbLevel::L1 => {}
             TlbLevel::Stlb => {
                 c.stats.l1_tlb_misses += 1;
+                c.stats.itlb_misses += u64::from(r.fetch);
                 c.stats.stlb_hits += 1;
             }
             TlbLevel::Miss => {
                 c.stats.l1_tlb_misses += 1;
+                c.stats.itlb_misses += u64::from(r.fetch);
                 c.stats.tlb_misses += 1;
             }
         }

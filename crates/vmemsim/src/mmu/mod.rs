@@ -10,5 +10,5 @@ pub mod walk;
 pub mod walker;
 
 pub use tlb::{Asid, TlbEntry, TlbLevel, Tlbs};
-pub use walk::{Dim, TableMem, WalkRecord, WalkRef};
+pub use walk::{CacheLookups, Dim, TableMem, WalkRecord, WalkRef};
 pub use walker::{Hw, Leaf, Rights, WalkFault};

@@ -44,6 +44,32 @@ pub struct WalkRecord {
     last_len: usize,
     by_dim: [u32; DIMS],
     cache_hits: u32,
+    lookups: CacheLookups,
+}
+
+/// The walk-cache lookups of one walk (paging-structure caches of the
+/// first dimension, EPT PSCs, nested TLB), counted as the walker makes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheLookups {
+    /// PSC lookups of the guest / 1-D tables by the level the walk resumed
+    /// at: `[0]` the PDE cache hit (resume at the PT), `[1]` the PDPTE
+    /// cache, `[2]` the PML4E cache, `[3]` no hit (walk from the root).
+    pub psc: [u32; 4],
+    /// EPT PSC lookups (one per nested TLB miss), indexed as `psc`.
+    pub ept_psc: [u32; 4],
+    /// Nested TLB (gPFN -> hPFN) hits.
+    pub nested_tlb_hits: u32,
+    /// Nested TLB misses (each followed by an EPT walk).
+    pub nested_tlb_misses: u32,
+}
+
+impl CacheLookups {
+    /// Index in [`CacheLookups::psc`] of a PSC lookup that resumed at
+    /// `level` (1..=3) or missed (4).
+    #[inline]
+    pub fn slot(resume_level: u8) -> usize {
+        usize::from(resume_level - 1)
+    }
 }
 
 impl Default for WalkRecord {
@@ -54,6 +80,7 @@ impl Default for WalkRecord {
             last_len: 0,
             by_dim: [0; DIMS],
             cache_hits: 0,
+            lookups: CacheLookups::default(),
         }
     }
 }
@@ -66,6 +93,17 @@ impl WalkRecord {
         self.len = 0;
         self.by_dim = [0; DIMS];
         self.cache_hits = 0;
+        self.lookups = CacheLookups::default();
+    }
+    /// The walk-cache lookups of the walk so far (read and changed by the walkers).
+    #[inline]
+    pub fn lookups(&mut self) -> &mut CacheLookups {
+        &mut self.lookups
+    }
+    /// The walk-cache lookups of the walk so far.
+    #[inline]
+    pub fn lookups_made(&self) -> &CacheLookups {
+        &self.lookups
     }
     /// Append one reference.
     #[inline]

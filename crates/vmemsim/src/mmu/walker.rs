@@ -10,7 +10,7 @@ use super::cache::SetAssoc;
 use super::line_cache::PtCache;
 use super::pwc::Pwc;
 use super::tlb::{Asid, Tlbs};
-use super::walk::{Dim, TableMem, WalkRecord, WalkRef};
+use super::walk::{CacheLookups, Dim, TableMem, WalkRecord, WalkRef};
 use crate::addr::{pt_index, PageSize, FRAMES_PER_HUGE};
 use crate::config::Config;
 use crate::pte::{ept, x86};
@@ -54,6 +54,15 @@ impl Hw {
         self.pwc.flush_all();
         self.ept_pwc.flush_all();
         self.ntlb.clear();
+    }
+
+    /// The deepest PSC entry of the guest / 1-D tables for `va` (as
+    /// [`Pwc::lookup`]), counted in the walk record.
+    #[inline]
+    pub fn psc_lookup(&mut self, asid: Asid, va: u64) -> Option<(u8, u64)> {
+        let hit = self.pwc.lookup(asid, va);
+        self.rec.lookups().psc[CacheLookups::slot(hit.map_or(4, |h| h.0))] += 1;
+        hit
     }
 
     #[inline]
@@ -138,7 +147,7 @@ pub fn walk_1d<T: TableMem>(
     va: u64,
     r: Rights,
 ) -> Result<Leaf, WalkFault> {
-    let (level, table) = hw.pwc.lookup(asid, va).unwrap_or((4, root));
+    let (level, table) = hw.psc_lookup(asid, va).unwrap_or((4, root));
     match walk_1d_from(hw, tables, dim, level, table, asid, va, r)? {
         ShadowStep::Leaf(l) => Ok(l),
         ShadowStep::Switch { .. } => {
@@ -168,7 +177,7 @@ pub fn walk_2d<G: TableMem, E: TableMem>(
     va: u64,
     r: Rights,
 ) -> Result<Walk2d, WalkFault> {
-    let (level, table) = hw.pwc.lookup(asid, va).unwrap_or((4, root));
+    let (level, table) = hw.psc_lookup(asid, va).unwrap_or((4, root));
     walk_2d_from(hw, guest, ept_tables, eptp, level, table, asid, va, r)
 }
 
@@ -367,10 +376,14 @@ pub fn nested_translate<E: TableMem>(
     let vpid = Asid::new(asid.vpid(), 0);
     let key = gpfn | (u64::from(vpid.0) << 44);
     if let Some(h) = hw.ntlb.lookup(gpfn, key) {
+        hw.rec.lookups().nested_tlb_hits += 1;
         return Ok(h);
     }
+    hw.rec.lookups().nested_tlb_misses += 1;
     let gpa = gpfn << 12;
-    let (mut level, mut table) = hw.ept_pwc.lookup(vpid, gpa).unwrap_or((4, eptp));
+    let ept_hit = hw.ept_pwc.lookup(vpid, gpa);
+    hw.rec.lookups().ept_psc[CacheLookups::slot(ept_hit.map_or(4, |h| h.0))] += 1;
+    let (mut level, mut table) = ept_hit.unwrap_or((4, eptp));
     loop {
         let idx = pt_index(gpa, level);
         let e = ept_tables.read(table, idx);
