@@ -2,19 +2,18 @@
 //! settings, builds library objects, and prints reports. Errors print their
 //! chain and exit with status 2.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use vmemsim::report::{self, WorkloadResult};
 use vmemsim::workload::{WorkloadKind, WorkloadSpec};
 use vmemsim::{run_mode, Config, ModeKind};
 use vmemsim_trace::RecordSource;
 
 mod chart;
+mod jobs;
 
 /// Simulate how a VMM virtualizes memory: native, nested (EPT) and shadow
 /// paging compared side by side on real traces or built-in workloads.
@@ -55,6 +54,11 @@ enum Command {
         /// machine the best run is the closest to what the simulator can do).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
         repeat: u32,
+        /// Modes timed at once (default 1: parallel runs share caches and
+        /// memory bandwidth, so their speeds are lower than alone).
+        #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..=1024))]
+        jobs: u32,
     },
     /// Print the resolved configuration.
     Config {
@@ -126,6 +130,22 @@ struct Input {
     /// input); overrides `measure.sim_instructions`.
     #[arg(long, value_name = "M")]
     sim_instructions: Option<u64>,
+    #[command(flatten)]
+    threads: Threads,
+}
+
+#[derive(Args)]
+struct Threads {
+    /// Simulations run at once, one per (workload, mode); default: the
+    /// number of cores. The output is the same whatever N.
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    jobs: Option<u32>,
+}
+
+impl Threads {
+    fn get(&self) -> usize {
+        self.jobs.map_or_else(jobs::default_threads, |n| n as usize)
+    }
 }
 
 /// Print to standard output. A closed pipe (`vmemsim ... | head`) is not
@@ -184,7 +204,8 @@ fn real_main() -> Result<()> {
             accesses,
             workload,
             repeat,
-        } => bench(accesses, &workload, repeat),
+            jobs,
+        } => bench(accesses, &workload, repeat, jobs as usize),
         Command::Config { dump: _, config } => {
             out!("{}", load_config(config.as_deref())?.to_toml());
             Ok(())
@@ -253,7 +274,7 @@ impl Job {
     /// Records expected, for the progress bar.
     fn expected(&self) -> Option<u64> {
         match self {
-            Job::Trace(_) => None,
+            Job::Trace(p) => jobs::trace_records(p),
             Job::Builtin(s) => Some(s.accesses),
         }
     }
@@ -293,24 +314,6 @@ fn jobs(input: &Input) -> Result<Vec<Job>> {
         .collect())
 }
 
-fn progress_bar(label: String, expected: Option<u64>) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let pb = match expected {
-        Some(n) => ProgressBar::new(n),
-        None => ProgressBar::new_spinner(),
-    };
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>24} {bar:40} {human_pos} records {per_sec} {elapsed}",
-        )
-        .expect("valid template"),
-    );
-    pb.set_prefix(label);
-    pb
-}
-
 fn simulate(input: &Input, modes: &[ModeKind]) -> Result<()> {
     let mut cfg = load_config(input.config.as_deref())?;
     let m = &mut cfg.measure;
@@ -334,7 +337,24 @@ fn simulate(input: &Input, modes: &[ModeKind]) -> Result<()> {
 }
 
 fn simulate_jobs(input: &Input, cfg: &Config, jobs: &[Job], modes: &[ModeKind]) -> Result<()> {
-    let cfg = cfg.clone();
+    let mut tasks = Vec::new();
+    for job in jobs {
+        let expected = job.expected();
+        for &mode in modes {
+            tasks.push(jobs::Task {
+                label: format!("{} / {}", job.name(), mode.name()),
+                expected,
+                work: Box::new(move |progress: &mut dyn FnMut(u64)| {
+                    let mut src = job.source(cfg)?;
+                    let r = run_mode(mode, cfg, src.as_mut(), progress).with_context(|| {
+                        format!("simulating {} in {} mode", job.name(), mode.name())
+                    })?;
+                    Ok((r, src.warnings()))
+                }),
+            });
+        }
+    }
+    let mut done = jobs::run(tasks, input.threads.get())?.into_iter();
     let mut results = Vec::new();
     for job in jobs {
         let mut w = WorkloadResult {
@@ -343,14 +363,9 @@ fn simulate_jobs(input: &Input, cfg: &Config, jobs: &[Job], modes: &[ModeKind]) 
             modes: Vec::new(),
             warnings: Vec::new(),
         };
-        for &mode in modes {
-            let mut src = job.source(&cfg)?;
-            let pb = progress_bar(format!("{} / {}", w.workload, mode.name()), job.expected());
-            let r = run_mode(mode, &cfg, src.as_mut(), &mut |n| pb.set_position(n))
-                .with_context(|| format!("simulating {} in {} mode", w.workload, mode.name()))?;
-            pb.finish_and_clear();
+        for (r, warnings) in done.by_ref().take(modes.len()) {
             if w.warnings.is_empty() {
-                w.warnings = src.warnings();
+                w.warnings = warnings;
             }
             w.modes.push(r);
         }
@@ -366,14 +381,14 @@ fn simulate_jobs(input: &Input, cfg: &Config, jobs: &[Job], modes: &[ModeKind]) 
     }
     chart::write_svgs(input.svg.as_deref(), &results)?;
     if let Some(path) = &input.json {
-        std::fs::write(path, report::to_json(&cfg, &results))
+        std::fs::write(path, report::to_json(cfg, &results))
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("JSON report written to {}", path.display());
     }
     Ok(())
 }
 
-fn bench(accesses: u64, workloads: &[String], repeat: u32) -> Result<()> {
+fn bench(accesses: u64, workloads: &[String], repeat: u32, threads: usize) -> Result<()> {
     let cfg = Config::default();
     let kinds = if workloads.is_empty() {
         vec![WorkloadKind::Seq, WorkloadKind::Random]
@@ -388,49 +403,96 @@ fn bench(accesses: u64, workloads: &[String], repeat: u32) -> Result<()> {
             "warning: a debug build; run `cargo run --release -- bench` for meaningful numbers"
         );
     }
-    outln!(
-        "{:<10} {:<14} {:>14} {:>12} {:>12}",
-        "workload",
-        "mode",
-        "accesses",
-        "best M/s",
-        "median M/s"
-    );
-    for k in kinds {
+    // Generate each workload once, so the timing covers simulation only;
+    // every mode replays the same records.
+    let mut inputs = Vec::new();
+    for &k in &kinds {
         let spec = WorkloadSpec {
             accesses,
             ..WorkloadSpec::default_for(k)
         };
-        // Decode once so the timing covers simulation only.
         let mut records = Vec::new();
         let mut gen = spec.source();
         while gen.next_batch(&mut records, 1 << 16)? > 0 {}
+        inputs.push((k, records));
+    }
+    let mut tasks = Vec::new();
+    for (k, records) in &inputs {
         for mode in ModeKind::ALL {
-            let mut speeds = Vec::with_capacity(repeat as usize);
-            let mut accesses = 0;
-            for _ in 0..repeat {
-                let mut src = VecSource {
-                    records: &records,
-                    pos: 0,
-                };
-                let t = Instant::now();
-                let r = run_mode(mode, &cfg, &mut src, &mut |_| {})?;
-                let secs = t.elapsed().as_secs_f64();
-                accesses = r.stats.accesses;
-                speeds.push(accesses as f64 / secs / 1e6);
-            }
-            speeds.sort_by(f64::total_cmp);
+            let cfg = &cfg;
+            tasks.push(jobs::Task {
+                label: format!("bench {} / {}", k.name(), mode.name()),
+                expected: Some(records.len() as u64 * u64::from(repeat)),
+                work: Box::new(move |progress: &mut dyn FnMut(u64)| {
+                    time_mode(mode, cfg, records, repeat, progress)
+                }),
+            });
+        }
+    }
+    let timed = jobs::run(tasks, threads)?;
+    outln!(
+        "{:<10} {:<14} {:>14} {:>12} {:>12} {:>10}",
+        "workload",
+        "mode",
+        "accesses",
+        "best M/s",
+        "median M/s",
+        "x native"
+    );
+    for ((k, _), rows) in inputs.iter().zip(timed.chunks(ModeKind::ALL.len())) {
+        let native = rows
+            .iter()
+            .find(|t| t.mode == ModeKind::Native)
+            .map(|t| t.best);
+        for t in rows {
             outln!(
-                "{:<10} {:<14} {:>14} {:>12.1} {:>12.1}",
+                "{:<10} {:<14} {:>14} {:>12.1} {:>12.1} {:>10}",
                 k.name(),
-                mode.name(),
-                accesses,
-                speeds[speeds.len() - 1],
-                speeds[speeds.len() / 2]
+                t.mode.name(),
+                t.accesses,
+                t.best,
+                t.median,
+                native.map_or_else(|| "-".to_string(), |n| format!("{:.2}", t.best / n))
             );
         }
     }
     Ok(())
+}
+
+/// One mode's speeds in `bench`, M accesses per second.
+struct Timed {
+    mode: ModeKind,
+    accesses: u64,
+    best: f64,
+    median: f64,
+}
+
+/// Run `mode` over `records` `repeat` times, timing each run (wall clock).
+fn time_mode(
+    mode: ModeKind,
+    cfg: &Config,
+    records: &[vmemsim_trace::Record],
+    repeat: u32,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Timed> {
+    let mut speeds = Vec::with_capacity(repeat as usize);
+    let mut accesses = 0;
+    for i in 0..u64::from(repeat) {
+        let mut src = VecSource { records, pos: 0 };
+        let base = i * records.len() as u64;
+        let t = Instant::now();
+        let r = run_mode(mode, cfg, &mut src, &mut |n| progress(base + n))?;
+        let secs = t.elapsed().as_secs_f64();
+        accesses = r.stats.accesses;
+        speeds.push(accesses as f64 / secs / 1e6);
+    }
+    speeds.sort_by(f64::total_cmp);
+    Ok(Timed {
+        mode,
+        accesses,
+        best: speeds[speeds.len() - 1],
+        median: speeds[speeds.len() / 2],
+    })
 }
 
 /// Replays records already in memory.

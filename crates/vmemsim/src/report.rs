@@ -186,49 +186,57 @@ fn overhead(cycles: u64, native: Option<u64>) -> Option<f64> {
         .map(|n| cycles as f64 / n as f64 - 1.0)
 }
 
+/// One mode's JSON row on workload `workload`; `native_cycles` (the
+/// native run's total on the same workload, if any) gives
+/// `overhead_vs_native`.
+pub fn mode_row<'a>(
+    workload: &'a str,
+    m: &'a ModeResult,
+    native_cycles: Option<u64>,
+) -> ModeRow<'a> {
+    let s = &m.stats;
+    ModeRow {
+        workload,
+        mode: m.mode,
+        window: m.window,
+        accesses: s.accesses,
+        instructions: s.instructions,
+        l1_tlb_misses: s.l1_tlb_misses,
+        tlb_misses: s.tlb_misses,
+        walks: s.walks,
+        walk_refs: s.walk_refs(),
+        refs_per_walk: s.refs_per_walk(),
+        refs_per_stlb_miss: s.refs_per_stlb_miss(),
+        dtlb: Lookups::of(s.dtlb_accesses(), s.dtlb_misses()),
+        itlb: Lookups::of(s.itlb_accesses(), s.itlb_misses),
+        stlb: Lookups::of(s.l1_tlb_misses, s.tlb_misses),
+        psc: PscLookups::of(s.psc_hits, s.psc_misses),
+        ept_psc: PscLookups::of(s.ept_psc_hits, s.ept_psc_misses),
+        nested_tlb: Lookups::of(s.nested_tlb_hits + s.nested_tlb_misses, s.nested_tlb_misses),
+        pt_line_cache: Lookups::of(s.walk_refs(), s.walk_refs() - s.walk_ref_cache_hits),
+        walks_by_switch: (m.mode == ModeKind::Agile)
+            .then(|| SWITCH_LEVELS.into_iter().zip(s.walks_by_switch).collect()),
+        vm_exits: ExitReason::ALL
+            .iter()
+            .map(|&r| (r.name(), s.exits_for(r)))
+            .collect(),
+        vm_exits_total: s.total_exits(),
+        guest_page_faults: s.guest_page_faults,
+        cycles: m.cycles.total,
+        cycles_breakdown: m.cycles,
+        overhead_vs_native: overhead(m.cycles.total, native_cycles),
+        stats: s,
+        switching: m.switching.as_ref(),
+    }
+}
+
 /// Build the JSON document.
 pub fn to_json(cfg: &Config, results: &[WorkloadResult]) -> String {
     let mut rows = Vec::new();
     for w in results {
         let native = native_cycles(w);
         for m in &w.modes {
-            let s = &m.stats;
-            rows.push(ModeRow {
-                workload: &w.workload,
-                mode: m.mode,
-                window: m.window,
-                accesses: s.accesses,
-                instructions: s.instructions,
-                l1_tlb_misses: s.l1_tlb_misses,
-                tlb_misses: s.tlb_misses,
-                walks: s.walks,
-                walk_refs: s.walk_refs(),
-                refs_per_walk: s.refs_per_walk(),
-                refs_per_stlb_miss: s.refs_per_stlb_miss(),
-                dtlb: Lookups::of(s.dtlb_accesses(), s.dtlb_misses()),
-                itlb: Lookups::of(s.itlb_accesses(), s.itlb_misses),
-                stlb: Lookups::of(s.l1_tlb_misses, s.tlb_misses),
-                psc: PscLookups::of(s.psc_hits, s.psc_misses),
-                ept_psc: PscLookups::of(s.ept_psc_hits, s.ept_psc_misses),
-                nested_tlb: Lookups::of(
-                    s.nested_tlb_hits + s.nested_tlb_misses,
-                    s.nested_tlb_misses,
-                ),
-                pt_line_cache: Lookups::of(s.walk_refs(), s.walk_refs() - s.walk_ref_cache_hits),
-                walks_by_switch: (m.mode == ModeKind::Agile)
-                    .then(|| SWITCH_LEVELS.into_iter().zip(s.walks_by_switch).collect()),
-                vm_exits: ExitReason::ALL
-                    .iter()
-                    .map(|&r| (r.name(), s.exits_for(r)))
-                    .collect(),
-                vm_exits_total: s.total_exits(),
-                guest_page_faults: s.guest_page_faults,
-                cycles: m.cycles.total,
-                cycles_breakdown: m.cycles,
-                overhead_vs_native: overhead(m.cycles.total, native),
-                stats: s,
-                switching: m.switching.as_ref(),
-            });
+            rows.push(mode_row(&w.workload, m, native));
         }
     }
     let doc = JsonReport {
