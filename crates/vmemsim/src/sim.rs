@@ -8,9 +8,10 @@ use vmemsim_trace::{Access, AccessKind, ProcEvent, Record, RecordSource};
 use crate::config::Config;
 use crate::cost::{CostModel, Cycles};
 use crate::guest::GuestOs;
+use crate::host::{HostMemory, Vm};
 use crate::hv::selective::{predictive_mode, w11_mode};
 use crate::hv::{Agile, Direct, Machine, Mode, Native, Nested, Shadow, SwitchReport, Translation};
-use crate::mmu::Rights;
+use crate::mmu::{Hw, Rights};
 use crate::stats::Stats;
 use crate::window::{Mark, Window, WindowReport};
 use crate::SimError;
@@ -114,23 +115,33 @@ pub fn rights(kind: AccessKind) -> Rights {
     }
 }
 
-/// A guest OS running on one mode.
+/// A guest OS running alone on one mode: one VM, one pCPU, a host with
+/// unlimited memory.
 #[derive(Debug)]
 pub struct Sim<M: Mode> {
     /// The guest kernel.
     pub guest: GuestOs,
-    /// The mode and hardware.
+    /// The mode and the host's state of the VM.
     pub machine: Machine<M>,
+    /// The pCPU's translation hardware.
+    pub hw: Hw,
+    /// Host memory.
+    pub host: HostMemory,
     running: Option<u32>,
     window: Window,
 }
 
 impl<M: Mode> Sim<M> {
-    /// A fresh guest with no process on `mode`.
+    /// A fresh guest with no process on `mode`: VM 0, VPID 1 (0 native).
     pub fn new(mode: M, cfg: &Config) -> Self {
+        let mut host = HostMemory::unlimited();
+        let vpid = u16::from(M::VIRTUALIZED);
+        let vm = Vm::new(0, vpid, cfg.guest.mem_mib * 256, cfg.guest.pcid, &mut host);
         Sim {
             guest: GuestOs::new(&cfg.guest),
-            machine: Machine::new(mode, cfg),
+            machine: Machine::new(mode, vm),
+            hw: Hw::new(cfg),
+            host,
             running: None,
             window: Window::new(&cfg.measure),
         }
@@ -138,7 +149,13 @@ impl<M: Mode> Sim<M> {
 
     /// Counters so far, warm-up included.
     pub fn stats(&self) -> &Stats {
-        &self.machine.core.stats
+        &self.machine.vm.stats
+    }
+
+    /// End of the run: the mode closes its last interval; returns its
+    /// switching report, if it has one.
+    pub fn finish(&mut self) -> Option<SwitchReport> {
+        self.machine.finish(&mut self.hw, &mut self.host)
     }
 
     /// The counters of the measured window (`cfg.measure`) and what it covered.
@@ -153,12 +170,13 @@ impl<M: Mode> Sim<M> {
     /// over (telling the mode), or say that the measured part is done.
     #[inline]
     fn window_done(&mut self) -> bool {
-        if !self.window.due(self.machine.core.stats.instructions) {
+        if !self.window.due(self.machine.vm.stats.instructions) {
             return false;
         }
-        match self.window.mark(&self.machine.core.stats) {
+        match self.window.mark(&self.machine.vm.stats) {
             Mark::Start => {
-                self.machine.mode.window_start(&self.machine.core);
+                let run = self.machine.on(&mut self.hw, &mut self.host);
+                run.mode.window_start(&run.core);
                 false
             }
             Mark::Stop => true,
@@ -177,13 +195,12 @@ impl<M: Mode> Sim<M> {
     ) -> Result<(), SimError> {
         // `running` is cleared when the running process exits (see `event`),
         // so no map lookup is needed on the per-access path.
+        let mut m = self.machine.on(&mut self.hw, &mut self.host);
         if self.running != Some(a.pid) {
-            self.guest.switch_to(&mut self.machine, a.pid)?;
+            self.guest.switch_to(&mut m, a.pid)?;
             self.running = Some(a.pid);
         }
-        let t = self
-            .machine
-            .access(&mut self.guest, a.addr, rights(a.kind))?;
+        let t = m.access(&mut self.guest, a.addr, rights(a.kind))?;
         observe(a, t);
         Ok(())
     }
@@ -193,7 +210,7 @@ impl<M: Mode> Sim<M> {
     /// # Errors
     /// Guest out of memory or PCIDs.
     pub fn event(&mut self, pid: u32, e: &ProcEvent) -> Result<(), SimError> {
-        let m = &mut self.machine;
+        let m = &mut self.machine.on(&mut self.hw, &mut self.host);
         let g = &mut self.guest;
         match *e {
             ProcEvent::Fork { child } => g.fork(m, pid, child)?,
@@ -290,7 +307,7 @@ pub fn run_mode(
         fn visit<M: Mode>(self, mode: M) -> Self::Output {
             let mut sim = Sim::new(mode, self.cfg);
             sim.run(self.src, &mut |_, _| {}, self.progress)?;
-            let report = sim.machine.finish();
+            let report = sim.finish();
             let (stats, window) = sim.measured()?;
             Ok((stats, window, report))
         }

@@ -43,13 +43,13 @@ fn map_and_touch_a_and_b<M: Mode>(sim: &mut Sim<M>) {
 fn cold_then_warm<M: Mode>(mode: M, cfg: &Config) -> (u64, u64, [u64; 3]) {
     let mut sim = Sim::new(mode, cfg);
     map_and_touch_a_and_b(&mut sim);
-    sim.machine.core.hw.flush_translation_caches();
+    sim.hw.flush_translation_caches();
     let before = sim.stats().clone();
     sim.access(&load(A), &mut |_, _| {}).unwrap();
     let cold = sim.stats().since(&before);
     assert_eq!(cold.walks, 1, "one walk, no fault");
     assert_eq!(cold.total_exits(), 0);
-    sim.machine.core.hw.tlbs.flush_all();
+    sim.hw.tlbs.flush_all();
     let before = sim.stats().clone();
     sim.access(&load(B), &mut |_, _| {}).unwrap();
     let warm = sim.stats().since(&before);
@@ -165,7 +165,7 @@ fn agile_cold(cfg: &Config, nested: &[u8]) -> ([u64; 3], [u64; 5]) {
     let root = sim.guest.current().unwrap().root;
     let path = softwalk::path(&sim.guest.mem, root, A);
     assert_eq!(path.len, 4);
-    let m = &mut sim.machine;
+    let m = &mut sim.machine.on(&mut sim.hw, &mut sim.host);
     for (i, &(table, _, _)) in path.steps.iter().enumerate() {
         let level = 4 - i as u8;
         if nested.contains(&level) {
@@ -176,7 +176,7 @@ fn agile_cold(cfg: &Config, nested: &[u8]) -> ([u64; 3], [u64; 5]) {
         assert_eq!(m.mode.is_nested(table), nested.contains(&level));
     }
     sim.access(&load(A), &mut |_, _| {}).unwrap(); // hidden faults refill the shadow part
-    sim.machine.core.hw.flush_translation_caches();
+    sim.hw.flush_translation_caches();
     let before = sim.stats().clone();
     let by_switch = sim.stats().walks_by_switch;
     sim.access(&load(A), &mut |_, _| {}).unwrap();
@@ -291,7 +291,7 @@ fn agile_policy_moves_written_tables_to_nested_and_clean_ones_back() {
         !sim.machine.mode.is_nested(root),
         "clean for an interval: back to shadow"
     );
-    sim.machine.core.hw.flush_translation_caches();
+    sim.hw.flush_translation_caches();
     let before = sim.stats().clone();
     run(&mut sim, &[acc(1, AccessKind::Fetch, A)]);
     let d = sim.stats().since(&before);
@@ -318,7 +318,7 @@ fn agile_policy_moves_written_tables_to_nested_and_clean_ones_back() {
         2,
         "both stores to the shadowed PT exit; the second moves it to nested"
     );
-    sim.machine.core.hw.flush_translation_caches();
+    sim.hw.flush_translation_caches();
     let before = sim.stats().clone();
     run(&mut sim, &[acc(1, AccessKind::Load, B)]);
     let d = sim.stats().since(&before);
@@ -419,9 +419,7 @@ fn agile_refs(nested: &[u8]) -> Vec<Ref> {
 /// The references of the last finished walk.
 fn refs_of<M: Mode>(sim: &Sim<M>) -> Vec<Ref> {
     let dim = |d: u8| [Dim::Guest, Dim::Nested, Dim::Shadow][usize::from(d)];
-    sim.machine
-        .core
-        .hw
+    sim.hw
         .rec
         .last()
         .iter()
@@ -434,7 +432,7 @@ fn refs_of<M: Mode>(sim: &Sim<M>) -> Vec<Ref> {
 fn cold_refs<M: Mode>(mode: M, cfg: &Config) -> Vec<Ref> {
     let mut sim = Sim::new(mode, cfg);
     map_and_touch_a_and_b(&mut sim);
-    sim.machine.core.hw.flush_translation_caches();
+    sim.hw.flush_translation_caches();
     let walks = sim.stats().walks;
     sim.access(&load(A), &mut |_, _| {}).unwrap();
     assert_eq!(sim.stats().walks, walks + 1, "one walk");

@@ -46,7 +46,7 @@ use crate::addr::{Gpa, Gva, PageSize};
 use crate::config::Config;
 use crate::guest::GuestMemory;
 use crate::mmu::walker::{
-    walk_2d_tagged, walk_shadow_part, ShadowStep, PSC_GUEST, PSC_SWITCHED, SWITCH,
+    walk_2d_tagged, walk_shadow_part, EptRef, ShadowStep, PSC_GUEST, PSC_SWITCHED, SWITCH,
 };
 use crate::mmu::{Rights, WalkFault};
 use crate::stats::ExitReason;
@@ -120,7 +120,6 @@ impl Agile {
         r: Rights,
     ) -> Result<(Fill, usize), (WalkFault, bool)> {
         let asid = core.asid();
-        let eptp = core.host.eptp;
         // (level, guest table gPFN, its hPFN if a switching entry gave it)
         let nested_from: (u8, u64, Option<u64>);
         let start = core.hw.psc_lookup(asid, va);
@@ -128,51 +127,36 @@ impl Agile {
             Some((level, f)) if f & PSC_GUEST != 0 => nested_from = (level, f & !TAGS, None),
             Some((level, f)) if f & PSC_SWITCHED != 0 => {
                 let h = f & !TAGS;
-                let g = core.host.m2p(h).expect("switched table is backed");
+                let g = core.m2p(h).expect("switched table is backed");
                 nested_from = (level, g, Some(h));
             }
-            None if self.sh.root == NO_ROOT => nested_from = (4, core.guest_root, None),
+            None if self.sh.root == NO_ROOT => nested_from = (4, core.vm.guest_root, None),
             _ => {
                 let (level, table) = start.unwrap_or((4, self.sh.root));
-                let step = walk_shadow_part(
-                    &mut core.hw,
-                    &mut core.host.tables,
-                    level,
-                    table,
-                    asid,
-                    va,
-                    r,
-                )
-                .map_err(|f| (f, false))?;
+                let step =
+                    walk_shadow_part(core.hw, &mut core.host.tables, level, table, asid, va, r)
+                        .map_err(|f| (f, false))?;
                 match step {
                     ShadowStep::Leaf(l) => {
-                        let gpfn = core
-                            .host
-                            .m2p(l.frame)
-                            .expect("shadow leaf maps a guest frame");
+                        let gpfn = core.m2p(l.frame).expect("shadow leaf maps a guest frame");
                         debug_assert_eq!(l.size, PageSize::Size4K);
                         return Ok((Fill::of_leaf(&l, gpfn, l.frame), 0));
                     }
                     ShadowStep::Switch { level, hpfn } => {
-                        let g = core.host.m2p(hpfn).expect("switched table is backed");
+                        let g = core.m2p(hpfn).expect("switched table is backed");
                         nested_from = (level, g, Some(hpfn));
                     }
                 }
             }
         }
         let (level, table, hpfn) = nested_from;
+        let ept = EptRef {
+            tables: &core.host.tables,
+            root: core.vm.eptp,
+            tag: core.vm.ept_tag,
+        };
         let w = walk_2d_tagged(
-            &mut core.hw,
-            mem,
-            &core.host.tables,
-            eptp,
-            level,
-            table,
-            hpfn,
-            PSC_GUEST,
-            asid,
-            va,
-            r,
+            core.hw, mem, ept, level, table, hpfn, PSC_GUEST, asid, va, r,
         )
         .map_err(|f| (f, true))?;
         let l = w.leaf;
@@ -200,7 +184,7 @@ impl Mode for Agile {
             core.walk_done();
             match res {
                 Ok((f, at)) => {
-                    core.stats.walks_by_switch[at] += 1;
+                    core.vm.stats.walks_by_switch[at] += 1;
                     return Ok(f);
                 }
                 Err((WalkFault::EptViolation { gpfn }, _)) => core.ept_violation(gpfn),
@@ -288,7 +272,7 @@ impl Mode for Agile {
         }
         self.writes.clear();
         self.interval += 1;
-        while self.next <= core.stats.instructions {
+        while self.next <= core.vm.stats.instructions {
             self.next += self.interval_instructions;
         }
     }

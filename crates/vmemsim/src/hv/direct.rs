@@ -112,8 +112,7 @@ impl Direct {
     }
 
     fn p2m(core: &Core, gpfn: u64) -> u64 {
-        core.host
-            .p2m(gpfn)
+        core.p2m(gpfn)
             .unwrap_or_else(|| panic!("direct: guest frame {gpfn:#x} used before it was touched"))
     }
 
@@ -148,7 +147,7 @@ impl Direct {
             "direct: update to {gpfn:#x}, not a pinned page table"
         );
         if let Some(sp) = self.splinters.remove(&(table, idx)) {
-            core.host.tables.remove(sp);
+            core.host.free_table(sp);
         }
         if val & x86::P == 0 {
             self.machine.write(table, idx, 0);
@@ -195,7 +194,7 @@ impl Direct {
     fn unpin(&mut self, core: &mut Core, hpfn: u64) {
         for idx in 0..512 {
             if let Some(sp) = self.splinters.remove(&(hpfn, idx)) {
-                core.host.tables.remove(sp);
+                core.host.free_table(sp);
             }
         }
         self.machine.remove(hpfn);
@@ -224,7 +223,7 @@ impl Mode for Direct {
                 low: &mut self.machine,
                 high: &mut core.host.tables,
             };
-            walk_1d(&mut core.hw, &mut view, Dim::Guest, self.root, asid, va, r)
+            walk_1d(core.hw, &mut view, Dim::Guest, self.root, asid, va, r)
         };
         core.walk_done();
         let Ok(l) = res else {
@@ -238,7 +237,7 @@ impl Mode for Direct {
             "machine tables map 4 KiB pages only"
         );
         // The guest's entries are the same table: copy A/D back.
-        let path = softwalk::path(mem, core.guest_root, va);
+        let path = softwalk::path(mem, core.vm.guest_root, va);
         for i in 0..path.len {
             let (t, idx, e) = path.steps[i];
             let mut ne = e | x86::A;
@@ -249,10 +248,7 @@ impl Mode for Direct {
                 mem.write(t, idx, ne);
             }
         }
-        let gpfn = core
-            .host
-            .m2p(l.frame)
-            .expect("machine leaf maps a guest frame");
+        let gpfn = core.m2p(l.frame).expect("machine leaf maps a guest frame");
         Ok(Fill {
             size: PageSize::Size4K,
             ..Fill::of_leaf(&l, gpfn, l.frame)
@@ -261,7 +257,7 @@ impl Mode for Direct {
 
     fn write_pte(&mut self, core: &mut Core, mem: &mut GuestMemory, gpa: Gpa, val: u64) {
         crate::guest::store_pte(mem, gpa, val);
-        core.stats.pv_pte_updates += 1;
+        core.vm.stats.pv_pte_updates += 1;
         self.queue.push((gpa, val));
         if self.queue.len() >= self.batch {
             self.flush(core, mem, true);

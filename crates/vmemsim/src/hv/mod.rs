@@ -20,60 +20,70 @@ pub use nested::Nested;
 pub use selective::{Selective, SwitchReport};
 pub use shadow::Shadow;
 
-use crate::addr::{Gpa, Gva, PageSize};
-use crate::config::Config;
+use crate::addr::{Gpa, Gpfn, Gva, Hpfn, PageSize};
 use crate::guest::{GuestMemory, GuestOs, Platform};
-use crate::host::Host;
+use crate::host::{HostMemory, Vm};
+use crate::mem::PageStore;
+use crate::mmu::walker::EptRef;
 use crate::mmu::{Asid, Hw, Leaf, Rights, TlbEntry, TlbLevel};
 use crate::stats::{ExitReason, Stats};
 use crate::SimError;
 
-/// Everything a mode works on besides its own state: the core's translation
-/// hardware, host memory, counters, and the guest's current CR3.
+/// Everything a mode works on besides its own state, borrowed for one
+/// operation: the hardware of the pCPU the VM runs on, the host's memory
+/// pool, and the host's state of the VM (VPID, p2m, EPT root, vCPU
+/// registers, counters).
 #[derive(Debug)]
-pub struct Core {
-    /// TLBs, walk caches, walkers' record.
-    pub hw: Hw,
-    /// Host frames, p2m, EPT, hypervisor table pages.
-    pub host: Host,
-    /// Counters.
-    pub stats: Stats,
-    /// VPID tagging this guest's TLB entries (0 = native).
-    pub vpid: u16,
-    /// PCIDs on: a CR3 write keeps the TLB.
-    pub pcid: bool,
-    /// gPFN of the guest's current PML4 (guest CR3).
-    pub guest_root: u64,
-    /// The guest's current PCID.
-    pub guest_pcid: u16,
+pub struct Core<'a> {
+    /// TLBs, walk caches, walkers' record of the pCPU.
+    pub hw: &'a mut Hw,
+    /// Host frames, m2p, hypervisor table pages.
+    pub host: &'a mut HostMemory,
+    /// The running VM.
+    pub vm: &'a mut Vm,
 }
 
-impl Core {
+impl Core<'_> {
     /// ASID of the running guest process.
     #[inline]
     pub fn asid(&self) -> Asid {
-        Asid::new(self.vpid, self.guest_pcid)
+        Asid::new(self.vm.vpid, self.vm.guest_pcid)
+    }
+
+    /// The VM's EPT, as a 2-D walk uses it.
+    #[inline]
+    pub fn ept(&self) -> EptRef<'_, PageStore> {
+        EptRef {
+            tables: &self.host.tables,
+            root: self.vm.eptp,
+            tag: self.vm.ept_tag,
+        }
     }
 
     /// Count the walk in the record and start a new record.
     #[inline]
     pub fn walk_done(&mut self) {
-        self.stats.add_walk(&self.hw.rec);
+        self.vm.stats.add_walk(&self.hw.rec);
         self.hw.rec.clear();
     }
 
-    /// Count one VM exit.
+    /// Count one VM exit. Without VPIDs the exit and the entry that
+    /// follows flush the pCPU's TLBs and PSCs [SDM 29.4.3.1].
     #[inline]
     pub fn exit(&mut self, r: ExitReason) {
-        self.stats.exit(r);
+        self.vm.stats.exit(r);
+        if self.vm.flush_on_exit {
+            self.vm.exit_flushes += 1;
+            self.hw.invvpid_single(self.vm.vpid);
+        }
     }
 
     /// The hardware side of a CR3 write: remember the root; without PCIDs
     /// the TLB and PSC entries of the address space are flushed.
     pub fn hw_write_cr3(&mut self, root: u64, pcid: u16) {
-        self.guest_root = root;
-        self.guest_pcid = pcid;
-        if !self.pcid {
+        self.vm.guest_root = root;
+        self.vm.guest_pcid = pcid;
+        if !self.vm.pcid {
             let a = self.asid();
             self.hw.tlbs.flush_asid(a);
             self.hw.pwc.flush_asid(a);
@@ -83,29 +93,61 @@ impl Core {
     /// The hardware side of INVLPG: the page's TLB entries and every PSC
     /// entry of the PCID go [SDM 4.10.4.1].
     pub fn hw_invlpg(&mut self, pcid: u16, va: Gva) {
-        let a = Asid::new(self.vpid, pcid);
+        let a = Asid::new(self.vm.vpid, pcid);
         self.hw.tlbs.invlpg(a, va.0);
         self.hw.pwc.flush_asid(a);
     }
 
     /// The hardware side of INVPCID single-context.
     pub fn hw_flush_pcid(&mut self, pcid: u16) {
-        let a = Asid::new(self.vpid, pcid);
+        let a = Asid::new(self.vm.vpid, pcid);
         self.hw.tlbs.flush_asid(a);
         self.hw.pwc.flush_asid(a);
     }
 
-    /// An EPT violation on `gpfn` (VM exit): the hypervisor backs it.
+    /// INVVPID single-context for the running VM: its TLB and PSC entries
+    /// (every PCID) go; other VMs' stay.
+    pub fn invvpid(&mut self) {
+        self.hw.invvpid_single(self.vm.vpid);
+    }
+
+    /// An EPT violation on `gpfn` (VM exit): the hypervisor backs a frame
+    /// that has no host frame, or, for one that has, rewrites its EPT entry
+    /// from the p2m with full rights (the entry was cleared or read-only).
     pub fn ept_violation(&mut self, gpfn: u64) {
         self.exit(ExitReason::EptViolation);
-        self.back(gpfn);
+        if !self.back(gpfn) {
+            self.vm.ept_restore(self.host, Gpfn(gpfn));
+        }
     }
 
     /// Back `gpfn` with a host frame if needed; true if one was allocated.
+    ///
+    /// # Panics
+    /// When the host pool is empty: the host keeps a reserve free between
+    /// accesses, so one access never runs it dry.
     pub fn back(&mut self, gpfn: u64) -> bool {
-        let newly = self.host.back(gpfn).1;
-        self.stats.host_frames_backed += u64::from(newly);
+        let (_, newly) = self
+            .vm
+            .back(self.host, Gpfn(gpfn))
+            .expect("host memory exhausted within one access (reserve too small)");
+        self.vm.stats.host_frames_backed += u64::from(newly);
         newly
+    }
+
+    /// The hPFN backing the running VM's `gpfn`, if any.
+    #[inline]
+    pub fn p2m(&self, gpfn: u64) -> Option<u64> {
+        self.vm.p2m(Gpfn(gpfn)).map(|h| h.0)
+    }
+
+    /// The running VM's gPFN that `hpfn` backs (the m2p map), if it backs one of its frames.
+    #[inline]
+    pub fn m2p(&self, hpfn: u64) -> Option<u64> {
+        match self.host.m2p(Hpfn(hpfn)) {
+            Some((vm, g)) if vm == self.vm.id => Some(g.0),
+            _ => None,
+        }
     }
 }
 
@@ -146,12 +188,11 @@ pub struct GuestFault;
 
 /// One MMU virtualization mode.
 pub trait Mode {
+    /// False for native execution (no VM: the host gives it VPID 0); the
+    /// host assigns every other VM its VPID.
+    const VIRTUALIZED: bool = true;
     /// Name used in reports and on the command line.
     fn name(&self) -> &'static str;
-    /// VPID of the guest (0 for native).
-    fn vpid(&self) -> u16 {
-        1
-    }
     /// A TLB miss on `va`: walk what the hardware walks in this mode,
     /// resolving hidden faults and EPT violations (VM exits) on the way.
     /// Each hardware walk ends with `core.walk_done()`.
@@ -192,7 +233,7 @@ pub trait Mode {
     fn next_boundary(&self) -> u64 {
         u64::MAX
     }
-    /// Called between two accesses once `core.stats.instructions` reached
+    /// Called between two accesses once `core.vm.stats.instructions` reached
     /// [`Mode::next_boundary`]: the guest is between operations.
     fn boundary(&mut self, _core: &mut Core, _mem: &mut GuestMemory) {}
     /// The measured window opens now (after the warm-up; see
@@ -216,37 +257,65 @@ pub struct Translation {
     pub hpfn: u64,
 }
 
-/// A guest running on one mode: the mode plus the core it drives.
+/// A guest running on one mode: the mode's own state plus the host's state
+/// of the VM. The pCPU hardware and host memory it runs on are lent to it
+/// per operation ([`Machine::on`]).
 #[derive(Debug)]
 pub struct Machine<M: Mode> {
     /// The mode's own state.
     pub mode: M,
-    /// Hardware, host, counters.
-    pub core: Core,
+    /// The host's state of the VM: VPID, p2m, EPT root, registers, counters.
+    pub vm: Vm,
     /// Instruction count at which the mode's next boundary is due.
     next_boundary: u64,
 }
 
 impl<M: Mode> Machine<M> {
-    /// Cold hardware and an empty host for `mode`.
-    pub fn new(mode: M, cfg: &Config) -> Self {
-        let vpid = mode.vpid();
-        let next_boundary = mode.next_boundary();
+    /// `mode` running the VM `vm`.
+    pub fn new(mode: M, vm: Vm) -> Self {
         Machine {
-            next_boundary,
+            next_boundary: mode.next_boundary(),
             mode,
-            core: Core {
-                hw: Hw::new(cfg),
-                host: Host::new(cfg.guest.mem_mib * 256),
-                stats: Stats::default(),
-                vpid,
-                pcid: cfg.guest.pcid,
-                guest_root: 0,
-                guest_pcid: 0,
-            },
+            vm,
         }
     }
 
+    /// The machine on pCPU hardware `hw` and host memory `host`, for one
+    /// operation (an access, a guest event): what the guest kernel calls.
+    #[inline]
+    pub fn on<'a>(&'a mut self, hw: &'a mut Hw, host: &'a mut HostMemory) -> Running<'a, M> {
+        Running {
+            mode: &mut self.mode,
+            core: Core {
+                hw,
+                host,
+                vm: &mut self.vm,
+            },
+            next_boundary: &mut self.next_boundary,
+        }
+    }
+
+    /// End of the run: the mode closes its last interval; returns its
+    /// switching report, if it has one.
+    pub fn finish(&mut self, hw: &mut Hw, host: &mut HostMemory) -> Option<SwitchReport> {
+        let mut run = self.on(hw, host);
+        run.mode.finish(&mut run.core);
+        run.mode.switch_report()
+    }
+}
+
+/// A [`Machine`] with the hardware and host memory it runs on: the
+/// [`Platform`] its guest kernel talks to.
+#[derive(Debug)]
+pub struct Running<'a, M: Mode> {
+    /// The mode's own state.
+    pub mode: &'a mut M,
+    /// Hardware, host memory and VM state.
+    pub core: Core<'a>,
+    next_boundary: &'a mut u64,
+}
+
+impl<M: Mode> Running<'_, M> {
     /// One access of the running guest process: TLB lookup, walk on a miss,
     /// guest #PF handled by `guest` until the access completes.
     ///
@@ -259,26 +328,27 @@ impl<M: Mode> Machine<M> {
         va: u64,
         r: Rights,
     ) -> Result<Translation, SimError> {
-        if self.core.stats.instructions >= self.next_boundary {
+        if self.core.vm.stats.instructions >= *self.next_boundary {
             self.mode.boundary(&mut self.core, &mut guest.mem);
-            self.next_boundary = self.mode.next_boundary();
+            *self.next_boundary = self.mode.next_boundary();
         }
         let c = &mut self.core;
-        c.stats.accesses += 1;
-        c.stats.instructions += u64::from(r.fetch);
-        let asid = c.asid();
+        let stats = &mut c.vm.stats;
+        stats.accesses += 1;
+        stats.instructions += u64::from(r.fetch);
+        let asid = Asid::new(c.vm.vpid, c.vm.guest_pcid);
         let (level, hit) = c.hw.tlbs.lookup(asid, va, r.fetch, r.write);
         match level {
             TlbLevel::L1 => {}
             TlbLevel::Stlb => {
-                c.stats.l1_tlb_misses += 1;
-                c.stats.itlb_misses += u64::from(r.fetch);
-                c.stats.stlb_hits += 1;
+                stats.l1_tlb_misses += 1;
+                stats.itlb_misses += u64::from(r.fetch);
+                stats.stlb_hits += 1;
             }
             TlbLevel::Miss => {
-                c.stats.l1_tlb_misses += 1;
-                c.stats.itlb_misses += u64::from(r.fetch);
-                c.stats.tlb_misses += 1;
+                stats.l1_tlb_misses += 1;
+                stats.itlb_misses += u64::from(r.fetch);
+                stats.tlb_misses += 1;
             }
         }
         if let Some(h) = hit {
@@ -309,18 +379,9 @@ impl<M: Mode> Machine<M> {
     }
 }
 
-impl<M: Mode> Machine<M> {
-    /// End of the run: the mode closes its last interval; returns its
-    /// switching report, if it has one.
-    pub fn finish(&mut self) -> Option<SwitchReport> {
-        self.mode.finish(&mut self.core);
-        self.mode.switch_report()
-    }
-}
-
-impl<M: Mode> Platform for Machine<M> {
+impl<M: Mode> Platform for Running<'_, M> {
     fn stats(&mut self) -> &mut Stats {
-        &mut self.core.stats
+        &mut self.core.vm.stats
     }
     fn write_pte(&mut self, mem: &mut GuestMemory, gpa: Gpa, val: u64) {
         self.mode.write_pte(&mut self.core, mem, gpa, val);

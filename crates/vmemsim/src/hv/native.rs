@@ -6,16 +6,14 @@ use crate::guest::GuestMemory;
 use crate::mmu::walker::walk_1d;
 use crate::mmu::{Dim, Rights};
 
-/// Native mode (VPID 0, no host).
+/// Native mode (no VM: VPID 0; gPA = hPA).
 #[derive(Debug, Default)]
 pub struct Native;
 
 impl Mode for Native {
+    const VIRTUALIZED: bool = false;
     fn name(&self) -> &'static str {
         "native"
-    }
-    fn vpid(&self) -> u16 {
-        0
     }
     fn fill(
         &mut self,
@@ -25,7 +23,7 @@ impl Mode for Native {
         r: Rights,
     ) -> Result<Fill, GuestFault> {
         let asid = core.asid();
-        let res = walk_1d(&mut core.hw, mem, Dim::Guest, core.guest_root, asid, va, r);
+        let res = walk_1d(core.hw, mem, Dim::Guest, core.vm.guest_root, asid, va, r);
         core.walk_done();
         let l = res.map_err(|_| GuestFault)?;
         Ok(Fill::of_leaf(&l, l.frame, l.frame))

@@ -7,7 +7,7 @@
 
 use super::{Core, Fill, GuestFault, Mode};
 use crate::guest::GuestMemory;
-use crate::mmu::walker::walk_2d;
+use crate::mmu::walker::{walk_2d, EptRef};
 use crate::mmu::{Rights, WalkFault};
 
 /// Nested-paging mode.
@@ -25,19 +25,14 @@ impl Mode for Nested {
         va: u64,
         r: Rights,
     ) -> Result<Fill, GuestFault> {
-        loop {
+        for _ in 0..8 {
             let asid = core.asid();
-            let eptp = core.host.eptp;
-            let res = walk_2d(
-                &mut core.hw,
-                mem,
-                &core.host.tables,
-                eptp,
-                core.guest_root,
-                asid,
-                va,
-                r,
-            );
+            let ept = EptRef {
+                tables: &core.host.tables,
+                root: core.vm.eptp,
+                tag: core.vm.ept_tag,
+            };
+            let res = walk_2d(core.hw, mem, ept, core.vm.guest_root, asid, va, r);
             core.walk_done();
             match res {
                 Ok(w) => return Ok(Fill::of_leaf(&w.leaf, w.leaf.frame, w.hpfn)),
@@ -45,9 +40,10 @@ impl Mode for Nested {
                 Err(_) => return Err(GuestFault),
             }
         }
+        panic!("nested fill of {va:#x} does not converge: EPT model bug");
     }
     fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
-        if core.host.p2m(gpfn).is_none() {
+        if core.p2m(gpfn).is_none() {
             core.ept_violation(gpfn);
         }
     }

@@ -151,8 +151,7 @@ impl<P: Policy> Selective<P> {
             Paging::Shadow => self.shadow.activate(core),
             Paging::Nested => self.shadow.drop_all(core),
         }
-        core.hw.tlbs.flush_vpid(core.vpid);
-        core.hw.pwc.flush_all();
+        core.invvpid();
         self.cur = to;
         self.periods_in_mode = 0;
         self.report.switches += 1;
@@ -161,10 +160,10 @@ impl<P: Policy> Selective<P> {
     /// Record the period since the last boundary (in the report, only its
     /// part inside the measured window); returns its counters.
     fn close_period(&mut self, core: &Core) -> Stats {
-        let period = core.stats.since(&self.last);
-        self.last = core.stats.clone();
+        let period = core.vm.stats.since(&self.last);
+        self.last = core.vm.stats.clone();
         let d = match self.window_from.take() {
-            Some(w) => core.stats.since(&w),
+            Some(w) => core.vm.stats.since(&w),
             None => period.clone(),
         };
         let cycles = self.cost.price(&d).total;
@@ -242,7 +241,7 @@ impl<P: Policy> Mode for Selective<P> {
         self.next
     }
     fn boundary(&mut self, core: &mut Core, _mem: &mut GuestMemory) {
-        while self.next <= core.stats.instructions {
+        while self.next <= core.vm.stats.instructions {
             self.next += self.period;
         }
         let d = self.close_period(core);
@@ -250,7 +249,7 @@ impl<P: Policy> Mode for Selective<P> {
             cur: self.cur,
             period: &d,
             cost: &self.cost,
-            backed_frames: core.host.backed_frames,
+            backed_frames: core.vm.backed_frames,
             periods_in_mode: self.periods_in_mode,
         };
         let to = self.policy.decide(&input);
@@ -261,10 +260,10 @@ impl<P: Policy> Mode for Selective<P> {
             period_instructions: self.period,
             ..SwitchReport::default()
         };
-        self.window_from = (core.stats != self.last).then(|| core.stats.clone());
+        self.window_from = (core.vm.stats != self.last).then(|| core.vm.stats.clone());
     }
     fn finish(&mut self, core: &mut Core) {
-        if core.stats != self.last {
+        if core.vm.stats != self.last {
             self.close_period(core);
         }
     }

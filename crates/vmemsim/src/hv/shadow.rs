@@ -87,14 +87,14 @@ impl Shadow {
     /// Start shadowing the current guest CR3 with empty shadows, filled on
     /// demand (a switch from nested paging \[W11\]).
     pub fn activate(&mut self, core: &mut Core) {
-        self.root = self.shadow_page(core, core.guest_root, 4);
+        self.root = self.shadow_page(core, core.vm.guest_root, 4);
     }
 
     /// Drop every shadow page and lift all write protection (a switch to
     /// nested paging \[W11\]). The caller flushes the TLB.
     pub fn drop_all(&mut self, core: &mut Core) {
         for (&sp, _) in self.pages.iter() {
-            core.host.tables.remove(sp);
+            core.host.free_table(sp);
         }
         self.pages.clear();
         self.sp_of.clear();
@@ -203,10 +203,7 @@ impl Shadow {
 
     /// Switching entry (`sp`, `idx`) to guest table hPFN `hpfn` is gone.
     fn forget_switch(&mut self, core: &Core, hpfn: u64, sp: u64, idx: usize) {
-        let gpfn = core
-            .host
-            .m2p(hpfn)
-            .expect("switching entry to a backed table");
+        let gpfn = core.m2p(hpfn).expect("switching entry to a backed table");
         if let Some(v) = self.switch_of.get_mut(&gpfn) {
             v.retain(|&p| p != (sp, idx));
         }
@@ -216,7 +213,7 @@ impl Shadow {
     /// guest table `gpfn`.
     fn link_switch(&mut self, core: &mut Core, sp: u64, idx: usize, gpfn: u64) {
         core.back(gpfn);
-        let hpfn = core.host.p2m(gpfn).expect("just backed");
+        let hpfn = core.p2m(gpfn).expect("just backed");
         let se = core.host.tables.read(sp, idx);
         if se & x86::P != 0 && se & SWITCH != 0 && x86::frame(se) == hpfn {
             return;
@@ -243,7 +240,7 @@ impl Shadow {
         if let Some(sp) = self.sp_of.remove(&gpfn) {
             self.drop_subtree(core, sp);
         }
-        if gpfn == core.guest_root {
+        if gpfn == core.vm.guest_root {
             self.root = NO_ROOT;
         }
     }
@@ -258,7 +255,7 @@ impl Shadow {
         for (sp, idx) in self.switch_of.remove(&gpfn).unwrap_or_default() {
             core.host.tables.write(sp, idx, 0);
         }
-        if gpfn == core.guest_root {
+        if gpfn == core.vm.guest_root {
             self.root = self.shadow_page(core, gpfn, 4);
         }
     }
@@ -279,7 +276,7 @@ impl Shadow {
             }
         }
         self.free_page(core, sp);
-        core.stats.shadow_unshadows += 1;
+        core.vm.stats.shadow_unshadows += 1;
         for c in children {
             let Some(g) = self.pages.get(&c).map(|p| p.gpfn) else {
                 continue;
@@ -291,8 +288,7 @@ impl Shadow {
     }
 
     pub(super) fn flush_hw(&mut self, core: &mut Core) {
-        core.hw.tlbs.flush_vpid(core.vpid);
-        core.hw.pwc.flush_all();
+        core.invvpid();
     }
 
     /// Drop shadow page `sp`: unlink its parents and children, free its frame.
@@ -322,7 +318,7 @@ impl Shadow {
                 }
             }
         }
-        core.host.tables.remove(sp);
+        core.host.free_table(sp);
     }
 
     /// Guest frame `gpfn` stops being a table: drop its shadow, lift write protection.
@@ -330,7 +326,7 @@ impl Shadow {
         self.set_wp(gpfn, false);
         if let Some(sp) = self.sp_of.remove(&gpfn) {
             self.free_page(core, sp);
-            core.stats.shadow_unshadows += 1;
+            core.vm.stats.shadow_unshadows += 1;
             self.flush_hw(core);
             if sp == self.root {
                 // Only a dead process's root is freed and reused; the guest
@@ -346,7 +342,7 @@ impl Shadow {
     /// (shadowed) direct map finds no shadow entry, exits, and the host backs
     /// the frame.
     pub(super) fn back_on_first_touch(core: &mut Core, gpfn: u64) {
-        if core.host.p2m(gpfn).is_none() {
+        if core.p2m(gpfn).is_none() {
             core.exit(ExitReason::ShadowFault);
             core.back(gpfn);
         }
@@ -365,7 +361,7 @@ impl Shadow {
         va: u64,
         r: Rights,
     ) -> Result<(), GuestFault> {
-        let path = softwalk::path(mem, core.guest_root, va);
+        let path = softwalk::path(mem, core.vm.guest_root, va);
         if !Self::guest_allows(&path, r) {
             core.exit(ExitReason::GuestFault);
             return Err(GuestFault);
@@ -429,7 +425,7 @@ impl Shadow {
                 gpfn += (va >> 12) & (FRAMES_PER_HUGE - 1);
             }
             core.back(gpfn);
-            let hpfn = core.host.p2m(gpfn).expect("just backed");
+            let hpfn = core.p2m(gpfn).expect("just backed");
             let mut f = x86::P | x86::US | x86::A | (ne & (x86::NX | x86::D));
             if ne & x86::RW != 0 && ne & x86::D != 0 {
                 f |= x86::RW;
@@ -437,7 +433,7 @@ impl Shadow {
             core.host
                 .tables
                 .write(leaf_sp, leaf_idx, x86::make(hpfn, f));
-            core.stats.shadow_fills += 1;
+            core.vm.stats.shadow_fills += 1;
         }
     }
 }
@@ -457,7 +453,7 @@ impl Mode for Shadow {
         for _ in 0..8 {
             let asid = core.asid();
             let res = walk_1d(
-                &mut core.hw,
+                core.hw,
                 &mut core.host.tables,
                 Dim::Shadow,
                 self.root,
@@ -467,10 +463,7 @@ impl Mode for Shadow {
             );
             core.walk_done();
             if let Ok(l) = res {
-                let gpfn = core
-                    .host
-                    .m2p(l.frame)
-                    .expect("shadow leaf maps a guest frame");
+                let gpfn = core.m2p(l.frame).expect("shadow leaf maps a guest frame");
                 debug_assert_eq!(l.size, PageSize::Size4K);
                 return Ok(Fill::of_leaf(&l, gpfn, l.frame));
             }

@@ -80,6 +80,13 @@ impl Pwc {
         }
     }
 
+    /// Drop every entry of one VPID, whatever its PCID.
+    pub fn flush_vpid(&mut self, vpid: u16) {
+        for c in &mut self.caches {
+            c.retain(|k| (k >> 44) as u16 >> 12 != vpid);
+        }
+    }
+
     /// Drop everything.
     pub fn flush_all(&mut self) {
         for c in &mut self.caches {

@@ -65,6 +65,26 @@ impl Hw {
         hit
     }
 
+    /// INVVPID single-context: drop the linear and combined mappings (TLB
+    /// and PSC entries) of one VPID, every PCID [SDM 29.4.3.3]. With VPIDs
+    /// off every VM runs as VPID 0, so VPID 0 is what a VM exit or entry
+    /// flushes [SDM 29.4.3.1].
+    pub fn invvpid_single(&mut self, vpid: u16) {
+        self.tlbs.flush_vpid(vpid);
+        self.pwc.flush_vpid(vpid);
+    }
+
+    /// INVEPT single-context for the EPT tagged `ept_tag`, used by the VM
+    /// whose VPID is `vpid`: its guest-physical mappings (nested TLB, EPT
+    /// PSCs) and the combined mappings derived from them (that VPID's TLB
+    /// and PSC entries) go [SDM 29.4.3.3].
+    pub fn invept_single(&mut self, ept_tag: u16, vpid: u16) {
+        let tag = Asid::new(ept_tag, 0).0;
+        self.ntlb.retain(|k| (k >> 44) as u16 != tag);
+        self.ept_pwc.flush_vpid(ept_tag);
+        self.invvpid_single(vpid);
+    }
+
     #[inline]
     fn reference(&mut self, hpa: u64, level: u8, dim: Dim) {
         let cache_hit = self.ptcache.access(hpa);
@@ -76,6 +96,27 @@ impl Hw {
         });
     }
 }
+
+/// The EPT a 2-D walk translates through: its table pages, its root (the
+/// EPTP's hPFN) and the tag of its guest-physical mappings in the nested
+/// TLB and EPT PSCs (hardware tags them by EPTP).
+#[derive(Debug)]
+pub struct EptRef<'a, E> {
+    /// Table pages holding the EPT.
+    pub tables: &'a E,
+    /// hPFN of the EPT PML4.
+    pub root: u64,
+    /// Tag of this EPT's nested-TLB and EPT-PSC entries (below 16).
+    pub tag: u16,
+}
+
+// Manual impls: a shared reference is Copy whatever `E` is.
+impl<E> Clone for EptRef<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<E> Copy for EptRef<'_, E> {}
 
 /// What an access needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -98,6 +139,21 @@ pub struct Leaf {
     pub write_ok: bool,
     /// NX clear.
     pub exec_ok: bool,
+}
+
+impl Rights {
+    /// The EPT rights the access needs at its final gPA: X for a fetch,
+    /// W for a store, R for a load.
+    #[inline]
+    pub fn ept_bits(self) -> u64 {
+        if self.fetch {
+            ept::X
+        } else if self.write {
+            ept::W
+        } else {
+            ept::R
+        }
+    }
 }
 
 impl Leaf {
@@ -124,7 +180,8 @@ pub enum WalkFault {
         /// Level of the forbidding entry.
         level: u8,
     },
-    /// The EPT has no entry for this guest frame (VM exit: EPT violation).
+    /// The EPT does not map this guest frame with the rights the access
+    /// needs (not present, or read-only for a store): a VM exit.
     EptViolation {
         /// The guest-physical frame.
         gpfn: u64,
@@ -158,7 +215,10 @@ pub fn walk_1d<T: TableMem>(
 
 /// A 2-D walk: the guest's table (rooted at gPFN `root`) is walked for `va`,
 /// every guest table page and the final gPA translated through the EPT
-/// rooted at hPFN `eptp`, with the nested TLB and EPT PSCs in front \[B08\].
+/// `ept`, with the nested TLB and EPT PSCs in front \[B08\]. Guest table
+/// references need EPT read rights; the final gPA needs what the access
+/// needs ([`Rights::ept_bits`]); the TLB entry gets the rights both
+/// dimensions grant.
 /// The result's frame is the gPFN; [`Walk2d::hpfn`] the hPFN. The TLB entry
 /// is 4 KiB: the EPT maps 4 KiB pages, so a 2 MiB guest page is splintered.
 ///
@@ -170,15 +230,14 @@ pub fn walk_1d<T: TableMem>(
 pub fn walk_2d<G: TableMem, E: TableMem>(
     hw: &mut Hw,
     guest: &mut G,
-    ept_tables: &E,
-    eptp: u64,
+    ept: EptRef<'_, E>,
     root: u64,
     asid: Asid,
     va: u64,
     r: Rights,
 ) -> Result<Walk2d, WalkFault> {
     let (level, table) = hw.psc_lookup(asid, va).unwrap_or((4, root));
-    walk_2d_from(hw, guest, ept_tables, eptp, level, table, asid, va, r)
+    walk_2d_from(hw, guest, ept, level, table, asid, va, r)
 }
 
 /// The rest of a 2-D walk from guest table gPFN `table` at `level` (4 = the
@@ -193,17 +252,14 @@ pub fn walk_2d<G: TableMem, E: TableMem>(
 pub fn walk_2d_from<G: TableMem, E: TableMem>(
     hw: &mut Hw,
     guest: &mut G,
-    ept_tables: &E,
-    eptp: u64,
+    ept: EptRef<'_, E>,
     level: u8,
     table: u64,
     asid: Asid,
     va: u64,
     r: Rights,
 ) -> Result<Walk2d, WalkFault> {
-    walk_2d_tagged(
-        hw, guest, ept_tables, eptp, level, table, None, 0, asid, va, r,
-    )
+    walk_2d_tagged(hw, guest, ept, level, table, None, 0, asid, va, r)
 }
 
 /// Agile paging \[AP16\]: a shadow entry with this bit set (bit 52, ignored by
@@ -309,8 +365,7 @@ fn walk_1d_from<T: TableMem>(
 pub fn walk_2d_tagged<G: TableMem, E: TableMem>(
     hw: &mut Hw,
     guest: &mut G,
-    ept_tables: &E,
-    eptp: u64,
+    ept: EptRef<'_, E>,
     level: u8,
     table: u64,
     table_hpfn: Option<u64>,
@@ -327,7 +382,7 @@ pub fn walk_2d_tagged<G: TableMem, E: TableMem>(
         let e = guest.read(table, idx);
         let table_hpfn = match known.take() {
             Some(h) => h,
-            None => nested_translate(hw, ept_tables, eptp, asid, table)?,
+            None => nested_translate(hw, ept, table, ept::R)?.0,
         };
         hw.reference((table_hpfn << 12) | (idx as u64 * 8), level, Dim::Guest);
         let leaf = leaf_size(level, e);
@@ -335,12 +390,13 @@ pub fn walk_2d_tagged<G: TableMem, E: TableMem>(
         if let Some(size) = leaf {
             let l = leaf_of(e, size);
             let gpfn = l.frame_of(va);
-            let hpfn = nested_translate(hw, ept_tables, eptp, asid, gpfn)?;
+            let (hpfn, granted) = nested_translate(hw, ept, gpfn, r.ept_bits())?;
             return Ok(Walk2d {
                 leaf: Leaf {
                     frame: gpfn,
                     size: PageSize::Size4K,
-                    ..l
+                    write_ok: l.write_ok && granted & ept::W != 0,
+                    exec_ok: l.exec_ok && granted & ept::X != 0,
                 },
                 hpfn,
             });
@@ -361,46 +417,63 @@ pub struct Walk2d {
     pub hpfn: u64,
 }
 
-/// Translate a gPFN through the nested TLB or an EPT walk (up to 4 references).
+/// Translate a gPFN through the nested TLB or an EPT walk (up to 4
+/// references), needing the EPT rights `need` (bits of [`ept::RWX`]) at
+/// every level. Returns the hPFN and the rights of its EPT leaf. The nested
+/// TLB keeps the leaf's rights with the hPFN; a cached entry lacking a
+/// right sends the walker to the EPT, as a TLB entry lacking one does.
 ///
 /// # Errors
-/// [`WalkFault::EptViolation`] when the EPT has no leaf for `gpfn`.
+/// [`WalkFault::EptViolation`] when the EPT has no leaf for `gpfn` or an
+/// entry on the way lacks a needed right.
 #[inline]
 pub fn nested_translate<E: TableMem>(
     hw: &mut Hw,
-    ept_tables: &E,
-    eptp: u64,
-    asid: Asid,
+    ept: EptRef<'_, E>,
     gpfn: u64,
-) -> Result<u64, WalkFault> {
-    let vpid = Asid::new(asid.vpid(), 0);
-    let key = gpfn | (u64::from(vpid.0) << 44);
-    if let Some(h) = hw.ntlb.lookup(gpfn, key) {
-        hw.rec.lookups().nested_tlb_hits += 1;
-        return Ok(h);
+    need: u64,
+) -> Result<(u64, u64), WalkFault> {
+    let tag = Asid::new(ept.tag, 0);
+    let key = gpfn | (u64::from(tag.0) << 44);
+    let cached = hw.ntlb.lookup(gpfn, key);
+    if let Some(v) = cached {
+        let rights = v >> NTLB_RIGHTS_SHIFT;
+        if rights & need == need {
+            hw.rec.lookups().nested_tlb_hits += 1;
+            return Ok((v & !(ept::RWX << NTLB_RIGHTS_SHIFT), rights));
+        }
     }
     hw.rec.lookups().nested_tlb_misses += 1;
     let gpa = gpfn << 12;
-    let ept_hit = hw.ept_pwc.lookup(vpid, gpa);
+    let ept_hit = hw.ept_pwc.lookup(tag, gpa);
     hw.rec.lookups().ept_psc[CacheLookups::slot(ept_hit.map_or(4, |h| h.0))] += 1;
-    let (mut level, mut table) = ept_hit.unwrap_or((4, eptp));
+    let (mut level, mut table) = ept_hit.unwrap_or((4, ept.root));
     loop {
         let idx = pt_index(gpa, level);
-        let e = ept_tables.read(table, idx);
+        let e = ept.tables.read(table, idx);
         hw.reference((table << 12) | (idx as u64 * 8), level, Dim::Nested);
-        if !ept::present(e) {
+        if e & need != need {
             return Err(WalkFault::EptViolation { gpfn });
         }
         let next = x86::frame(e);
         if level == 1 {
-            hw.ntlb.insert_new(gpfn, key, next);
-            return Ok(next);
+            let rights = e & ept::RWX;
+            let v = next | (rights << NTLB_RIGHTS_SHIFT);
+            if cached.is_some() {
+                hw.ntlb.insert(gpfn, key, v);
+            } else {
+                hw.ntlb.insert_new(gpfn, key, v);
+            }
+            return Ok((next, rights));
         }
-        hw.ept_pwc.insert_new(vpid, gpa, level, next);
+        hw.ept_pwc.insert_new(tag, gpa, level, next);
         table = next;
         level -= 1;
     }
 }
+
+/// Where a nested-TLB entry keeps its EPT rights (above any hPFN).
+const NTLB_RIGHTS_SHIFT: u32 = 61;
 
 enum Check {
     NotPresent,

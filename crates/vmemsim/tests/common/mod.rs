@@ -28,7 +28,7 @@ pub fn run_checked_report<M: Mode>(
     cfg: &Config,
     records: &[Record],
 ) -> (Resolutions, Stats, Option<SwitchReport>) {
-    let native = mode.vpid() == 0;
+    let native = !M::VIRTUALIZED;
     let name = mode.name();
     let mut sim = Sim::new(mode, cfg);
     let mut out = Vec::new();
@@ -44,8 +44,8 @@ pub fn run_checked_report<M: Mode>(
             Record::Event(e) => sim.event(e.pid, &e.kind).expect("event"),
         }
     }
-    let report = sim.machine.finish();
-    (out, sim.machine.core.stats.clone(), report)
+    let report = sim.finish();
+    (out, sim.machine.vm.stats.clone(), report)
 }
 
 fn check<M: Mode>(
@@ -80,7 +80,7 @@ fn check<M: Mode>(
     } else {
         assert_eq!(
             Some(hpfn),
-            sim.machine.core.host.p2m(gpfn),
+            sim.machine.vm.p2m(vmemsim::addr::Gpfn(gpfn)).map(|h| h.0),
             "{mode}: record {i}: hPFN differs from the p2m"
         );
     }

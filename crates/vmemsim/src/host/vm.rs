@@ -1,0 +1,152 @@
+//! The host's state of one VM: its VPID, its p2m (gPFN -> hPFN) and the EPT
+//! that expresses it for the hardware, its vCPU's paging registers, and its
+//! counters. One per VM; the modes' own state (shadow pages...) sits next
+//! to it in [`crate::hv::Machine`].
+
+use super::memory::{HostMemory, VmId};
+use crate::addr::{pt_index, Gpfn, Hpfn};
+use crate::mmu::TableMem;
+use crate::pte::{ept, x86};
+use crate::stats::Stats;
+
+const NONE: u64 = u64::MAX;
+
+/// One VM as the host sees it.
+#[derive(Clone, Debug)]
+pub struct Vm {
+    /// Index on the host (owner tag in the m2p map).
+    pub id: VmId,
+    /// VPID tagging this VM's TLB and PSC entries (0: native, or VPIDs off).
+    pub vpid: u16,
+    /// Tag of this VM's guest-physical mappings in the nested TLB and EPT
+    /// PSCs (hardware tags them by EPTP [SDM 29.4.1]): `id + 1`.
+    pub ept_tag: u16,
+    /// VPIDs are off on this host: every VM exit and entry flushes the
+    /// pCPU's TLBs and PSCs (VPID 0 mappings) [SDM 29.4.3.1].
+    pub flush_on_exit: bool,
+    /// The guest uses PCIDs: a CR3 write keeps the TLB.
+    pub pcid: bool,
+    /// gPFN of the guest's current PML4 (guest CR3).
+    pub guest_root: u64,
+    /// The guest's current PCID.
+    pub guest_pcid: u16,
+    /// hPFN of the EPT root (the EPTP's frame).
+    pub eptp: u64,
+    /// Guest frames backed now.
+    pub backed_frames: u64,
+    /// Counters of this VM.
+    pub stats: Stats,
+    /// TLB and PSC flushes forced by VM exits with VPIDs off.
+    pub exit_flushes: u64,
+    p2m: Vec<u64>,
+}
+
+impl Vm {
+    /// VM `id` with `guest_frames` 4 KiB guest frames, tagged `vpid`; its
+    /// EPT root comes from `host`.
+    pub fn new(id: VmId, vpid: u16, guest_frames: u64, pcid: bool, host: &mut HostMemory) -> Self {
+        Vm {
+            id,
+            vpid,
+            ept_tag: u16::try_from(id + 1).expect("VM id fits a tag"),
+            flush_on_exit: false,
+            pcid,
+            guest_root: 0,
+            guest_pcid: 0,
+            eptp: host.alloc_table(),
+            backed_frames: 0,
+            stats: Stats::default(),
+            exit_flushes: 0,
+            p2m: vec![NONE; guest_frames as usize],
+        }
+    }
+
+    /// Guest frames of the VM.
+    pub fn guest_frames(&self) -> u64 {
+        self.p2m.len() as u64
+    }
+
+    /// The hPFN backing `gpfn`, if any.
+    #[inline]
+    pub fn p2m(&self, gpfn: Gpfn) -> Option<Hpfn> {
+        match self.p2m.get(gpfn.0 as usize) {
+            Some(&h) if h != NONE => Some(Hpfn(h)),
+            _ => None,
+        }
+    }
+
+    /// Back `gpfn` with a frame from `host` if it has none, mapping it RWX
+    /// in the EPT. Returns the hPFN and whether it was newly allocated;
+    /// `None` when the pool has no frame.
+    pub fn back(&mut self, host: &mut HostMemory, gpfn: Gpfn) -> Option<(Hpfn, bool)> {
+        if let Some(h) = self.p2m(gpfn) {
+            return Some((h, false));
+        }
+        let h = host.alloc_data(self.id, gpfn)?;
+        self.p2m[gpfn.0 as usize] = h.0;
+        self.backed_frames += 1;
+        self.ept_set(host, gpfn, x86::make(h.0, ept::RWX | ept::WB));
+        Some((h, true))
+    }
+
+    /// Map backed `gpfn` in the EPT again, RWX, from the p2m (after its
+    /// entry was cleared or made read-only).
+    pub fn ept_restore(&mut self, host: &mut HostMemory, gpfn: Gpfn) {
+        let h = self.p2m(gpfn).expect("EPT restore of an unbacked frame");
+        self.ept_set(host, gpfn, x86::make(h.0, ept::RWX | ept::WB));
+    }
+
+    /// The EPT leaf entry of `gpfn` (0 when none).
+    pub fn ept_entry(&self, host: &HostMemory, gpfn: Gpfn) -> u64 {
+        let gpa = gpfn.0 << 12;
+        let mut table = self.eptp;
+        for level in (2..=4).rev() {
+            let e = host.tables.read(table, pt_index(gpa, level));
+            if !ept::present(e) {
+                return 0;
+            }
+            table = x86::frame(e);
+        }
+        host.tables.read(table, pt_index(gpa, 1))
+    }
+
+    /// Store `leaf` as the EPT entry of `gpfn`, building the upper levels
+    /// (permissive: RWX) as needed.
+    pub fn ept_set(&mut self, host: &mut HostMemory, gpfn: Gpfn, leaf: u64) {
+        let gpa = gpfn.0 << 12;
+        let mut table = self.eptp;
+        for level in (2..=4).rev() {
+            let idx = pt_index(gpa, level);
+            let e = host.tables.read(table, idx);
+            table = if ept::present(e) {
+                x86::frame(e)
+            } else {
+                let t = host.alloc_table();
+                host.tables.write(table, idx, x86::make(t, ept::RWX));
+                t
+            };
+        }
+        host.tables.write(table, pt_index(gpa, 1), leaf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backing_is_in_order_and_filled_in_ept() {
+        let mut host = HostMemory::unlimited();
+        let mut vm = Vm::new(0, 1, 1 << 20, true, &mut host);
+        assert_eq!(vm.back(&mut host, Gpfn(777)), Some((Hpfn(0), true)));
+        assert_eq!(vm.back(&mut host, Gpfn(5)), Some((Hpfn(1), true)));
+        assert_eq!(vm.back(&mut host, Gpfn(777)), Some((Hpfn(0), false)));
+        assert_eq!(host.m2p(Hpfn(1)), Some((0, Gpfn(5))));
+        assert_eq!(x86::frame(vm.ept_entry(&host, Gpfn(5))), 1);
+        assert_eq!(vm.ept_entry(&host, Gpfn(6)), 0);
+        // EPT root + PDPT + PD shared; gPFN 777 (PD index 1) and gPFN 5
+        // (PD index 0) need one EPT PT each.
+        assert_eq!(host.table_pages(), 5);
+        assert_eq!(host.used(), 7);
+    }
+}
