@@ -150,6 +150,24 @@ impl TraceInfo {
     }
 }
 
+/// `s` on one line: newlines, tabs, other control characters and
+/// backslashes written as Rust-style escapes (`\n`, `\t`, `\u{1b}`, `\\`),
+/// so a recorded command line with a newline in an argument stays one line.
+fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl fmt::Display for TraceInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -161,7 +179,7 @@ impl fmt::Display for TraceInfo {
         match &self.header {
             Some(h) => {
                 writeln!(f, "format:      {} version {}", self.format, h.version)?;
-                writeln!(f, "creator:     {}", h.creator)?;
+                writeln!(f, "creator:     {}", one_line(&h.creator))?;
                 let status = if h.is_complete() {
                     match h.exit_status() {
                         Some(c) => format!("complete, exit code {c}"),
@@ -375,6 +393,14 @@ fn convert_inner(input: &Path, output: &Path) -> Result<WriteSummary, TraceError
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn creator_is_printed_on_one_line() {
+        assert_eq!(
+            super::one_line("sh -c 'a\nb'\tc\\d\u{1b}"),
+            "sh -c 'a\\nb'\\tc\\\\d\\u{1b}"
+        );
+    }
+
     use super::*;
     use crate::record::{Access, AccessKind};
 
