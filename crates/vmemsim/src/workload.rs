@@ -99,8 +99,9 @@ pub struct WorkloadSpec {
     pub kind: WorkloadKind,
     /// Data footprint in MiB (for `procs`: the parent's heap).
     pub footprint_mib: u64,
-    /// Accesses to generate (fetches included), approximately: the last
-    /// iteration completes.
+    /// Accesses to generate (fetches included), exactly: the accesses of
+    /// the last iteration beyond this number are dropped (its process
+    /// events still run, so its processes unmap and exit).
     pub accesses: u64,
     /// PRNG seed.
     pub seed: u64,
@@ -147,7 +148,10 @@ pub struct Generator {
     rng: Xoshiro256PlusPlus,
     pending: Vec<Record>,
     pos: usize,
+    /// Accesses pushed to `pending`.
     emitted: u64,
+    /// Accesses handed out (at most `spec.accesses`).
+    delivered: u64,
     started: bool,
     finished: bool,
     pc: u64,
@@ -167,6 +171,7 @@ impl Generator {
             pending: Vec::new(),
             pos: 0,
             emitted: 0,
+            delivered: 0,
             started: false,
             finished: false,
             pc: 0,
@@ -366,9 +371,15 @@ impl RecordSource for Generator {
                     break;
                 }
             }
-            let take = (max - (buf.len() - before)).min(self.pending.len() - self.pos);
-            buf.extend_from_slice(&self.pending[self.pos..self.pos + take]);
-            self.pos += take;
+            let r = self.pending[self.pos].clone();
+            self.pos += 1;
+            if matches!(r, Record::Access(_)) {
+                if self.delivered == self.spec.accesses {
+                    continue;
+                }
+                self.delivered += 1;
+            }
+            buf.push(r);
         }
         Ok(buf.len() - before)
     }
@@ -396,7 +407,7 @@ mod tests {
             let a = all(spec);
             assert_eq!(a, all(spec), "{kind:?} not deterministic");
             let accesses = a.iter().filter(|r| matches!(r, Record::Access(_))).count() as u64;
-            assert!(accesses >= 5000, "{kind:?}: {accesses}");
+            assert_eq!(accesses, 5000, "{kind:?}: exactly the accesses asked for");
             let fetches = a
                 .iter()
                 .filter(|r| matches!(r, Record::Access(x) if x.kind == AccessKind::Fetch))
