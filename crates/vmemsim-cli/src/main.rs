@@ -14,6 +14,8 @@ use vmemsim_trace::RecordSource;
 
 mod chart;
 mod jobs;
+mod merge;
+mod sweep;
 
 /// Simulate how a VMM virtualizes memory: native, nested (EPT) and shadow
 /// paging compared side by side on real traces or built-in workloads.
@@ -60,6 +62,12 @@ enum Command {
               value_parser = clap::value_parser!(u32).range(1..=1024))]
         jobs: u32,
     },
+    /// Run a parameter sweep (configs x inputs x modes) from a TOML file,
+    /// one JSON line per run; restartable; `--shard I/N`, `--slurm SCRIPT`.
+    Sweep(sweep::SweepArgs),
+    /// Join sweep results (directories or .jsonl files) into one table,
+    /// with optional CSV, JSON and an SVG summary plot.
+    Merge(merge::MergeArgs),
     /// Print the resolved configuration.
     Config {
         /// Print it as TOML (the only form today).
@@ -206,6 +214,8 @@ fn real_main() -> Result<()> {
             repeat,
             jobs,
         } => bench(accesses, &workload, repeat, jobs as usize),
+        Command::Sweep(args) => sweep::sweep(&args),
+        Command::Merge(args) => merge::merge(&args),
         Command::Config { dump: _, config } => {
             out!("{}", load_config(config.as_deref())?.to_toml());
             Ok(())
