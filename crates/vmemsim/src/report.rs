@@ -325,6 +325,16 @@ pub fn to_table(w: &WorkloadResult) -> String {
                 format!("{:.1}%", 100.0 * s.instructions_shadow as f64 / all as f64)
             })
         });
+        let rules = w.modes.iter().filter_map(|m| m.switching.as_ref());
+        let n_rules = rules.map(|s| s.rules_fired.len()).max().unwrap_or(0);
+        for i in 0..n_rules {
+            let fired = |s: &crate::hv::selective::SwitchReport| {
+                s.rules_fired
+                    .get(i)
+                    .map_or_else(|| "-".into(), u64::to_string)
+            };
+            row(&format!("  W11 rule {} decided", i + 1), &|m| sw(m, &fired));
+        }
     }
     if w.modes.iter().any(|m| m.mode == ModeKind::Agile) {
         row("agile walks shadowed", &|m| agile(m, 0));

@@ -85,6 +85,15 @@ fn window_is_the_difference_of_two_prefixes() {
                     "{kind:?}"
                 );
                 assert_eq!(a.instructions_shadow + a.instructions_nested, m);
+                let rules: Vec<u64> = (b.rules_fired.iter().zip(&c.rules_fired))
+                    .map(|(x, y)| x - y)
+                    .collect();
+                assert_eq!(a.rules_fired, rules, "{kind:?}");
+                if kind == ModeKind::SelectiveW11 {
+                    // One rule decides at each period boundary in the window.
+                    assert_eq!(rules.len(), 7);
+                    assert!(rules.iter().sum::<u64>() > 0);
+                }
                 switches_in_window += a.switches;
             }
         }

@@ -72,6 +72,10 @@ pub struct SwitchReport {
     pub cycles_shadow: u64,
     /// Every period, in order (the last one may be partial).
     pub intervals: Vec<IntervalSample>,
+    /// How often each rule of the policy decided, index 0 = rule 1 (the
+    /// \[W11\] policy's 7 rules; empty for a policy without numbered rules).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules_fired: Vec<u64>,
 }
 
 /// What a policy sees at a period boundary.
@@ -95,6 +99,10 @@ pub trait Policy {
     const NAME: &'static str;
     /// Decide from the period that just ended.
     fn decide(&mut self, input: &PolicyInput<'_>) -> Paging;
+    /// How often each numbered rule decided so far (none by default).
+    fn rules_fired(&self) -> &[u64] {
+        &[]
+    }
 }
 
 /// Nested and shadow paging with switches decided by policy `P`.
@@ -111,6 +119,8 @@ pub struct Selective<P: Policy> {
     /// Counters when the measured window opened inside the current period
     /// (its part before that is not reported).
     window_from: Option<Stats>,
+    /// The policy's rule counts when the measured window opened.
+    rules_before_window: Vec<u64>,
     periods_in_mode: u64,
     report: SwitchReport,
 }
@@ -129,6 +139,7 @@ impl<P: Policy> Selective<P> {
             cost: CostModel::new(&cfg.cost, &cfg.pt_cache),
             last: Stats::default(),
             window_from: None,
+            rules_before_window: Vec::new(),
             periods_in_mode: 0,
             report: SwitchReport {
                 period_instructions: period,
@@ -261,6 +272,7 @@ impl<P: Policy> Mode for Selective<P> {
             ..SwitchReport::default()
         };
         self.window_from = (core.vm.stats != self.last).then(|| core.vm.stats.clone());
+        self.rules_before_window = self.policy.rules_fired().to_vec();
     }
     fn finish(&mut self, core: &mut Core) {
         if core.vm.stats != self.last {
@@ -268,7 +280,14 @@ impl<P: Policy> Mode for Selective<P> {
         }
     }
     fn switch_report(&self) -> Option<SwitchReport> {
-        Some(self.report.clone())
+        let before = |i: usize| self.rules_before_window.get(i).copied().unwrap_or(0);
+        let rules_fired = (self.policy.rules_fired().iter().enumerate())
+            .map(|(i, n)| n - before(i))
+            .collect();
+        Some(SwitchReport {
+            rules_fired,
+            ..self.report.clone()
+        })
     }
 }
 
@@ -393,6 +412,9 @@ impl Policy for W11 {
             W11Decision::Nested => Paging::Nested,
             W11Decision::Stay => input.cur,
         }
+    }
+    fn rules_fired(&self) -> &[u64] {
+        &self.rule_counts
     }
 }
 
