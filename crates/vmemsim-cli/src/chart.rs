@@ -72,9 +72,13 @@ fn paging_name(p: Paging) -> &'static str {
 /// # Errors
 /// The directory cannot be created or a file cannot be written; the error
 /// names the path.
-pub fn write_svgs(dir: Option<&Path>, results: &[WorkloadResult]) -> Result<()> {
+pub fn write_svgs(
+    dir: Option<&Path>,
+    results: &[WorkloadResult],
+    outputs: &crate::output::Outputs,
+) -> Result<()> {
     let Some(dir) = dir else { return Ok(()) };
-    let written = write_all(dir, results)?;
+    let written = write_all(dir, results, outputs)?;
     eprintln!(
         "{} SVG chart(s) written to {}",
         written.len(),
@@ -84,13 +88,30 @@ pub fn write_svgs(dir: Option<&Path>, results: &[WorkloadResult]) -> Result<()> 
 }
 
 /// Write every chart of `results` into `dir`; returns the files written.
-fn write_all(dir: &Path, results: &[WorkloadResult]) -> Result<Vec<PathBuf>> {
+/// Every file [`write_svgs`] may write for `workload` run in `modes` (a
+/// timeline only for modes that switch), so they can be checked first.
+pub fn file_names(workload: &str, modes: &[ModeKind]) -> Vec<String> {
+    let stem = file_stem(workload);
+    let mut v = vec![format!("{stem}.svg"), format!("{stem}-exits.svg")];
+    v.extend(
+        modes
+            .iter()
+            .map(|m| format!("{stem}-{}-timeline.svg", m.name())),
+    );
+    v
+}
+
+fn write_all(
+    dir: &Path,
+    results: &[WorkloadResult],
+    outputs: &crate::output::Outputs,
+) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating SVG directory {}", dir.display()))?;
     let mut written = Vec::new();
     let mut put = |name: String, svg: String| -> Result<()> {
         let path = dir.join(name);
-        std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+        outputs.write(&path, svg.as_bytes())?;
         written.push(path);
         Ok(())
     };
@@ -524,7 +545,7 @@ mod tests {
         let file = std::env::temp_dir().join(format!("vmemsim-chart-test-{}", std::process::id()));
         std::fs::write(&file, "not a directory").unwrap();
         let dir = file.join("sub");
-        let err = write_all(&dir, &[fake()]).unwrap_err();
+        let err = write_all(&dir, &[fake()], &Default::default()).unwrap_err();
         std::fs::remove_file(&file).unwrap();
         assert!(
             format!("{err:#}").contains(&dir.display().to_string()),

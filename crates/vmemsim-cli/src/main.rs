@@ -1,6 +1,6 @@
 //! The `vmemsim` command: a thin layer that parses flags into validated
 //! settings, builds library objects, and prints reports. Errors print their
-//! chain and exit with status 2.
+//! chain and exit with status 2; `record` has its own statuses ([`record`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,12 +10,15 @@ use clap::{Args, Parser, Subcommand};
 use vmemsim::report::{self, WorkloadResult};
 use vmemsim::workload::{WorkloadKind, WorkloadSpec};
 use vmemsim::{run_mode, Config, ModeKind};
-use vmemsim_trace::RecordSource;
+use vmemsim_trace::{Format, RecordSource};
 
 mod chart;
 mod jobs;
 mod merge;
+mod output;
 mod sweep;
+
+use output::Outputs;
 
 /// Simulate how a VMM virtualizes memory: native, nested (EPT) and shadow
 /// paging compared side by side on real traces or built-in workloads.
@@ -24,6 +27,14 @@ mod sweep;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Replace existing output files (an output never replaces an input).
+    #[arg(long, global = true)]
+    force: bool,
+}
+
+/// `--format`: vmt, lackey, champsim or cloudsuite.
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
 }
 
 #[derive(Subcommand)]
@@ -47,7 +58,7 @@ enum Command {
     /// Measure simulation speed (accesses per second) per mode on the built-in workloads.
     Bench {
         /// Accesses per workload.
-        #[arg(long, default_value_t = 5_000_000)]
+        #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1..))]
         accesses: u64,
         /// Workloads (default: seq, random).
         #[arg(long)]
@@ -77,7 +88,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Record a real program under Valgrind into a .vmt trace.
+    /// Record a real program under Valgrind into a .vmt trace. Exit status:
+    /// 0 complete and the program exited 0; 1 complete but the program
+    /// failed (its status is in the trace); 2 error; 3 truncated (interrupted).
     Record {
         /// Output trace file (.vmt).
         #[arg(short, long)]
@@ -93,6 +106,13 @@ enum Command {
     Info {
         /// The trace (.vmt, lackey log, ChampSim).
         file: PathBuf,
+        /// The trace's format instead of detecting it.
+        #[arg(long, value_parser = parse_format)]
+        format: Option<Format>,
+        /// Decode every block of a .vmt file and check its checksums and
+        /// the footer's counts (without it, a footer is trusted).
+        #[arg(long)]
+        verify: bool,
     },
     /// Convert a trace (lackey, ChampSim, .vmt) into a .vmt trace.
     Convert {
@@ -100,6 +120,9 @@ enum Command {
         input: PathBuf,
         /// Output .vmt file.
         output: PathBuf,
+        /// The input's format instead of detecting it.
+        #[arg(long, value_parser = parse_format)]
+        format: Option<Format>,
     },
 }
 
@@ -111,6 +134,10 @@ struct Input {
     /// A recorded trace (.vmt, lackey log, ChampSim) to run instead.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// The trace's format (vmt, lackey, champsim, cloudsuite) instead of
+    /// detecting it from its content.
+    #[arg(long, value_parser = parse_format)]
+    format: Option<Format>,
     /// Configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -178,7 +205,15 @@ fn write_stdout(args: std::fmt::Arguments) {
 }
 
 fn main() {
-    if let Err(e) = real_main() {
+    match real_main() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => report_error(&e),
+    }
+}
+
+/// Print an error and its chain; exit with status 2.
+fn report_error(e: &anyhow::Error) -> ! {
+    {
         let top = e.to_string();
         eprintln!("vmemsim: error: {top}");
         // Library errors often repeat their source in their own message.
@@ -190,12 +225,15 @@ fn main() {
         {
             eprintln!("  caused by: {cause}");
         }
-        std::process::exit(2);
     }
+    std::process::exit(2);
 }
 
-fn real_main() -> Result<()> {
-    match Cli::parse().command {
+/// Runs the command; returns the exit status.
+fn real_main() -> Result<i32> {
+    let cli = Cli::parse();
+    let force = cli.force;
+    match cli.command {
         Command::Compare { input, modes } => {
             let modes = if modes.is_empty() {
                 ModeKind::ALL.to_vec()
@@ -205,45 +243,83 @@ fn real_main() -> Result<()> {
                     .map(|m| ModeKind::parse(m))
                     .collect::<Result<_, _>>()?
             };
-            simulate(&input, &modes)
+            simulate(&input, &modes, force).map(|()| 0)
         }
-        Command::Run { input, mode } => simulate(&input, &[ModeKind::parse(&mode)?]),
+        Command::Run { input, mode } => {
+            simulate(&input, &[ModeKind::parse(&mode)?], force).map(|()| 0)
+        }
         Command::Bench {
             accesses,
             workload,
             repeat,
             jobs,
-        } => bench(accesses, &workload, repeat, jobs as usize),
-        Command::Sweep(args) => sweep::sweep(&args),
-        Command::Merge(args) => merge::merge(&args),
+        } => bench(accesses, &workload, repeat, jobs as usize).map(|()| 0),
+        Command::Sweep(args) => sweep::sweep(&args).map(|()| 0),
+        Command::Merge(args) => merge::merge(&args).map(|()| 0),
         Command::Config { dump: _, config } => {
             out!("{}", load_config(config.as_deref())?.to_toml());
-            Ok(())
+            Ok(0)
         }
         Command::Record {
             output,
             valgrind,
             command,
+        } => record(output, valgrind, command, force),
+        Command::Info {
+            file,
+            format,
+            verify,
         } => {
-            let opts = vmemsim_trace::recorder::RecordOptions {
-                output,
-                command,
-                valgrind,
-            };
-            let summary = vmemsim_trace::recorder::record(&opts)?;
-            eprintln!("{summary}");
-            Ok(())
+            out!("{}", vmemsim_trace::info_with(&file, format, verify)?);
+            Ok(0)
         }
-        Command::Info { file } => {
-            out!("{}", vmemsim_trace::info(&file)?);
-            Ok(())
-        }
-        Command::Convert { input, output } => {
-            let summary = vmemsim_trace::convert(&input, &output)?;
+        Command::Convert {
+            input,
+            output,
+            format,
+        } => {
+            Outputs::new(force, [input.clone()]).check_trace(&output, "output")?;
+            let summary = vmemsim_trace::convert_as(&input, &output, format)?;
             eprintln!("{summary}");
-            Ok(())
+            Ok(0)
         }
     }
+}
+
+/// `vmemsim record`: exit status 0 when the trace is complete and the
+/// program exited 0, 1 when it is complete but the program failed (exited
+/// non-zero or was killed: its status is in the trace), 3 when the
+/// recording was cut short (interrupted); errors exit 2.
+fn record(
+    output: PathBuf,
+    valgrind: Option<PathBuf>,
+    command: Vec<std::ffi::OsString>,
+    force: bool,
+) -> Result<i32> {
+    let program = vmemsim_trace::recorder::find_program(&command[0])?;
+    Outputs::new(force, [program]).check_trace(&output, "-o")?;
+    let opts = vmemsim_trace::recorder::RecordOptions {
+        output,
+        command,
+        valgrind,
+    };
+    let summary = vmemsim_trace::recorder::record(&opts)?;
+    eprintln!("{summary}");
+    Ok(match (&summary.truncated, summary.exit_code) {
+        (Some(_), _) => {
+            eprintln!("vmemsim: the recording is truncated (exit status 3)");
+            3
+        }
+        (None, Some(0)) => 0,
+        (None, code) => {
+            let code = code.map_or("unknown".to_string(), |c| c.to_string());
+            eprintln!(
+                "vmemsim: the recorded program failed with status {code}; \
+                 the trace is complete (exit status 1)"
+            );
+            1
+        }
+    })
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config> {
@@ -255,36 +331,81 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
 
 /// One input to simulate: a trace or a built-in workload.
 enum Job {
-    Trace(PathBuf),
+    Trace(TraceJob),
     Builtin(WorkloadSpec),
+}
+
+/// A trace to simulate.
+struct TraceJob {
+    /// The file read (`-` for standard input, or the file it was spooled to).
+    path: PathBuf,
+    /// Its format, given or detected (`None`: standard input's lackey log).
+    format: Option<Format>,
+    /// The workload name in reports: the file name, or `stdin`.
+    name: String,
+    /// Where it came from, and its format, for reports.
+    description: String,
+}
+
+impl TraceJob {
+    /// The trace at `path` (`-`: standard input), its format given or
+    /// detected from its content now, before any work starts.
+    fn new(path: &Path, format: Option<Format>) -> Result<Self> {
+        if path.as_os_str() == "-" {
+            let f = format.unwrap_or(Format::Lackey);
+            return Ok(TraceJob {
+                path: path.to_path_buf(),
+                format: Some(f),
+                name: "stdin".into(),
+                description: format!("trace from standard input ({f})"),
+            });
+        }
+        let (f, how) = match format {
+            Some(f) => (f, "as given by --format".to_string()),
+            None => {
+                let (f, c) = Format::detect_with_compression(path)?;
+                let how = match c {
+                    vmemsim_trace::champsim::Compression::None => "detected".to_string(),
+                    c => format!("detected, {} compressed", c.name()),
+                };
+                (f, how)
+            }
+        };
+        Ok(TraceJob {
+            path: path.to_path_buf(),
+            format: Some(f),
+            name: path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            description: format!("trace {} (format {f}, {how})", path.display()),
+        })
+    }
 }
 
 impl Job {
     fn name(&self) -> String {
         match self {
-            Job::Trace(p) => p.file_name().map_or_else(
-                || p.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            ),
+            Job::Trace(t) => t.name.clone(),
             Job::Builtin(s) => s.kind.name().to_string(),
         }
     }
     fn description(&self) -> String {
         match self {
-            Job::Trace(p) => format!("trace {}", p.display()),
+            Job::Trace(t) => t.description.clone(),
             Job::Builtin(s) => s.describe(),
         }
     }
     fn source(&self, cfg: &Config) -> Result<Box<dyn RecordSource>> {
         Ok(match self {
-            Job::Trace(p) => vmemsim::sched::open_trace(p, cfg)?,
+            Job::Trace(t) => vmemsim::sched::open_trace_as(&t.path, t.format, cfg)?,
             Job::Builtin(s) => Box::new(s.source()),
         })
     }
     /// Records expected, for the progress bar.
     fn expected(&self) -> Option<u64> {
         match self {
-            Job::Trace(p) => jobs::trace_records(p),
+            Job::Trace(p) => jobs::trace_records(&p.path),
             Job::Builtin(s) => Some(s.accesses),
         }
     }
@@ -295,7 +416,7 @@ fn jobs(input: &Input) -> Result<Vec<Job>> {
         if !input.workload.is_empty() {
             bail!("give either --trace or --workload, not both");
         }
-        return Ok(vec![Job::Trace(t.clone())]);
+        return Ok(vec![Job::Trace(TraceJob::new(t, input.format)?)]);
     }
     let kinds = if input.workload.is_empty() {
         WorkloadKind::ALL.to_vec()
@@ -324,29 +445,58 @@ fn jobs(input: &Input) -> Result<Vec<Job>> {
         .collect())
 }
 
-fn simulate(input: &Input, modes: &[ModeKind]) -> Result<()> {
+fn simulate(input: &Input, modes: &[ModeKind], force: bool) -> Result<()> {
     let mut cfg = load_config(input.config.as_deref())?;
     let m = &mut cfg.measure;
     m.warmup_instructions = input.warmup_instructions.unwrap_or(m.warmup_instructions);
     m.sim_instructions = input.sim_instructions.unwrap_or(m.sim_instructions);
+    if input.format.is_some() && input.trace.is_none() {
+        bail!("--format applies to --trace");
+    }
     let mut jobs = jobs(input)?;
+    let outputs = check_outputs(input, &jobs, modes, force)?;
     // Standard input can be read once: spool it when several modes read it.
     let mut spooled = None;
-    if let [Job::Trace(p)] = jobs.as_mut_slice() {
-        if p.as_os_str() == "-" && modes.len() > 1 {
-            let file = vmemsim::sched::spool_stdin(&std::env::temp_dir())?;
-            *p = file.clone();
+    if let [Job::Trace(t)] = jobs.as_mut_slice() {
+        if t.path.as_os_str() == "-" && modes.len() > 1 {
+            let file = vmemsim::sched::spool_stdin_as(&std::env::temp_dir(), t.format)?;
+            t.path = file.clone();
+            t.format = Some(Format::Vmt);
             spooled = Some(file);
         }
     }
-    let result = simulate_jobs(input, &cfg, &jobs, modes);
+    let result = simulate_jobs(input, &cfg, &jobs, modes, &outputs);
     if let Some(f) = spooled {
         let _ = std::fs::remove_file(f);
     }
     result
 }
 
-fn simulate_jobs(input: &Input, cfg: &Config, jobs: &[Job], modes: &[ModeKind]) -> Result<()> {
+/// Check `--json` and `--svg` before any work starts: neither may replace
+/// an input (the trace, the config), nor an existing file without `--force`.
+fn check_outputs(input: &Input, jobs: &[Job], modes: &[ModeKind], force: bool) -> Result<Outputs> {
+    let inputs = input.trace.iter().chain(&input.config).cloned();
+    let outputs = Outputs::new(force, inputs);
+    if let Some(json) = &input.json {
+        outputs.check_file(json, "--json")?;
+    }
+    if let Some(dir) = &input.svg {
+        let names: Vec<String> = jobs
+            .iter()
+            .flat_map(|j| chart::file_names(&j.name(), modes))
+            .collect();
+        outputs.check_dir(dir, &names, "--svg")?;
+    }
+    Ok(outputs)
+}
+
+fn simulate_jobs(
+    input: &Input,
+    cfg: &Config,
+    jobs: &[Job],
+    modes: &[ModeKind],
+    outputs: &Outputs,
+) -> Result<()> {
     let mut tasks = Vec::new();
     for job in jobs {
         let expected = job.expected();
@@ -374,6 +524,12 @@ fn simulate_jobs(input: &Input, cfg: &Config, jobs: &[Job], modes: &[ModeKind]) 
             warnings: Vec::new(),
         };
         for (r, warnings) in done.by_ref().take(modes.len()) {
+            if r.stats.accesses == 0 {
+                bail!(
+                    "{}: no accesses: nothing to simulate (an empty trace, or --accesses 0)",
+                    w.description
+                );
+            }
             if w.warnings.is_empty() {
                 w.warnings = warnings;
             }
@@ -389,10 +545,9 @@ fn simulate_jobs(input: &Input, cfg: &Config, jobs: &[Job], modes: &[ModeKind]) 
         );
         results.push(w);
     }
-    chart::write_svgs(input.svg.as_deref(), &results)?;
+    chart::write_svgs(input.svg.as_deref(), &results, outputs)?;
     if let Some(path) = &input.json {
-        std::fs::write(path, report::to_json(cfg, &results))
-            .with_context(|| format!("writing {}", path.display()))?;
+        outputs.write(path, report::to_json(cfg, &results).as_bytes())?;
         eprintln!("JSON report written to {}", path.display());
     }
     Ok(())

@@ -90,6 +90,15 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Short name ("none", "xz", "gzip").
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Xz => "xz",
+            Compression::Gzip => "gzip",
+        }
+    }
+
     /// Detect from the first bytes of a file.
     pub fn detect(head: &[u8]) -> Compression {
         if head.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0]) {

@@ -42,7 +42,6 @@
 //! `exit` of the last thread, death by a signal as `128 + signal`, or lackey's
 //! closing `Exit code:` if none of those was seen).
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
@@ -626,15 +625,16 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Open a lackey log file; records carry the pid of its `==PID==` lines.
+    /// Open a lackey log file, plain or xz / gzip compressed (detected
+    /// from its first bytes); records carry the pid of its `==PID==` lines.
     ///
     /// # Errors
     /// [`TraceError::Io`] when the file cannot be opened.
     pub fn open(path: &Path) -> Result<Self, TraceError> {
-        let f = File::open(path).map_err(|e| TraceError::io(path, e))?;
+        let (input, _) = crate::champsim::open_decompressed(path)?;
         Ok(Self::new(
             path.to_path_buf(),
-            Box::new(BufReader::with_capacity(1 << 18, f)),
+            Box::new(BufReader::with_capacity(1 << 18, input)),
             None,
         ))
     }

@@ -14,7 +14,9 @@ pub mod recorder;
 pub mod vmt;
 
 mod open;
-pub use open::{convert, info, open, open_as, Format, TraceInfo};
+pub use open::{
+    convert, convert_as, info, info_with, is_same_file, open, open_as, Checked, Format, TraceInfo,
+};
 
 pub use error::TraceError;
 pub use record::{Access, AccessKind, Event, ProcEvent, ProcessInfo, Record, RecordSource};

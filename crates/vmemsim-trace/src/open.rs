@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::champsim::{self, Layout};
+use crate::champsim::{self, Compression, Layout};
 use crate::record::{ProcessInfo, Record, RecordSource};
 use crate::vmt::{
     self, Counts, FinishStatus, Header, WriteSummary, ACCESS_KIND_NAMES, EVENT_KIND_NAMES,
@@ -26,37 +26,53 @@ pub enum Format {
 }
 
 impl Format {
-    /// Detect the format of `path`: `.vmt` by its magic bytes (or a `.vmt`
-    /// / `.vmt.partial` name, so a damaged file reports "bad magic");
-    /// ChampSim by a name ending in `.champsim` or `.champsimtrace`,
-    /// optionally followed by `.xz` or `.gz`; lackey text otherwise.
-    /// CloudSuite traces cannot be told apart: use [`open_as`].
+    /// Detect the format of `path` from its content: `.vmt` by its magic
+    /// bytes (a file named `.vmt` or `.vmt.partial` is a `.vmt` whatever
+    /// it holds, so a damaged one reports "bad magic"); otherwise, after
+    /// undoing xz or gzip compression (detected by their magic bytes), text
+    /// is a Valgrind lackey log and binary data a ChampSim trace, in the
+    /// layout (standard or CloudSuite) whose first records are plausible
+    /// (see `sniff_champsim`). Names other than `.vmt` play no part: override
+    /// a wrong guess with [`open_as`] (`--format`).
     ///
     /// # Errors
-    /// [`TraceError::Io`] when the file cannot be opened or read.
+    /// [`TraceError::Io`] when the file cannot be opened, read or
+    /// decompressed; [`TraceError::Malformed`] for a compressed `.vmt`.
     pub fn detect(path: &Path) -> Result<Format, TraceError> {
+        Ok(Self::detect_with_compression(path)?.0)
+    }
+
+    /// [`Format::detect`], also naming the compression found.
+    ///
+    /// # Errors
+    /// As [`Format::detect`].
+    pub fn detect_with_compression(path: &Path) -> Result<(Format, Compression), TraceError> {
         let io = |e| TraceError::io(path, e);
         let mut f = std::fs::File::open(path).map_err(io)?;
-        let mut head = [0u8; 8];
-        let got = vmt::read_full(&mut f, &mut head).map_err(io)?;
-        if got == 8 && head == vmt::MAGIC {
-            return Ok(Format::Vmt);
-        }
+        let mut magic = [0u8; 8];
+        let got = vmt::read_full(&mut f, &mut magic).map_err(io)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
-        if name.ends_with(".vmt") || name.ends_with(".vmt.partial") {
-            return Ok(Format::Vmt);
+        if (got == 8 && magic == vmt::MAGIC)
+            || name.ends_with(".vmt")
+            || name.ends_with(".vmt.partial")
+        {
+            return Ok((Format::Vmt, Compression::None));
         }
-        let stem = name
-            .strip_suffix(".xz")
-            .or_else(|| name.strip_suffix(".gz"))
-            .unwrap_or(&name);
-        if stem.ends_with(".champsim") || stem.ends_with(".champsimtrace") {
-            return Ok(Format::ChampSim);
+        let (mut r, compression) = champsim::open_decompressed(path)?;
+        let mut head = vec![0u8; SNIFF_BYTES];
+        let n = vmt::read_full(&mut r, &mut head).map_err(io)?;
+        head.truncate(n);
+        if head.starts_with(&vmt::MAGIC) {
+            return Err(TraceError::Malformed {
+                path: path.to_path_buf(),
+                at: "byte 0".into(),
+                what: "a compressed .vmt file: decompress it first (its blocks are compressed already)".into(),
+            });
         }
-        Ok(Format::Lackey)
+        Ok((sniff(&head), compression))
     }
 
     /// Short name ("vmt", "champsim", "champsim-cloudsuite", "lackey").
@@ -91,6 +107,46 @@ impl std::str::FromStr for Format {
     }
 }
 
+/// Bytes of decompressed input [`Format::detect`] looks at.
+const SNIFF_BYTES: usize = 64 << 10;
+
+/// The format of a (decompressed) file that starts with `head`: text
+/// (no NUL byte, at least 90% printable ASCII, whitespace or UTF-8 bytes)
+/// is a lackey log, as is an empty file; anything else is ChampSim.
+fn sniff(head: &[u8]) -> Format {
+    let texty = head
+        .iter()
+        .filter(|&&b| b.is_ascii_graphic() || b.is_ascii_whitespace() || b >= 0x80)
+        .count();
+    if !head.contains(&0) && texty * 10 >= head.len() * 9 {
+        Format::Lackey
+    } else {
+        sniff_champsim(head)
+    }
+}
+
+/// Standard or CloudSuite ChampSim: the layout under which more of the
+/// first records are plausible (a canonical nonzero `ip`, `is_branch` and
+/// `branch_taken` 0 or 1, and for CloudSuite zero padding); standard on a tie.
+fn sniff_champsim(head: &[u8]) -> Format {
+    let plausible = |layout: Layout, r: &[u8]| {
+        let ip = u64::from_le_bytes(r[..8].try_into().expect("8 bytes"));
+        let ok = ip != 0 && ip < 1 << 47 && r[8] <= 1 && r[9] <= 1;
+        ok && (layout == Layout::Standard || r[18..24].iter().chain(&r[90..96]).all(|&b| b == 0))
+    };
+    let score = |layout: Layout| {
+        let recs = head.chunks_exact(layout.record_size()).take(256);
+        let n = recs.len().max(1);
+        let good = recs.filter(|r| plausible(layout, r)).count();
+        good as f64 / n as f64
+    };
+    if head.len() >= 96 && score(Layout::CloudSuite) > score(Layout::Standard) {
+        Format::ChampSimCloudSuite
+    } else {
+        Format::ChampSim
+    }
+}
+
 /// Open a trace of any format, detected by [`Format::detect`].
 ///
 /// # Errors
@@ -113,6 +169,20 @@ pub fn open_as(path: &Path, format: Format) -> Result<Box<dyn RecordSource>, Tra
     })
 }
 
+/// What [`info`] checked before it reported the counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// Read from a `.vmt` footer that agrees with its own block index; the
+    /// blocks were not decoded (`info --verify` decodes them).
+    FooterOnly,
+    /// Every `.vmt` block decoded (zstd frame checksums checked) and its
+    /// records counted, matching the footer kind by kind.
+    EveryBlock,
+    /// Every record read and counted (formats without a footer, and `.vmt`
+    /// files whose footer is missing).
+    EveryRecord,
+}
+
 /// A summary of a trace file, from its footer when it has one, else from
 /// reading all of it. [`fmt::Display`] prints it for people.
 #[derive(Clone, Debug, PartialEq)]
@@ -121,6 +191,10 @@ pub struct TraceInfo {
     pub path: PathBuf,
     /// Its format.
     pub format: Format,
+    /// True when the format was given (`--format`), false when detected.
+    pub format_given: bool,
+    /// Its compression (for `.vmt` files, always none: blocks are compressed inside).
+    pub compression: Compression,
     /// Size of the file in bytes (compressed size for `.xz`/`.gz`).
     pub file_bytes: u64,
     /// The `.vmt` header (`None` for other formats).
@@ -130,6 +204,8 @@ pub struct TraceInfo {
     /// True when the counts come from a `.vmt` footer, false when the
     /// records were read to count them.
     pub from_footer: bool,
+    /// What was checked.
+    pub checked: Checked,
     /// Process table.
     pub processes: Vec<ProcessInfo>,
     /// Accesses and events by kind, and the footprint.
@@ -146,6 +222,35 @@ impl TraceInfo {
             0.0
         } else {
             self.file_bytes as f64 / n as f64
+        }
+    }
+
+    /// The recording status of a `.vmt` file, in words.
+    fn status(&self, h: &Header) -> String {
+        let has_footer = self.from_footer || self.checked == Checked::EveryBlock;
+        if !has_footer {
+            return if h.is_complete() || h.is_truncated() {
+                "cut short: the header says the writer finished, but the footer is missing \
+                 (the file was cut); counts from its whole blocks"
+                    .to_string()
+            } else {
+                "unfinished: the writer did not finish (a recording killed or still \
+                 running?); counts from its whole blocks"
+                    .to_string()
+            };
+        }
+        if h.is_complete() {
+            match h.exit_status() {
+                Some(c) => format!("complete, exit code {c}"),
+                None => "complete, exit code not recorded".to_string(),
+            }
+        } else if h.is_truncated() {
+            format!(
+                "truncated: {}",
+                self.truncation_reason.as_deref().unwrap_or("")
+            )
+        } else {
+            "unfinished (the writer did not finish)".to_string()
         }
     }
 }
@@ -176,36 +281,35 @@ impl fmt::Display for TraceInfo {
             self.path.display(),
             self.file_bytes
         )?;
+        let how = match (self.format_given, self.compression) {
+            (true, Compression::None) => "as given by --format".to_string(),
+            (true, c) => format!("as given by --format; {} compressed", c.name()),
+            (false, Compression::None) => "detected from content".to_string(),
+            (false, c) => format!("detected from content; {} compressed", c.name()),
+        };
         match &self.header {
             Some(h) => {
-                writeln!(f, "format:      {} version {}", self.format, h.version)?;
+                writeln!(
+                    f,
+                    "format:      {} version {} ({how})",
+                    self.format, h.version
+                )?;
                 writeln!(f, "creator:     {}", one_line(&h.creator))?;
-                let status = if h.is_complete() {
-                    match h.exit_status() {
-                        Some(c) => format!("complete, exit code {c}"),
-                        None => "complete, exit code not recorded".to_string(),
-                    }
-                } else if h.is_truncated() {
-                    format!(
-                        "truncated: {}",
-                        self.truncation_reason.as_deref().unwrap_or("")
-                    )
-                } else {
-                    "unfinished (the writer did not finish)".to_string()
-                };
-                writeln!(f, "status:      {status}")?;
+                writeln!(f, "status:      {}", self.status(h))?;
             }
-            None => writeln!(f, "format:      {}", self.format)?,
+            None => writeln!(f, "format:      {} ({how})", self.format)?,
         }
-        writeln!(
-            f,
-            "counts from: {}",
-            if self.from_footer {
-                "footer"
-            } else {
-                "reading every record"
+        let counted = match self.checked {
+            Checked::FooterOnly => {
+                "the footer only (consistent with its block index; blocks not decoded: \
+                 `vmemsim info --verify` decodes and checks every block)"
             }
-        )?;
+            Checked::EveryBlock => {
+                "every block decoded and checked (zstd checksums; the footer's counts match)"
+            }
+            Checked::EveryRecord => "reading every record",
+        };
+        writeln!(f, "counts from: {counted}")?;
         writeln!(f, "processes:   {}", self.processes.len())?;
         for p in &self.processes {
             let parent = p.parent.map_or("-".to_string(), |x| x.to_string());
@@ -266,17 +370,40 @@ impl Tally {
 
 /// Summarize a trace: format, header, process table, counts by kind,
 /// events by kind and footprint. A complete `.vmt` file answers from its
-/// footer; other files are read to the end.
+/// footer; other files are read to the end. Same as
+/// [`info_with`]`(path, None, false)`.
 ///
 /// # Errors
 /// Any error opening or reading the trace.
 pub fn info(path: &Path) -> Result<TraceInfo, TraceError> {
-    let format = Format::detect(path)?;
+    info_with(path, None, false)
+}
+
+/// [`info`] with the format given (`None`: detected) and, with `verify`,
+/// a `.vmt` file's blocks decoded and checked against its footer.
+///
+/// # Errors
+/// Any error opening or reading the trace; with `verify`, a
+/// [`TraceError::Malformed`] "bad footer" naming the first count that
+/// differs from what the blocks hold.
+pub fn info_with(
+    path: &Path,
+    format: Option<Format>,
+    verify: bool,
+) -> Result<TraceInfo, TraceError> {
+    let (format, compression, format_given) = match format {
+        Some(f) => (f, champsim::open_decompressed(path)?.1, true),
+        None => {
+            let (f, c) = Format::detect_with_compression(path)?;
+            (f, c, false)
+        }
+    };
     let file_bytes = std::fs::metadata(path)
         .map_err(|e| TraceError::io(path, e))?
         .len();
     let mut header = None;
     let mut truncation_reason = None;
+    let mut footer = None;
     let mut source: Box<dyn RecordSource> = if format == Format::Vmt {
         let r = vmt::Reader::open(path)?;
         header = Some(r.header().clone());
@@ -284,22 +411,34 @@ pub fn info(path: &Path) -> Result<TraceInfo, TraceError> {
             if r.header().is_truncated() {
                 truncation_reason = Some(f.reason.clone());
             }
-            return Ok(TraceInfo {
-                path: path.to_path_buf(),
-                format,
-                file_bytes,
-                header,
-                truncation_reason,
-                from_footer: true,
-                processes: f.processes.clone(),
-                counts: f.counts.clone(),
-                warnings: r.warnings(),
-            });
+            footer = Some(f.clone());
         }
         Box::new(r)
     } else {
         open_as(path, format)?
     };
+    let info = |checked, processes, counts, warnings| TraceInfo {
+        path: path.to_path_buf(),
+        format,
+        format_given,
+        compression,
+        file_bytes,
+        header: header.clone(),
+        truncation_reason: truncation_reason.clone(),
+        from_footer: checked == Checked::FooterOnly,
+        checked,
+        processes,
+        counts,
+        warnings,
+    };
+    if let (Some(f), false) = (&footer, verify) {
+        return Ok(info(
+            Checked::FooterOnly,
+            f.processes.clone(),
+            f.counts.clone(),
+            source.warnings(),
+        ));
+    }
     let mut tally = Tally::default();
     let mut buf = Vec::with_capacity(1 << 16);
     loop {
@@ -310,41 +449,125 @@ pub fn info(path: &Path) -> Result<TraceInfo, TraceError> {
         tally.add(&buf);
     }
     tally.counts.footprint_pages = tally.pages.len() as u64;
-    Ok(TraceInfo {
-        path: path.to_path_buf(),
-        format,
-        file_bytes,
-        header,
-        truncation_reason,
-        from_footer: false,
-        processes: source.processes().to_vec(),
-        counts: tally.counts,
-        warnings: source.warnings(),
-    })
+    let checked = match &footer {
+        Some(f) => {
+            check_footer(path, &f.counts, &tally.counts)?;
+            Checked::EveryBlock
+        }
+        None => Checked::EveryRecord,
+    };
+    Ok(info(
+        checked,
+        source.processes().to_vec(),
+        tally.counts,
+        source.warnings(),
+    ))
 }
 
-/// Convert a trace of any readable format to `.vmt` at `output`. The exit
-/// status and truncation of a `.vmt` input carry over; a trace read with
-/// warnings (cut short) is marked truncated with the warnings as reason;
-/// other inputs are marked complete with no exit code.
+/// The footer's `said` counts against those `found` in the blocks.
+fn check_footer(path: &Path, said: &Counts, found: &Counts) -> Result<(), TraceError> {
+    let names = ACCESS_KIND_NAMES.iter().chain(EVENT_KIND_NAMES.iter());
+    let pairs = said
+        .accesses
+        .iter()
+        .chain(&said.events)
+        .zip(found.accesses.iter().chain(&found.events));
+    let footprint = std::iter::once((
+        &"footprint pages",
+        (&said.footprint_pages, &found.footprint_pages),
+    ));
+    for (name, (s, f)) in names.zip(pairs).chain(footprint) {
+        if s != f {
+            return Err(TraceError::Malformed {
+                path: path.to_path_buf(),
+                at: "footer".into(),
+                what: format!("bad footer: it says {name} {s}, the blocks hold {f}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Convert a trace of any readable format to `.vmt` at `output`; the
+/// format is detected ([`convert_as`] with `None`).
 ///
 /// # Errors
-/// Any error reading `input` or writing `output`; the partial output
-/// (`OUTPUT.partial`) is removed.
+/// As [`convert_as`].
 pub fn convert(input: &Path, output: &Path) -> Result<WriteSummary, TraceError> {
-    let r = convert_inner(input, output);
+    convert_as(input, output, None)
+}
+
+/// Convert a trace in `format` (`None`: detected) to `.vmt` at `output`.
+/// The exit status and truncation of a `.vmt` input carry over, and so
+/// does its creator string (the recording's command line and Valgrind
+/// version), with the conversion appended; a trace read with warnings (cut
+/// short) is marked truncated with the warnings as reason; other inputs
+/// are marked complete with no exit code.
+///
+/// # Errors
+/// Any error reading `input` or writing `output`; an `output` that is
+/// `input` (the same file by device and inode) is refused before anything
+/// is written. On error the partial output (`OUTPUT.partial`) is removed.
+pub fn convert_as(
+    input: &Path,
+    output: &Path,
+    format: Option<Format>,
+) -> Result<WriteSummary, TraceError> {
+    if is_same_file(input, output) || is_same_file(input, &vmt::partial_path(output)) {
+        return Err(TraceError::io(
+            output,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "is the input {}: converting would replace it",
+                    input.display()
+                ),
+            ),
+        ));
+    }
+    let r = convert_inner(input, output, format);
     if r.is_err() {
         let _ = std::fs::remove_file(vmt::partial_path(output));
     }
     r
 }
 
-fn convert_inner(input: &Path, output: &Path) -> Result<WriteSummary, TraceError> {
-    let format = Format::detect(input)?;
+/// True when both paths exist and name one file (same device and inode,
+/// whatever links or symlinks lead there).
+pub fn is_same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+fn convert_inner(
+    input: &Path,
+    output: &Path,
+    format: Option<Format>,
+) -> Result<WriteSummary, TraceError> {
+    let (format, compression) = match format {
+        Some(f) => (f, Compression::None),
+        None => Format::detect_with_compression(input)?,
+    };
+    let conversion = match compression {
+        Compression::None => format!(
+            "vmemsim-trace {} convert from {format}",
+            env!("CARGO_PKG_VERSION")
+        ),
+        c => format!(
+            "vmemsim-trace {} convert from {format} ({} compressed)",
+            env!("CARGO_PKG_VERSION"),
+            c.name()
+        ),
+    };
+    let mut creator = conversion.clone();
     let mut status = FinishStatus::Complete { exit_code: None };
     let mut source: Box<dyn RecordSource> = if format == Format::Vmt {
         let r = vmt::Reader::open(input)?;
         let h = r.header();
+        creator = format!("{}; then {conversion}", h.creator);
         if h.is_complete() {
             status = FinishStatus::Complete {
                 exit_code: h.exit_status(),
@@ -357,10 +580,6 @@ fn convert_inner(input: &Path, output: &Path) -> Result<WriteSummary, TraceError
     } else {
         open_as(input, format)?
     };
-    let creator = format!(
-        "vmemsim-trace {} convert from {format}",
-        env!("CARGO_PKG_VERSION")
-    );
     let mut w = vmt::Writer::create(output, &creator)?;
     for p in source.processes() {
         w.add_process(p.clone());
@@ -428,6 +647,64 @@ mod tests {
             "cloudsuite".parse::<Format>().unwrap(),
             Format::ChampSimCloudSuite
         );
+    }
+
+    #[test]
+    fn detect_by_content_not_name() {
+        let d = dir();
+        // CloudSuite records: 96 bytes, plausible ips, zero padding.
+        let mut cs = Vec::new();
+        for i in 0..50u64 {
+            let mut r = [0u8; 96];
+            r[..8].copy_from_slice(&(0x40_0000 + 4 * i).to_le_bytes());
+            r[56..64].copy_from_slice(&(0x10_0000 + 64 * i).to_le_bytes());
+            r[88] = 3;
+            cs.extend_from_slice(&r);
+        }
+        let p = d.join("trace.champsim");
+        std::fs::write(&p, &cs).unwrap();
+        assert_eq!(Format::detect(&p).unwrap(), Format::ChampSimCloudSuite);
+        // Text named like ChampSim is a lackey log.
+        let p = d.join("t.champsimtrace");
+        std::fs::write(&p, b"I  04000000,4\n L 1ffefff000,8\n").unwrap();
+        assert_eq!(Format::detect(&p).unwrap(), Format::Lackey);
+        // An empty file is an (empty) lackey log, whatever its name.
+        let p = d.join("empty.champsim.xz");
+        std::fs::write(&p, b"").unwrap();
+        assert_eq!(Format::detect(&p).unwrap(), Format::Lackey);
+    }
+
+    #[test]
+    fn convert_keeps_the_creator_and_refuses_its_input() {
+        let d = dir();
+        let a = d.join("orig.vmt");
+        let mut w = vmt::Writer::create(&a, "vmemsim record (valgrind-3.19.0): ls -l").unwrap();
+        w.push(&Record::Access(Access {
+            addr: 0x1000,
+            pid: 1,
+            size: 8,
+            kind: AccessKind::Load,
+        }))
+        .unwrap();
+        w.finish(FinishStatus::Complete { exit_code: Some(0) })
+            .unwrap();
+        let b = d.join("conv.vmt");
+        let _ = std::fs::remove_file(&b);
+        convert(&a, &b).unwrap();
+        let h = vmt::Reader::open(&b).unwrap().header().clone();
+        assert_eq!(
+            h.creator,
+            format!(
+                "vmemsim record (valgrind-3.19.0): ls -l; then vmemsim-trace {} convert from vmt",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        assert_eq!(h.exit_status(), Some(0));
+        // `convert X X` used to replace X with its own conversion.
+        let before = std::fs::read(&a).unwrap();
+        let e = convert(&a, &a).unwrap_err().to_string();
+        assert!(e.contains("is the input"), "{e}");
+        assert_eq!(std::fs::read(&a).unwrap(), before);
     }
 
     #[test]

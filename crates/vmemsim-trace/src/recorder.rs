@@ -62,14 +62,24 @@
 //! client's own `LD_PRELOAD` of `vgpreload_core` does appear (as ordinary
 //! `mmap`s).
 //!
-//! **Nothing recorded is lost.** On SIGINT or SIGTERM the recorder forwards
-//! the signal to the program, keeps reading what the processes wrote for up
-//! to 5 seconds, then finishes the trace marked truncated. A crashing program
-//! or a non-zero exit is a complete trace with that exit status (128 +
-//! signal for a signal death). The trace is written to `OUTPUT.partial` and
+//! **Nothing recorded is lost.** On SIGINT, SIGTERM or SIGHUP (a closed
+//! terminal, a dropped ssh session) the recorder forwards the signal to the
+//! program, keeps reading what the processes wrote for up to 5 seconds,
+//! then finishes the trace marked truncated. A crashing program or a
+//! non-zero exit is a complete trace with that exit status (128 + signal
+//! for a signal death). The trace is written to `OUTPUT.partial` and
 //! renamed to `OUTPUT` only by [`crate::vmt::Writer::finish`]: whenever the
 //! recorder returns, the file is either complete or explicitly marked
-//! truncated.
+//! truncated. Each block reaches the file as it fills, so even a recorder
+//! killed outright (SIGKILL, a crash) leaves a `.partial` readable up to its
+//! last whole block.
+//!
+//! **The program dies with the recorder.** Valgrind runs in a process
+//! group of its own (which is also made the terminal's foreground group
+//! when the recorder's was, so the program can read the terminal and
+//! Ctrl-C reaches it), with `PR_SET_PDEATHSIG` = SIGKILL; a small watchdog
+//! process kills the whole group if the recorder dies without saying
+//! goodbye, so no Valgrind is left writing into an unlinked log.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
@@ -321,14 +331,29 @@ fn run_in(
 
     let sigint = Arc::new(AtomicBool::new(false));
     let sigterm = Arc::new(AtomicBool::new(false));
+    let sighup = Arc::new(AtomicBool::new(false));
     let ids = [
         signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&sigint)),
         signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&sigterm)),
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&sighup)),
     ];
+    let terminal = Terminal::foreground();
 
     let mut log_arg = OsString::from("--log-file=");
     log_arg.push(dir.join("%p.%n"));
-    let spawned = Command::new(valgrind)
+    let mut cmd = Command::new(valgrind);
+    let hand_terminal = terminal.is_some();
+    // SAFETY: the closure runs in the child between fork and exec and
+    // calls only async-signal-safe functions (setpgid, prctl, sigprocmask,
+    // tcsetpgrp, getpid).
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            in_child_before_exec(hand_terminal);
+            Ok(())
+        });
+    }
+    let spawned = cmd
         .args([
             "--tool=lackey",
             "--trace-mem=yes",
@@ -353,6 +378,9 @@ fn run_in(
         }
     };
     let root_pid = child.id();
+    // The group's id is the root's pid (setpgid(0, 0) in the child).
+    let group = libc::pid_t::try_from(root_pid).unwrap_or(0);
+    let watchdog = Watchdog::start(group);
 
     let shared = Arc::new(Shared {
         root_done: AtomicBool::new(false),
@@ -402,6 +430,8 @@ fn run_in(
         if stop_at.is_none() {
             let sig = if sigterm.load(Ordering::SeqCst) {
                 Some((libc::SIGTERM, "SIGTERM"))
+            } else if sighup.load(Ordering::SeqCst) {
+                Some((libc::SIGHUP, "SIGHUP"))
             } else if sigint.load(Ordering::SeqCst) {
                 Some((libc::SIGINT, "SIGINT"))
             } else {
@@ -410,19 +440,19 @@ fn run_in(
             if let Some((sig, name)) = sig {
                 stop_at = Some(Instant::now() + STOP_GRACE);
                 stop_reason = Some(format!("recording interrupted by {name}"));
-                if exit_code.is_none() {
-                    if let Ok(pid) = libc::pid_t::try_from(root_pid) {
-                        // SAFETY: kill(2) with a pid we spawned and have not reaped.
-                        unsafe { libc::kill(pid, sig) };
-                    }
+                if exit_code.is_none() && group > 0 {
+                    // SAFETY: kill(2) of the process group we created, whose
+                    // leader we have not reaped.
+                    unsafe { libc::kill(-group, sig) };
                 }
             }
         }
         if let Some(t) = stop_at {
             if Instant::now() >= t && !shared.abort.load(Ordering::SeqCst) {
                 shared.abort.store(true, Ordering::SeqCst);
-                if exit_code.is_none() {
-                    let _ = child.kill();
+                if exit_code.is_none() && group > 0 {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(-group, libc::SIGKILL) };
                 }
             }
         }
@@ -438,6 +468,10 @@ fn run_in(
     }
     shared.root_done.store(true, Ordering::SeqCst);
     shared.abort.store(true, Ordering::SeqCst);
+    if let Some(t) = terminal {
+        t.take_back();
+    }
+    watchdog.dismiss();
     let _ = watcher.join();
     while let Ok(msg) = rx.try_recv() {
         if order.handle(msg, &mut writer).is_err() {
@@ -478,6 +512,139 @@ fn run_in(
         exit_code,
         truncated,
     })
+}
+
+/// In the child, before exec: a process group of its own (made the
+/// terminal's foreground group when `hand_terminal`), killed if the
+/// recorder's thread dies.
+fn in_child_before_exec(hand_terminal: bool) {
+    // SAFETY: async-signal-safe calls on this (the child) process only.
+    unsafe {
+        libc::setpgid(0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if hand_terminal {
+            with_sigttou_blocked(|| {
+                libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+            });
+        }
+    }
+}
+
+/// Run `f` with SIGTTOU blocked: a process outside the terminal's
+/// foreground group may then change it (job control, as a shell does).
+fn with_sigttou_blocked(f: impl FnOnce()) {
+    // SAFETY: sigprocmask(2) on the calling thread with a set built here.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTTOU);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+}
+
+/// The controlling terminal on standard input, while the recorder's group
+/// owns it.
+#[derive(Clone, Copy)]
+struct Terminal {
+    /// The recorder's process group, to give the terminal back to.
+    pgrp: libc::pid_t,
+}
+
+impl Terminal {
+    /// `Some` when standard input is a terminal whose foreground group is ours.
+    fn foreground() -> Option<Terminal> {
+        // SAFETY: plain queries of this process and its standard input.
+        unsafe {
+            let pgrp = libc::getpgrp();
+            (libc::isatty(libc::STDIN_FILENO) == 1 && libc::tcgetpgrp(libc::STDIN_FILENO) == pgrp)
+                .then_some(Terminal { pgrp })
+        }
+    }
+
+    /// Make the recorder's group the foreground again.
+    fn take_back(self) {
+        with_sigttou_blocked(|| {
+            // SAFETY: tcsetpgrp(3) on standard input to our own group.
+            unsafe { libc::tcsetpgrp(libc::STDIN_FILENO, self.pgrp) };
+        });
+    }
+}
+
+/// A process that kills the recorded program's process group when the
+/// recorder dies without dismissing it (SIGKILL, a crash): it waits on a
+/// pipe whose only writer is the recorder.
+struct Watchdog {
+    pid: libc::pid_t,
+    /// The pipe's write end; closed by a normal goodbye or by death.
+    tx: Option<std::os::fd::OwnedFd>,
+}
+
+impl Watchdog {
+    /// Start one for process group `group` (none when `group` is 0 or
+    /// fork fails: the recording goes on, only unguarded).
+    fn start(group: libc::pid_t) -> Watchdog {
+        let none = Watchdog { pid: 0, tx: None };
+        if group <= 0 {
+            return none;
+        }
+        let mut fds = [0; 2];
+        // SAFETY: pipe2(2) into a local array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return none;
+        }
+        let (rx, tx) = (fds[0], fds[1]);
+        // SAFETY: the child calls only async-signal-safe functions (close,
+        // signal, read, kill, _exit), as required after fork in a process
+        // that may have other threads.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            unsafe {
+                libc::close(tx);
+                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                    libc::signal(sig, libc::SIG_IGN);
+                }
+                let mut b = 0u8;
+                let n = loop {
+                    let n = libc::read(rx, (&mut b as *mut u8).cast(), 1);
+                    if !(n < 0 && *libc::__errno_location() == libc::EINTR) {
+                        break n;
+                    }
+                };
+                if n == 0 {
+                    // End of file without the goodbye byte: the recorder died.
+                    libc::kill(-group, libc::SIGKILL);
+                }
+                libc::_exit(0);
+            }
+        }
+        // SAFETY: closing our copy of the read end; `tx` is ours alone.
+        unsafe { libc::close(rx) };
+        if pid < 0 {
+            unsafe { libc::close(tx) };
+            return none;
+        }
+        use std::os::fd::FromRawFd;
+        Watchdog {
+            pid,
+            // SAFETY: `tx` is an open descriptor nothing else owns.
+            tx: Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(tx) }),
+        }
+    }
+
+    /// The recording ended normally: tell the watchdog and reap it.
+    fn dismiss(mut self) {
+        if let Some(tx) = self.tx.take() {
+            let mut f = File::from(tx);
+            let _ = std::io::Write::write_all(&mut f, b"x");
+        }
+        if self.pid > 0 {
+            // SAFETY: waitpid(2) on our own child.
+            unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        }
+    }
 }
 
 /// The watcher: finds new log files, opens and unlinks them, and starts one

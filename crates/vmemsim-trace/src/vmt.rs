@@ -364,13 +364,21 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// All accesses.
+    /// All accesses (saturating at `u64::MAX`: a footer read from a file
+    /// may hold any numbers; the reader rejects sums that overflow).
     pub fn total_accesses(&self) -> u64 {
-        self.accesses.iter().sum()
+        self.accesses.iter().fold(0, |a, &b| a.saturating_add(b))
     }
-    /// All events.
+    /// All events (saturating, as [`Counts::total_accesses`]).
     pub fn total_events(&self) -> u64 {
-        self.events.iter().sum()
+        self.events.iter().fold(0, |a, &b| a.saturating_add(b))
+    }
+    /// All records (accesses and events), `None` when the sum overflows `u64`.
+    pub fn checked_total(&self) -> Option<u64> {
+        self.accesses
+            .iter()
+            .chain(&self.events)
+            .try_fold(0u64, |a, &b| a.checked_add(b))
     }
 }
 
@@ -486,7 +494,10 @@ impl Writer {
         h.extend_from_slice(&0i32.to_le_bytes());
         h.extend_from_slice(&(creator_bytes.len() as u16).to_le_bytes());
         h.extend_from_slice(creator_bytes);
+        // On disk at once: a recorder killed before its first block still
+        // leaves a readable (empty) `.partial`, not a 0-byte file.
         file.write_all(&h)
+            .and_then(|()| file.flush())
             .map_err(|e| TraceError::io(&partial, e))?;
         let mut compressor =
             zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| TraceError::io(&partial, e))?;
@@ -714,6 +725,12 @@ impl Writer {
         let r = self.write(&comp);
         self.comp = comp;
         r?;
+        // Each whole block reaches the file as it fills, so a writer killed
+        // at any point (SIGKILL, a crash) leaves a `.partial` that reads up
+        // to its last whole block.
+        self.file
+            .flush()
+            .map_err(|e| TraceError::io(&self.partial, e))?;
         self.tags.clear();
         self.body.clear();
         self.block_records = 0;
@@ -946,7 +963,18 @@ impl Reader {
     /// [`TraceError::Malformed`] with `what` starting "bad magic",
     /// "unknown version", "truncated header" or "bad footer".
     pub fn open(path: &Path) -> Result<Reader, TraceError> {
-        let mut file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+        let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+        Reader::from_file(file, path)
+    }
+
+    /// Like [`Reader::open`], on a file already open for reading (for
+    /// example an unlinked temporary file); `path` names it in errors.
+    ///
+    /// # Errors
+    /// As [`Reader::open`].
+    pub fn from_file(mut file: File, path: &Path) -> Result<Reader, TraceError> {
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| TraceError::io(path, e))?;
         let file_len = file.metadata().map_err(|e| TraceError::io(path, e))?.len();
         let mut fixed = [0u8; HEADER_FIXED];
         let got = read_full(&mut file, &mut fixed).map_err(|e| TraceError::io(path, e))?;
@@ -1210,7 +1238,7 @@ impl Reader {
     fn finish_stream(&mut self) -> Result<(), TraceError> {
         self.done = true;
         if let Some(f) = &self.footer {
-            let total: u64 = f.counts.total_accesses() + f.counts.total_events();
+            let total = f.counts.checked_total().unwrap_or(u64::MAX);
             if total != self.records_read {
                 return Err(malformed(
                     &self.path,
@@ -1623,7 +1651,28 @@ fn read_footer(
                     ));
                 }
             }
-            Ok(Some((f, off)))
+            // The counts and the block index must agree (and not overflow):
+            // a footer is only trusted when it is consistent with itself.
+            let counted = f.counts.checked_total();
+            let indexed = f
+                .blocks
+                .iter()
+                .try_fold(0u64, |a, b| a.checked_add(u64::from(b.records)));
+            match counted {
+                None => Err(bad(
+                    off + 5,
+                    "the record counts add up to more than 2^64".into(),
+                )),
+                Some(c) if Some(c) != indexed => Err(bad(
+                    off + 5,
+                    format!(
+                        "counts say {c} records, the block index {} in {} blocks",
+                        indexed.unwrap_or(u64::MAX),
+                        f.blocks.len()
+                    ),
+                )),
+                Some(_) => Ok(Some((f, off))),
+            }
         }
         Err(at) => Err(bad(off + 5 + at as u64, "footer body malformed".into())),
     }
@@ -1695,6 +1744,83 @@ mod tests {
             assert_eq!(unzigzag(zigzag(v)), v);
         }
         assert_eq!(zigzag(u64::MAX), 1); // -1
+    }
+
+    /// A header followed by a footer with no blocks and the given counts.
+    fn footer_only(name: &str, counts: Counts) -> PathBuf {
+        let p = tmp(name);
+        let w = Writer::create(&p, "test").unwrap();
+        w.finish(FinishStatus::Complete { exit_code: None })
+            .unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        let r = Reader::open(&p).unwrap();
+        let off = r.footer_offset.unwrap() as usize;
+        let body = encode_footer(&Footer {
+            counts,
+            ..Footer::default()
+        });
+        let mut out = bytes[..off].to_vec();
+        out.push(b'F');
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&(off as u64).to_le_bytes());
+        out.extend_from_slice(&TRAILER_MAGIC);
+        std::fs::write(&p, out).unwrap();
+        p
+    }
+
+    #[test]
+    fn footer_counts_that_overflow_are_a_bad_footer() {
+        // cargo-fuzz found this (issue 12): fetch = u64::MAX, load = 1, no
+        // blocks; summing the counts overflowed (a panic in debug builds, a
+        // wrap to 0 = "matches the 0 records read" in release).
+        let mut counts = Counts::default();
+        counts.accesses[0] = u64::MAX;
+        counts.accesses[1] = 1;
+        let p = footer_only("overflow.vmt", counts.clone());
+        assert_eq!(counts.total_accesses(), u64::MAX, "saturates");
+        assert_eq!(counts.checked_total(), None);
+        let e = Reader::open(&p).err().expect("rejected").to_string();
+        assert!(
+            e.contains("bad footer: the record counts add up to more than 2^64"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn footer_counts_must_match_the_block_index() {
+        // Counts of 5 records, an index of no blocks: corrupt, caught at
+        // open (before, `info` printed the 5 as fact).
+        let mut counts = Counts::default();
+        counts.accesses[2] = 5;
+        let p = footer_only("mismatch.vmt", counts);
+        let e = Reader::open(&p).err().expect("rejected").to_string();
+        assert!(
+            e.contains("bad footer: counts say 5 records, the block index 0 in 0 blocks"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_killed_writer_leaves_its_whole_blocks_readable() {
+        // A SIGKILL runs no destructor: `forget` the writer the same way.
+        // Before blocks were flushed as they filled, the 1 MiB write buffer
+        // held them all and the `.partial` was empty (issue 12).
+        let p = tmp("killed.vmt");
+        let mut w = Writer::create(&p, "rec").unwrap();
+        w.set_block_records(100);
+        for i in 0..250u64 {
+            w.push(&acc(1, AccessKind::Load, 0x1000 + 8 * i, 8))
+                .unwrap();
+        }
+        std::mem::forget(w);
+        let (recs, r) = read_all(&partial_path(&p));
+        // Two whole blocks of 100; the 50 in the open block are lost.
+        assert_eq!(recs.len(), 200);
+        assert!(!r.header().is_complete() && !r.header().is_truncated());
+        assert!(r.footer().is_none());
+        let w = r.warnings().join("\n");
+        assert!(w.contains("without a footer"), "{w}");
     }
 
     #[test]

@@ -251,6 +251,8 @@ impl Default for PtCacheConfig {
 }
 
 /// Cycle costs of events. Defaults from facts.md where it gives a number.
+/// [`Config::validate`] bounds every cycle cost to [`MAX_EVENT_CYCLES`] and
+/// `base_cpi` to [`MAX_BASE_CPI`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CostConfig {
@@ -495,10 +497,7 @@ impl Config {
         if !(64..=1 << 20).contains(&mem) {
             return Err(invalid("guest.mem_mib", mem, "between 64 MiB and 1 TiB"));
         }
-        let cpi = self.cost.base_cpi;
-        if !(cpi.is_finite() && cpi >= 0.0) {
-            return Err(invalid("cost.base_cpi", cpi, "a finite number >= 0"));
-        }
+        self.validate_costs()?;
         if self.sched.quantum_instructions == 0 {
             return Err(invalid("sched.quantum_instructions", 0, "at least 1"));
         }
@@ -510,6 +509,60 @@ impl Config {
         }
         if self.agile.interval_instructions == 0 {
             return Err(invalid("agile.interval_instructions", 0, "at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Largest accepted cost of one event, cycles: a second at 1 GHz, far
+/// beyond any architectural event (a VM exit is about 10^3), and small
+/// enough that no realistic count times it overflows 64 bits.
+pub const MAX_EVENT_CYCLES: u64 = 1_000_000_000;
+/// Largest accepted `cost.base_cpi`.
+pub const MAX_BASE_CPI: f64 = 1000.0;
+
+impl Config {
+    /// Every cost key within its documented range: `cost.base_cpi` in
+    /// `[0, MAX_BASE_CPI]`, every per-event cycle cost (and the page-table
+    /// line latencies) in `[0, MAX_EVENT_CYCLES]`.
+    fn validate_costs(&self) -> Result<(), ConfigError> {
+        let cpi = self.cost.base_cpi;
+        if !(cpi.is_finite() && (0.0..=MAX_BASE_CPI).contains(&cpi)) {
+            // `{:?}` prints 1e300 as such, not as 301 digits.
+            return Err(invalid(
+                "cost.base_cpi",
+                format!("{cpi:?}"),
+                &format!("a finite number from 0 to {MAX_BASE_CPI}"),
+            ));
+        }
+        let c = &self.cost;
+        let keys = [
+            ("cost.stlb_hit_cycles", c.stlb_hit_cycles),
+            ("cost.vm_exit_cycles", c.vm_exit_cycles),
+            ("cost.guest_fault_cycles", c.guest_fault_cycles),
+            ("cost.zero_page_cycles", c.zero_page_cycles),
+            ("cost.copy_page_cycles", c.copy_page_cycles),
+            ("cost.pte_write_cycles", c.pte_write_cycles),
+            ("cost.context_switch_cycles", c.context_switch_cycles),
+            ("cost.ept_violation_cycles", c.ept_violation_cycles),
+            ("cost.shadow_fill_cycles", c.shadow_fill_cycles),
+            ("cost.pt_write_emulate_cycles", c.pt_write_emulate_cycles),
+            ("cost.inject_fault_cycles", c.inject_fault_cycles),
+            ("cost.cr3_exit_cycles", c.cr3_exit_cycles),
+            ("cost.invlpg_exit_cycles", c.invlpg_exit_cycles),
+            ("cost.hypercall_cycles", c.hypercall_cycles),
+            ("cost.pv_validate_cycles", c.pv_validate_cycles),
+            ("pt_cache.hit_cycles", self.pt_cache.hit_cycles),
+            ("pt_cache.miss_cycles", self.pt_cache.miss_cycles),
+        ];
+        for (key, v) in keys {
+            if v > MAX_EVENT_CYCLES {
+                return Err(invalid(
+                    key,
+                    v,
+                    &format!("at most {MAX_EVENT_CYCLES} cycles (a second at 1 GHz)"),
+                ));
+            }
         }
         Ok(())
     }
@@ -550,6 +603,35 @@ mod tests {
             Config::from_toml("[tlb]\nstlb = { entries = 500, ways = 3 }\n", "x.toml").unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("tlb.stlb") && msg.contains("500"), "{msg}");
+    }
+
+    #[test]
+    fn cost_keys_are_bounded() {
+        // Found by a hostile run (issue 12): these wrapped or saturated
+        // the totals instead of being rejected.
+        for (toml, want) in [
+            (
+                "[cost]\nvm_exit_cycles = 9223372036854775807\n",
+                "config key `cost.vm_exit_cycles` = 9223372036854775807: \
+                 at most 1000000000 cycles (a second at 1 GHz)",
+            ),
+            (
+                "[cost]\nbase_cpi = 1e300\n",
+                "config key `cost.base_cpi` = 1e300: \
+                 a finite number from 0 to 1000",
+            ),
+            (
+                "[pt_cache]\nmiss_cycles = 1000000001\n",
+                "config key `pt_cache.miss_cycles` = 1000000001: \
+                 at most 1000000000 cycles (a second at 1 GHz)",
+            ),
+        ] {
+            let e = Config::from_toml(toml, "x.toml").unwrap_err().to_string();
+            assert_eq!(e, want);
+        }
+        // The bounds themselves are accepted.
+        let ok = "[cost]\nbase_cpi = 1000.0\nvm_exit_cycles = 1000000000\n";
+        Config::from_toml(ok, "x.toml").unwrap();
     }
 
     #[test]

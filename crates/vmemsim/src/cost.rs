@@ -4,6 +4,7 @@
 
 use crate::config::{CostConfig, PtCacheConfig};
 use crate::stats::{ExitReason, Stats};
+use crate::SimError;
 use serde::Serialize;
 
 /// Cycles of a run, split by where they went.
@@ -24,7 +25,8 @@ pub struct Cycles {
 }
 
 impl Cycles {
-    /// Cycles from their parts; `total` is their sum.
+    /// Cycles from their parts; `total` is their sum (saturating at
+    /// `u64::MAX`: [`CostModel::try_price`] reports an overflow instead).
     pub fn from_parts(
         base: u64,
         stlb: u64,
@@ -38,13 +40,38 @@ impl Cycles {
             walks,
             hypervisor,
             guest_kernel,
-            total: base + stlb + walks + hypervisor + guest_kernel,
+            total: [stlb, walks, hypervisor, guest_kernel]
+                .iter()
+                .fold(base, |a, &b| a.saturating_add(b)),
         }
     }
 
     /// Translation overhead: everything but the base instruction cycles.
     pub fn overhead(&self) -> u64 {
-        self.total - self.base
+        self.total.saturating_sub(self.base)
+    }
+}
+
+/// A sum of `count * cycles` products that remembers whether it overflowed.
+#[derive(Clone, Copy, Default)]
+struct Sum {
+    cycles: u64,
+    overflow: bool,
+}
+
+impl Sum {
+    fn add(mut self, count: u64, cycles: u64) -> Sum {
+        match count
+            .checked_mul(cycles)
+            .and_then(|p| self.cycles.checked_add(p))
+        {
+            Some(c) => self.cycles = c,
+            None => {
+                self.cycles = u64::MAX;
+                self.overflow = true;
+            }
+        }
+        self
     }
 }
 
@@ -80,25 +107,70 @@ impl CostModel {
         }
     }
 
-    /// Price the counts in `s`.
-    pub fn price(&self, s: &Stats) -> Cycles {
+    /// The components of the price of `s`, in [`Cycles`] field order, each
+    /// with its name and whether it overflowed (then saturated).
+    fn components(&self, s: &Stats) -> [(&'static str, Sum); 5] {
         let c = &self.c;
-        let base = (s.instructions as f64 * c.base_cpi).round() as u64;
-        let stlb = s.stlb_hits * c.stlb_hit_cycles;
-        let refs = s.walk_refs();
-        let walks =
-            s.walk_ref_cache_hits * self.ref_hit + (refs - s.walk_ref_cache_hits) * self.ref_miss;
+        let base_f = (s.instructions as f64 * c.base_cpi).round();
+        // `as` saturates; 2^64 itself is the first value that does not fit.
+        let base = Sum {
+            cycles: base_f as u64,
+            overflow: base_f >= u64::MAX as f64,
+        };
+        let stlb = Sum::default().add(s.stlb_hits, c.stlb_hit_cycles);
+        let hits = s.walk_ref_cache_hits;
+        let walks = Sum::default()
+            .add(hits, self.ref_hit)
+            .add(s.walk_refs().saturating_sub(hits), self.ref_miss);
         let hypervisor = ExitReason::ALL
             .iter()
-            .map(|&r| s.exits_for(r) * (c.vm_exit_cycles + self.handler_cycles(r)))
-            .sum::<u64>()
-            + s.pv_pte_updates * c.pv_validate_cycles;
-        let guest_kernel = s.guest_page_faults * c.guest_fault_cycles
-            + s.frames_zeroed * c.zero_page_cycles
-            + s.frames_copied * c.copy_page_cycles
-            + s.guest_pte_writes * c.pte_write_cycles
-            + s.context_switches * c.context_switch_cycles;
-        Cycles::from_parts(base, stlb, walks, hypervisor, guest_kernel)
+            .fold(Sum::default(), |sum, &r| {
+                sum.add(
+                    s.exits_for(r),
+                    c.vm_exit_cycles.saturating_add(self.handler_cycles(r)),
+                )
+            })
+            .add(s.pv_pte_updates, c.pv_validate_cycles);
+        let guest_kernel = Sum::default()
+            .add(s.guest_page_faults, c.guest_fault_cycles)
+            .add(s.frames_zeroed, c.zero_page_cycles)
+            .add(s.frames_copied, c.copy_page_cycles)
+            .add(s.guest_pte_writes, c.pte_write_cycles)
+            .add(s.context_switches, c.context_switch_cycles);
+        [
+            ("base", base),
+            ("stlb", stlb),
+            ("walks", walks),
+            ("hypervisor", hypervisor),
+            ("guest_kernel", guest_kernel),
+        ]
+    }
+
+    /// Price the counts in `s`, saturating at `u64::MAX` per component
+    /// (for estimates such as a switching policy's; reports use
+    /// [`CostModel::try_price`]).
+    pub fn price(&self, s: &Stats) -> Cycles {
+        let [b, t, w, h, g] = self.components(s).map(|(_, sum)| sum.cycles);
+        Cycles::from_parts(b, t, w, h, g)
+    }
+
+    /// Price the counts in `s` with checked arithmetic.
+    ///
+    /// # Errors
+    /// [`SimError::CostOverflow`] naming the first component (`base`,
+    /// `stlb`, `walks`, `hypervisor`, `guest_kernel`, or `total`) whose
+    /// cycles exceed `u64::MAX`.
+    pub fn try_price(&self, s: &Stats) -> Result<Cycles, SimError> {
+        let parts = self.components(s);
+        if let Some((component, _)) = parts.iter().find(|(_, sum)| sum.overflow) {
+            return Err(SimError::CostOverflow { component });
+        }
+        let [b, t, w, h, g] = parts.map(|(_, sum)| sum.cycles);
+        [t, w, h, g]
+            .iter()
+            .try_fold(b, |a, &x| a.checked_add(x))
+            .ok_or(SimError::CostOverflow { component: "total" })?;
+        Ok(Cycles::from_parts(b, t, w, h, g))
     }
 }
 
@@ -118,12 +190,69 @@ mod tests {
         s.walk_refs_by_dim = [4, 0, 0];
         s.exit(ExitReason::Cr3Write);
         s.guest_page_faults = 1;
-        let c = m.price(&s);
+        let c = m.try_price(&s).unwrap();
+        assert_eq!(m.price(&s), c);
         assert_eq!(c.base, 1000);
         assert_eq!(c.stlb, 70);
         assert_eq!(c.walks, 3 * 14 + 200);
         assert_eq!(c.hypervisor, 1200 + 500);
         assert_eq!(c.guest_kernel, 1093);
         assert_eq!(c.total, 1000 + 70 + 242 + 1700 + 1093);
+    }
+
+    fn overflow_of(cfg: CostConfig, s: &Stats) -> String {
+        let m = CostModel::new(&cfg, &PtCacheConfig::default());
+        m.try_price(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_exit_cost_that_overflows_is_an_error_naming_the_hypervisor() {
+        // vm_exit_cycles = i64::MAX (issue 12) wrapped in release: two CR3
+        // exits at 2^63 - 1 + 500 cycles each exceed 2^64.
+        let cfg = CostConfig {
+            vm_exit_cycles: i64::MAX as u64,
+            ..CostConfig::default()
+        };
+        let mut s = Stats::default();
+        s.exit(ExitReason::Cr3Write);
+        s.exit(ExitReason::Cr3Write);
+        assert_eq!(
+            overflow_of(cfg.clone(), &s),
+            "cost overflow: the hypervisor cycles exceed 2^64 (counts or cost keys too large)"
+        );
+        // Saturated, not wrapped, where an estimate is enough.
+        let m = CostModel::new(&cfg, &PtCacheConfig::default());
+        assert_eq!(m.price(&s).hypervisor, u64::MAX);
+        assert_eq!(m.price(&s).total, u64::MAX);
+    }
+
+    #[test]
+    fn a_huge_cpi_is_an_overflow_of_base_not_fewer_cycles() {
+        // base_cpi = 1e300 gave fewer cycles than base_cpi = 1 (issue 12).
+        let cfg = CostConfig {
+            base_cpi: 1e300,
+            ..CostConfig::default()
+        };
+        let s = Stats {
+            instructions: 10,
+            ..Default::default()
+        };
+        assert!(overflow_of(cfg, &s).contains("the base cycles exceed 2^64"));
+    }
+
+    #[test]
+    fn components_that_fit_but_sum_past_2_64_overflow_the_total() {
+        // 2^63 base cycles plus 2^63 STLB cycles: each fits, the total not.
+        let cfg = CostConfig {
+            base_cpi: 1.0,
+            stlb_hit_cycles: 1 << 32,
+            ..CostConfig::default()
+        };
+        let s = Stats {
+            instructions: 1 << 63,
+            stlb_hits: 1 << 31,
+            ..Default::default()
+        };
+        assert!(overflow_of(cfg, &s).contains("the total cycles exceed 2^64"));
     }
 }

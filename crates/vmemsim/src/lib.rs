@@ -59,4 +59,31 @@ pub enum SimError {
     /// A bad workload name or parameter.
     #[error("{0}")]
     Workload(String),
+    /// A trace event no kernel could have produced (a process forking
+    /// itself, a range beyond the address space): the trace is corrupt.
+    #[error("impossible event in the trace: pid {pid} {event}: {why}")]
+    BadEvent {
+        /// The process the event belongs to.
+        pid: u32,
+        /// The event and its arguments, e.g. "fork child 5".
+        event: String,
+        /// What makes it impossible.
+        why: String,
+    },
+    /// An access to a gVA no x86-64 process can touch.
+    #[error("impossible access in the trace: pid {pid} gVA {addr:#x}: {why}")]
+    BadAccess {
+        /// The accessing process.
+        pid: u32,
+        /// The gVA.
+        addr: u64,
+        /// What makes it impossible.
+        why: String,
+    },
+    /// A cost total does not fit in 64 bits.
+    #[error("cost overflow: the {component} cycles exceed 2^64 (counts or cost keys too large)")]
+    CostOverflow {
+        /// The component of [`cost::Cycles`] that overflowed, e.g. "hypervisor".
+        component: &'static str,
+    },
 }

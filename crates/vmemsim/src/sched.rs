@@ -23,16 +23,54 @@ pub fn open_trace(
     path: &std::path::Path,
     cfg: &crate::Config,
 ) -> Result<Box<dyn RecordSource>, crate::SimError> {
-    let src: Box<dyn RecordSource> = if path.as_os_str() == "-" {
-        let stdin = std::io::BufReader::with_capacity(1 << 20, std::io::stdin());
-        Box::new(vmemsim_trace::lackey::Reader::from_reader("<stdin>", stdin))
+    open_trace_as(path, None, cfg)
+}
+
+/// [`open_trace`] reading the trace as `format` (`None`: detected from the
+/// content; standard input is read as a lackey log unless `format` says
+/// another streaming format, ChampSim).
+///
+/// # Errors
+/// As [`open_trace`]; a `.vmt` on standard input (the reader seeks).
+pub fn open_trace_as(
+    path: &std::path::Path,
+    format: Option<vmemsim_trace::Format>,
+    cfg: &crate::Config,
+) -> Result<Box<dyn RecordSource>, crate::SimError> {
+    let src = if path.as_os_str() == "-" {
+        stdin_source(format)?
     } else {
-        vmemsim_trace::open(path)?
+        match format {
+            Some(f) => vmemsim_trace::open_as(path, f)?,
+            None => vmemsim_trace::open(path)?,
+        }
     };
     Ok(Box::new(RoundRobin::new(
         src,
         cfg.sched.quantum_instructions,
     )))
+}
+
+/// A reader of standard input in `format` (default lackey).
+fn stdin_source(
+    format: Option<vmemsim_trace::Format>,
+) -> Result<Box<dyn RecordSource>, crate::SimError> {
+    use vmemsim_trace::champsim::{Layout, Reader};
+    use vmemsim_trace::Format;
+    let stdin = std::io::BufReader::with_capacity(1 << 20, std::io::stdin());
+    Ok(match format.unwrap_or(Format::Lackey) {
+        Format::Lackey => Box::new(vmemsim_trace::lackey::Reader::from_reader("<stdin>", stdin)),
+        Format::ChampSim => Box::new(Reader::from_reader("<stdin>", stdin, Layout::Standard)),
+        Format::ChampSimCloudSuite => {
+            Box::new(Reader::from_reader("<stdin>", stdin, Layout::CloudSuite))
+        }
+        Format::Vmt => {
+            return Err(crate::SimError::Workload(
+                "a .vmt trace cannot be read from standard input (its reader seeks): give its path"
+                    .into(),
+            ))
+        }
+    })
 }
 
 /// Copy a Valgrind lackey log from standard input into a temporary `.vmt`
@@ -42,10 +80,32 @@ pub fn open_trace(
 /// # Errors
 /// A malformed lackey line, or the temporary file cannot be written.
 pub fn spool_stdin(dir: &std::path::Path) -> Result<std::path::PathBuf, crate::SimError> {
+    spool_stdin_as(dir, None)
+}
+
+/// [`spool_stdin`] of standard input in `format` (default lackey). On
+/// error nothing is left in `dir`.
+///
+/// # Errors
+/// As [`spool_stdin`].
+pub fn spool_stdin_as(
+    dir: &std::path::Path,
+    format: Option<vmemsim_trace::Format>,
+) -> Result<std::path::PathBuf, crate::SimError> {
     let path = dir.join(format!("vmemsim-stdin-{}.vmt", std::process::id()));
-    let stdin = std::io::BufReader::with_capacity(1 << 20, std::io::stdin());
-    let mut src = vmemsim_trace::lackey::Reader::from_reader("<stdin>", stdin);
-    let mut w = vmemsim_trace::vmt::Writer::create(&path, "vmemsim (lackey log from stdin)")?;
+    let r = spool_into(&path, format);
+    if r.is_err() {
+        let _ = std::fs::remove_file(vmemsim_trace::vmt::partial_path(&path));
+    }
+    r.map(|()| path)
+}
+
+fn spool_into(
+    path: &std::path::Path,
+    format: Option<vmemsim_trace::Format>,
+) -> Result<(), crate::SimError> {
+    let mut src = stdin_source(format)?;
+    let mut w = vmemsim_trace::vmt::Writer::create(path, "vmemsim (from standard input)")?;
     let mut buf = Vec::with_capacity(1 << 16);
     loop {
         buf.clear();
@@ -60,7 +120,7 @@ pub fn spool_stdin(dir: &std::path::Path) -> Result<std::path::PathBuf, crate::S
         w.add_process(p.clone());
     }
     w.finish(vmemsim_trace::vmt::FinishStatus::Complete { exit_code: None })?;
-    Ok(path)
+    Ok(())
 }
 
 /// Records read ahead at most, across all queues (32 bytes each).

@@ -193,6 +193,7 @@ impl<M: Mode> Sim<M> {
         a: &Access,
         observe: &mut impl FnMut(&Access, Translation),
     ) -> Result<(), SimError> {
+        crate::guest::os::check_gva(a.pid, a.addr)?;
         // `running` is cleared when the running process exits (see `event`),
         // so no map lookup is needed on the per-access path.
         let mut m = self.machine.on(&mut self.hw, &mut self.host);
@@ -213,7 +214,14 @@ impl<M: Mode> Sim<M> {
         let m = &mut self.machine.on(&mut self.hw, &mut self.host);
         let g = &mut self.guest;
         match *e {
-            ProcEvent::Fork { child } => g.fork(m, pid, child)?,
+            ProcEvent::Fork { child } => {
+                g.fork(m, pid, child)?;
+                // A live `child` (its exit never recorded) was torn down
+                // first: if it was running, it must be switched to again.
+                if self.running == Some(child) {
+                    self.running = None;
+                }
+            }
             ProcEvent::Exec => g.exec(m, pid)?,
             ProcEvent::Mmap {
                 addr, len, prot, ..
@@ -313,7 +321,7 @@ pub fn run_mode(
         }
     }
     let (stats, window, switching) = kind.with_mode(cfg, Go { cfg, src, progress })?;
-    let cycles = CostModel::new(&cfg.cost, &cfg.pt_cache).price(&stats);
+    let cycles = CostModel::new(&cfg.cost, &cfg.pt_cache).try_price(&stats)?;
     Ok(ModeResult {
         mode: kind,
         stats,

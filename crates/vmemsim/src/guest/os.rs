@@ -44,6 +44,58 @@ pub struct GuestOs {
     cfg: GuestConfig,
 }
 
+/// One past the last gVA of user space: the lower canonical half of
+/// 4-level paging's 48-bit gVAs [SDM 3.3.7.1], Linux's `TASK_SIZE` on
+/// x86-64. The upper (kernel) half is not modelled: a user-space trace
+/// never touches it, and the TLB and walk-cache tags hold 36-bit page numbers.
+pub const USER_TOP: u64 = 1 << 47;
+
+/// Check that a process may touch `va`: it lies below [`USER_TOP`].
+///
+/// # Errors
+/// [`SimError::BadAccess`] naming the process and the gVA.
+#[inline]
+pub fn check_gva(pid: u32, va: u64) -> Result<(), SimError> {
+    if va < USER_TOP {
+        return Ok(());
+    }
+    Err(SimError::BadAccess {
+        pid,
+        addr: va,
+        why: format!(
+            "beyond user space (gVAs from {USER_TOP:#x} up are the kernel's or \
+             non-canonical on x86-64)"
+        ),
+    })
+}
+
+/// The page-aligned range `[s, e)` of an event on `[addr, addr + len)`,
+/// checked to lie in user space: a kernel returns no other range (munmap
+/// and mprotect fail with EINVAL/ENOMEM), so a trace holding one is
+/// corrupt. `event` describes the event for the error.
+fn event_range(
+    pid: u32,
+    event: &dyn Fn() -> String,
+    addr: u64,
+    len: u64,
+) -> Result<(u64, u64), SimError> {
+    let bad = |why: String| SimError::BadEvent {
+        pid,
+        event: event(),
+        why,
+    };
+    let end = addr
+        .checked_add(len)
+        .ok_or_else(|| bad("the range ends beyond the top of the address space".into()))?;
+    if end > USER_TOP {
+        return Err(bad(format!(
+            "[{addr:#x}, {end:#x}) ends beyond user space (gVAs from {USER_TOP:#x} up \
+             are the kernel's or non-canonical on x86-64)"
+        )));
+    }
+    Ok((page_down(addr), page_up(end)))
+}
+
 fn page_down(a: u64) -> u64 {
     a & !(PAGE_SIZE - 1)
 }
@@ -199,6 +251,7 @@ impl GuestOs {
         r: Rights,
     ) -> Result<(), SimError> {
         let pid = self.current.expect("page fault with no running process");
+        check_gva(pid, va)?;
         plat.stats().guest_page_faults += 1;
         let need =
             PROT_READ | if r.write { PROT_WRITE } else { 0 } | if r.fetch { PROT_EXEC } else { 0 };
@@ -219,7 +272,7 @@ impl GuestOs {
         };
         let huge_ok = self.cfg.huge_pages && {
             let base = va & !(HUGE_SIZE - 1);
-            matches!(p.vmas.find(base), Some(v) if v.end >= base + HUGE_SIZE && !v.implicit)
+            matches!(p.vmas.find(base), Some(v) if v.end - base >= HUGE_SIZE && !v.implicit)
         };
         let (root, pcid) = (p.root, p.pcid);
         let mut table = root;
@@ -332,6 +385,13 @@ impl GuestOs {
         parent: u32,
         child: u32,
     ) -> Result<(), SimError> {
+        if child == parent {
+            return Err(SimError::BadEvent {
+                pid: parent,
+                event: format!("fork child {child}"),
+                why: "a process cannot fork a child with its own pid".into(),
+            });
+        }
         self.spawn(plat, parent)?;
         if self.procs.contains_key(&child) {
             self.exit(plat, child)?;
@@ -475,8 +535,8 @@ impl GuestOs {
         len: u64,
         prot: u32,
     ) -> Result<(), SimError> {
+        let (s, e) = event_range(pid, &|| format!("mmap {addr:#x} len {len:#x}"), addr, len)?;
         self.spawn(plat, pid)?;
-        let (s, e) = (page_down(addr), page_up(addr.saturating_add(len)));
         self.unmap_range(plat, pid, s, e)?;
         self.vmas_mut(pid).insert(s, e, prot & PROT_RWX, false);
         plat.stats().vma_events += 1;
@@ -494,8 +554,8 @@ impl GuestOs {
         addr: u64,
         len: u64,
     ) -> Result<(), SimError> {
+        let (s, e) = event_range(pid, &|| format!("munmap {addr:#x} len {len:#x}"), addr, len)?;
         self.spawn(plat, pid)?;
-        let (s, e) = (page_down(addr), page_up(addr.saturating_add(len)));
         self.unmap_range(plat, pid, s, e)?;
         self.procs.get_mut(&pid).expect("spawned").vmas.remove(s, e);
         plat.stats().vma_events += 1;
@@ -507,6 +567,13 @@ impl GuestOs {
     /// # Errors
     /// Out of guest memory.
     pub fn brk<P: Platform>(&mut self, plat: &mut P, pid: u32, addr: u64) -> Result<(), SimError> {
+        if addr > USER_TOP {
+            return Err(SimError::BadEvent {
+                pid,
+                event: format!("brk {addr:#x}"),
+                why: format!("the program break lies in the user half, below {USER_TOP:#x}"),
+            });
+        }
         self.spawn(plat, pid)?;
         plat.stats().vma_events += 1;
         let p = self.procs.get_mut(&pid).expect("spawned");
@@ -545,11 +612,17 @@ impl GuestOs {
         len: u64,
         prot: u32,
     ) -> Result<(), SimError> {
+        let (s, e) = event_range(
+            pid,
+            &|| format!("mprotect {addr:#x} len {len:#x}"),
+            addr,
+            len,
+        )?;
         self.spawn(plat, pid)?;
-        let (s, e) = (page_down(addr), page_up(addr.saturating_add(len)));
         self.vmas_mut(pid).protect(s, e, prot & PROT_RWX);
         plat.stats().vma_events += 1;
-        self.for_leaves(plat, pid, s, e, |e| {
+        let ranges = self.vmas_mut(pid).mapped(s, e);
+        self.for_leaves(plat, pid, &ranges, |e| {
             let mut n = e;
             if prot & PROT_WRITE == 0 {
                 n &= !x86::RW;
@@ -571,19 +644,24 @@ impl GuestOs {
         s: u64,
         e: u64,
     ) -> Result<(), SimError> {
-        self.for_leaves(plat, pid, s, e, |_| None)
+        let Some(p) = self.procs.get(&pid) else {
+            return Ok(());
+        };
+        let ranges = p.vmas.mapped(s, e);
+        self.for_leaves(plat, pid, &ranges, |_| None)
     }
 
-    /// Rewrite every present leaf in `[s, e)` with `f(entry)` (`None` clears
-    /// it and frees its frames), splitting 2 MiB leaves that straddle the
-    /// range, then invalidate: one INVLPG per page up to the ceiling, else a
-    /// flush of the address space.
+    /// Rewrite every present leaf in the ascending, disjoint `ranges` with
+    /// `f(entry)` (`None` clears it and frees its frames), splitting 2 MiB
+    /// leaves that straddle a range, then invalidate: one INVLPG per page up
+    /// to the ceiling, else a flush of the address space. The ranges are
+    /// the mapped parts of the operation's range (every present leaf lies
+    /// in a VMA), so the work follows what is mapped, not the range's length.
     fn for_leaves<P: Platform>(
         &mut self,
         plat: &mut P,
         pid: u32,
-        s: u64,
-        e: u64,
+        ranges: &[(u64, u64)],
         f: impl Fn(u64) -> Option<u64>,
     ) -> Result<(), SimError> {
         let Some(p) = self.procs.get(&pid) else {
@@ -594,40 +672,42 @@ impl GuestOs {
         let mut changed: u64 = 0;
         // Pages to INVLPG, kept only while under the ceiling.
         let mut to_invalidate: Vec<u64> = Vec::new();
-        let mut va = s;
-        while va < e {
-            let path = softwalk::path(&self.mem, root, va);
-            let (table, idx, entry) = path.steps[path.len - 1];
-            let level = 5 - path.len as u8;
-            if entry & x86::P == 0 {
-                let span = 1u64 << (12 + 9 * (u32::from(level) - 1));
-                va = (va & !(span - 1)).saturating_add(span);
-                continue;
-            }
-            if level == 2 {
-                // A 2 MiB leaf: split it unless the range covers all of it.
-                let base = va & !(HUGE_SIZE - 1);
-                if base < s || base + HUGE_SIZE > e {
-                    self.split_huge(plat, pcid, table, idx, entry)?;
+        for &(s, e) in ranges {
+            let mut va = s;
+            while va < e {
+                let path = softwalk::path(&self.mem, root, va);
+                let (table, idx, entry) = path.steps[path.len - 1];
+                let level = 5 - path.len as u8;
+                if entry & x86::P == 0 {
+                    let span = 1u64 << (12 + 9 * (u32::from(level) - 1));
+                    va = (va & !(span - 1)).saturating_add(span);
                     continue;
                 }
-            }
-            let n = if level == 2 { FRAMES_PER_HUGE } else { 1 };
-            let new = f(entry);
-            if new != Some(entry) {
-                match new {
-                    Some(v) => self.write_pte(plat, table, idx, v),
-                    None => {
-                        self.write_pte(plat, table, idx, 0);
-                        self.frames.put(x86::frame(entry), n);
+                if level == 2 {
+                    // A 2 MiB leaf: split it unless the range covers all of it.
+                    let base = va & !(HUGE_SIZE - 1);
+                    if base < s || e - base < HUGE_SIZE {
+                        self.split_huge(plat, pcid, table, idx, entry)?;
+                        continue;
                     }
                 }
-                changed += n;
-                if changed <= ceiling {
-                    to_invalidate.push(va);
+                let n = if level == 2 { FRAMES_PER_HUGE } else { 1 };
+                let new = f(entry);
+                if new != Some(entry) {
+                    match new {
+                        Some(v) => self.write_pte(plat, table, idx, v),
+                        None => {
+                            self.write_pte(plat, table, idx, 0);
+                            self.frames.put(x86::frame(entry), n);
+                        }
+                    }
+                    changed += n;
+                    if changed <= ceiling {
+                        to_invalidate.push(va);
+                    }
                 }
+                va += n * PAGE_SIZE;
             }
-            va += n * PAGE_SIZE;
         }
         plat.end_pt_update(&mut self.mem);
         if changed > ceiling {

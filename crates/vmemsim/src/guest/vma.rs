@@ -104,6 +104,19 @@ impl Vmas {
         }
     }
 
+    /// The parts of `[start, end)` that some VMA maps, in ascending order:
+    /// what a range operation (munmap, mprotect) must visit, whatever the
+    /// length of the range.
+    pub fn mapped(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = self
+            .overlapping(start, end)
+            .into_iter()
+            .map(|v| (v.start.max(start), v.end.min(end)))
+            .collect();
+        v.reverse();
+        v
+    }
+
     /// Number of VMAs.
     pub fn len(&self) -> usize {
         self.by_start.len()
@@ -130,6 +143,14 @@ mod tests {
         v.protect(0x1000, 0x4000, 1);
         assert_eq!(v.find(0x1000).unwrap().prot, 1);
         assert_eq!(v.find(0x4000).unwrap().prot, 3);
+        assert_eq!(
+            v.mapped(0, u64::MAX),
+            [(0x1000, 0x2000), (0x3000, 0x4000), (0x4000, 0x5000)]
+        );
+        assert_eq!(
+            v.mapped(0x1800, 0x3800),
+            [(0x1800, 0x2000), (0x3000, 0x3800)]
+        );
         v.insert(0x10000, 0x11000, 7, true);
         v.insert(0x11000, 0x12000, 7, true);
         assert_eq!(
