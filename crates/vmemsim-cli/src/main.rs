@@ -255,7 +255,7 @@ fn real_main() -> Result<i32> {
             jobs,
         } => bench(accesses, &workload, repeat, jobs as usize).map(|()| 0),
         Command::Sweep(args) => sweep::sweep(&args).map(|()| 0),
-        Command::Merge(args) => merge::merge(&args).map(|()| 0),
+        Command::Merge(args) => merge::merge(&args, force).map(|()| 0),
         Command::Config { dump: _, config } => {
             out!("{}", load_config(config.as_deref())?.to_toml());
             Ok(0)

@@ -266,7 +266,18 @@ fn text_table(rows: &[Vec<String>]) -> String {
 /// # Errors
 /// A missing input, a line that is not a sweep result, an output that
 /// cannot be written.
-pub fn merge(args: &MergeArgs) -> Result<()> {
+pub fn merge(args: &MergeArgs, force: bool) -> Result<()> {
+    // Outputs first: none may replace an input or, without --force, a file.
+    let outputs = crate::output::Outputs::new(force, args.inputs.iter().cloned());
+    for (path, what) in [
+        (&args.csv, "--csv"),
+        (&args.json, "--json"),
+        (&args.svg, "--svg"),
+    ] {
+        if let Some(p) = path {
+            outputs.check_file(p, what)?;
+        }
+    }
     let (runs, warnings) = load(&args.inputs)?;
     if runs.is_empty() {
         bail!("no runs in {:?}", args.inputs);
@@ -278,14 +289,15 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     if let Some(path) = &args.csv {
-        let mut w =
-            csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
+        let mut w = csv::Writer::from_writer(Vec::new());
         for r in &rows {
             w.write_record(r)
                 .with_context(|| format!("writing {}", path.display()))?;
         }
-        w.flush()
+        let bytes = w
+            .into_inner()
             .with_context(|| format!("writing {}", path.display()))?;
+        outputs.write(path, &bytes)?;
         eprintln!("CSV written to {}", path.display());
     }
     if let Some(path) = &args.json {
@@ -293,13 +305,14 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
             "runs": runs.iter().map(|r| Value::Object(r.full.clone())).collect::<Vec<_>>(),
             "warnings": warnings,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
+        outputs.write(
+            path,
+            (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
+        )?;
         eprintln!("JSON written to {}", path.display());
     }
     if let Some(path) = &args.svg {
-        std::fs::write(path, summary_svg(&runs, &keys)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        outputs.write(path, summary_svg(&runs, &keys)?.as_bytes())?;
         eprintln!("summary plot written to {}", path.display());
     }
     Ok(())

@@ -167,6 +167,14 @@ fn outputs_are_checked_before_any_work() {
         ]),
         "exists and is not a directory",
     );
+    // merge checks its outputs before reading any input.
+    let csv = d.join("m.csv");
+    std::fs::write(&csv, b"keep").unwrap();
+    fails(
+        &vmemsim(&["merge", s(&d.join("no-such-dir")), "--csv", s(&csv)]),
+        "--csv",
+    );
+    assert_eq!(std::fs::read(&csv).unwrap(), b"keep");
     // record -o DIR fails before recording anything (no Valgrind needed).
     fails(
         &vmemsim(&["record", "-o", s(&d), "--", "true"]),

@@ -37,12 +37,14 @@ fn fresh_dir(name: &str) -> PathBuf {
     d
 }
 
-/// Merge `dir`; gives (table, CSV, JSON).
+/// Merge `dir`; gives (table, CSV, JSON). `--force`: a test merges the
+/// same directory again after a restart, into the same files.
 fn merged(dir: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let csv = dir.with_extension("csv");
     let json = dir.with_extension("json");
     let o = ok(&[
         "merge",
+        "--force",
         dir.to_str().unwrap(),
         "--csv",
         csv.to_str().unwrap(),
