@@ -8,16 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn valgrind_ok() -> bool {
-    let ok = Command::new("valgrind")
-        .args(["--tool=none", "-q", "/bin/true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIPPED: valgrind is missing or cannot run here (apt-get install valgrind)");
-    }
-    ok
+    vmemsim_trace::recorder::valgrind_runs(None)
 }
 
 fn dir(test: &str) -> PathBuf {

@@ -38,6 +38,17 @@ fn fails(o: &Output, want: &str) {
     assert!(!e.contains("panicked"), "{e}");
 }
 
+/// A small, fast run.
+const SEQ_RUN: [&str; 7] = [
+    "run",
+    "--mode",
+    "native",
+    "--workload",
+    "seq",
+    "--accesses",
+    "1000",
+];
+
 const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/data/sh-echo-wc.vmt"
@@ -86,16 +97,7 @@ fn convert_and_json_refuse_to_overwrite_without_force() {
     assert!(o.status.success(), "{}", stderr(&o));
     let json = d.join("r.json");
     std::fs::write(&json, b"keep").unwrap();
-    let args = [
-        "run",
-        "--mode",
-        "native",
-        "--workload",
-        "seq",
-        "--accesses",
-        "1000",
-    ];
-    let mut with_json = args.to_vec();
+    let mut with_json = SEQ_RUN.to_vec();
     with_json.extend(["--json", s(&json)]);
     fails(&vmemsim(&with_json), "--json");
     assert_eq!(std::fs::read(&json).unwrap(), b"keep");
@@ -142,17 +144,7 @@ fn outputs_are_checked_before_any_work() {
     let svgdir = d.join("svg");
     std::fs::create_dir_all(&svgdir).unwrap();
     std::fs::write(svgdir.join("seq.svg"), b"old").unwrap();
-    let o = vmemsim(&[
-        "run",
-        "--mode",
-        "native",
-        "--workload",
-        "seq",
-        "--accesses",
-        "1000",
-        "--svg",
-        s(&svgdir),
-    ]);
+    let o = vmemsim(&[&SEQ_RUN[..], &["--svg", s(&svgdir)]].concat());
     fails(&o, "seq.svg exists: refusing to overwrite it");
     assert!(o.stdout.is_empty());
     fails(

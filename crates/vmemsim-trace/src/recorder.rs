@@ -215,6 +215,25 @@ pub fn find_valgrind(explicit: Option<&Path>) -> Result<PathBuf, TraceError> {
     which::which(name).map_err(|_| missing(name.to_path_buf()))
 }
 
+/// True when Valgrind (`explicit`, else `valgrind` on `PATH`) is installed
+/// and can run a program here (`valgrind --tool=none -q /bin/true`); tests
+/// that record skip themselves otherwise, saying so on standard error.
+pub fn valgrind_runs(explicit: Option<&Path>) -> bool {
+    let ok = find_valgrind(explicit).is_ok_and(|v| {
+        Command::new(v)
+            .args(["--tool=none", "-q", "/bin/true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !ok {
+        eprintln!("SKIPPED: valgrind is missing or cannot run here (apt-get install valgrind)");
+    }
+    ok
+}
+
 /// Find the program to record (a path, or a name on `PATH`), so a missing
 /// program is an error before Valgrind starts rather than a trace of
 /// Valgrind failing to exec it.

@@ -3,24 +3,12 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use vmemsim_trace::recorder::{record, record_keeping, RecordOptions};
 use vmemsim_trace::{vmt, ProcEvent, Record, RecordSource};
 
-/// True when `valgrind` is installed and can run a program here.
 fn valgrind_runs() -> bool {
-    let ok = Command::new("valgrind")
-        .args(["--tool=none", "-q", "/bin/true"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIPPED: valgrind is missing or cannot run here (apt-get install valgrind)");
-    }
-    ok
+    vmemsim_trace::recorder::valgrind_runs(None)
 }
 
 fn out_path(name: &str) -> PathBuf {
