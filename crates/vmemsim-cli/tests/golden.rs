@@ -100,6 +100,38 @@ fn recording_sh_ls_wc() {
 }
 
 #[test]
+fn recording_gzip_small() {
+    golden(
+        "gzip-small",
+        &["compare", "--trace", "tests/data/gzip-small.vmt"],
+    );
+}
+
+#[test]
+fn recording_xz_small() {
+    golden(
+        "xz-small",
+        &["compare", "--trace", "tests/data/xz-small.vmt"],
+    );
+}
+
+#[test]
+fn recording_sqlite_small() {
+    golden(
+        "sqlite-small",
+        &["compare", "--trace", "tests/data/sqlite-small.vmt"],
+    );
+}
+
+#[test]
+fn recording_fork_workers() {
+    golden(
+        "fork-workers",
+        &["compare", "--trace", "tests/data/fork-workers.vmt"],
+    );
+}
+
+#[test]
 fn builtin_workloads_small() {
     golden(
         "builtin-small",

@@ -371,6 +371,15 @@ pub struct SelectiveConfig {
     /// saving is assumed to last when weighed against the cost of switching.
     /// Default 16 (our choice; see docs/modes.md).
     pub horizon_periods: u64,
+    /// `selective-w11`: a \[W11\] sample spans as many periods as it takes
+    /// for its cycles to reach this many times the estimated cost of one
+    /// switch (a refill), so that switching after every sample costs at
+    /// most 1/this of the run. Default 1 (our choice, see docs/modes.md):
+    /// \[W11\]'s 5 s samples are hundreds of switch costs long, but on
+    /// traces of 1e7-1e9 instructions a refill of the working set is a
+    /// tenth of the whole run, and at 10 no sample closes on `random`. 0:
+    /// every period is a sample.
+    pub w11_sample_switch_costs: f64,
 }
 
 impl Default for SelectiveConfig {
@@ -378,6 +387,7 @@ impl Default for SelectiveConfig {
         SelectiveConfig {
             period_instructions: 100_000,
             horizon_periods: 16,
+            w11_sample_switch_costs: 1.0,
         }
     }
 }
@@ -392,12 +402,20 @@ pub struct AgileConfig {
     /// starts nested for one interval. \[AP16\] uses about 1 s; we scale it
     /// like `selective.period_instructions`. Default 100000.
     pub interval_instructions: u64,
+    /// A nested table returns to shadow only once it has also been clean
+    /// for this many times the cycles of refilling its shadow (one hidden
+    /// fault per present entry; time at the base CPI). Default 100 (our
+    /// choice, see docs/modes.md): \[AP16\]'s ~1 s interval is about 1600
+    /// refills of a full PT (512 x 3700 cycles at ~3 GHz). 0: the interval
+    /// alone decides (tables flip back after one quiet interval).
+    pub clean_refill_costs: f64,
 }
 
 impl Default for AgileConfig {
     fn default() -> Self {
         AgileConfig {
             interval_instructions: 100_000,
+            clean_refill_costs: 100.0,
         }
     }
 }
@@ -509,6 +527,17 @@ impl Config {
         }
         if self.agile.interval_instructions == 0 {
             return Err(invalid("agile.interval_instructions", 0, "at least 1"));
+        }
+        for (key, v) in [
+            (
+                "selective.w11_sample_switch_costs",
+                self.selective.w11_sample_switch_costs,
+            ),
+            ("agile.clean_refill_costs", self.agile.clean_refill_costs),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(invalid(key, v, "a finite number >= 0"));
+            }
         }
         Ok(())
     }

@@ -198,6 +198,23 @@ mod tests {
         assert_eq!(c.hypervisor, 1200 + 500);
         assert_eq!(c.guest_kernel, 1093);
         assert_eq!(c.total, 1000 + 70 + 242 + 1700 + 1093);
+        // Everything but the base instruction cycles.
+        assert_eq!(c.overhead(), 70 + 242 + 1700 + 1093);
+    }
+
+    #[test]
+    fn base_cycles_scale_with_the_cpi() {
+        // 1000 instructions at CPI 2.5: 2500 base cycles (rounded).
+        let c = CostConfig {
+            base_cpi: 2.5,
+            ..CostConfig::default()
+        };
+        let m = CostModel::new(&c, &PtCacheConfig::default());
+        let s = Stats {
+            instructions: 1000,
+            ..Default::default()
+        };
+        assert_eq!(m.price(&s).base, 2500);
     }
 
     fn overflow_of(cfg: CostConfig, s: &Stats) -> String {

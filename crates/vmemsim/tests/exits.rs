@@ -99,9 +99,11 @@ fn first_touch() {
     // - direct: the #PF bounces through Xen (1); hypercalls: pinning the
     //   root (1), the CR3 load (1), pinning PDPT, PD, PT (3), the fault's
     //   4 updates in one batch (1) = 6.
-    // - agile: the new root starts nested, so the walk is 2-D: the #PF and
-    //   PTE stores do not exit; the 5 frames are backed in hidden faults
-    //   (5); the CR3 load exits (1).
+    // - agile: the root frame is touched at the spawn, before any CR3
+    //   load, so outside any nested walk: backed in a hidden fault (1). The
+    //   new root then starts nested, so the walk is 2-D: the #PF and PTE
+    //   stores do not exit; the other 4 frames are touched by the kernel
+    //   through nested tables: EPT violations (4); the CR3 load exits (1).
     let t = [mmap_a(), acc(1, Store, A)];
     check(
         &t,
@@ -110,7 +112,7 @@ fn first_touch() {
             (Nested, [5, 0, 0, 0, 0, 0, 0]),
             (Shadow, [0, 6, 1, 1, 1, 0, 0]),
             (Direct, [0, 0, 1, 0, 0, 0, 6]),
-            (Agile, [0, 5, 0, 0, 1, 0, 0]),
+            (Agile, [4, 1, 0, 0, 1, 0, 0]),
             (SelectiveW11, [5, 0, 0, 0, 0, 0, 0]),
             (Selective, [5, 0, 0, 0, 0, 0, 0]),
         ],
@@ -126,7 +128,7 @@ fn second_page_in_the_same_table() {
     // - shadow: +1 backing and +1 hidden fill (8), +1 injected #PF, +1
     //   PTE store to the shadowed PT.
     // - direct: +1 bounced #PF, +1 batch of one update.
-    // - agile: +1 backing.
+    // - agile: +1 EPT violation (the root is still nested).
     let t = [
         mmap_a(),
         acc(1, Store, A),
@@ -140,7 +142,7 @@ fn second_page_in_the_same_table() {
             (Nested, [6, 0, 0, 0, 0, 0, 0]),
             (Shadow, [0, 8, 2, 2, 1, 0, 0]),
             (Direct, [0, 0, 2, 0, 0, 0, 7]),
-            (Agile, [0, 6, 0, 0, 1, 0, 0]),
+            (Agile, [5, 1, 0, 0, 1, 0, 0]),
             (SelectiveW11, [6, 0, 0, 0, 0, 0, 0]),
             (Selective, [6, 0, 0, 0, 0, 0, 0]),
         ],
@@ -151,14 +153,14 @@ fn second_page_in_the_same_table() {
 fn fork_copy_on_write_munmap_and_exit() {
     // From `second_page_in_the_same_table`'s state, by step (shadow /
     // direct / agile increments; nested only exits on fresh frames):
-    // 1. fork: 4 fresh child tables (nested +4 EPT, shadow and agile +4
-    //    backing); 7 PTE stores: the child's 3 links, the parent's 2 leaves
+    // 1. fork: 4 fresh child tables (nested and agile, whose roots are
+    //    nested, +4 EPT violations; shadow +4 backing); 7 PTE stores: the child's 3 links, the parent's 2 leaves
     //    made read-only (shadow: its PT is shadowed, +2 pt_write) and the
     //    child's 2; the parent's PCID is flushed (INVPCID: shadow and agile
     //    +1 invlpg; direct +4 pins, +1 batch, +1 flush = +6).
     // 2. child stores A: CR3 load (shadow, agile +1 cr3; direct +1); a
-    //    copy-on-write #PF: a fresh frame (nested +1, shadow and agile +1
-    //    backing), 1 PTE store into the child's unshadowed PT, INVLPG
+    //    copy-on-write #PF: a fresh frame (nested and agile +1 EPT
+    //    violation, shadow +1 backing), 1 PTE store into the child's unshadowed PT, INVLPG
     //    (shadow, agile +1; direct +1); shadow: injected #PF +1 and a
     //    hidden fill +1; direct: bounced #PF +1, batch +1.
     // 3. parent loads A+4K: CR3 load (+1 each); shadow: the fork's zap of
@@ -199,8 +201,8 @@ fn fork_copy_on_write_munmap_and_exit() {
             (Shadow, [0, 16, 4, 6, 3, 5, 0]),
             // guest_fault 2 + 1 + 1; hypercall 7 + 6 + 3 + 1 + 2 + 1 + 2
             (Direct, [0, 0, 4, 0, 0, 0, 22]),
-            // shadow_fault 6 + 4 + 1; cr3 1 + 1 + 1; invlpg 1 + 1 + 1 + 1 + 1
-            (Agile, [0, 11, 0, 0, 3, 5, 0]),
+            // ept_violation 5 + 4 + 1; cr3 1 + 1 + 1; invlpg 1 + 1 + 1 + 1 + 1
+            (Agile, [10, 1, 0, 0, 3, 5, 0]),
             (SelectiveW11, [11, 0, 0, 0, 0, 0, 0]),
             (Selective, [11, 0, 0, 0, 0, 0, 0]),
         ],

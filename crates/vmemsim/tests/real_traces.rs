@@ -18,6 +18,31 @@ fn data(name: &str) -> PathBuf {
 }
 
 #[test]
+fn corpus_recordings_agree_in_every_mode() {
+    // The corpus of tests/data/README.md (compressor, database, workers
+    // forked by a shell): the first 300 000 records of each, every access
+    // checked in every mode (the whole runs are pinned by the golden
+    // reports of the CLI).
+    for (name, procs) in [
+        ("gzip-small.vmt", 1),
+        ("xz-small.vmt", 1),
+        ("sqlite-small.vmt", 1),
+        ("fork-workers.vmt", 2),
+    ] {
+        let cfg = Config::default();
+        let mut records = collect(open_trace(&data(name), &cfg).expect("open").as_mut());
+        records.truncate(300_000);
+        let [native, nested, _] = all_modes_agree(&cfg, &records);
+        assert!(native.guest_page_faults > 50, "{name}");
+        assert!(
+            nested.processes >= procs,
+            "{name}: {} processes",
+            nested.processes
+        );
+    }
+}
+
+#[test]
 fn committed_recordings_agree_in_every_mode() {
     for name in ["sh-echo-wc.vmt", "sh-sort-uniq.vmt", "sh-ls-wc.vmt"] {
         let cfg = Config::default();

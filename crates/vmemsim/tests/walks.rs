@@ -284,12 +284,27 @@ fn agile_policy_moves_written_tables_to_nested_and_clean_ones_back() {
         sim.machine.mode.is_nested(root),
         "a new address space starts nested"
     );
-    // Two clean intervals: the root returns to shadow, walks are 1-D.
-    let fetches: Vec<_> = (0..2500).map(|_| acc(1, AccessKind::Fetch, A)).collect();
-    run(&mut sim, &fetches);
+    // Clean for whole intervals, but not yet for 100 refills of the root:
+    // it has 1 present entry, one refill is an exit (1200 cycles) and a
+    // fill (2500), so it must be clean for 100 x 3700 = 370 000 cycles,
+    // i.e. instructions at CPI 1, counted from its last store (the PML4E
+    // of the first fetch's fault, at instruction 1). Boundaries fall every
+    // 1000 instructions: at 370 000 it has been clean for 369 999; at
+    // 371 000 it returns.
+    let fetch_until = |sim: &mut Sim<Agile>, n: u64| {
+        while sim.stats().instructions < n {
+            run(sim, &[acc(1, AccessKind::Fetch, A)]);
+        }
+    };
+    fetch_until(&mut sim, 370_999);
+    assert!(
+        sim.machine.mode.is_nested(root),
+        "clean for 369 intervals, not yet for 100 refills"
+    );
+    fetch_until(&mut sim, 371_001);
     assert!(
         !sim.machine.mode.is_nested(root),
-        "clean for an interval: back to shadow"
+        "clean for 100 refills: back to shadow"
     );
     sim.hw.flush_translation_caches();
     let before = sim.stats().clone();

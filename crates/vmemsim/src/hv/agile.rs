@@ -25,14 +25,22 @@
 //!   its parent shadow entry becomes a switching entry, so the page's level
 //!   and everything below it in that subtree are walked nested; its shadow
 //!   page and those below it are dropped and unprotected;
-//! - a nested page with no store during a whole interval returns to shadow;
+//! - a nested page with no store during a whole interval, and clean for
+//!   at least `[agile] clean_refill_costs` (default 100) times the cycles of refilling
+//!   its shadow (one hidden fault per present entry), returns to shadow:
+//!   \[AP16\]'s interval is ~1 s, against which one table's refill is
+//!   negligible; our interval of 1e5 instructions is shorter than one PT's
+//!   refill, so without the second condition tables flip back after every
+//!   quiet interval and pay the refill again and again (docs/modes.md);
 //! - a new address space (a root frame first loaded into CR3 since it was
 //!   allocated) starts with its root nested: a short-lived process runs
 //!   nested for at least its first interval.
 //!
 //! Stores to pages that are not write-protected do not exit; the hypervisor
 //! sees them as \[AP16\] does, through dirty bits (here: counted for free in
-//! `writes`). Every change of mode flushes the VPID's TLB entries and the
+//! `writes`). A frame first touched while the current root is nested is
+//! backed in an EPT violation (the kernel's store walks 2-D), otherwise in
+//! a hidden fault, as in shadow mode. Every change of mode flushes the VPID's TLB entries and the
 //! PSCs, at no exit of its own (decisions are made in an exit or timer tick
 //! that happens anyway). The PSCs hold shadow frames, guest table hPFNs
 //! behind switching entries ([`PSC_SWITCHED`]) and guest table gPFNs of the
@@ -48,6 +56,7 @@ use crate::guest::GuestMemory;
 use crate::mmu::walker::{
     walk_2d_tagged, walk_shadow_part, EptRef, ShadowStep, PSC_GUEST, PSC_SWITCHED, SWITCH,
 };
+use crate::mmu::TableMem;
 use crate::mmu::{Rights, WalkFault};
 use crate::stats::ExitReason;
 
@@ -67,6 +76,18 @@ pub struct Agile {
     writes: FxHashMap<u64, u32>,
     /// Guest roots loaded into CR3 since their frame was last allocated.
     seen_roots: FxHashSet<u64>,
+    /// Nested guest table -> instruction count of its last store (or of
+    /// its going nested).
+    clean_since: FxHashMap<u64, u64>,
+    /// Nested guest table -> its present entries, counted at a boundary
+    /// while it stays clean (dropped on a store).
+    present: FxHashMap<u64, u32>,
+    /// Cycles of one hidden-fault refill (VM exit + shadow fill).
+    fill_cycles: f64,
+    /// Cycles per instruction of the cost model.
+    base_cpi: f64,
+    /// Clean time a nested table needs, in refills of it.
+    clean_refill_costs: f64,
 }
 
 impl Agile {
@@ -80,7 +101,33 @@ impl Agile {
             next: n,
             writes: FxHashMap::default(),
             seen_roots: FxHashSet::default(),
+            clean_since: FxHashMap::default(),
+            present: FxHashMap::default(),
+            fill_cycles: (cfg.cost.vm_exit_cycles + cfg.cost.shadow_fill_cycles) as f64,
+            base_cpi: cfg.cost.base_cpi,
+            clean_refill_costs: cfg.agile.clean_refill_costs,
         }
+    }
+
+    /// Guest table `gpfn` goes nested now (the policy's decision).
+    fn go_nested(&mut self, core: &mut Core, gpfn: u64) {
+        self.sh.go_nested(core, gpfn, self.interval);
+        self.sh.flush_hw(core);
+        self.clean_since.insert(gpfn, core.vm.stats.instructions);
+        self.present.remove(&gpfn);
+    }
+
+    /// True when nested table `g`, clean through the interval just ended,
+    /// has been clean long enough against its refill to return to shadow.
+    fn clean_long_enough(&mut self, mem: &GuestMemory, now: u64, g: u64) -> bool {
+        let since = self.clean_since.get(&g).copied().unwrap_or(0);
+        let clean_cycles = (now - since) as f64 * self.base_cpi;
+        let n = *self.present.entry(g).or_insert_with(|| {
+            (0..512)
+                .filter(|&i| mem.read(g, i) & crate::pte::x86::P != 0)
+                .count() as u32
+        });
+        clean_cycles >= self.clean_refill_costs * self.fill_cycles * f64::from(n)
     }
 
     /// Guest table pages currently walked in nested mode.
@@ -101,8 +148,7 @@ impl Agile {
     /// Move guest table `gpfn` to nested mode now (the policy does this on
     /// the second store in an interval; tests use it to place the switch).
     pub fn force_nested(&mut self, core: &mut Core, gpfn: u64) {
-        self.sh.go_nested(core, gpfn, self.interval);
-        self.sh.flush_hw(core);
+        self.go_nested(core, gpfn);
     }
 
     /// Return guest table `gpfn` to shadow mode now.
@@ -203,9 +249,11 @@ impl Mode for Agile {
         let gpfn = gpa.page_number();
         let n = self.writes.entry(gpfn).or_insert(0);
         *n += 1;
-        if *n >= 2 && !self.sh.nested.contains_key(&gpfn) {
-            self.sh.go_nested(core, gpfn, self.interval);
-            self.sh.flush_hw(core);
+        if self.sh.nested.contains_key(&gpfn) {
+            self.clean_since.insert(gpfn, core.vm.stats.instructions);
+            self.present.remove(&gpfn);
+        } else if *n >= 2 {
+            self.go_nested(core, gpfn);
         }
     }
 
@@ -222,7 +270,14 @@ impl Mode for Agile {
             self.sh.go_shadow(core, gpfn);
             self.sh.flush_hw(core);
         }
-        Shadow::back_on_first_touch(core, gpfn);
+        if self.sh.root == NO_ROOT {
+            // The kernel's store walks 2-D: a missing host frame is an EPT violation.
+            if core.p2m(gpfn).is_none() {
+                core.ept_violation(gpfn);
+            }
+        } else {
+            Shadow::back_on_first_touch(core, gpfn);
+        }
     }
 
     fn write_cr3(&mut self, core: &mut Core, _mem: &mut GuestMemory, root: u64, pcid: u16) {
@@ -230,8 +285,7 @@ impl Mode for Agile {
         core.hw_write_cr3(root, pcid);
         if self.seen_roots.insert(root) {
             // A new address space starts nested [AP16].
-            self.sh.go_nested(core, root, self.interval);
-            self.sh.flush_hw(core);
+            self.go_nested(core, root);
         }
         self.sh.root = if self.sh.nested.contains_key(&root) {
             NO_ROOT
@@ -254,18 +308,26 @@ impl Mode for Agile {
         self.next
     }
 
-    fn boundary(&mut self, core: &mut Core, _mem: &mut GuestMemory) {
-        // Nested pages clean over the whole interval just ended return.
+    fn boundary(&mut self, core: &mut Core, mem: &mut GuestMemory) {
+        // Nested pages clean over the whole interval just ended, and for
+        // long enough against their refill, return.
         let cur = self.interval;
-        let back: Vec<u64> = self
+        let now = core.vm.stats.instructions;
+        let quiet: Vec<u64> = self
             .sh
             .nested
             .iter()
             .filter(|&(g, &since)| since < cur && !self.writes.contains_key(g))
             .map(|(&g, _)| g)
             .collect();
+        let back: Vec<u64> = quiet
+            .into_iter()
+            .filter(|&g| self.clean_long_enough(mem, now, g))
+            .collect();
         for &g in &back {
             self.sh.go_shadow(core, g);
+            self.clean_since.remove(&g);
+            self.present.remove(&g);
         }
         if !back.is_empty() {
             self.sh.flush_hw(core);

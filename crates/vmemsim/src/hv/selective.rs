@@ -377,21 +377,81 @@ pub fn w11_rules(cur: W11Sample, hist: W11Sample) -> (u8, W11Decision) {
     (7, W11Decision::Stay)
 }
 
+/// One \[W11\] sample being accumulated over base periods.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct W11Acc {
+    instructions: u64,
+    guest_faults: u64,
+    tlb_misses: u64,
+    cycles: u64,
+}
+
 /// The \[W11\] policy: rates per 1000 instructions, history of 3 samples.
 /// Before 3 samples exist the history is the mean of those there are (the
 /// current sample itself at the very first boundary). The historic P-to-T
 /// is the ratio of the historic rates.
+///
+/// A sample is not one base period (`[selective] period_instructions`)
+/// but as many consecutive periods as it takes for its cycles to reach
+/// `[selective] w11_sample_switch_costs` (default 1) times the cost of
+/// a switch, estimated as
+/// a refill of min(frames backed, the sample's TLB misses) hidden faults
+/// (each page touched after a switch misses once and is filled once at
+/// most). Between samples the policy stays put.
+/// \[W11\] measured a switch pair per second within 1% (HAP->SP->HAP) with
+/// 5 s samples, so a switch is well under 1% of their sample; with base
+/// periods of 1e5 instructions a refill is often larger than the period
+/// itself, which is why the rules applied to each period flapped (see
+/// docs/modes.md).
 #[derive(Debug, Default)]
 pub struct W11 {
     history: VecDeque<W11Sample>,
+    acc: W11Acc,
+    /// Sample length in switch costs.
+    sample_switch_costs: f64,
     /// How often each rule fired (index 0 = rule 1).
     pub rule_counts: [u64; 7],
+    /// Samples closed (rules evaluated).
+    pub samples: u64,
+}
+
+impl W11 {
+    /// The policy with samples of `sample_switch_costs` switch costs.
+    pub fn new(sample_switch_costs: f64) -> Self {
+        W11 {
+            sample_switch_costs,
+            ..W11::default()
+        }
+    }
+
+    /// Estimated cycles of one switch for a sample with `tlb_misses`.
+    fn switch_cost(input: &PolicyInput<'_>, tlb_misses: u64) -> f64 {
+        let pages = input.backed_frames.min(tlb_misses) as f64;
+        Predictive::exit_cost(input.cost, ExitReason::ShadowFault, pages)
+    }
 }
 
 impl Policy for W11 {
     const NAME: &'static str = "selective-w11";
     fn decide(&mut self, input: &PolicyInput<'_>) -> Paging {
-        let cur = W11Sample::of(input.period);
+        let d = input.period;
+        let a = &mut self.acc;
+        a.instructions += d.instructions;
+        a.guest_faults += d.guest_page_faults;
+        a.tlb_misses += d.tlb_misses;
+        a.cycles += input.cost.price(d).total;
+        let a = *a;
+        if (a.cycles as f64) < self.sample_switch_costs * Self::switch_cost(input, a.tlb_misses) {
+            return input.cur;
+        }
+        self.acc = W11Acc::default();
+        self.samples += 1;
+        let cur = W11Sample::of(&Stats {
+            instructions: a.instructions,
+            guest_page_faults: a.guest_faults,
+            tlb_misses: a.tlb_misses,
+            ..Stats::default()
+        });
         let hist = if self.history.is_empty() {
             cur
         } else {
@@ -439,9 +499,11 @@ impl Policy for W11 {
 /// - Shadow fills beyond those caused by faults and backing, during the
 ///   first `horizon` periods after switching to shadow, are the refill: the
 ///   switch cost already paid, left out of the comparison.
-/// - Switch cost: HAP -> SP, a refill of min(frames backed, 2 x TLB misses
-///   of the period) hidden faults; SP -> HAP the same amount, as leaving
-///   shadow commits to paying it again on the way back.
+/// - Switch cost: HAP -> SP, a refill of one hidden fault per frame backed
+///   (every page the VM goes on touching is refilled once; the last
+///   period's TLB misses, used before, underestimate it after quiet
+///   periods); SP -> HAP the same amount, as leaving shadow commits to
+///   paying it again on the way back.
 /// - Switch when the smoothed saving (mean of the last two periods, both
 ///   positive) times the horizon exceeds the switch cost, or at once when
 ///   the last period's saving alone exceeds it. The horizon is the
@@ -536,8 +598,10 @@ impl Policy for Predictive {
         let smoothed = 0.5 * (saving + self.prev_saving);
         let both = saving > 0.0 && self.prev_saving > 0.0;
         self.prev_saving = saving;
-        let d = input.period;
-        let refill_pages = (input.backed_frames as f64).min(2.0 * d.tlb_misses as f64);
+        // After a switch every page the VM touches is refilled once: the
+        // working set of the coming periods, not of the last one (a quiet
+        // period says nothing about it). Bounded above by the frames backed.
+        let refill_pages = input.backed_frames as f64;
         let switch_cost = Self::exit_cost(input.cost, ExitReason::ShadowFault, refill_pages);
         let horizon = self.horizon.max(input.periods_in_mode) as f64;
         // Overwhelming evidence (one period's saving pays for the switch)
@@ -556,7 +620,7 @@ impl Policy for Predictive {
 
 /// `selective-w11`: switching with the \[W11\] rules.
 pub fn w11_mode(cfg: &Config) -> Selective<W11> {
-    Selective::with_policy(W11::default(), cfg)
+    Selective::with_policy(W11::new(cfg.selective.w11_sample_switch_costs), cfg)
 }
 
 /// `selective`: switching with our [`Predictive`] policy.
@@ -641,5 +705,46 @@ mod tests {
             Paging::Shadow
         );
         assert_eq!(p.rule_counts[5], 1);
+    }
+
+    #[test]
+    fn w11_sample_spans_periods_until_it_outweighs_a_switch() {
+        let cfg = Config::default();
+        let cost = CostModel::new(&cfg.cost, &cfg.pt_cache);
+        let mut p = W11::new(100.0);
+        // A period of 1e6 instructions priced at CPI 1 (1e6 cycles), 20 000
+        // TLB misses (20 per 1000 instructions: rule 1, shadow). With 100
+        // frames backed a switch costs a refill of 100 hidden faults, 100 x
+        // (1200 + 2500) = 370 000 cycles; the sample needs 100 x that,
+        // 3.7e7 cycles: 37 periods.
+        let period = Stats {
+            instructions: 1_000_000,
+            tlb_misses: 20_000,
+            ..Stats::default()
+        };
+        let input = PolicyInput {
+            cur: Paging::Nested,
+            period: &period,
+            cost: &cost,
+            backed_frames: 100,
+            periods_in_mode: 1,
+        };
+        for i in 1..37 {
+            assert_eq!(
+                p.decide(&input),
+                Paging::Nested,
+                "period {i}: no sample yet"
+            );
+        }
+        assert_eq!(p.samples, 0);
+        assert_eq!(
+            p.decide(&input),
+            Paging::Shadow,
+            "period 37 closes the sample"
+        );
+        assert_eq!((p.samples, p.rule_counts[0]), (1, 1));
+        // The next sample starts empty.
+        assert_eq!(p.decide(&input), Paging::Nested);
+        assert_eq!(p.samples, 1);
     }
 }

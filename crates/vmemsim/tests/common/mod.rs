@@ -118,6 +118,10 @@ pub fn short_periods(cfg: &Config) -> Config {
     let mut c = cfg.clone();
     c.selective.period_instructions = c.selective.period_instructions.min(2_000);
     c.agile.interval_instructions = c.agile.interval_instructions.min(2_000);
+    // Every period a W11 sample, tables back to shadow after one clean
+    // interval: as many switches and mode changes as possible.
+    c.selective.w11_sample_switch_costs = 0.0;
+    c.agile.clean_refill_costs = 0.0;
     c
 }
 
