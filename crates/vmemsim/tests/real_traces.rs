@@ -23,22 +23,17 @@ fn corpus_recordings_agree_in_every_mode() {
     // forked by a shell): the first 300 000 records of each, every access
     // checked in every mode (the whole runs are pinned by the golden
     // reports of the CLI).
-    for (name, procs) in [
-        ("gzip-small.vmt", 1),
-        ("xz-small.vmt", 1),
-        ("sqlite-small.vmt", 1),
-        ("fork-workers.vmt", 2),
+    for name in [
+        "gzip-small.vmt",
+        "xz-small.vmt",
+        "sqlite-small.vmt",
+        "fork-workers.vmt",
     ] {
         let cfg = Config::default();
         let mut records = collect(open_trace(&data(name), &cfg).expect("open").as_mut());
         records.truncate(300_000);
-        let [native, nested, _] = all_modes_agree(&cfg, &records);
+        let [native, ..] = all_modes_agree(&cfg, &records);
         assert!(native.guest_page_faults > 50, "{name}");
-        assert!(
-            nested.processes >= procs,
-            "{name}: {} processes",
-            nested.processes
-        );
     }
 }
 
