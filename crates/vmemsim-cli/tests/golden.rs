@@ -99,36 +99,30 @@ fn recording_sh_ls_wc() {
     );
 }
 
+/// [`golden`] of `compare --trace tests/data/NAME.vmt`.
+fn recording(name: &str) {
+    let path = format!("tests/data/{name}.vmt");
+    golden(name, &["compare", "--trace", &path]);
+}
+
 #[test]
 fn recording_gzip_small() {
-    golden(
-        "gzip-small",
-        &["compare", "--trace", "tests/data/gzip-small.vmt"],
-    );
+    recording("gzip-small");
 }
 
 #[test]
 fn recording_xz_small() {
-    golden(
-        "xz-small",
-        &["compare", "--trace", "tests/data/xz-small.vmt"],
-    );
+    recording("xz-small");
 }
 
 #[test]
 fn recording_sqlite_small() {
-    golden(
-        "sqlite-small",
-        &["compare", "--trace", "tests/data/sqlite-small.vmt"],
-    );
+    recording("sqlite-small");
 }
 
 #[test]
 fn recording_fork_workers() {
-    golden(
-        "fork-workers",
-        &["compare", "--trace", "tests/data/fork-workers.vmt"],
-    );
+    recording("fork-workers");
 }
 
 #[test]

@@ -11,12 +11,19 @@ use std::path::{Path, PathBuf};
 use vmemsim_trace::vmt::{self, Counts};
 use vmemsim_trace::{Record, RecordSource};
 
+/// The multi-process shell recordings of tests/data (`sh-*.vmt`; the
+/// corpus recordings next to them are single programs, checked by the
+/// simulator's tests and golden reports).
 fn samples() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "vmt"))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("sh-"))
+        })
         .collect();
     v.sort();
     assert!(
