@@ -272,4 +272,25 @@ mod tests {
         };
         assert!(overflow_of(cfg, &s).contains("the total cycles exceed 2^64"));
     }
+
+    #[test]
+    fn every_kernel_and_paravirtual_count_is_priced() {
+        // Distinct counts, so that any term dropped, swapped or combined
+        // with the wrong operator changes the sums.
+        let m = CostModel::new(&CostConfig::default(), &PtCacheConfig::default());
+        let s = Stats {
+            guest_page_faults: 2,
+            frames_zeroed: 3,
+            frames_copied: 5,
+            guest_pte_writes: 7,
+            context_switches: 11,
+            pv_pte_updates: 13,
+            ..Default::default()
+        };
+        let c = m.price(&s);
+        // 2 x 1093 + 3 x 1000 + 5 x 2000 + 7 x 1 + 11 x 2000.
+        assert_eq!(c.guest_kernel, 2186 + 3000 + 10_000 + 7 + 22_000);
+        // 13 validations of 100 cycles, no exit.
+        assert_eq!(c.hypervisor, 1300);
+    }
 }
