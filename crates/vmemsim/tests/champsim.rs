@@ -42,6 +42,12 @@ fn write_trace(name: &str, loads: impl Iterator<Item = u64>) -> PathBuf {
     path
 }
 
+/// Remove a generated trace, and its directory once the last one is gone.
+fn remove(path: &Path) {
+    std::fs::remove_file(path).ok();
+    std::fs::remove_dir(path.parent().expect("in a directory")).ok();
+}
+
 fn run(kind: ModeKind, path: &Path, warmup: u64, sim: u64) -> ModeResult {
     let mut cfg = Config::default();
     cfg.measure.warmup_instructions = warmup;
@@ -72,6 +78,7 @@ fn sequential_trace_window_counts() {
     let (w, m) = (512, 2048);
     let path = write_trace("seq", (0..w + m + 100).map(|i| DATA + 64 * i));
     let r = run(ModeKind::Native, &path, w, m);
+    remove(&path);
     let s = &r.stats;
     assert_eq!((s.instructions, s.accesses), (2048, 4096));
     // ITLB: the code page has been in the ITLB since the first fetch: 2048
@@ -146,6 +153,7 @@ fn random_trace_window_counts() {
     // translation (nested TLB lookup), and each nested TLB miss one EPT
     // PSC lookup.
     let n = run(ModeKind::Nested, &path, w, m).stats;
+    remove(&path);
     assert_eq!(tlbs(&n), tlbs(s));
     assert_eq!((n.walks, n.walk_refs_by_dim[0]), (2048, 2048));
     assert_eq!(n.nested_tlb_hits + n.nested_tlb_misses, 2048 + 2048);
@@ -162,6 +170,7 @@ fn random_trace_window_counts() {
 fn warm_up_is_what_removes_the_cold_start() {
     let path = write_trace("seq-cold", (0..2048).map(|i| DATA + 64 * i));
     let cold = run(ModeKind::Native, &path, 0, 0).stats;
+    remove(&path);
     // Cold: the code page's ITLB miss too, and its fault (pages 0..32: 32
     // data faults + 1 code fault).
     assert_eq!((cold.itlb_misses, cold.guest_page_faults), (1, 33));
