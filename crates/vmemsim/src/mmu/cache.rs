@@ -146,7 +146,38 @@ impl<V: Copy + Default> SetAssoc<V> {
             self.find(base, key).is_none(),
             "insert_new of a present key"
         );
-        self.make_recent(base, self.ways - 1, key, val);
+        self.push_front(base, key, val);
+    }
+
+    /// Put `key`/`val` in way 0 of the set at `base`, evicting the LRU way.
+    #[inline]
+    fn push_front(&mut self, base: usize, key: u64, val: V) {
+        match self.ways {
+            4 => self.push_front_fixed::<4>(base, key, val),
+            8 => self.push_front_fixed::<8>(base, key, val),
+            w => self.make_recent(base, w - 1, key, val),
+        }
+    }
+
+    /// [`Self::make_recent`] of the last way of a `W`-way set: every way
+    /// moves down one and the LRU one falls out. With `way` fixed at `W -
+    /// 1` the moves are straight-line code (no selects); most walk-cache
+    /// and TLB fills of a TLB-missing workload take this path.
+    #[inline]
+    fn push_front_fixed<const W: usize>(&mut self, base: usize, key: u64, val: V) {
+        fn push<T: Copy, const W: usize>(set: &mut [T], first: T) {
+            let Ok(set) = <&mut [T; W]>::try_from(set) else {
+                unreachable!("a set has W ways")
+            };
+            for j in (1..W).rev() {
+                set[j] = set[j - 1];
+            }
+            set[0] = first;
+        }
+        push::<u64, W>(&mut self.keys[base..base + W], key);
+        if std::mem::size_of::<V>() > 0 {
+            push::<V, W>(&mut self.vals[base..base + W], val);
+        }
     }
 
     /// Look `key` up; on a miss insert it with `val` (evicting the LRU way).
@@ -166,7 +197,7 @@ impl<V: Copy + Default> SetAssoc<V> {
                 true
             }
             None => {
-                self.make_recent(base, self.ways - 1, key, val);
+                self.push_front(base, key, val);
                 false
             }
         }
