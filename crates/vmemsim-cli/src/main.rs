@@ -13,6 +13,7 @@ use vmemsim::{run_mode, Config, ModeKind};
 use vmemsim_trace::{Format, RecordSource};
 
 mod chart;
+mod host_cmd;
 mod jobs;
 mod merge;
 mod output;
@@ -79,6 +80,27 @@ enum Command {
     /// Join sweep results (directories or .jsonl files) into one table,
     /// with optional CSV, JSON and an SVG summary plot.
     Merge(merge::MergeArgs),
+    /// Run several VMs on one simulated host (time-sliced on its pCPUs,
+    /// sharing its memory) and report per VM and per host; without
+    /// --config, a built-in host of three VMs.
+    Host {
+        /// Host configuration (TOML: [host], [cpu], [[vm]] tables, and any
+        /// section of the ordinary config as the baseline).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Also write an SVG of host memory per VM over time into this directory.
+        #[arg(long, value_name = "DIR")]
+        svg: Option<PathBuf>,
+        /// Skip running each VM alone (no slowdown column).
+        #[arg(long)]
+        no_alone: bool,
+        /// Worker threads for the host run and the VMs' alone runs.
+        #[arg(short = 'j', long, default_value_t = jobs::default_threads())]
+        jobs: usize,
+    },
     /// Print the resolved configuration.
     Config {
         /// Print it as TOML (the only form today).
@@ -256,6 +278,24 @@ fn real_main() -> Result<i32> {
         } => bench(accesses, &workload, repeat, jobs as usize).map(|()| 0),
         Command::Sweep(args) => sweep::sweep(&args).map(|()| 0),
         Command::Merge(args) => merge::merge(&args, force).map(|()| 0),
+        Command::Host {
+            config,
+            json,
+            svg,
+            no_alone,
+            jobs,
+        } => {
+            let text = host_cmd::run(
+                config.as_deref(),
+                json.as_deref(),
+                svg.as_deref(),
+                !no_alone,
+                jobs,
+                force,
+            )?;
+            out!("{text}");
+            Ok(0)
+        }
         Command::Config { dump: _, config } => {
             out!("{}", load_config(config.as_deref())?.to_toml());
             Ok(0)

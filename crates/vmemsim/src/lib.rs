@@ -20,6 +20,7 @@ pub mod config;
 pub mod cost;
 pub mod guest;
 pub mod host;
+pub mod hostsim;
 pub mod hv;
 pub mod mem;
 pub mod mmu;
@@ -43,6 +44,15 @@ pub enum SimError {
     GuestOutOfMemory {
         /// Configured guest memory, MiB.
         mem_mib: u64,
+    },
+    /// A shared host could not keep its reserve of free frames (hypervisor
+    /// swapping is not modeled yet): the VMs touched more than host memory.
+    #[error("host out of memory while VM {vm} ran ({free_frames} frames free): the VMs touch more than host.mem_mib; raise it (or host.reserve_mib if one operation needs more)")]
+    HostOutOfMemory {
+        /// Index of the VM that was running.
+        vm: u32,
+        /// Free frames left.
+        free_frames: u64,
     },
     /// More live processes than PCIDs.
     #[error("more than {limit} live processes: PCIDs exhausted (set guest.pcid = false)")]

@@ -10,7 +10,9 @@ use crate::cost::{CostModel, Cycles};
 use crate::guest::GuestOs;
 use crate::host::{HostMemory, Vm};
 use crate::hv::selective::{predictive_mode, w11_mode};
-use crate::hv::{Agile, Direct, Machine, Mode, Native, Nested, Shadow, SwitchReport, Translation};
+use crate::hv::{
+    Agile, Direct, Machine, Mode, Native, Nested, Running, Shadow, SwitchReport, Translation,
+};
 use crate::mmu::{Hw, Rights};
 use crate::stats::Stats;
 use crate::window::{Mark, Window, WindowReport};
@@ -193,15 +195,8 @@ impl<M: Mode> Sim<M> {
         a: &Access,
         observe: &mut impl FnMut(&Access, Translation),
     ) -> Result<(), SimError> {
-        crate::guest::os::check_gva(a.pid, a.addr)?;
-        // `running` is cleared when the running process exits (see `event`),
-        // so no map lookup is needed on the per-access path.
         let mut m = self.machine.on(&mut self.hw, &mut self.host);
-        if self.running != Some(a.pid) {
-            self.guest.switch_to(&mut m, a.pid)?;
-            self.running = Some(a.pid);
-        }
-        let t = m.access(&mut self.guest, a.addr, rights(a.kind))?;
+        let t = apply_access(&mut m, &mut self.guest, &mut self.running, a)?;
         observe(a, t);
         Ok(())
     }
@@ -211,32 +206,8 @@ impl<M: Mode> Sim<M> {
     /// # Errors
     /// Guest out of memory or PCIDs.
     pub fn event(&mut self, pid: u32, e: &ProcEvent) -> Result<(), SimError> {
-        let m = &mut self.machine.on(&mut self.hw, &mut self.host);
-        let g = &mut self.guest;
-        match *e {
-            ProcEvent::Fork { child } => {
-                g.fork(m, pid, child)?;
-                // A live `child` (its exit never recorded) was torn down
-                // first: if it was running, it must be switched to again.
-                if self.running == Some(child) {
-                    self.running = None;
-                }
-            }
-            ProcEvent::Exec => g.exec(m, pid)?,
-            ProcEvent::Mmap {
-                addr, len, prot, ..
-            } => g.mmap(m, pid, addr, len, prot)?,
-            ProcEvent::Munmap { addr, len } => g.munmap(m, pid, addr, len)?,
-            ProcEvent::Brk { addr } => g.brk(m, pid, addr)?,
-            ProcEvent::Mprotect { addr, len, prot } => g.mprotect(m, pid, addr, len, prot)?,
-            ProcEvent::Exit { .. } => {
-                g.exit(m, pid)?;
-                if self.running == Some(pid) {
-                    self.running = None;
-                }
-            }
-        }
-        Ok(())
+        let mut m = self.machine.on(&mut self.hw, &mut self.host);
+        apply_event(&mut m, &mut self.guest, &mut self.running, pid, e)
     }
 
     /// Run the records of `src` up to the end of the measured window (every
@@ -278,6 +249,65 @@ impl<M: Mode> Sim<M> {
 
 /// Records decoded per batch.
 pub const BATCH: usize = 1 << 16;
+
+/// One access of `guest` on machine `m` (switching the vCPU to the
+/// access's process first); `running` is the process the vCPU runs.
+///
+/// # Errors
+/// Guest out of memory or PCIDs.
+#[inline]
+pub fn apply_access<M: Mode>(
+    m: &mut Running<'_, M>,
+    guest: &mut GuestOs,
+    running: &mut Option<u32>,
+    a: &Access,
+) -> Result<Translation, SimError> {
+    crate::guest::os::check_gva(a.pid, a.addr)?;
+    // `running` is cleared when the running process exits (see
+    // `apply_event`), so no map lookup is needed on the per-access path.
+    if *running != Some(a.pid) {
+        guest.switch_to(m, a.pid)?;
+        *running = Some(a.pid);
+    }
+    m.access(guest, a.addr, rights(a.kind))
+}
+
+/// One process event of `guest` on machine `m`.
+///
+/// # Errors
+/// Guest out of memory or PCIDs.
+pub fn apply_event<M: Mode>(
+    m: &mut Running<'_, M>,
+    guest: &mut GuestOs,
+    running: &mut Option<u32>,
+    pid: u32,
+    e: &ProcEvent,
+) -> Result<(), SimError> {
+    match *e {
+        ProcEvent::Fork { child } => {
+            guest.fork(m, pid, child)?;
+            // A live `child` (its exit never recorded) was torn down
+            // first: if it was running, it must be switched to again.
+            if *running == Some(child) {
+                *running = None;
+            }
+        }
+        ProcEvent::Exec => guest.exec(m, pid)?,
+        ProcEvent::Mmap {
+            addr, len, prot, ..
+        } => guest.mmap(m, pid, addr, len, prot)?,
+        ProcEvent::Munmap { addr, len } => guest.munmap(m, pid, addr, len)?,
+        ProcEvent::Brk { addr } => guest.brk(m, pid, addr)?,
+        ProcEvent::Mprotect { addr, len, prot } => guest.mprotect(m, pid, addr, len, prot)?,
+        ProcEvent::Exit { .. } => {
+            guest.exit(m, pid)?;
+            if *running == Some(pid) {
+                *running = None;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// What one mode did on one workload.
 #[derive(Clone, Debug, Serialize)]

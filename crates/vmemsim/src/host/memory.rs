@@ -11,6 +11,12 @@
 //! are handed out in order first; freed frames are reused once a range has
 //! handed out as many frames as the pool holds. An unlimited pool (a VM run
 //! alone, `vmemsim run`) therefore never reuses a frame.
+//!
+//! Capacity. Allocation itself never fails: one guest operation (a fault,
+//! a fork) takes the frames it needs, and the host's run loop keeps a
+//! reserve free between operations (reclaiming, or stopping with an error
+//! when it cannot). [`HostMemory::overdrawn`] tells when an operation took
+//! more than the reserve held.
 
 use crate::addr::{Gpfn, Hpfn};
 use crate::mem::PageStore;
@@ -43,12 +49,14 @@ impl FrameRange {
         }
     }
 
-    fn alloc(&mut self) -> Option<u64> {
-        if self.next < self.end {
-            self.next += 1;
-            return Some(self.next - 1);
+    fn alloc(&mut self) -> u64 {
+        if self.next >= self.end {
+            if let Some(f) = self.free.pop() {
+                return f;
+            }
         }
-        self.free.pop()
+        self.next += 1;
+        self.next - 1
     }
 }
 
@@ -94,9 +102,9 @@ impl HostMemory {
         self.used
     }
 
-    /// Free frames.
+    /// Free frames (0 when overdrawn).
     pub fn free(&self) -> u64 {
-        self.capacity - self.used
+        self.capacity.saturating_sub(self.used)
     }
 
     /// Table pages held by the hypervisor.
@@ -104,26 +112,18 @@ impl HostMemory {
         self.tables.len() as u64
     }
 
-    /// A zeroed hypervisor table page, or `None` when the pool is empty.
-    pub fn try_alloc_table(&mut self) -> Option<Hpfn> {
-        if self.used == self.capacity {
-            return None;
-        }
-        let f = self.table_frames.alloc()?;
-        self.used += 1;
-        self.tables.add(f);
-        Some(Hpfn(f))
+    /// More frames in use than the pool holds: an operation took more than
+    /// the reserve the host kept free.
+    pub fn overdrawn(&self) -> bool {
+        self.used > self.capacity
     }
 
-    /// A zeroed hypervisor table page.
-    ///
-    /// # Panics
-    /// When the pool is empty: the host keeps a reserve free between
-    /// accesses (see `crate::hostsim`), so a mode never runs it dry.
+    /// A zeroed hypervisor table page; returns its hPFN.
     pub fn alloc_table(&mut self) -> u64 {
-        self.try_alloc_table()
-            .expect("host memory exhausted while allocating a table page (reserve too small)")
-            .0
+        let f = self.table_frames.alloc();
+        self.used += 1;
+        self.tables.add(f);
+        f
     }
 
     /// Table page `hpfn` is no longer used: its frame returns to the pool.
@@ -135,12 +135,9 @@ impl HostMemory {
         }
     }
 
-    /// A frame to back `vm`'s `gpfn`, or `None` when the pool is empty.
-    pub fn alloc_data(&mut self, vm: VmId, gpfn: Gpfn) -> Option<Hpfn> {
-        if self.used == self.capacity {
-            return None;
-        }
-        let h = self.data.alloc()?;
+    /// A frame to back `vm`'s `gpfn`.
+    pub fn alloc_data(&mut self, vm: VmId, gpfn: Gpfn) -> Hpfn {
+        let h = self.data.alloc();
         self.used += 1;
         let i = h as usize;
         if i >= self.m2p.len() {
@@ -148,7 +145,7 @@ impl HostMemory {
         }
         debug_assert!(gpfn.0 < 1 << GPFN_BITS);
         self.m2p[i] = (u64::from(vm) << GPFN_BITS) | gpfn.0;
-        Some(Hpfn(h))
+        Hpfn(h)
     }
 
     /// Guest frame backed by `hpfn` is no longer backed: the frame returns
@@ -180,25 +177,22 @@ mod tests {
     #[test]
     fn one_capacity_for_guest_frames_and_tables_with_reuse() {
         let mut h = HostMemory::new(3);
-        assert_eq!(h.alloc_data(0, Gpfn(9)), Some(Hpfn(0)));
-        assert_eq!(h.try_alloc_table(), Some(Hpfn(HV_FRAME_BASE)));
-        assert_eq!(h.alloc_data(1, Gpfn(4)), Some(Hpfn(1)));
-        assert_eq!(h.free(), 0);
-        assert_eq!(h.alloc_data(0, Gpfn(5)), None, "pool empty");
-        assert_eq!(h.try_alloc_table(), None, "tables share the pool");
+        assert_eq!(h.alloc_data(0, Gpfn(9)), Hpfn(0));
+        assert_eq!(h.alloc_table(), HV_FRAME_BASE);
+        assert_eq!(h.alloc_data(1, Gpfn(4)), Hpfn(1));
+        assert_eq!((h.free(), h.overdrawn()), (0, false));
         assert_eq!(h.m2p(Hpfn(1)), Some((1, Gpfn(4))));
         h.free_data(Hpfn(0));
         assert_eq!(h.m2p(Hpfn(0)), None);
         // The data range has a fresh frame left (hPFN 2), used before reuse.
-        assert_eq!(h.alloc_data(0, Gpfn(5)), Some(Hpfn(2)));
+        assert_eq!(h.alloc_data(0, Gpfn(5)), Hpfn(2));
         h.free_data(Hpfn(1));
         h.free_table(HV_FRAME_BASE);
         assert_eq!(h.free(), 2);
-        assert_eq!(
-            h.alloc_data(2, Gpfn(1)),
-            Some(Hpfn(1)),
-            "freed frame reused"
-        );
-        assert_eq!(h.try_alloc_table(), Some(Hpfn(HV_FRAME_BASE + 1)));
+        assert_eq!(h.alloc_data(2, Gpfn(1)), Hpfn(1), "freed frame reused");
+        assert_eq!(h.alloc_table(), HV_FRAME_BASE + 1);
+        // A fourth frame overdraws the pool: the run loop must notice.
+        h.alloc_table();
+        assert!(h.overdrawn());
     }
 }

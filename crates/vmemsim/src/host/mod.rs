@@ -6,6 +6,7 @@
 //! a mode's own per-VM state (shadow pages, PV machine tables) lives in the
 //! mode, next to its [`Vm`] in a [`crate::hv::Machine`].
 
+pub mod config;
 pub mod memory;
 pub mod vm;
 

@@ -24,6 +24,9 @@ pub struct Vm {
     /// VPIDs are off on this host: every VM exit and entry flushes the
     /// pCPU's TLBs and PSCs (VPID 0 mappings) [SDM 29.4.3.1].
     pub flush_on_exit: bool,
+    /// The VM shares a host with others (`vmemsim host`): even a native
+    /// guest then takes its frames from the host pool.
+    pub hosted: bool,
     /// The guest uses PCIDs: a CR3 write keeps the TLB.
     pub pcid: bool,
     /// gPFN of the guest's current PML4 (guest CR3).
@@ -50,6 +53,7 @@ impl Vm {
             vpid,
             ept_tag: u16::try_from(id + 1).expect("VM id fits a tag"),
             flush_on_exit: false,
+            hosted: false,
             pcid,
             guest_root: 0,
             guest_pcid: 0,
@@ -76,17 +80,16 @@ impl Vm {
     }
 
     /// Back `gpfn` with a frame from `host` if it has none, mapping it RWX
-    /// in the EPT. Returns the hPFN and whether it was newly allocated;
-    /// `None` when the pool has no frame.
-    pub fn back(&mut self, host: &mut HostMemory, gpfn: Gpfn) -> Option<(Hpfn, bool)> {
+    /// in the EPT. Returns the hPFN and whether it was newly allocated.
+    pub fn back(&mut self, host: &mut HostMemory, gpfn: Gpfn) -> (Hpfn, bool) {
         if let Some(h) = self.p2m(gpfn) {
-            return Some((h, false));
+            return (h, false);
         }
-        let h = host.alloc_data(self.id, gpfn)?;
+        let h = host.alloc_data(self.id, gpfn);
         self.p2m[gpfn.0 as usize] = h.0;
         self.backed_frames += 1;
         self.ept_set(host, gpfn, x86::make(h.0, ept::RWX | ept::WB));
-        Some((h, true))
+        (h, true)
     }
 
     /// Map backed `gpfn` in the EPT again, RWX, from the p2m (after its
@@ -138,9 +141,9 @@ mod tests {
     fn backing_is_in_order_and_filled_in_ept() {
         let mut host = HostMemory::unlimited();
         let mut vm = Vm::new(0, 1, 1 << 20, true, &mut host);
-        assert_eq!(vm.back(&mut host, Gpfn(777)), Some((Hpfn(0), true)));
-        assert_eq!(vm.back(&mut host, Gpfn(5)), Some((Hpfn(1), true)));
-        assert_eq!(vm.back(&mut host, Gpfn(777)), Some((Hpfn(0), false)));
+        assert_eq!(vm.back(&mut host, Gpfn(777)), (Hpfn(0), true));
+        assert_eq!(vm.back(&mut host, Gpfn(5)), (Hpfn(1), true));
+        assert_eq!(vm.back(&mut host, Gpfn(777)), (Hpfn(0), false));
         assert_eq!(host.m2p(Hpfn(1)), Some((0, Gpfn(5))));
         assert_eq!(x86::frame(vm.ept_entry(&host, Gpfn(5))), 1);
         assert_eq!(vm.ept_entry(&host, Gpfn(6)), 0);

@@ -1,5 +1,11 @@
 //! Native execution: no VM. The hardware walks the guest's (the OS's) own
 //! tables, 1-D, at most 4 references; gPA = hPA; nothing exits.
+//!
+//! On a shared host (`vmemsim host`) a native "VM" stands for a bare-metal
+//! partition of the machine: its frames come from the host pool (a first
+//! write takes one, no exit) and TLB entries map 4 KiB host frames; its
+//! walks still reference the tables at their gPAs (a simplification: the
+//! line cache may alias them with other VMs' hPAs).
 
 use super::{Core, Fill, GuestFault, Mode};
 use crate::guest::GuestMemory;
@@ -26,7 +32,21 @@ impl Mode for Native {
         let res = walk_1d(core.hw, mem, Dim::Guest, core.vm.guest_root, asid, va, r);
         core.walk_done();
         let l = res.map_err(|_| GuestFault)?;
+        if core.vm.hosted {
+            // On a shared host the frames come from the pool, 4 KiB each:
+            // the TLB entry maps the one frame (not a contiguous 2 MiB page).
+            let g = l.frame_of(va);
+            let h = core.p2m(g).expect("a hosted native frame is backed");
+            return Ok(Fill {
+                size: crate::addr::PageSize::Size4K,
+                ..Fill::of_leaf(&l, g, h)
+            });
+        }
         Ok(Fill::of_leaf(&l, l.frame, l.frame))
     }
-    fn touch_frame(&mut self, _core: &mut Core, _mem: &mut GuestMemory, _gpfn: u64) {}
+    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
+        if core.vm.hosted {
+            core.back(gpfn);
+        }
+    }
 }

@@ -202,7 +202,7 @@ impl<P: Policy> Selective<P> {
     }
 }
 
-impl<P: Policy> Mode for Selective<P> {
+impl<P: Policy + 'static> Mode for Selective<P> {
     fn name(&self) -> &'static str {
         P::NAME
     }

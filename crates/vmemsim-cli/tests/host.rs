@@ -1,0 +1,127 @@
+//! `vmemsim host` end to end: a small host with a real recording, its
+//! JSON and SVG, determinism, and bad configurations (exit 2, key named).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn vmemsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmemsim"))
+        .args(args)
+        .output()
+        .expect("run vmemsim")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vmemsim-host-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn write_cfg(name: &str, text: &str) -> PathBuf {
+    let p = tmp(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn small_host() -> String {
+    let trace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/sh-echo-wc.vmt");
+    format!(
+        r#"
+[host]
+mem_mib = 192
+vm_quantum_instructions = 5000
+[[vm]]
+name = "real"
+trace = "{}"
+mode = "nested"
+mem_mib = 128
+[[vm]]
+name = "scan"
+workload = "seq"
+accesses = 40000
+footprint_mib = 4
+mode = "direct"
+mem_mib = 128
+"#,
+        trace.display()
+    )
+}
+
+#[test]
+fn host_reports_per_vm_with_slowdown_json_and_svg() {
+    let cfg = write_cfg("small.toml", &small_host());
+    let json = tmp("small.json");
+    let svg = tmp("svg");
+    let args = [
+        "host",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+        "-j",
+        "2",
+    ];
+    let o = vmemsim(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert!(table.contains("2 VMs on 1 pCPU(s), 192 MiB"), "{table}");
+    for want in ["real ", "scan ", "nested", "direct", "slowdown"] {
+        assert!(table.contains(want), "{want}: {table}");
+    }
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let vms = j["host"]["vms"].as_array().unwrap();
+    assert_eq!(vms.len(), 2);
+    assert!(vms[0]["alone"]["cycles"].as_u64().unwrap() > 0);
+    assert!(!j["host"]["series"].as_array().unwrap().is_empty());
+    assert!(j["config"].as_str().unwrap().contains("[host]"));
+    let chart = std::fs::read_to_string(svg.join("host-memory.svg")).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("real"));
+    // An existing report is not replaced without --force (exit 2).
+    let again = vmemsim(&args);
+    assert_eq!(again.status.code(), Some(2), "{}", String::from_utf8_lossy(&again.stderr));
+    // Same inputs, same report, whatever -j.
+    let o2 = vmemsim(&[
+        "host",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--no-alone",
+        "-j",
+        "1",
+    ]);
+    let t2 = String::from_utf8(o2.stdout).unwrap();
+    let first_line = |t: &str| t.lines().next().unwrap().to_string();
+    assert_eq!(first_line(&table), first_line(&t2));
+}
+
+#[test]
+fn bad_host_configs_exit_2_naming_the_key() {
+    let base = small_host();
+    let cases = [
+        (
+            base.replace("mem_mib = 192", "mem_mib = 192\nram = 1"),
+            "ram",
+        ),
+        (
+            base.replace("name = \"scan\"", "name = \"real\""),
+            "vm[1].name",
+        ),
+        (
+            base.replace("mem_mib = 128\n[[vm]]", "mem_mib = 9999\n[[vm]]"),
+            "vm[0].mem_mib",
+        ),
+        ("[host]\nmem_mib = 100\n".to_string(), "at least one [[vm]]"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let cfg = write_cfg(&format!("bad{i}.toml"), text);
+        let o = vmemsim(&["host", "--config", cfg.to_str().unwrap(), "--no-alone"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{want}: {err}");
+        assert!(
+            err.contains(want) && !err.contains("panicked"),
+            "{want}: {err}"
+        );
+    }
+}

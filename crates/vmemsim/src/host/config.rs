@@ -1,0 +1,529 @@
+//! The configuration of a multi-VM host (`vmemsim host --config host.toml`):
+//! a `[host]` section, a `[cpu]` section, one `[[vm]]` table per VM, and
+//! any section of the ordinary configuration ([`Config`]: `[tlb]`,
+//! `[cost]`, `[guest]`...) as the machine-wide baseline. Unknown keys and
+//! impossible settings are rejected naming the key and the value.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ConfigError, GuestConfig, MeasureConfig};
+use crate::workload::{WorkloadKind, WorkloadSpec};
+use crate::ModeKind;
+
+/// Most VMs on one host: TLB tags hold a 4-bit VPID (VPID 0 is the host's).
+pub const MAX_VMS: usize = 15;
+
+/// The `[host]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostSection {
+    /// Host-physical memory, MiB: the pool every VM's frames and the
+    /// hypervisor's tables come from. Default 1024.
+    pub mem_mib: u64,
+    /// Host swap space, MiB (hypervisor swapping). Default 0.
+    pub swap_mib: u64,
+    /// Physical CPUs the VMs are time-sliced on. Default 1.
+    pub pcpus: u32,
+    /// Time slice of a VM on a pCPU, guest instructions. Default 100000
+    /// (UNVERIFIED: 40 us at 2.5 GHz and CPI 1, shorter than a real
+    /// hypervisor's slice of a few ms, so that short traces interleave).
+    pub vm_quantum_instructions: u64,
+    /// Tag TLB entries with VPIDs. Off: every world switch and every VM
+    /// exit flushes the pCPU's TLBs and PSCs [SDM 29.4.3.1]. Default true.
+    pub vpid: bool,
+    /// Latency of the host swap device per 4 KiB page, microseconds.
+    /// Default 100 (UNVERIFIED: a SATA SSD random read).
+    pub swap_latency_us: f64,
+    /// Frames the host keeps free between guest operations, MiB (one
+    /// operation, a 2 MiB fault or a fork, takes its frames from it).
+    /// Default 4.
+    pub reserve_mib: u64,
+    /// A world switch between VMs on a pCPU (VM exit of one, VM entry of
+    /// the other), cycles. Default 1200: an exit plus entry round trip
+    /// [PVM Table 1]; loading the other VMCS is not included (UNVERIFIED).
+    pub world_switch_cycles: u64,
+    /// Time-series sampling period, host cycles. Default 10000000 (4 ms at 2.5 GHz).
+    pub sample_cycles: u64,
+}
+
+impl Default for HostSection {
+    fn default() -> Self {
+        HostSection {
+            mem_mib: 1024,
+            swap_mib: 0,
+            pcpus: 1,
+            vm_quantum_instructions: 100_000,
+            vpid: true,
+            swap_latency_us: 100.0,
+            reserve_mib: 4,
+            world_switch_cycles: 1200,
+            sample_cycles: 10_000_000,
+        }
+    }
+}
+
+/// The `[cpu]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CpuSection {
+    /// Clock rate turning cycles into seconds, GHz. Default 2.5 (the
+    /// machine of [PVM Table 1], whose exit latency `cost.vm_exit_cycles`
+    /// comes from).
+    pub ghz: f64,
+}
+
+impl Default for CpuSection {
+    fn default() -> Self {
+        CpuSection { ghz: 2.5 }
+    }
+}
+
+/// One `[[vm]]` table as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSection {
+    /// Name in reports (unique on the host).
+    pub name: String,
+    /// A built-in workload (`seq`, `random`, `chase`, `procs`, `phases`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// Or a recorded trace (any format `compare --trace` reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<PathBuf>,
+    /// Built-in workload: accesses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accesses: Option<u64>,
+    /// Built-in workload: footprint, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footprint_mib: Option<u64>,
+    /// Built-in workload: seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// MMU virtualization mode (any of `vmemsim compare`'s).
+    pub mode: String,
+    /// Guest-physical memory the VM is given, MiB.
+    pub mem_mib: u64,
+    /// Overrides of the `[guest]` baseline for this VM (`huge_pages`,
+    /// `pcid`, `invlpg_ceiling_pages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<toml::Table>,
+}
+
+/// What a VM runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VmInput {
+    /// A built-in workload.
+    Builtin(WorkloadSpec),
+    /// A recorded trace.
+    Trace(PathBuf),
+}
+
+/// One VM, resolved and validated.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    /// Name.
+    pub name: String,
+    /// Mode.
+    pub mode: ModeKind,
+    /// What it runs.
+    pub input: VmInput,
+    /// Its whole configuration: the baseline with its guest overrides and
+    /// `guest.mem_mib` = the VM's `mem_mib`.
+    pub cfg: Config,
+}
+
+impl VmSpec {
+    /// What the VM runs, for reports.
+    pub fn describe(&self) -> String {
+        match &self.input {
+            VmInput::Builtin(s) => s.describe(),
+            VmInput::Trace(p) => format!("trace {}", p.display()),
+        }
+    }
+}
+
+/// A validated host configuration.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// `[host]`.
+    pub host: HostSection,
+    /// `[cpu]`.
+    pub cpu: CpuSection,
+    /// The machine-wide baseline (every other section).
+    pub base: Config,
+    /// The VMs, in `[[vm]]` order.
+    pub vms: Vec<VmSpec>,
+    /// The `[[vm]]` tables as written (for the resolved config in reports).
+    pub vm_sections: Vec<VmSection>,
+}
+
+fn invalid(
+    key: impl Into<String>,
+    value: impl std::fmt::Display,
+    why: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+impl HostConfig {
+    /// Parse and validate host TOML; `origin` names the file in errors.
+    /// Relative trace paths are taken from `base_dir`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for bad TOML or an unknown key,
+    /// [`ConfigError::Invalid`] naming the key and value otherwise.
+    pub fn from_toml(text: &str, origin: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let parse = |message: String| ConfigError::Parse {
+            path: origin.to_string(),
+            message,
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
+        let take = |t: &mut toml::Table, k: &str| {
+            t.remove(k)
+                .unwrap_or(toml::Value::Table(toml::Table::new()))
+        };
+        let host: HostSection = take(&mut table, "host")
+            .try_into()
+            .map_err(|e: toml::de::Error| parse(format!("[host]: {e}")))?;
+        let cpu: CpuSection = take(&mut table, "cpu")
+            .try_into()
+            .map_err(|e: toml::de::Error| parse(format!("[cpu]: {e}")))?;
+        let vm_sections: Vec<VmSection> = match table.remove("vm") {
+            None => Vec::new(),
+            Some(v) => v
+                .try_into()
+                .map_err(|e: toml::de::Error| parse(format!("[[vm]]: {e}")))?,
+        };
+        let base: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse(e.to_string()))?;
+        Self::resolve(host, cpu, base, vm_sections, base_dir)
+    }
+
+    /// Read, parse and validate a host configuration file.
+    ///
+    /// # Errors
+    /// As [`HostConfig::from_toml`], plus [`ConfigError::Io`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, &path.display().to_string(), dir)
+    }
+
+    /// The built-in host `vmemsim host` runs without `--config`: three VMs
+    /// of different workloads and modes, 256 MiB each, on a host with 70%
+    /// of the memory they were given (537 MiB).
+    pub fn builtin() -> Self {
+        let vm = |name: &str, workload: &str, mode: &str, footprint: u64| VmSection {
+            name: name.into(),
+            workload: Some(workload.into()),
+            trace: None,
+            accesses: Some(2_000_000),
+            footprint_mib: Some(footprint),
+            seed: None,
+            mode: mode.into(),
+            mem_mib: 256,
+            guest: None,
+        };
+        let vms = vec![
+            vm("gups", "random", "nested", 96),
+            vm("scan", "seq", "shadow", 128),
+            vm("build", "procs", "agile", 16),
+        ];
+        let host = HostSection {
+            mem_mib: 768 * 7 / 10,
+            swap_mib: 1024,
+            ..HostSection::default()
+        };
+        Self::resolve(
+            host,
+            CpuSection::default(),
+            Config::default(),
+            vms,
+            Path::new("."),
+        )
+        .expect("the built-in host is valid")
+    }
+
+    fn resolve(
+        host: HostSection,
+        cpu: CpuSection,
+        base: Config,
+        vm_sections: Vec<VmSection>,
+        base_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        base.validate()?;
+        if base.measure != MeasureConfig::default() {
+            return Err(invalid(
+                "measure",
+                "(set)",
+                "a measured window is not supported by `vmemsim host` yet; remove [measure]",
+            ));
+        }
+        let h = &host;
+        if h.mem_mib == 0 || h.mem_mib > 1 << 20 {
+            return Err(invalid(
+                "host.mem_mib",
+                h.mem_mib,
+                "between 1 MiB and 1 TiB",
+            ));
+        }
+        if h.reserve_mib >= h.mem_mib {
+            return Err(invalid(
+                "host.reserve_mib",
+                h.reserve_mib,
+                format!("below host.mem_mib ({})", h.mem_mib),
+            ));
+        }
+        if !(1..=64).contains(&h.pcpus) {
+            return Err(invalid("host.pcpus", h.pcpus, "between 1 and 64"));
+        }
+        if h.vm_quantum_instructions == 0 {
+            return Err(invalid("host.vm_quantum_instructions", 0, "at least 1"));
+        }
+        if h.sample_cycles == 0 {
+            return Err(invalid("host.sample_cycles", 0, "at least 1"));
+        }
+        if !(h.swap_latency_us.is_finite() && h.swap_latency_us >= 0.0) {
+            return Err(invalid(
+                "host.swap_latency_us",
+                h.swap_latency_us,
+                "a finite number >= 0",
+            ));
+        }
+        if !(cpu.ghz.is_finite() && cpu.ghz > 0.0) {
+            return Err(invalid("cpu.ghz", cpu.ghz, "a finite number > 0"));
+        }
+        if vm_sections.is_empty() {
+            return Err(invalid(
+                "vm",
+                "(none)",
+                "a host needs at least one [[vm]] table",
+            ));
+        }
+        if vm_sections.len() > MAX_VMS {
+            return Err(invalid(
+                "vm",
+                format!("{} tables", vm_sections.len()),
+                format!("at most {MAX_VMS} VMs (TLB tags hold a 4-bit VPID)"),
+            ));
+        }
+        let mut vms = Vec::with_capacity(vm_sections.len());
+        for (i, v) in vm_sections.iter().enumerate() {
+            let key = |k: &str| format!("vm[{i}].{k}");
+            if v.name.is_empty() {
+                return Err(invalid(key("name"), "\"\"", "a non-empty name"));
+            }
+            if vm_sections[..i].iter().any(|o| o.name == v.name) {
+                return Err(invalid(
+                    key("name"),
+                    &v.name,
+                    "names must be unique on the host",
+                ));
+            }
+            let mode = ModeKind::parse(&v.mode)
+                .map_err(|e| invalid(key("mode"), &v.mode, e.to_string()))?;
+            if v.mem_mib > h.mem_mib + h.swap_mib {
+                return Err(invalid(
+                    key("mem_mib"),
+                    v.mem_mib,
+                    format!(
+                        "at most host memory plus swap ({} + {} MiB)",
+                        h.mem_mib, h.swap_mib
+                    ),
+                ));
+            }
+            let mut cfg = base.clone();
+            cfg.guest = guest_overrides(&base.guest, v.guest.as_ref(), &key("guest"))?;
+            cfg.guest.mem_mib = v.mem_mib;
+            cfg.validate().map_err(|e| match e {
+                ConfigError::Invalid { key: k, value, why } if k == "guest.mem_mib" => {
+                    invalid(key("mem_mib"), value, why)
+                }
+                e => e,
+            })?;
+            let input = match (&v.workload, &v.trace) {
+                (Some(w), None) => {
+                    let kind = WorkloadKind::parse(w)
+                        .map_err(|e| invalid(key("workload"), w, e.to_string()))?;
+                    let mut s = WorkloadSpec::default_for(kind);
+                    s.accesses = v.accesses.unwrap_or(s.accesses);
+                    s.footprint_mib = v.footprint_mib.unwrap_or(s.footprint_mib);
+                    s.seed = v.seed.unwrap_or(s.seed);
+                    VmInput::Builtin(s)
+                }
+                (None, Some(t)) => {
+                    if v.accesses.is_some() || v.footprint_mib.is_some() || v.seed.is_some() {
+                        return Err(invalid(
+                            key("trace"),
+                            t.display(),
+                            "accesses, footprint_mib and seed apply to built-in workloads only",
+                        ));
+                    }
+                    VmInput::Trace(if t.is_absolute() || t.as_os_str() == "-" {
+                        t.clone()
+                    } else {
+                        base_dir.join(t)
+                    })
+                }
+                _ => {
+                    return Err(invalid(
+                        key("workload"),
+                        "",
+                        "give exactly one of `workload` and `trace`",
+                    ))
+                }
+            };
+            vms.push(VmSpec {
+                name: v.name.clone(),
+                mode,
+                input,
+                cfg,
+            });
+        }
+        Ok(HostConfig {
+            host,
+            cpu,
+            base,
+            vms,
+            vm_sections,
+        })
+    }
+
+    /// The resolved configuration as TOML (embedded in the JSON report).
+    pub fn to_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            host: &'a HostSection,
+            cpu: &'a CpuSection,
+            vm: &'a [VmSection],
+            #[serde(flatten)]
+            base: &'a Config,
+        }
+        toml::to_string(&Out {
+            host: &self.host,
+            cpu: &self.cpu,
+            vm: &self.vm_sections,
+            base: &self.base,
+        })
+        .expect("host config serializes")
+    }
+}
+
+/// `base` with the keys of `over` replaced.
+fn guest_overrides(
+    base: &GuestConfig,
+    over: Option<&toml::Table>,
+    key: &str,
+) -> Result<GuestConfig, ConfigError> {
+    let Some(over) = over else {
+        return Ok(base.clone());
+    };
+    if over.contains_key("mem_mib") {
+        return Err(invalid(
+            format!("{key}.mem_mib"),
+            &over["mem_mib"],
+            "set the VM's memory with its `mem_mib`",
+        ));
+    }
+    let mut t = toml::Table::try_from(base).expect("guest config serializes");
+    for (k, v) in over {
+        t.insert(k.clone(), v.clone());
+    }
+    toml::Value::Table(t)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: key.to_string(),
+            message: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<HostConfig, String> {
+        HostConfig::from_toml(text, "h.toml", Path::new(".")).map_err(|e| e.to_string())
+    }
+
+    const TWO: &str = r#"
+[host]
+mem_mib = 512
+[[vm]]
+name = "a"
+workload = "seq"
+mode = "nested"
+mem_mib = 128
+[vm.guest]
+huge_pages = true
+[[vm]]
+name = "b"
+workload = "random"
+footprint_mib = 8
+mode = "shadow"
+mem_mib = 256
+"#;
+
+    #[test]
+    fn parses_vms_with_overrides() {
+        let h = parse(TWO).unwrap();
+        assert_eq!(h.vms.len(), 2);
+        assert!(h.vms[0].cfg.guest.huge_pages);
+        assert!(!h.vms[1].cfg.guest.huge_pages);
+        assert_eq!(h.vms[1].cfg.guest.mem_mib, 256);
+        assert_eq!(h.vms[1].mode, ModeKind::Shadow);
+        assert!(matches!(h.vms[1].input, VmInput::Builtin(s) if s.footprint_mib == 8));
+        let again = parse(&h.to_toml()).unwrap();
+        assert_eq!(again.to_toml(), h.to_toml());
+    }
+
+    #[test]
+    fn rejects_bad_hosts_naming_the_key() {
+        let cases = [
+            (TWO.replace("huge_pages", "hugepages"), "hugepages"),
+            (
+                TWO.replace("mem_mib = 512", "mem_mib = 512\nswapp = 1"),
+                "swapp",
+            ),
+            (TWO.replace("name = \"b\"", "name = \"a\""), "vm[1].name"),
+            (
+                TWO.replace("mem_mib = 256", "mem_mib = 4096"),
+                "vm[1].mem_mib",
+            ),
+            (
+                TWO.replace("mode = \"shadow\"", "mode = \"shadowy\""),
+                "vm[1].mode",
+            ),
+            ("[host]\nmem_mib = 64\n".to_string(), "at least one [[vm]]"),
+            (
+                TWO.replace(
+                    "workload = \"seq\"",
+                    "workload = \"seq\"\ntrace = \"x.vmt\"",
+                ),
+                "exactly one",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn builtin_host_has_70_percent_of_the_memory_given() {
+        let h = HostConfig::builtin();
+        let given: u64 = h.vms.iter().map(|v| v.cfg.guest.mem_mib).sum();
+        assert_eq!((given, h.host.mem_mib), (768, 537));
+        let modes: std::collections::HashSet<_> = h.vms.iter().map(|v| v.mode).collect();
+        assert_eq!(modes.len(), 3);
+    }
+}

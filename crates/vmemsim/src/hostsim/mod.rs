@@ -1,0 +1,497 @@
+//! Many VMs on one host: the run loop of `vmemsim host`.
+//!
+//! Each VM is a guest OS on a [`Machine`] of its own mode, reading its own
+//! records. The VMs are time-sliced on the host's pCPUs, deterministically:
+//! every round, each pCPU in order takes the next VM of a round-robin queue
+//! and runs it for `host.vm_quantum_instructions` guest instructions (a
+//! quantum ends before an instruction fetch). Each pCPU has its own TLBs
+//! and walk caches, shared by the VMs that run on it and tagged by VPID.
+//!
+//! - A world switch (a pCPU going from one VM to another) costs
+//!   `host.world_switch_cycles`. With `host.vpid = false` every VM runs as
+//!   VPID 0, so the switch, and every VM exit, flushes the pCPU's TLBs and
+//!   PSCs [SDM 29.4.3.1].
+//! - A VM resumed on a pCPU other than the one it last ran on has its
+//!   entries there flushed first (INVVPID + INVEPT single-context on that
+//!   pCPU), as KVM flushes on vCPU migration: INVLPGs it issued meanwhile
+//!   went to the other pCPU.
+//! - Host memory is one [`HostMemory`] pool. The loop keeps
+//!   `host.reserve_mib` free between guest operations; a host that cannot
+//!   stops with [`crate::SimError::HostOutOfMemory`] (hypervisor swapping
+//!   is not modeled yet).
+//!
+//! Each VM's inner loop is monomorphized per mode (`VmRun` is generic;
+//! the host holds them as trait objects and dispatches once per quantum).
+
+pub mod report;
+
+use std::collections::VecDeque;
+
+use vmemsim_trace::{Access, AccessKind, Record, RecordSource};
+
+use crate::cost::CostModel;
+use crate::guest::{softwalk, GuestOs};
+use crate::host::config::{HostConfig, VmInput, VmSpec};
+use crate::host::{HostMemory, Vm, VmId};
+use crate::hv::{Machine, Mode, SwitchReport};
+use crate::mmu::Hw;
+use crate::sim::{apply_access, apply_event, ModeVisitor, BATCH};
+use crate::stats::Stats;
+use crate::SimError;
+
+pub use report::{HostReport, Sample, VmReport};
+
+/// What one VM's quantum ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum QuantumEnd {
+    /// The slice is used up; more records follow.
+    Preempted,
+    /// The VM's input is exhausted.
+    Done,
+}
+
+/// Per-VM host counters (beyond the mode's [`Stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HostVmCounters {
+    /// World switches onto this VM (a pCPU went to it from another VM).
+    pub world_switches: u64,
+    /// TLB and PSC flushes of a pCPU because VPIDs are off (world switches and VM exits).
+    pub no_vpid_flushes: u64,
+    /// Flushes of this VM's entries on a pCPU it migrated to.
+    pub migration_flushes: u64,
+    /// Quanta run.
+    pub quanta: u64,
+}
+
+/// One VM's state on the host, type-erased (dispatch once per quantum).
+trait VmDyn {
+    fn quantum(
+        &mut self,
+        hw: &mut Hw,
+        host: &mut HostMemory,
+        quantum: u64,
+        reserve: u64,
+        check: bool,
+    ) -> Result<QuantumEnd, SimError>;
+    fn vm(&self) -> &Vm;
+    fn finish(&mut self, hw: &mut Hw, host: &mut HostMemory) -> Option<SwitchReport>;
+    fn resolutions(&mut self) -> Vec<(u64, u64)>;
+}
+
+/// A VM of mode `M`: its guest, machine and input.
+struct VmRun<M: Mode> {
+    guest: GuestOs,
+    machine: Machine<M>,
+    running: Option<u32>,
+    src: Box<dyn RecordSource>,
+    buf: Vec<Record>,
+    pos: usize,
+    /// (gPFN, hPFN) of every access, kept only when checking (tests).
+    seen: Vec<(u64, u64)>,
+}
+
+impl<M: Mode> VmRun<M> {
+    #[inline]
+    fn run<const CHECK: bool>(
+        &mut self,
+        hw: &mut Hw,
+        host: &mut HostMemory,
+        quantum: u64,
+        reserve: u64,
+    ) -> Result<QuantumEnd, SimError> {
+        let start = self.machine.vm.stats.instructions;
+        loop {
+            if self.pos == self.buf.len() {
+                self.buf.clear();
+                self.pos = 0;
+                if self.src.next_batch(&mut self.buf, BATCH)? == 0 {
+                    return Ok(QuantumEnd::Done);
+                }
+            }
+            let i = self.pos;
+            if let Record::Access(a) = &self.buf[i] {
+                if a.kind == AccessKind::Fetch
+                    && self.machine.vm.stats.instructions - start >= quantum
+                {
+                    return Ok(QuantumEnd::Preempted);
+                }
+            }
+            if host.free() < reserve {
+                return Err(SimError::HostOutOfMemory {
+                    vm: self.machine.vm.id,
+                    free_frames: host.free(),
+                });
+            }
+            self.pos += 1;
+            let mut m = self.machine.on(hw, host);
+            match &self.buf[i] {
+                Record::Access(a) => {
+                    let t = apply_access(&mut m, &mut self.guest, &mut self.running, a)?;
+                    if CHECK {
+                        check(&self.guest, m.core.vm, m.core.host, a, t.gpfn, t.hpfn);
+                        self.seen.push((t.gpfn, t.hpfn));
+                    }
+                }
+                Record::Event(e) => {
+                    apply_event(&mut m, &mut self.guest, &mut self.running, e.pid, &e.kind)?
+                }
+            }
+        }
+    }
+}
+
+/// The oracle for one access of a VM on a shared host: the gPFN is the
+/// guest's own tables' (a plain software walk), the hPFN the VM's p2m's,
+/// and the host frame belongs to this VM alone (the m2p names it).
+fn check(guest: &GuestOs, vm: &Vm, host: &HostMemory, a: &Access, gpfn: u64, hpfn: u64) {
+    let p = guest.current().expect("a process runs");
+    let m = softwalk::translate(&guest.mem, p.root, a.addr)
+        .unwrap_or_else(|| panic!("VM {}: {a:?} resolved but the guest does not map it", vm.id));
+    assert_eq!(
+        gpfn, m.gpfn,
+        "VM {}: {a:?}: gPFN differs from the guest tables",
+        vm.id
+    );
+    let g = crate::addr::Gpfn(gpfn);
+    assert_eq!(
+        vm.p2m(g).map(|h| h.0),
+        Some(hpfn),
+        "VM {}: {a:?}: hPFN differs from the p2m",
+        vm.id
+    );
+    assert_eq!(
+        host.m2p(crate::addr::Hpfn(hpfn)),
+        Some((vm.id, g)),
+        "VM {}: host frame {hpfn:#x} not this VM's",
+        vm.id
+    );
+}
+
+impl<M: Mode> VmDyn for VmRun<M> {
+    fn quantum(
+        &mut self,
+        hw: &mut Hw,
+        host: &mut HostMemory,
+        quantum: u64,
+        reserve: u64,
+        check: bool,
+    ) -> Result<QuantumEnd, SimError> {
+        if check {
+            self.run::<true>(hw, host, quantum, reserve)
+        } else {
+            self.run::<false>(hw, host, quantum, reserve)
+        }
+    }
+    fn vm(&self) -> &Vm {
+        &self.machine.vm
+    }
+    fn finish(&mut self, hw: &mut Hw, host: &mut HostMemory) -> Option<SwitchReport> {
+        self.machine.finish(hw, host)
+    }
+    fn resolutions(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.seen)
+    }
+}
+
+/// One pCPU: its hardware, the VM it ran last, and its clock.
+struct Pcpu {
+    hw: Hw,
+    last: Option<usize>,
+    cycles: u64,
+}
+
+/// A host with its VMs, ready to run.
+pub struct HostSim {
+    cfg: HostConfig,
+    host: HostMemory,
+    pcpus: Vec<Pcpu>,
+    vms: Vec<Box<dyn VmDyn>>,
+    counters: Vec<HostVmCounters>,
+    /// pCPU each VM last ran on.
+    last_pcpu: Vec<Option<usize>>,
+    costs: Vec<CostModel>,
+    check: bool,
+}
+
+impl std::fmt::Debug for HostSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostSim")
+            .field("vms", &self.vms.len())
+            .finish()
+    }
+}
+
+struct Build<'a> {
+    spec: &'a VmSpec,
+    vm: Vm,
+    src: Box<dyn RecordSource>,
+}
+
+impl ModeVisitor for Build<'_> {
+    type Output = Box<dyn VmDyn>;
+    fn visit<M: Mode>(self, mode: M) -> Box<dyn VmDyn> {
+        let mut vm = self.vm;
+        if !M::VIRTUALIZED {
+            vm.vpid = 0;
+        }
+        Box::new(VmRun {
+            guest: GuestOs::new(&self.spec.cfg.guest),
+            machine: Machine::new(mode, vm),
+            running: None,
+            src: self.src,
+            buf: Vec::with_capacity(BATCH),
+            pos: 0,
+            seen: Vec::new(),
+        })
+    }
+}
+
+/// Open the input of `spec`.
+///
+/// # Errors
+/// The trace cannot be opened.
+pub fn open_input(spec: &VmSpec) -> Result<Box<dyn RecordSource>, SimError> {
+    Ok(match &spec.input {
+        VmInput::Builtin(s) => Box::new(s.source()),
+        VmInput::Trace(p) => crate::sched::open_trace(p, &spec.cfg)?,
+    })
+}
+
+impl HostSim {
+    /// The host of `cfg` with every VM created and its input opened.
+    ///
+    /// # Errors
+    /// A VM's trace cannot be opened.
+    pub fn new(cfg: &HostConfig) -> Result<Self, SimError> {
+        let sources = cfg
+            .vms
+            .iter()
+            .map(open_input)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::with_sources(cfg, sources))
+    }
+
+    /// As [`HostSim::new`] with the VMs' records from `sources` (one per VM, in order).
+    pub fn with_sources(cfg: &HostConfig, sources: Vec<Box<dyn RecordSource>>) -> Self {
+        assert_eq!(sources.len(), cfg.vms.len(), "one source per VM");
+        let mut host = HostMemory::new(cfg.host.mem_mib * 256);
+        let vms = cfg
+            .vms
+            .iter()
+            .zip(sources)
+            .enumerate()
+            .map(|(i, (spec, src))| {
+                let id = i as VmId;
+                let vpid = if cfg.host.vpid { id as u16 + 1 } else { 0 };
+                let mut vm = Vm::new(
+                    id,
+                    vpid,
+                    spec.cfg.guest.mem_mib * 256,
+                    spec.cfg.guest.pcid,
+                    &mut host,
+                );
+                vm.hosted = true;
+                vm.flush_on_exit = !cfg.host.vpid;
+                spec.mode.with_mode(&spec.cfg, Build { spec, vm, src })
+            })
+            .collect::<Vec<_>>();
+        let n = vms.len();
+        HostSim {
+            pcpus: (0..cfg.host.pcpus)
+                .map(|_| Pcpu {
+                    hw: Hw::new(&cfg.base),
+                    last: None,
+                    cycles: 0,
+                })
+                .collect(),
+            host,
+            vms,
+            counters: vec![HostVmCounters::default(); n],
+            last_pcpu: vec![None; n],
+            costs: cfg
+                .vms
+                .iter()
+                .map(|v| CostModel::new(&v.cfg.cost, &v.cfg.pt_cache))
+                .collect(),
+            cfg: cfg.clone(),
+            check: false,
+        }
+    }
+
+    /// Check every access against the oracle (tests): the gPFN against the
+    /// VM's guest tables, the hPFN against its p2m and the host's m2p;
+    /// panics on a mismatch. Keeps every access's (gPFN, hPFN) for
+    /// [`HostSim::resolutions`].
+    pub fn checked(mut self) -> Self {
+        self.check = true;
+        self
+    }
+
+    /// Where VM `i`'s accesses resolved so far (checked runs only); taken.
+    pub fn resolutions(&mut self, i: usize) -> Vec<(u64, u64)> {
+        self.vms[i].resolutions()
+    }
+
+    /// The host's state of VM `i`.
+    pub fn vm(&self, i: usize) -> &Vm {
+        self.vms[i].vm()
+    }
+
+    /// Host memory.
+    pub fn host(&self) -> &HostMemory {
+        &self.host
+    }
+
+    /// Give pCPU `p` to VM `v`: world switch, VPID-less flush, migration flush.
+    fn enter(&mut self, p: usize, v: usize) {
+        let pc = &mut self.pcpus[p];
+        let c = &mut self.counters[v];
+        if pc.last.is_some_and(|l| l != v) {
+            c.world_switches += 1;
+            pc.cycles += self.cfg.host.world_switch_cycles;
+            if !self.cfg.host.vpid {
+                c.no_vpid_flushes += 1;
+                pc.hw.invvpid_single(0);
+            }
+        }
+        if self.last_pcpu[v].is_some_and(|l| l != p) {
+            let vm = self.vms[v].vm();
+            c.migration_flushes += 1;
+            pc.hw.invept_single(vm.ept_tag, vm.vpid);
+        }
+        pc.last = Some(v);
+        self.last_pcpu[v] = Some(p);
+    }
+
+    /// Run every VM to the end of its input; `progress` gets the
+    /// instructions retired by all VMs after each round.
+    ///
+    /// # Errors
+    /// A VM's trace read error or guest resource error, or a host that
+    /// ran out of memory.
+    pub fn run(&mut self, progress: &mut dyn FnMut(u64)) -> Result<HostReport, SimError> {
+        let quantum = self.cfg.host.vm_quantum_instructions;
+        let reserve = self.cfg.host.reserve_mib * 256;
+        let mut queue: VecDeque<usize> = (0..self.vms.len()).collect();
+        let mut series = Vec::new();
+        let mut next_sample = 0u64;
+        let mut last_stats: Vec<Stats> = vec![Stats::default(); self.vms.len()];
+        let mut switching = vec![None; self.vms.len()];
+        let mut peak_used = self.host.used();
+        while !queue.is_empty() {
+            let mut ran = Vec::with_capacity(self.pcpus.len());
+            for p in 0..self.pcpus.len() {
+                let Some(v) = queue.pop_front() else { break };
+                self.enter(p, v);
+                let vpid_flushes_before = self.vms[v].vm().exit_flushes;
+                let end = self.vms[v].quantum(
+                    &mut self.pcpus[p].hw,
+                    &mut self.host,
+                    quantum,
+                    reserve,
+                    self.check,
+                )?;
+                if self.host.overdrawn() {
+                    return Err(SimError::HostOutOfMemory {
+                        vm: v as VmId,
+                        free_frames: 0,
+                    });
+                }
+                peak_used = peak_used.max(self.host.used());
+                let vm = self.vms[v].vm();
+                self.counters[v].no_vpid_flushes += vm.exit_flushes - vpid_flushes_before;
+                self.counters[v].quanta += 1;
+                let d = vm.stats.since(&last_stats[v]);
+                self.pcpus[p].cycles += self.costs[v].price(&d).total;
+                last_stats[v] = vm.stats.clone();
+                match end {
+                    QuantumEnd::Preempted => ran.push(v),
+                    QuantumEnd::Done => {
+                        switching[v] = self.vms[v].finish(&mut self.pcpus[p].hw, &mut self.host);
+                    }
+                }
+            }
+            queue.extend(ran);
+            let now = self.now();
+            if now >= next_sample || queue.is_empty() {
+                series.push(self.sample(now));
+                next_sample = now + self.cfg.host.sample_cycles;
+            }
+            progress(self.vms.iter().map(|v| v.vm().stats.instructions).sum());
+        }
+        Ok(self.report(series, switching, peak_used))
+    }
+
+    /// Host time: the furthest pCPU clock, cycles.
+    fn now(&self) -> u64 {
+        self.pcpus.iter().map(|p| p.cycles).max().unwrap_or(0)
+    }
+
+    fn sample(&self, now: u64) -> Sample {
+        Sample {
+            seconds: now as f64 / (self.cfg.cpu.ghz * 1e9),
+            free_frames: self.host.free(),
+            table_frames: self.host.table_pages(),
+            vm_frames: self.vms.iter().map(|v| v.vm().backed_frames).collect(),
+            vm_swapped: vec![0; self.vms.len()],
+        }
+    }
+
+    fn report(
+        &self,
+        series: Vec<Sample>,
+        switching: Vec<Option<SwitchReport>>,
+        peak_used: u64,
+    ) -> HostReport {
+        let ghz = self.cfg.cpu.ghz;
+        let vms = self
+            .vms
+            .iter()
+            .zip(&self.cfg.vms)
+            .zip(switching)
+            .enumerate()
+            .map(|(i, ((v, spec), switching))| {
+                let vm = v.vm();
+                let c = &self.counters[i];
+                let cycles = self.costs[i].price(&vm.stats);
+                let host_cycles =
+                    cycles.total + c.world_switches * self.cfg.host.world_switch_cycles;
+                VmReport {
+                    name: spec.name.clone(),
+                    mode: spec.mode,
+                    input: spec.describe(),
+                    mem_mib: spec.cfg.guest.mem_mib,
+                    vpid: vm.vpid,
+                    stats: vm.stats.clone(),
+                    cycles,
+                    host: c.clone(),
+                    host_cycles,
+                    seconds: host_cycles as f64 / (ghz * 1e9),
+                    frames: vm.backed_frames,
+                    switching,
+                    alone: None,
+                }
+            })
+            .collect();
+        HostReport {
+            mem_mib: self.cfg.host.mem_mib,
+            pcpus: self.cfg.host.pcpus,
+            vpid: self.cfg.host.vpid,
+            ghz,
+            frames: self.host.capacity(),
+            peak_used_frames: peak_used,
+            table_frames: self.host.table_pages(),
+            seconds: self.now() as f64 / (ghz * 1e9),
+            vms,
+            series,
+        }
+    }
+}
+
+/// Run the host of `cfg` (inputs opened here).
+///
+/// # Errors
+/// As [`HostSim::new`] and [`HostSim::run`].
+pub fn run_host(cfg: &HostConfig, progress: &mut dyn FnMut(u64)) -> Result<HostReport, SimError> {
+    HostSim::new(cfg)?.run(progress)
+}
