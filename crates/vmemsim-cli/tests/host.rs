@@ -81,7 +81,12 @@ fn host_reports_per_vm_with_slowdown_json_and_svg() {
     assert!(chart.starts_with("<svg") && chart.contains("real"));
     // An existing report is not replaced without --force (exit 2).
     let again = vmemsim(&args);
-    assert_eq!(again.status.code(), Some(2), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     // Same inputs, same report, whatever -j.
     let o2 = vmemsim(&[
         "host",

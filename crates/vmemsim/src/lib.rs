@@ -45,14 +45,22 @@ pub enum SimError {
         /// Configured guest memory, MiB.
         mem_mib: u64,
     },
-    /// A shared host could not keep its reserve of free frames (hypervisor
-    /// swapping is not modeled yet): the VMs touched more than host memory.
-    #[error("host out of memory while VM {vm} ran ({free_frames} frames free): the VMs touch more than host.mem_mib; raise it (or host.reserve_mib if one operation needs more)")]
+    /// A shared host could not keep its reserve of free frames: nothing
+    /// swappable is left (direct and native VMs' memory and guest page
+    /// tables are never swapped), or one operation needed more than the
+    /// reserve.
+    #[error("host out of memory while VM {vm} ran ({free_frames} frames free): the VMs need more than host.mem_mib and nothing more can be swapped; raise host.mem_mib (or host.reserve_mib if one guest operation needs more)")]
     HostOutOfMemory {
         /// Index of the VM that was running.
         vm: u32,
         /// Free frames left.
         free_frames: u64,
+    },
+    /// The host swap device is full.
+    #[error("host swap full: host.swap_mib = {swap_mib} MiB cannot hold what the VMs need beyond host.mem_mib; raise either")]
+    HostSwapFull {
+        /// Configured host swap, MiB.
+        swap_mib: u64,
     },
     /// More live processes than PCIDs.
     #[error("more than {limit} live processes: PCIDs exhausted (set guest.pcid = false)")]

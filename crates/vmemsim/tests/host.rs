@@ -11,7 +11,7 @@ use vmemsim::host::config::HostConfig;
 use vmemsim::hostsim::HostSim;
 use vmemsim::hv::Mode;
 use vmemsim::sim::ModeVisitor;
-use vmemsim::stats::Stats;
+use vmemsim::stats::{ExitReason, Stats};
 use vmemsim::{Config, SimError};
 use vmemsim_trace::{AccessKind, ProcEvent, Record, RecordSource, TraceError};
 
@@ -216,22 +216,153 @@ fn vpids_keep_a_vms_tlb_entries_across_world_switches() {
 }
 
 #[test]
-fn host_smaller_than_the_vms_stops_with_an_error() {
-    let cfg = host_cfg(
-        r#"
-[host]
-mem_mib = 32
-swap_mib = 256
-[[vm]]
-name = "big"
-workload = "random"
-footprint_mib = 64
-accesses = 200000
-mode = "nested"
-mem_mib = 128
-"#,
-    );
+fn host_swap_full_stops_with_an_error_naming_it() {
+    // 2 x 30 MiB touched on 56 MiB of memory and 8 of swap: swap fills.
+    let vm = |name: &str| {
+        format!(
+            "[[vm]]\nname = \"{name}\"\nworkload = \"random\"\nfootprint_mib = 30\naccesses = 200000\nmode = \"nested\"\nmem_mib = 64\n"
+        )
+    };
+    let cfg = host_cfg(&format!(
+        "[host]\nmem_mib = 56\nswap_mib = 8\n{}{}",
+        vm("a"),
+        vm("b")
+    ));
     let e = HostSim::new(&cfg).unwrap().run(&mut |_| {}).unwrap_err();
-    assert!(matches!(e, SimError::HostOutOfMemory { vm: 0, .. }), "{e}");
-    assert!(e.to_string().contains("host.mem_mib"), "{e}");
+    assert!(matches!(e, SimError::HostSwapFull { swap_mib: 8 }), "{e}");
+    assert!(e.to_string().contains("host.swap_mib"), "{e}");
+}
+
+const ONE: &str = r#"
+[host]
+mem_mib = 256
+vm_quantum_instructions = 1
+swap_mib = 64
+[[vm]]
+name = "a"
+workload = "seq"
+mode = "MODE"
+mem_mib = 64
+"#;
+
+/// One VM stores to a page (round 1); the host swaps that page out; the
+/// VM fetches and loads it again (round 2). Returns round 2's counters
+/// and the VM's swap-outs and swap-ins.
+fn swap_out_then_touch(mode: &str) -> (Stats, u64, u64) {
+    let cfg = host_cfg(&ONE.replace("MODE", mode));
+    let mmap = ProcEvent::Mmap {
+        addr: DATA,
+        len: 1 << 20,
+        prot: 3,
+        flags: 0x22,
+    };
+    let a = vec![
+        ev(1, mmap),
+        acc(1, AccessKind::Fetch, CODE),
+        acc(1, AccessKind::Store, DATA),
+        acc(1, AccessKind::Fetch, CODE),
+        acc(1, AccessKind::Load, DATA),
+    ];
+    let mut sim = HostSim::with_sources(&cfg, vec![Box::new(Replay(a, 0))]).checked();
+    assert!(sim.round().unwrap(), "round 1 ends before the second fetch");
+    let before = sim.vm(0).stats.clone();
+    let g = sim.resolutions(0)[1].0;
+    assert!(sim.swap_out(0, g), "the data frame is swapped out");
+    assert_eq!(sim.vm(0).p2m(vmemsim::addr::Gpfn(g)), None);
+    assert!(!sim.round().unwrap(), "round 2 ends the input");
+    assert_eq!(sim.resolutions(0)[1].0, g, "same gPFN after the swap-in");
+    let vm = sim.vm(0);
+    (vm.stats.since(&before), vm.host_swap_outs, vm.host_swap_ins)
+}
+
+#[test]
+fn host_swap_out_then_touch_costs_one_ept_violation_nested() {
+    // The INVEPT dropped the page's TLB entry; the walk ends at the cleared
+    // EPT leaf: one exit, the frame read back, the walk repeated.
+    let (d, outs, ins) = swap_out_then_touch("nested");
+    assert_eq!((outs, ins), (1, 1));
+    assert_eq!(d.exits_for(ExitReason::EptViolation), 1);
+    assert_eq!(d.total_exits(), 1);
+    assert_eq!(d.guest_page_faults, 0, "the guest sees nothing");
+}
+
+#[test]
+fn host_swap_out_then_touch_costs_one_hidden_fault_shadow() {
+    // The reverse map zapped the page's shadow leaf and the VPID flush its
+    // TLB entry: the shadow walk misses, one hidden fault refills it.
+    let (d, outs, ins) = swap_out_then_touch("shadow");
+    assert_eq!((outs, ins), (1, 1));
+    assert_eq!(d.exits_for(ExitReason::ShadowFault), 1);
+    assert_eq!(d.total_exits(), 1);
+    assert_eq!(d.guest_page_faults, 0);
+}
+
+#[test]
+fn host_under_pressure_swaps_and_every_access_still_resolves() {
+    // Three VMs touching about 3 x 24 MiB on a 40 MiB host: the host swaps,
+    // the oracle checks every access, and each VM matches its run alone.
+    let text = r#"
+[host]
+mem_mib = 40
+swap_mib = 256
+vm_quantum_instructions = 2000
+[[vm]]
+name = "n"
+workload = "random"
+footprint_mib = 24
+accesses = 150000
+mode = "nested"
+mem_mib = 64
+[[vm]]
+name = "s"
+workload = "random"
+footprint_mib = 24
+accesses = 150000
+seed = 2
+mode = "shadow"
+mem_mib = 64
+[[vm]]
+name = "g"
+workload = "chase"
+footprint_mib = 24
+accesses = 150000
+mode = "agile"
+mem_mib = 64
+"#;
+    let cfg = host_cfg(text);
+    let records: Vec<Vec<Record>> = cfg
+        .vms
+        .iter()
+        .map(|s| collect(vmemsim::hostsim::open_input(s).unwrap().as_mut()))
+        .collect();
+    let sources = records
+        .iter()
+        .map(|r| Box::new(Replay(r.clone(), 0)) as Box<dyn RecordSource>)
+        .collect();
+    let mut sim = HostSim::with_sources(&cfg, sources).checked();
+    let report = sim.run(&mut |_| {}).unwrap();
+    assert!(
+        report.peak_used_frames <= report.frames,
+        "the pool never grows"
+    );
+    let outs: u64 = report.vms.iter().map(|v| v.host_swap_outs).sum();
+    assert!(outs > 0, "the host swapped");
+    for (i, spec) in cfg.vms.iter().enumerate() {
+        let (alone, alone_stats) = spec
+            .mode
+            .with_mode(&spec.cfg, Alone(&spec.cfg, &records[i]));
+        let hosted = sim.resolutions(i);
+        assert_eq!(hosted.len(), alone.len());
+        assert!(
+            hosted.iter().zip(&alone).all(|(h, a)| h.0 == a.0),
+            "{}: gPFNs",
+            spec.name
+        );
+        assert_eq!(
+            report.vms[i].stats.guest_page_faults,
+            alone_stats.guest_page_faults
+        );
+        let v = &report.vms[i];
+        assert!(v.host_swap_ins <= v.host_swap_outs);
+    }
 }

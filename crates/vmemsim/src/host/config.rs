@@ -46,6 +46,8 @@ pub struct HostSection {
     pub world_switch_cycles: u64,
     /// Time-series sampling period, host cycles. Default 10000000 (4 ms at 2.5 GHz).
     pub sample_cycles: u64,
+    /// Seed of the host's random victim selection. Default 1.
+    pub seed: u64,
 }
 
 impl Default for HostSection {
@@ -60,6 +62,7 @@ impl Default for HostSection {
             reserve_mib: 4,
             world_switch_cycles: 1200,
             sample_cycles: 10_000_000,
+            seed: 1,
         }
     }
 }

@@ -71,6 +71,8 @@ pub struct HostMemory {
     m2p: Vec<u64>,
     /// Contents of the hypervisor's table pages (EPT, shadow, splinters), by hPFN.
     pub tables: PageStore,
+    swap: FrameRange,
+    swap_used: u64,
 }
 
 impl HostMemory {
@@ -84,7 +86,35 @@ impl HostMemory {
             table_frames: FrameRange::new(HV_FRAME_BASE, frames),
             m2p: Vec::new(),
             tables: PageStore::new(HV_FRAME_BASE),
+            swap: FrameRange::new(0, 0),
+            swap_used: 0,
         }
+    }
+
+    /// Give the host a swap device of `slots` 4 KiB slots.
+    pub fn with_swap(mut self, slots: u64) -> Self {
+        self.swap = FrameRange::new(0, slots);
+        self
+    }
+
+    /// A free swap slot, or `None` when the swap device is full.
+    pub fn swap_alloc(&mut self) -> Option<u64> {
+        if self.swap_used == self.swap.end {
+            return None;
+        }
+        self.swap_used += 1;
+        Some(self.swap.alloc())
+    }
+
+    /// Swap slot `slot` is free again.
+    pub fn swap_release(&mut self, slot: u64) {
+        self.swap.free.push(slot);
+        self.swap_used -= 1;
+    }
+
+    /// Swap slots in use.
+    pub fn swap_used(&self) -> u64 {
+        self.swap_used
     }
 
     /// A pool that never runs out (the host of a VM run alone).

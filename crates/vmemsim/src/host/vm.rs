@@ -10,6 +10,8 @@ use crate::pte::{ept, x86};
 use crate::stats::Stats;
 
 const NONE: u64 = u64::MAX;
+/// A p2m entry of a frame in host swap: this bit and the slot.
+const SWAPPED: u64 = 1 << 62;
 
 /// One VM as the host sees it.
 #[derive(Clone, Debug)]
@@ -41,7 +43,17 @@ pub struct Vm {
     pub stats: Stats,
     /// TLB and PSC flushes forced by VM exits with VPIDs off.
     pub exit_flushes: u64,
+    /// Frames the host swapped out of this VM.
+    pub host_swap_outs: u64,
+    /// Frames read back from host swap (each an access that waited).
+    pub host_swap_ins: u64,
+    /// Frames in host swap now.
+    pub swapped_frames: u64,
     p2m: Vec<u64>,
+    /// Backed gPFNs (for random victim selection), kept once
+    /// [`Vm::track_resident`] was called; `res_pos[g]` = index + 1.
+    resident: Vec<u64>,
+    res_pos: Vec<u32>,
 }
 
 impl Vm {
@@ -61,6 +73,11 @@ impl Vm {
             backed_frames: 0,
             stats: Stats::default(),
             exit_flushes: 0,
+            host_swap_outs: 0,
+            host_swap_ins: 0,
+            swapped_frames: 0,
+            resident: Vec::new(),
+            res_pos: Vec::new(),
             p2m: vec![NONE; guest_frames as usize],
         }
     }
@@ -70,22 +87,86 @@ impl Vm {
         self.p2m.len() as u64
     }
 
-    /// The hPFN backing `gpfn`, if any.
+    /// The hPFN backing `gpfn`, if any (none while it is in host swap).
     #[inline]
     pub fn p2m(&self, gpfn: Gpfn) -> Option<Hpfn> {
         match self.p2m.get(gpfn.0 as usize) {
-            Some(&h) if h != NONE => Some(Hpfn(h)),
+            Some(&h) if h != NONE && h & SWAPPED == 0 => Some(Hpfn(h)),
             _ => None,
         }
     }
 
+    /// True while `gpfn` is in host swap.
+    pub fn is_swapped(&self, gpfn: Gpfn) -> bool {
+        self.p2m
+            .get(gpfn.0 as usize)
+            .is_some_and(|&h| h != NONE && h & SWAPPED != 0)
+    }
+
+    /// Keep the list of backed frames from now on (a VM on a shared host,
+    /// whose frames the host may swap out).
+    pub fn track_resident(&mut self) {
+        self.res_pos = vec![0; self.p2m.len()];
+        for g in 0..self.p2m.len() as u64 {
+            if self.p2m(Gpfn(g)).is_some() {
+                self.resident.push(g);
+                self.res_pos[g as usize] = self.resident.len() as u32;
+            }
+        }
+    }
+
+    /// Backed frames, in no particular order (empty unless tracked).
+    pub fn resident(&self) -> &[u64] {
+        &self.resident
+    }
+
+    fn resident_add(&mut self, g: u64) {
+        if !self.res_pos.is_empty() {
+            self.resident.push(g);
+            self.res_pos[g as usize] = self.resident.len() as u32;
+        }
+    }
+
+    fn resident_remove(&mut self, g: u64) {
+        let i = self.res_pos[g as usize] as usize - 1;
+        self.resident.swap_remove(i);
+        if let Some(&moved) = self.resident.get(i) {
+            self.res_pos[moved as usize] = i as u32 + 1;
+        }
+        self.res_pos[g as usize] = 0;
+    }
+
+    /// Hypervisor swapping: write backed `gpfn` to host swap, clear its
+    /// EPT entry and free its host frame. Returns the frame it had, or
+    /// `None` when the swap device is full. The caller drops the mode's
+    /// mappings (shadow reverse map) and flushes (INVEPT).
+    pub fn swap_out(&mut self, host: &mut HostMemory, gpfn: Gpfn) -> Option<Hpfn> {
+        let h = self.p2m(gpfn).expect("swap-out of an unbacked frame");
+        let slot = host.swap_alloc()?;
+        self.p2m[gpfn.0 as usize] = SWAPPED | slot;
+        self.ept_set(host, gpfn, 0);
+        host.free_data(h);
+        self.resident_remove(gpfn.0);
+        self.backed_frames -= 1;
+        self.swapped_frames += 1;
+        self.host_swap_outs += 1;
+        Some(h)
+    }
+
     /// Back `gpfn` with a frame from `host` if it has none, mapping it RWX
     /// in the EPT. Returns the hPFN and whether it was newly allocated.
+    /// A frame in host swap is read back (counted in `host_swap_ins`).
     pub fn back(&mut self, host: &mut HostMemory, gpfn: Gpfn) -> (Hpfn, bool) {
         if let Some(h) = self.p2m(gpfn) {
             return (h, false);
         }
+        if self.is_swapped(gpfn) {
+            host.swap_release(self.p2m[gpfn.0 as usize] & !SWAPPED);
+            self.swapped_frames -= 1;
+            self.host_swap_ins += 1;
+        }
         let h = host.alloc_data(self.id, gpfn);
+        self.resident_add(gpfn.0);
         self.p2m[gpfn.0 as usize] = h.0;
         self.backed_frames += 1;
         self.ept_set(host, gpfn, x86::make(h.0, ept::RWX | ept::WB));

@@ -16,9 +16,16 @@
 //!   pCPU), as KVM flushes on vCPU migration: INVLPGs it issued meanwhile
 //!   went to the other pCPU.
 //! - Host memory is one [`HostMemory`] pool. The loop keeps
-//!   `host.reserve_mib` free between guest operations; a host that cannot
-//!   stops with [`crate::SimError::HostOutOfMemory`] (hypervisor swapping
-//!   is not modeled yet).
+//!   `host.reserve_mib` free between guest operations: below it, the host
+//!   swaps out random frames (as ESX) of the swappable VM with the most
+//!   resident frames (a placeholder rule) until twice the reserve is free.
+//!   A swap-out clears the EPT entry and, through the shadow reverse map,
+//!   every shadow leaf of the frame, then flushes the VM on every pCPU
+//!   (INVEPT single-context). The VM's next access exits (EPT violation /
+//!   hidden fault) and the host reads the frame back: the VM waits
+//!   `host.swap_latency_us`. Swap-outs are written back asynchronously (no
+//!   VM waits for them). Guest page-table frames are not chosen, nor are
+//!   direct (pinned PV memory) or native VMs' frames.
 //!
 //! Each VM's inner loop is monomorphized per mode (`VmRun` is generic;
 //! the host holds them as trait objects and dispatches once per quantum).
@@ -37,7 +44,10 @@ use crate::hv::{Machine, Mode, SwitchReport};
 use crate::mmu::Hw;
 use crate::sim::{apply_access, apply_event, ModeVisitor, BATCH};
 use crate::stats::Stats;
+use crate::ModeKind;
 use crate::SimError;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
 
 pub use report::{HostReport, Sample, VmReport};
 
@@ -48,6 +58,9 @@ enum QuantumEnd {
     Preempted,
     /// The VM's input is exhausted.
     Done,
+    /// The host pool fell below its reserve before the next record: the
+    /// host must reclaim, then resume the quantum.
+    NeedMemory,
 }
 
 /// Per-VM host counters (beyond the mode's [`Stats`]).
@@ -61,6 +74,8 @@ pub struct HostVmCounters {
     pub migration_flushes: u64,
     /// Quanta run.
     pub quanta: u64,
+    /// Cycles the VM waited for host swap-ins (`host.swap_latency_us` each).
+    pub swap_wait_cycles: u64,
 }
 
 /// One VM's state on the host, type-erased (dispatch once per quantum).
@@ -69,11 +84,16 @@ trait VmDyn {
         &mut self,
         hw: &mut Hw,
         host: &mut HostMemory,
-        quantum: u64,
+        until: u64,
         reserve: u64,
         check: bool,
     ) -> Result<QuantumEnd, SimError>;
     fn vm(&self) -> &Vm;
+    /// Swap out guest frame `gpfn` (host side and the mode's mappings);
+    /// false when the swap device is full. The caller flushes.
+    fn swap_out(&mut self, host: &mut HostMemory, gpfn: u64) -> bool;
+    /// True when `gpfn` holds a guest page table (never a victim).
+    fn is_table(&self, gpfn: u64) -> bool;
     fn finish(&mut self, hw: &mut Hw, host: &mut HostMemory) -> Option<SwitchReport>;
     fn resolutions(&mut self) -> Vec<(u64, u64)>;
 }
@@ -96,10 +116,9 @@ impl<M: Mode> VmRun<M> {
         &mut self,
         hw: &mut Hw,
         host: &mut HostMemory,
-        quantum: u64,
+        until: u64,
         reserve: u64,
     ) -> Result<QuantumEnd, SimError> {
-        let start = self.machine.vm.stats.instructions;
         loop {
             if self.pos == self.buf.len() {
                 self.buf.clear();
@@ -110,17 +129,12 @@ impl<M: Mode> VmRun<M> {
             }
             let i = self.pos;
             if let Record::Access(a) = &self.buf[i] {
-                if a.kind == AccessKind::Fetch
-                    && self.machine.vm.stats.instructions - start >= quantum
-                {
+                if a.kind == AccessKind::Fetch && self.machine.vm.stats.instructions >= until {
                     return Ok(QuantumEnd::Preempted);
                 }
             }
             if host.free() < reserve {
-                return Err(SimError::HostOutOfMemory {
-                    vm: self.machine.vm.id,
-                    free_frames: host.free(),
-                });
+                return Ok(QuantumEnd::NeedMemory);
             }
             self.pos += 1;
             let mut m = self.machine.on(hw, host);
@@ -172,18 +186,28 @@ impl<M: Mode> VmDyn for VmRun<M> {
         &mut self,
         hw: &mut Hw,
         host: &mut HostMemory,
-        quantum: u64,
+        until: u64,
         reserve: u64,
         check: bool,
     ) -> Result<QuantumEnd, SimError> {
         if check {
-            self.run::<true>(hw, host, quantum, reserve)
+            self.run::<true>(hw, host, until, reserve)
         } else {
-            self.run::<false>(hw, host, quantum, reserve)
+            self.run::<false>(hw, host, until, reserve)
         }
     }
     fn vm(&self) -> &Vm {
         &self.machine.vm
+    }
+    fn swap_out(&mut self, host: &mut HostMemory, gpfn: u64) -> bool {
+        let Some(h) = self.machine.vm.swap_out(host, crate::addr::Gpfn(gpfn)) else {
+            return false;
+        };
+        self.machine.mode.host_unmap(host, gpfn, h.0);
+        true
+    }
+    fn is_table(&self, gpfn: u64) -> bool {
+        self.guest.mem.contains(gpfn)
     }
     fn finish(&mut self, hw: &mut Hw, host: &mut HostMemory) -> Option<SwitchReport> {
         self.machine.finish(hw, host)
@@ -211,6 +235,16 @@ pub struct HostSim {
     last_pcpu: Vec<Option<usize>>,
     costs: Vec<CostModel>,
     check: bool,
+    /// VMs whose frames the host may swap (not direct: a PV domain's
+    /// memory is pinned; not native: no second translation to revoke).
+    swappable: Vec<bool>,
+    rng: Xoshiro256PlusPlus,
+    queue: VecDeque<usize>,
+    series: Vec<Sample>,
+    next_sample: u64,
+    last_stats: Vec<Stats>,
+    switching: Vec<Option<SwitchReport>>,
+    peak_used: u64,
 }
 
 impl std::fmt::Debug for HostSim {
@@ -274,7 +308,7 @@ impl HostSim {
     /// As [`HostSim::new`] with the VMs' records from `sources` (one per VM, in order).
     pub fn with_sources(cfg: &HostConfig, sources: Vec<Box<dyn RecordSource>>) -> Self {
         assert_eq!(sources.len(), cfg.vms.len(), "one source per VM");
-        let mut host = HostMemory::new(cfg.host.mem_mib * 256);
+        let mut host = HostMemory::new(cfg.host.mem_mib * 256).with_swap(cfg.host.swap_mib * 256);
         let vms = cfg
             .vms
             .iter()
@@ -291,6 +325,7 @@ impl HostSim {
                     &mut host,
                 );
                 vm.hosted = true;
+                vm.track_resident();
                 vm.flush_on_exit = !cfg.host.vpid;
                 spec.mode.with_mode(&spec.cfg, Build { spec, vm, src })
             })
@@ -313,6 +348,18 @@ impl HostSim {
                 .iter()
                 .map(|v| CostModel::new(&v.cfg.cost, &v.cfg.pt_cache))
                 .collect(),
+            swappable: cfg
+                .vms
+                .iter()
+                .map(|v| !matches!(v.mode, ModeKind::Direct | ModeKind::Native))
+                .collect(),
+            rng: Xoshiro256PlusPlus::seed_from_u64(cfg.host.seed),
+            queue: (0..n).collect(),
+            series: Vec::new(),
+            next_sample: 0,
+            last_stats: vec![Stats::default(); n],
+            switching: vec![None; n],
+            peak_used: 0,
             cfg: cfg.clone(),
             check: false,
         }
@@ -363,31 +410,86 @@ impl HostSim {
         self.last_pcpu[v] = Some(p);
     }
 
-    /// Run every VM to the end of its input; `progress` gets the
-    /// instructions retired by all VMs after each round.
+    /// Hypervisor swapping of `gpfn` of VM `v` now (tests use it to place
+    /// a swap-out; the run loop does it under pressure): the frame goes to
+    /// host swap, its EPT entry and shadow leaves are cleared, and the VM's
+    /// entries are flushed on every pCPU (INVEPT single-context). False when
+    /// the frame is not backed, holds a guest page table, or swap is full.
+    pub fn swap_out(&mut self, v: usize, gpfn: u64) -> bool {
+        let vm = self.vms[v].vm();
+        if vm.p2m(crate::addr::Gpfn(gpfn)).is_none() || self.vms[v].is_table(gpfn) {
+            return false;
+        }
+        if !self.vms[v].swap_out(&mut self.host, gpfn) {
+            return false;
+        }
+        let vm = self.vms[v].vm();
+        for p in &mut self.pcpus {
+            p.hw.invept_single(vm.ept_tag, vm.vpid);
+        }
+        true
+    }
+
+    /// Free frames until the pool has twice its reserve: random frames
+    /// (as ESX) of the swappable VM with the most resident frames (a
+    /// placeholder rule until the allocation policy chooses).
+    fn reclaim(&mut self, reserve: u64) -> Result<(), SimError> {
+        let target = (2 * reserve).min(self.host.capacity());
+        let mut tries = 0u32;
+        while self.host.free() < target {
+            let victim = (0..self.vms.len())
+                .filter(|&i| self.swappable[i])
+                .max_by_key(|&i| (self.vms[i].vm().resident().len(), std::cmp::Reverse(i)));
+            let res = victim.map_or(&[][..], |v| self.vms[v].vm().resident());
+            if res.is_empty() || tries > 1 << 16 {
+                return Err(SimError::HostOutOfMemory {
+                    vm: victim.unwrap_or(0) as VmId,
+                    free_frames: self.host.free(),
+                });
+            }
+            let g = res[self.rng.gen_range(0..res.len())];
+            let v = victim.expect("a victim");
+            if self.vms[v].is_table(g) {
+                tries += 1;
+                continue;
+            }
+            if !self.swap_out(v, g) {
+                return Err(SimError::HostSwapFull {
+                    swap_mib: self.cfg.host.swap_mib,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Run one round: each pCPU runs the next VM for a quantum. Returns
+    /// false once every VM has finished.
     ///
     /// # Errors
-    /// A VM's trace read error or guest resource error, or a host that
-    /// ran out of memory.
-    pub fn run(&mut self, progress: &mut dyn FnMut(u64)) -> Result<HostReport, SimError> {
+    /// As [`HostSim::run`].
+    pub fn round(&mut self) -> Result<bool, SimError> {
+        if self.queue.is_empty() {
+            return Ok(false);
+        }
         let quantum = self.cfg.host.vm_quantum_instructions;
         let reserve = self.cfg.host.reserve_mib * 256;
-        let mut queue: VecDeque<usize> = (0..self.vms.len()).collect();
-        let mut series = Vec::new();
-        let mut next_sample = 0u64;
-        let mut last_stats: Vec<Stats> = vec![Stats::default(); self.vms.len()];
-        let mut switching = vec![None; self.vms.len()];
-        let mut peak_used = self.host.used();
-        while !queue.is_empty() {
-            let mut ran = Vec::with_capacity(self.pcpus.len());
-            for p in 0..self.pcpus.len() {
-                let Some(v) = queue.pop_front() else { break };
-                self.enter(p, v);
-                let vpid_flushes_before = self.vms[v].vm().exit_flushes;
+        let wait_cycles = (self.cfg.host.swap_latency_us * 1e3 * self.cfg.cpu.ghz).round() as u64;
+        let mut ran = Vec::with_capacity(self.pcpus.len());
+        for p in 0..self.pcpus.len() {
+            let Some(v) = self.queue.pop_front() else {
+                break;
+            };
+            self.enter(p, v);
+            let before = (
+                self.vms[v].vm().exit_flushes,
+                self.vms[v].vm().host_swap_ins,
+            );
+            let until = self.vms[v].vm().stats.instructions + quantum;
+            let end = loop {
                 let end = self.vms[v].quantum(
                     &mut self.pcpus[p].hw,
                     &mut self.host,
-                    quantum,
+                    until,
                     reserve,
                     self.check,
                 )?;
@@ -397,29 +499,48 @@ impl HostSim {
                         free_frames: 0,
                     });
                 }
-                peak_used = peak_used.max(self.host.used());
-                let vm = self.vms[v].vm();
-                self.counters[v].no_vpid_flushes += vm.exit_flushes - vpid_flushes_before;
-                self.counters[v].quanta += 1;
-                let d = vm.stats.since(&last_stats[v]);
-                self.pcpus[p].cycles += self.costs[v].price(&d).total;
-                last_stats[v] = vm.stats.clone();
-                match end {
-                    QuantumEnd::Preempted => ran.push(v),
-                    QuantumEnd::Done => {
-                        switching[v] = self.vms[v].finish(&mut self.pcpus[p].hw, &mut self.host);
-                    }
+                self.peak_used = self.peak_used.max(self.host.used());
+                if end != QuantumEnd::NeedMemory {
+                    break end;
+                }
+                self.reclaim(reserve)?;
+            };
+            let vm = self.vms[v].vm();
+            let c = &mut self.counters[v];
+            c.no_vpid_flushes += vm.exit_flushes - before.0;
+            c.quanta += 1;
+            let swap_ins = vm.host_swap_ins - before.1;
+            c.swap_wait_cycles += swap_ins * wait_cycles;
+            let d = vm.stats.since(&self.last_stats[v]);
+            self.pcpus[p].cycles += self.costs[v].price(&d).total + swap_ins * wait_cycles;
+            self.last_stats[v] = vm.stats.clone();
+            match end {
+                QuantumEnd::Preempted => ran.push(v),
+                _ => {
+                    self.switching[v] = self.vms[v].finish(&mut self.pcpus[p].hw, &mut self.host);
                 }
             }
-            queue.extend(ran);
-            let now = self.now();
-            if now >= next_sample || queue.is_empty() {
-                series.push(self.sample(now));
-                next_sample = now + self.cfg.host.sample_cycles;
-            }
+        }
+        self.queue.extend(ran);
+        let now = self.now();
+        if now >= self.next_sample || self.queue.is_empty() {
+            self.series.push(self.sample(now));
+            self.next_sample = now + self.cfg.host.sample_cycles;
+        }
+        Ok(!self.queue.is_empty())
+    }
+
+    /// Run every VM to the end of its input; `progress` gets the
+    /// instructions retired by all VMs after each round.
+    ///
+    /// # Errors
+    /// A VM's trace read error or guest resource error, or a host that
+    /// cannot free memory (nothing swappable left, swap full).
+    pub fn run(&mut self, progress: &mut dyn FnMut(u64)) -> Result<HostReport, SimError> {
+        while self.round()? {
             progress(self.vms.iter().map(|v| v.vm().stats.instructions).sum());
         }
-        Ok(self.report(series, switching, peak_used))
+        Ok(self.report())
     }
 
     /// Host time: the furthest pCPU clock, cycles.
@@ -433,16 +554,15 @@ impl HostSim {
             free_frames: self.host.free(),
             table_frames: self.host.table_pages(),
             vm_frames: self.vms.iter().map(|v| v.vm().backed_frames).collect(),
-            vm_swapped: vec![0; self.vms.len()],
+            vm_swapped: self.vms.iter().map(|v| v.vm().swapped_frames).collect(),
         }
     }
 
-    fn report(
-        &self,
-        series: Vec<Sample>,
-        switching: Vec<Option<SwitchReport>>,
-        peak_used: u64,
-    ) -> HostReport {
+    /// The report of the run so far.
+    pub fn report(&self) -> HostReport {
+        let series = self.series.clone();
+        let switching = self.switching.clone();
+        let peak_used = self.peak_used;
         let ghz = self.cfg.cpu.ghz;
         let vms = self
             .vms
@@ -454,8 +574,9 @@ impl HostSim {
                 let vm = v.vm();
                 let c = &self.counters[i];
                 let cycles = self.costs[i].price(&vm.stats);
-                let host_cycles =
-                    cycles.total + c.world_switches * self.cfg.host.world_switch_cycles;
+                let host_cycles = cycles.total
+                    + c.world_switches * self.cfg.host.world_switch_cycles
+                    + c.swap_wait_cycles;
                 VmReport {
                     name: spec.name.clone(),
                     mode: spec.mode,
@@ -468,6 +589,8 @@ impl HostSim {
                     host_cycles,
                     seconds: host_cycles as f64 / (ghz * 1e9),
                     frames: vm.backed_frames,
+                    host_swap_outs: vm.host_swap_outs,
+                    host_swap_ins: vm.host_swap_ins,
                     switching,
                     alone: None,
                 }

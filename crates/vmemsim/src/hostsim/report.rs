@@ -44,12 +44,16 @@ pub struct VmReport {
     pub cycles: Cycles,
     /// Host counters: world switches, flushes, quanta.
     pub host: HostVmCounters,
-    /// `cycles.total` plus its world switches, cycles.
+    /// `cycles.total` plus its world switches and host swap-in waits, cycles.
     pub host_cycles: u64,
     /// `host_cycles` in seconds at `[cpu] ghz`.
     pub seconds: f64,
     /// Host frames backing it at the end.
     pub frames: u64,
+    /// Frames the host swapped out of it.
+    pub host_swap_outs: u64,
+    /// Frames read back from host swap (each access waited).
+    pub host_swap_ins: u64,
     /// Switching modes: what the policy did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switching: Option<SwitchReport>,
@@ -86,7 +90,7 @@ pub struct Sample {
     pub table_frames: u64,
     /// Frames backing each VM, in VM order.
     pub vm_frames: Vec<u64>,
-    /// Frames of each VM in host swap (0 until hypervisor swapping).
+    /// Frames of each VM in host swap.
     pub vm_swapped: Vec<u64>,
 }
 
@@ -162,7 +166,7 @@ impl HostReport {
             let opt = |x: Option<String>| x.unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 s,
-                "{:<10} {:<13} {:>7} {:>10} {:>10} {:>9} {:>8} {:>8} {:>9} {:>9.1} {:>12} {:>9.4} {:>8}",
+                "{:<10} {:<13} {:>7} {:>10} {:>10} {:>9} {:>8} {:>8} {:>9} {:>9.1} {:>8} {:>8} {:>12} {:>9.4} {:>8}",
                 v.name,
                 v.mode.name(),
                 v.mem_mib,
@@ -173,6 +177,8 @@ impl HostReport {
                 v.host.world_switches,
                 v.host.no_vpid_flushes + v.host.migration_flushes,
                 mib(v.frames),
+                v.host_swap_outs,
+                v.host_swap_ins,
                 v.host_cycles,
                 v.seconds,
                 opt(v.slowdown().map(|x| format!("{x:.3}x"))),

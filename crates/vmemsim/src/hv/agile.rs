@@ -218,6 +218,10 @@ impl Mode for Agile {
         "agile"
     }
 
+    fn host_unmap(&mut self, host: &mut crate::host::HostMemory, gpfn: u64, hpfn: u64) -> u64 {
+        self.sh.unmap_frame(host, gpfn, hpfn)
+    }
+
     fn fill(
         &mut self,
         core: &mut Core,

@@ -219,6 +219,13 @@ pub trait Mode: 'static {
     fn flush_pcid(&mut self, core: &mut Core, pcid: u16) {
         core.hw_flush_pcid(pcid);
     }
+    /// The host took guest frame `gpfn` (host frame `hpfn`) away
+    /// (hypervisor swapping): drop the mode's own mappings of it (shadow
+    /// leaves, through the reverse map); returns how many were dropped.
+    /// The EPT entry is the host's to clear; the caller flushes.
+    fn host_unmap(&mut self, _host: &mut HostMemory, _gpfn: u64, _hpfn: u64) -> u64 {
+        0
+    }
     /// The guest finished a batch of page-table changes.
     fn end_pt_update(&mut self, _core: &mut Core, _mem: &mut GuestMemory) {}
     /// Guest instruction count at which [`Mode::boundary`] is next due

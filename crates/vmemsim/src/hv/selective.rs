@@ -248,6 +248,9 @@ impl<P: Policy + 'static> Mode for Selective<P> {
             Paging::Shadow => self.shadow.flush_pcid(core, pcid),
         }
     }
+    fn host_unmap(&mut self, host: &mut crate::host::HostMemory, gpfn: u64, hpfn: u64) -> u64 {
+        self.shadow.unmap_frame(host, gpfn, hpfn)
+    }
     fn next_boundary(&self) -> u64 {
         self.next
     }

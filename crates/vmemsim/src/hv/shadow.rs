@@ -24,6 +24,7 @@ use rustc_hash::FxHashMap;
 use super::{Core, Fill, GuestFault, Mode};
 use crate::addr::{pt_index, Gpa, Gva, PageSize, FRAMES_PER_HUGE};
 use crate::guest::{softwalk, GuestMemory};
+use crate::host::HostMemory;
 use crate::mmu::walker::{walk_1d, SWITCH};
 use crate::mmu::{Dim, Rights, TableMem};
 use crate::pte::x86;
@@ -63,6 +64,11 @@ pub struct Shadow {
     /// Agile paging: guest table gPFN -> switching entries (shadow page
     /// hPFN, index) pointing at it.
     switch_of: FxHashMap<u64, Vec<(u64, usize)>>,
+    /// Reverse map: guest frame gPFN -> shadow leaf entries (shadow page
+    /// hPFN, index) filled with its host frame. Kept lazily: an entry may
+    /// have been zapped or its page freed since; [`Shadow::unmap_frame`]
+    /// checks each before clearing it.
+    rmap: FxHashMap<u64, Vec<(u64, usize)>>,
 }
 
 /// [`Shadow::root`] when the guest root is walked nested.
@@ -102,7 +108,24 @@ impl Shadow {
         self.wp.iter_mut().for_each(|w| *w = false);
         self.nested.clear();
         self.switch_of.clear();
+        self.rmap.clear();
         self.root = 0;
+    }
+
+    /// The host took guest frame `gpfn` (host frame `hpfn`) away: clear
+    /// every shadow leaf that maps it, found through the reverse map.
+    /// Returns the entries cleared. The caller flushes the VPID.
+    pub fn unmap_frame(&mut self, host: &mut HostMemory, gpfn: u64, hpfn: u64) -> u64 {
+        let mut n = 0;
+        for (sp, idx) in self.rmap.remove(&gpfn).unwrap_or_default() {
+            let live = self.pages.get(&sp).is_some_and(|p| p.level == 1);
+            let se = host.tables.read(sp, idx);
+            if live && se & x86::P != 0 && x86::frame(se) == hpfn {
+                host.tables.write(sp, idx, 0);
+                n += 1;
+            }
+        }
+        n
     }
 
     fn set_wp(&mut self, gpfn: u64, on: bool) {
@@ -433,6 +456,13 @@ impl Shadow {
             core.host
                 .tables
                 .write(leaf_sp, leaf_idx, x86::make(hpfn, f));
+            if core.vm.hosted {
+                // Only a shared host takes frames away (hypervisor swapping).
+                let r = self.rmap.entry(gpfn).or_default();
+                if !r.contains(&(leaf_sp, leaf_idx)) {
+                    r.push((leaf_sp, leaf_idx));
+                }
+            }
             core.vm.stats.shadow_fills += 1;
         }
     }
@@ -441,6 +471,10 @@ impl Shadow {
 impl Mode for Shadow {
     fn name(&self) -> &'static str {
         "shadow"
+    }
+
+    fn host_unmap(&mut self, host: &mut HostMemory, gpfn: u64, hpfn: u64) -> u64 {
+        self.unmap_frame(host, gpfn, hpfn)
     }
 
     fn fill(
