@@ -29,6 +29,21 @@ impl RecordSource for Replay {
     }
 }
 
+/// Every VM's input read into memory, and a replay of each for the host
+/// (so the same records can also be run alone).
+fn replayed(cfg: &HostConfig) -> (Vec<Vec<Record>>, Vec<Box<dyn RecordSource>>) {
+    let records: Vec<Vec<Record>> = cfg
+        .vms
+        .iter()
+        .map(|s| collect(vmemsim::hostsim::open_input(s).unwrap().as_mut()))
+        .collect();
+    let sources = records
+        .iter()
+        .map(|r| Box::new(Replay(r.clone(), 0)) as Box<dyn RecordSource>)
+        .collect();
+    (records, sources)
+}
+
 fn host_cfg(text: &str) -> HostConfig {
     HostConfig::from_toml(text, "test.toml", Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
@@ -80,15 +95,7 @@ fn three_vms_agree_with_alone(pcpus: u32, vpid: bool) {
         .replace("PCPUS", &pcpus.to_string())
         .replace("VPID", &vpid.to_string());
     let cfg = host_cfg(&text);
-    let records: Vec<Vec<Record>> = cfg
-        .vms
-        .iter()
-        .map(|s| collect(vmemsim::hostsim::open_input(s).unwrap().as_mut()))
-        .collect();
-    let sources = records
-        .iter()
-        .map(|r| Box::new(Replay(r.clone(), 0)) as Box<dyn RecordSource>)
-        .collect();
+    let (records, sources) = replayed(&cfg);
     let mut sim = HostSim::with_sources(&cfg, sources).checked();
     let report = sim.run(&mut |_| {}).unwrap();
     for (i, spec) in cfg.vms.iter().enumerate() {
@@ -330,15 +337,7 @@ mode = "agile"
 mem_mib = 64
 "#;
     let cfg = host_cfg(text);
-    let records: Vec<Vec<Record>> = cfg
-        .vms
-        .iter()
-        .map(|s| collect(vmemsim::hostsim::open_input(s).unwrap().as_mut()))
-        .collect();
-    let sources = records
-        .iter()
-        .map(|r| Box::new(Replay(r.clone(), 0)) as Box<dyn RecordSource>)
-        .collect();
+    let (records, sources) = replayed(&cfg);
     let mut sim = HostSim::with_sources(&cfg, sources).checked();
     let report = sim.run(&mut |_| {}).unwrap();
     assert!(
