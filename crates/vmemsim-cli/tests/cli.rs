@@ -4,12 +4,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn vmemsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmemsim"))
-        .args(args)
-        .output()
-        .expect("run vmemsim")
-}
+mod common;
+use common::vmemsim;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("vmemsim-cli-{}", std::process::id()));

@@ -2,14 +2,9 @@
 //! JSON and SVG, determinism, and bad configurations (exit 2, key named).
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-fn vmemsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmemsim"))
-        .args(args)
-        .output()
-        .expect("run vmemsim")
-}
+mod common;
+use common::vmemsim;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("vmemsim-host-{}", std::process::id()));

@@ -4,7 +4,7 @@
 //! `.partial` readable up to its last whole block (issue 12).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn valgrind_ok() -> bool {
@@ -18,12 +18,8 @@ fn dir(test: &str) -> PathBuf {
     d
 }
 
-fn vmemsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmemsim"))
-        .args(args)
-        .output()
-        .expect("run vmemsim")
-}
+mod common;
+use common::vmemsim;
 
 fn spawn_record(out: &Path, program: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_vmemsim"))

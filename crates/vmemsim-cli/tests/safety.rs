@@ -7,12 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn vmemsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmemsim"))
-        .args(args)
-        .output()
-        .expect("run vmemsim")
-}
+mod common;
+use common::vmemsim;
 
 /// A fresh directory for one test.
 fn dir(test: &str) -> PathBuf {

@@ -5,14 +5,10 @@
 //! The same comparison on a real Slurm cluster is tests/slurm/run.sh.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn vmemsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmemsim"))
-        .args(args)
-        .output()
-        .expect("run vmemsim")
-}
+mod common;
+use common::vmemsim;
 
 fn ok(args: &[&str]) -> Output {
     let o = vmemsim(args);
