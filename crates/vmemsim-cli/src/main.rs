@@ -15,6 +15,7 @@ use vmemsim_trace::{Format, RecordSource};
 mod chart;
 mod host_cmd;
 mod jobs;
+mod measure_flags;
 mod merge;
 mod output;
 mod sweep;
@@ -179,14 +180,8 @@ struct Input {
     /// Seed of built-in workloads.
     #[arg(long)]
     seed: Option<u64>,
-    /// Instructions to run before counting starts (structures warm up,
-    /// counters do not count); overrides `measure.warmup_instructions`.
-    #[arg(long, value_name = "N")]
-    warmup_instructions: Option<u64>,
-    /// Instructions to measure after the warm-up (0 = to the end of the
-    /// input); overrides `measure.sim_instructions`.
-    #[arg(long, value_name = "M")]
-    sim_instructions: Option<u64>,
+    #[command(flatten)]
+    measure: measure_flags::MeasureFlags,
     #[command(flatten)]
     threads: Threads,
 }
@@ -487,9 +482,7 @@ fn jobs(input: &Input) -> Result<Vec<Job>> {
 
 fn simulate(input: &Input, modes: &[ModeKind], force: bool) -> Result<()> {
     let mut cfg = load_config(input.config.as_deref())?;
-    let m = &mut cfg.measure;
-    m.warmup_instructions = input.warmup_instructions.unwrap_or(m.warmup_instructions);
-    m.sim_instructions = input.sim_instructions.unwrap_or(m.sim_instructions);
+    input.measure.apply(&mut cfg.measure);
     if input.format.is_some() && input.trace.is_none() {
         bail!("--format applies to --trace");
     }

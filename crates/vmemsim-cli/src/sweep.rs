@@ -18,6 +18,7 @@ use vmemsim::{run_mode, Config, ModeKind};
 use vmemsim_trace::RecordSource;
 
 use crate::jobs;
+use crate::measure_flags::MeasureFlags;
 
 /// Flags of `vmemsim sweep`.
 #[derive(Args)]
@@ -53,6 +54,10 @@ pub struct SweepArgs {
     /// Simulations run at once (default: the number of cores).
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,
+    /// The measured window of every run (applied to the base config before
+    /// the grid, so it is part of each run's config hash).
+    #[command(flatten)]
+    pub measure: MeasureFlags,
 }
 
 /// The sweep file as written.
@@ -194,16 +199,17 @@ impl Plan {
     /// trace, a grid value that is not an array, an override of a key the
     /// configuration does not have or with a value of the wrong type, or a
     /// point whose configuration is invalid; each names the key and value.
-    pub fn load(file: &Path) -> Result<Plan> {
+    pub fn load(file: &Path, measure: MeasureFlags) -> Result<Plan> {
         let at = file.display().to_string();
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {at}"))?;
         let sweep: SweepFile =
             toml::from_str(&text).with_context(|| format!("{at}: bad sweep file"))?;
         let dir = file.parent().unwrap_or(Path::new(""));
-        let base = match &sweep.config {
+        let mut base = match &sweep.config {
             Some(c) => Config::load(&dir.join(c)).with_context(|| format!("{at}: `config`"))?,
             None => Config::default(),
         };
+        measure.apply(&mut base.measure);
         let modes = match &sweep.modes {
             None => ModeKind::ALL.to_vec(),
             Some(m) if m.is_empty() => bail!("{at}: `modes` is empty; leave it out to run all"),
@@ -492,7 +498,7 @@ fn open_for_lines(path: &Path) -> Result<std::fs::File> {
 /// A bad sweep file or flag, a run that fails, an output that cannot be
 /// written.
 pub fn sweep(args: &SweepArgs) -> Result<()> {
-    let plan = Plan::load(&args.sweep)?;
+    let plan = Plan::load(&args.sweep, args.measure)?;
     let out = args.out.clone().unwrap_or_else(|| plan.default_out());
     if let Some(script) = &args.slurm {
         if args.shard.is_some() {
@@ -605,8 +611,14 @@ fn write_slurm(plan: &Plan, out: &Path, script: &Path, args: &SweepArgs) -> Resu
         s += &format!("#SBATCH --time={t}\n");
     }
     s += "set -euo pipefail\n";
+    let window: String = args
+        .measure
+        .to_args()
+        .iter()
+        .map(|a| format!(" {a}"))
+        .collect();
     s += &format!(
-        "exec {} sweep {} --out {} --shard \"${{SLURM_ARRAY_TASK_ID}}/{tasks}\" -j \"${{SLURM_CPUS_PER_TASK:-1}}\"\n",
+        "exec {} sweep {} --out {} --shard \"${{SLURM_ARRAY_TASK_ID}}/{tasks}\" -j \"${{SLURM_CPUS_PER_TASK:-1}}\"{window}\n",
         shell_quote(&exe.to_string_lossy()),
         shell_quote(&sweep_file.to_string_lossy()),
         shell_quote(&out.to_string_lossy()),
@@ -646,7 +658,7 @@ mod tests {
             hex16(text)
         ));
         std::fs::write(&f, text).unwrap();
-        Plan::load(&f)
+        Plan::load(&f, MeasureFlags::default())
     }
 
     fn err(text: &str) -> String {

@@ -183,3 +183,88 @@ fn bad_shard_and_bad_sweep_are_clear_errors() {
     );
     assert!(!e.contains("panicked"), "{e}");
 }
+
+#[test]
+fn window_flags_give_every_run_the_measured_window_of_run() {
+    // `seq` does one fetch and one load per instruction, so a window of 2000
+    // instructions after 1000 of warm-up holds exactly 4000 accesses.
+    let dir = fresh_dir("window");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("window.toml");
+    std::fs::write(
+        &file,
+        "modes = [\"nested\"]\nworkloads = [\"seq\"]\naccesses = 20480\nfootprint_mib = 4\n",
+    )
+    .unwrap();
+    let window = [
+        "--warmup-instructions",
+        "1000",
+        "--sim-instructions",
+        "2000",
+    ];
+    let out = dir.join("out");
+    let f = file.to_str().unwrap();
+    ok(&[&["sweep", f, "--out", out.to_str().unwrap()][..], &window].concat());
+    let text = std::fs::read_to_string(out.join("runs-0-of-1.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!(line["window"]["warmup_instructions"], 1000);
+    assert_eq!(line["window"]["measured_instructions"], 2000);
+    assert_eq!(line["accesses"], 4000);
+
+    // The same counters as `vmemsim run` with the same window.
+    let json = dir.join("run.json");
+    let run = [
+        "run",
+        "--mode",
+        "nested",
+        "--workload",
+        "seq",
+        "--accesses",
+        "20480",
+        "--footprint-mib",
+        "4",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    ok(&[&run[..], &window].concat());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(line["stats"], report["modes"][0]["stats"]);
+    assert_eq!(line["cycles"], report["modes"][0]["cycles"]);
+
+    // Another window is another run (its config hash differs): nothing is
+    // skipped.
+    let again = ok(&[
+        "sweep",
+        f,
+        "--out",
+        out.to_str().unwrap(),
+        "--sim-instructions",
+        "3000",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("0 already done, 1 to run"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // The Slurm script passes the window to every task.
+    let script = dir.join("job.sbatch");
+    ok(&[
+        &[
+            "sweep",
+            f,
+            "--out",
+            out.to_str().unwrap(),
+            "--slurm",
+            script.to_str().unwrap(),
+        ][..],
+        &window,
+    ]
+    .concat());
+    let s = std::fs::read_to_string(&script).unwrap();
+    assert!(
+        s.contains(" --warmup-instructions 1000 --sim-instructions 2000\n"),
+        "{s}"
+    );
+}
