@@ -64,6 +64,41 @@ pub struct Config {
     pub agile: AgileConfig,
     /// The measured window: warm-up and region of interest.
     pub measure: MeasureConfig,
+    /// The simulated CPU (clock rate).
+    pub cpu: CpuConfig,
+}
+
+/// The simulated CPU. One definition for every command: `run`, `compare`
+/// and `host` (whose `[cpu]` section is this one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CpuConfig {
+    /// Clock rate turning cycles into seconds (and latencies given in
+    /// microseconds, such as `guest.swap_latency_us`, into cycles), GHz.
+    /// Default 2.5: the machine of [PVM Table 1], whose exit latency
+    /// `cost.vm_exit_cycles` comes from. At most [`MAX_GHZ`].
+    pub ghz: f64,
+}
+
+/// Largest accepted `cpu.ghz`.
+pub const MAX_GHZ: f64 = 100.0;
+
+impl Default for CpuConfig {
+    fn default() -> Self {
+        CpuConfig { ghz: 2.5 }
+    }
+}
+
+impl CpuConfig {
+    /// `us` microseconds in cycles at this clock, rounded to the nearest cycle.
+    pub fn cycles_of_us(&self, us: f64) -> u64 {
+        (us * 1e3 * self.ghz).round() as u64
+    }
+
+    /// `cycles` in seconds at this clock.
+    pub fn seconds(&self, cycles: u64) -> f64 {
+        cycles as f64 / (self.ghz * 1e9)
+    }
 }
 
 /// Guest OS model settings.
@@ -528,6 +563,14 @@ impl Config {
         if self.agile.interval_instructions == 0 {
             return Err(invalid("agile.interval_instructions", 0, "at least 1"));
         }
+        let ghz = self.cpu.ghz;
+        if !(ghz.is_finite() && ghz > 0.0 && ghz <= MAX_GHZ) {
+            return Err(invalid(
+                "cpu.ghz",
+                format!("{ghz:?}"),
+                &format!("a number above 0 and at most {MAX_GHZ}"),
+            ));
+        }
         for (key, v) in [
             (
                 "selective.w11_sample_switch_costs",
@@ -677,6 +720,21 @@ mod tests {
         assert_eq!(Config::from_toml(ok, "x").unwrap().pt_cache.lines.ways, 16);
         let off = "[pt_cache.lines]\nentries = 0\nways = 1\n";
         assert!(Config::from_toml(off, "x").is_ok());
+    }
+
+    #[test]
+    fn cpu_clock_is_bounded_and_converts() {
+        for bad in ["0.0", "-1.0", "nan", "101.0"] {
+            let e = Config::from_toml(&format!("[cpu]\nghz = {bad}\n"), "x")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("config key `cpu.ghz`"), "{e}");
+        }
+        let c = Config::from_toml("[cpu]\nghz = 3.0\n", "x").unwrap().cpu;
+        // 100 us at 3 GHz = 300,000 cycles; 6e9 cycles = 2 s.
+        assert_eq!(c.cycles_of_us(100.0), 300_000);
+        assert_eq!(c.seconds(6_000_000_000), 2.0);
+        assert_eq!(Config::default().cpu.ghz, 2.5);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The configuration of a multi-VM host (`vmemsim host --config host.toml`):
-//! a `[host]` section, a `[cpu]` section, one `[[vm]]` table per VM, and
-//! any section of the ordinary configuration ([`Config`]: `[tlb]`,
+//! a `[host]` section, one `[[vm]]` table per VM, and
+//! any section of the ordinary configuration ([`Config`]: `[cpu]`, `[tlb]`,
 //! `[cost]`, `[guest]`...) as the machine-wide baseline. Unknown keys and
 //! impossible settings are rejected naming the key and the value.
 
@@ -64,22 +64,6 @@ impl Default for HostSection {
             sample_cycles: 10_000_000,
             seed: 1,
         }
-    }
-}
-
-/// The `[cpu]` section.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CpuSection {
-    /// Clock rate turning cycles into seconds, GHz. Default 2.5 (the
-    /// machine of [PVM Table 1], whose exit latency `cost.vm_exit_cycles`
-    /// comes from).
-    pub ghz: f64,
-}
-
-impl Default for CpuSection {
-    fn default() -> Self {
-        CpuSection { ghz: 2.5 }
     }
 }
 
@@ -152,9 +136,7 @@ impl VmSpec {
 pub struct HostConfig {
     /// `[host]`.
     pub host: HostSection,
-    /// `[cpu]`.
-    pub cpu: CpuSection,
-    /// The machine-wide baseline (every other section).
+    /// The machine-wide baseline (every other section, `[cpu]` included).
     pub base: Config,
     /// The VMs, in `[[vm]]` order.
     pub vms: Vec<VmSpec>,
@@ -194,9 +176,6 @@ impl HostConfig {
         let host: HostSection = take(&mut table, "host")
             .try_into()
             .map_err(|e: toml::de::Error| parse(format!("[host]: {e}")))?;
-        let cpu: CpuSection = take(&mut table, "cpu")
-            .try_into()
-            .map_err(|e: toml::de::Error| parse(format!("[cpu]: {e}")))?;
         let vm_sections: Vec<VmSection> = match table.remove("vm") {
             None => Vec::new(),
             Some(v) => v
@@ -206,7 +185,7 @@ impl HostConfig {
         let base: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| parse(e.to_string()))?;
-        Self::resolve(host, cpu, base, vm_sections, base_dir)
+        Self::resolve(host, base, vm_sections, base_dir)
     }
 
     /// Read, parse and validate a host configuration file.
@@ -249,7 +228,6 @@ impl HostConfig {
         };
         Self::resolve(
             host,
-            CpuSection::default(),
             Config::default(),
             vms,
             Path::new("."),
@@ -259,7 +237,6 @@ impl HostConfig {
 
     fn resolve(
         host: HostSection,
-        cpu: CpuSection,
         base: Config,
         vm_sections: Vec<VmSection>,
         base_dir: &Path,
@@ -302,9 +279,6 @@ impl HostConfig {
                 h.swap_latency_us,
                 "a finite number >= 0",
             ));
-        }
-        if !(cpu.ghz.is_finite() && cpu.ghz > 0.0) {
-            return Err(invalid("cpu.ghz", cpu.ghz, "a finite number > 0"));
         }
         if vm_sections.is_empty() {
             return Err(invalid(
@@ -395,7 +369,6 @@ impl HostConfig {
         }
         Ok(HostConfig {
             host,
-            cpu,
             base,
             vms,
             vm_sections,
@@ -407,14 +380,12 @@ impl HostConfig {
         #[derive(Serialize)]
         struct Out<'a> {
             host: &'a HostSection,
-            cpu: &'a CpuSection,
             vm: &'a [VmSection],
             #[serde(flatten)]
             base: &'a Config,
         }
         toml::to_string(&Out {
             host: &self.host,
-            cpu: &self.cpu,
             vm: &self.vm_sections,
             base: &self.base,
         })

@@ -473,7 +473,7 @@ impl HostSim {
         }
         let quantum = self.cfg.host.vm_quantum_instructions;
         let reserve = self.cfg.host.reserve_mib * 256;
-        let wait_cycles = (self.cfg.host.swap_latency_us * 1e3 * self.cfg.cpu.ghz).round() as u64;
+        let wait_cycles = self.cfg.base.cpu.cycles_of_us(self.cfg.host.swap_latency_us);
         let mut ran = Vec::with_capacity(self.pcpus.len());
         for p in 0..self.pcpus.len() {
             let Some(v) = self.queue.pop_front() else {
@@ -550,7 +550,7 @@ impl HostSim {
 
     fn sample(&self, now: u64) -> Sample {
         Sample {
-            seconds: now as f64 / (self.cfg.cpu.ghz * 1e9),
+            seconds: self.cfg.base.cpu.seconds(now),
             free_frames: self.host.free(),
             table_frames: self.host.table_pages(),
             vm_frames: self.vms.iter().map(|v| v.vm().backed_frames).collect(),
@@ -563,7 +563,7 @@ impl HostSim {
         let series = self.series.clone();
         let switching = self.switching.clone();
         let peak_used = self.peak_used;
-        let ghz = self.cfg.cpu.ghz;
+        let ghz = self.cfg.base.cpu.ghz;
         let vms = self
             .vms
             .iter()
