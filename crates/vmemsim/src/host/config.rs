@@ -226,13 +226,8 @@ impl HostConfig {
             swap_mib: 1024,
             ..HostSection::default()
         };
-        Self::resolve(
-            host,
-            Config::default(),
-            vms,
-            Path::new("."),
-        )
-        .expect("the built-in host is valid")
+        Self::resolve(host, Config::default(), vms, Path::new("."))
+            .expect("the built-in host is valid")
     }
 
     fn resolve(

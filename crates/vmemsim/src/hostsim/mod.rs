@@ -473,7 +473,11 @@ impl HostSim {
         }
         let quantum = self.cfg.host.vm_quantum_instructions;
         let reserve = self.cfg.host.reserve_mib * 256;
-        let wait_cycles = self.cfg.base.cpu.cycles_of_us(self.cfg.host.swap_latency_us);
+        let wait_cycles = self
+            .cfg
+            .base
+            .cpu
+            .cycles_of_us(self.cfg.host.swap_latency_us);
         let mut ran = Vec::with_capacity(self.pcpus.len());
         for p in 0..self.pcpus.len() {
             let Some(v) = self.queue.pop_front() else {
