@@ -75,6 +75,7 @@ pub fn records(data: &[u8]) -> Vec<Record> {
                 len: b.len(),
                 prot: u32::from(b.u8()),
                 flags: 0x22,
+                file: None,
             },
             11 => ProcEvent::Munmap {
                 addr: b.addr(),

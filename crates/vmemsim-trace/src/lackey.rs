@@ -45,6 +45,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, Mutex};
+
+use crate::record::{FileId, Fingerprint, MappedFile, FINGERPRINT_BYTES};
 use crate::{Access, AccessKind, ProcEvent, ProcessInfo, Record, RecordSource, TraceError};
 
 /// What a line was expected to be: the message of a malformed line.
@@ -72,6 +75,14 @@ enum Call {
         len: u64,
         prot: u32,
         flags: u32,
+        /// The file descriptor (`u32::MAX` = -1: anonymous).
+        fd: u32,
+        offset: u64,
+    },
+    /// `open`/`openat` whose path is kept in [`LineParser::open_paths`].
+    Open,
+    Close {
+        fd: u32,
     },
     Munmap {
         addr: u64,
@@ -116,6 +127,12 @@ pub struct LineParser {
     live_threads: u32,
     exited: bool,
     closed: bool,
+    /// Path of each thread's `open`/`openat` awaiting its result.
+    open_paths: Vec<(u32, Vec<u8>)>,
+    /// Files open in this process by descriptor (as seen in this stream).
+    fds: std::collections::HashMap<u32, Arc<FileId>>,
+    /// Names and fingerprints files; `None`: paths only.
+    files: Option<Arc<FileIdentifier>>,
 }
 
 impl LineParser {
@@ -133,7 +150,18 @@ impl LineParser {
             live_threads: 1,
             exited: false,
             closed: false,
+            open_paths: Vec::new(),
+            fds: std::collections::HashMap::new(),
+            files: None,
         }
+    }
+
+    /// Fingerprint every file this stream opens with `files` (the
+    /// recorder, which sees the files while the program runs). Without it
+    /// a file-backed `mmap` carries only the path.
+    pub fn with_files(mut self, files: Arc<FileIdentifier>) -> Self {
+        self.files = Some(files);
+        self
     }
 
     /// The process id records carry (0 while unknown).
@@ -310,15 +338,21 @@ impl LineParser {
                 if self.last_open == Some(p) {
                     self.last_open = None;
                 }
-                self.complete(p.call, result, out);
+                self.complete(p, result, out);
             }
             return Ok(());
         }
         self.early_event(head, out);
         let call = parse_call(head);
+        if call == Call::Open {
+            self.open_paths.retain(|(t, _)| *t != tid);
+            if let Some(p) = open_path(head) {
+                self.open_paths.push((tid, p.to_vec()));
+            }
+        }
         match result {
             Some(r) if !is_async_start(r) => {
-                self.complete(call, r, out);
+                self.complete(Pending { tid, call }, r, out);
             }
             _ => {
                 // Result on a later line (async, or fork/unimplemented/execve).
@@ -338,23 +372,59 @@ impl LineParser {
         }
         if let Some(p) = self.last_open.take() {
             self.pending.retain(|q| *q != p);
-            self.complete(p.call, rest, out);
+            self.complete(p, rest, out);
         }
     }
 
     /// A call and its printed result (the text after `-->`).
-    fn complete(&mut self, call: Call, result: &[u8], out: &mut Vec<Record>) {
+    fn complete(&mut self, p: Pending, result: &[u8], out: &mut Vec<Record>) {
         let ret = success_value(result);
-        match (call, ret) {
-            (Call::Mmap { len, prot, flags }, Some(addr)) => self.event(
-                ProcEvent::Mmap {
-                    addr,
+        match (p.call, ret) {
+            (
+                Call::Mmap {
                     len,
                     prot,
                     flags,
+                    fd,
+                    offset,
                 },
-                out,
-            ),
+                Some(addr),
+            ) => {
+                let file = (flags & MAP_ANONYMOUS == 0)
+                    .then(|| self.fds.get(&fd))
+                    .flatten()
+                    .map(|f| MappedFile {
+                        file: Arc::clone(f),
+                        offset,
+                    });
+                self.event(
+                    ProcEvent::Mmap {
+                        addr,
+                        len,
+                        prot,
+                        flags,
+                        file,
+                    },
+                    out,
+                )
+            }
+            (Call::Open, r) => {
+                let i = self.open_paths.iter().position(|(t, _)| *t == p.tid);
+                let path = i.map(|i| self.open_paths.swap_remove(i).1);
+                if let (Some(fd), Some(path)) = (r.and_then(|v| u32::try_from(v).ok()), path) {
+                    let id = match &self.files {
+                        Some(f) => f.identify(&path),
+                        None => Arc::new(FileId {
+                            path: String::from_utf8_lossy(&path).into_owned(),
+                            fingerprint: None,
+                        }),
+                    };
+                    self.fds.insert(fd, id);
+                }
+            }
+            (Call::Close { fd }, Some(_)) => {
+                self.fds.remove(&fd);
+            }
             (Call::Munmap { addr, len }, Some(_)) => {
                 self.event(ProcEvent::Munmap { addr, len }, out)
             }
@@ -383,6 +453,7 @@ impl LineParser {
                         len: new_len,
                         prot: MREMAP_PROT,
                         flags: MREMAP_FLAGS,
+                        file: None,
                     },
                     out,
                 );
@@ -398,6 +469,136 @@ impl LineParser {
             _ => {}
         }
     }
+}
+
+/// `MAP_ANONYMOUS`: a mapping of no file, whatever its descriptor.
+const MAP_ANONYMOUS: u32 = 0x20;
+/// `AT_FDCWD` (-100) as Valgrind prints it (unsigned 32-bit).
+const AT_FDCWD: u64 = 4_294_967_196;
+
+/// The path argument of `sys_open ( 0x..(PATH), ... )` or
+/// `sys_openat ( DIRFD, 0x..(PATH), ... )`. Valgrind prints the path
+/// unquoted inside the parentheses, so a path may itself hold `)`: it
+/// ends at the last `), ` followed only by numeric arguments. `None` for
+/// an `openat` relative to a directory descriptor other than `AT_FDCWD`
+/// (the recorder does not know which directory that is).
+fn open_path(head: &[u8]) -> Option<&[u8]> {
+    let head = trim(head);
+    let open = find(head, b"(")?;
+    let args = &head[open + 1..];
+    let is_at = head.starts_with(b"sys_openat");
+    let mut a = Args::new(&head[open..]);
+    if is_at && a.next() != Some(AT_FDCWD) {
+        // Absolute paths ignore the directory descriptor.
+        let start = find(args, b"(/")?;
+        return path_in(&args[start..]);
+    }
+    let start = find(args, b"(")?;
+    path_in(&args[start..])
+}
+
+/// `(PATH), NUM[, NUM] )` -> `PATH`.
+fn path_in(s: &[u8]) -> Option<&[u8]> {
+    let s = s.strip_prefix(b"(")?;
+    let mut end = s.len();
+    while let Some(i) = s[..end].windows(3).rposition(|w| w == b"), ") {
+        let rest = &s[i + 3..];
+        let numeric = rest
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b',' | b' ' | b')' | b'[' | b']'));
+        if numeric {
+            return Some(&s[..i]).filter(|p| !p.is_empty());
+        }
+        end = i;
+    }
+    None
+}
+
+/// Names and fingerprints the files a recorded program opens, once per
+/// (path, device, inode, size, mtime): a shared library opened by every
+/// process of a pipeline is hashed once. Shared by every stream's
+/// [`LineParser`].
+///
+/// A relative path is resolved against `cwd`, the directory the recorded
+/// program started in (a program that `chdir`s and then opens a relative
+/// path may be fingerprinted wrongly or not at all; mappings of files the
+/// process inherited already open get no identity).
+#[derive(Debug)]
+pub struct FileIdentifier {
+    cwd: std::path::PathBuf,
+    known: Mutex<std::collections::HashMap<(Vec<u8>, u64, u64, u64, i64), Arc<FileId>>>,
+}
+
+impl FileIdentifier {
+    /// An identifier resolving relative paths against `cwd`.
+    pub fn new(cwd: std::path::PathBuf) -> Self {
+        FileIdentifier {
+            cwd,
+            known: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The identity of the file at `path` now; without a fingerprint if it
+    /// cannot be read (removed, no permission).
+    pub fn identify(&self, path: &[u8]) -> Arc<FileId> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::MetadataExt;
+        let name = String::from_utf8_lossy(path).into_owned();
+        let full = self.cwd.join(std::ffi::OsStr::from_bytes(path));
+        let unknown = || {
+            Arc::new(FileId {
+                path: name.clone(),
+                fingerprint: None,
+            })
+        };
+        let Ok(meta) = std::fs::metadata(&full) else {
+            return unknown();
+        };
+        if !meta.is_file() {
+            return unknown();
+        }
+        let key = (
+            path.to_vec(),
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+        );
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = known.get(&key) {
+            return Arc::clone(id);
+        }
+        let id = match fingerprint(&full, meta.size()) {
+            Some(fingerprint) => Arc::new(FileId {
+                path: name,
+                fingerprint: Some(fingerprint),
+            }),
+            None => return unknown(),
+        };
+        known.insert(key, Arc::clone(&id));
+        id
+    }
+}
+
+/// Size and XXH3-64 of the first [`FINGERPRINT_BYTES`] of the file.
+fn fingerprint(path: &Path, size: u64) -> Option<Fingerprint> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).ok()?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut r = std::io::BufReader::with_capacity(1 << 16, f.take(FINGERPRINT_BYTES));
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(Fingerprint {
+        size,
+        hash: h.digest(),
+    })
 }
 
 /// True for the result text of a call that has not returned yet (`[async] ...`).
@@ -429,14 +630,24 @@ fn parse_call(head: &[u8]) -> Call {
             let mut a = args();
             let _addr = a.next();
             match (a.next(), a.next(), a.next()) {
-                (Some(len), Some(prot), Some(flags)) => Call::Mmap {
-                    len,
-                    prot: prot as u32,
-                    flags: flags as u32,
-                },
+                (Some(len), Some(prot), Some(flags)) => {
+                    let fd = a.next().map_or(u32::MAX, |v| v as u32);
+                    Call::Mmap {
+                        len,
+                        prot: prot as u32,
+                        flags: flags as u32,
+                        fd,
+                        offset: a.next().unwrap_or(0),
+                    }
+                }
                 _ => Call::Other,
             }
         }
+        b"sys_open" | b"sys_openat" | b"sys_openat2" => Call::Open,
+        b"sys_close" => match args().next() {
+            Some(fd) => Call::Close { fd: fd as u32 },
+            None => Call::Other,
+        },
         b"sys_munmap" => {
             let mut a = args();
             match (a.next(), a.next()) {
@@ -794,7 +1005,8 @@ mod tests {
                     addr: 0x4835000,
                     len: 8192,
                     prot: 3,
-                    flags: 34
+                    flags: 34,
+                    file: None,
                 }),
                 ev(ProcEvent::Mprotect {
                     addr: 0x4a14000,
@@ -813,7 +1025,8 @@ mod tests {
                     addr: 0x522b000,
                     len: 1 << 20,
                     prot: 3,
-                    flags: 0x22
+                    flags: 0x22,
+                    file: None,
                 }),
             ]
         );
@@ -844,6 +1057,73 @@ mod tests {
                 ev(ProcEvent::Exit { code: 3 }),
             ]
         );
+    }
+
+    #[test]
+    fn file_backed_mmaps_name_the_file_opened_on_their_descriptor() {
+        let r = parse(&[
+            "SYSCALL[3686,1](257) sys_openat ( 4294967196, 0x4034bb0(/a, b (c).so), 524288 ) --> [async] ... ",
+            "SYSCALL[3686,1](257) ... [async] --> Success(0x4) ",
+            // Text at offset 0x28000 of fd 4; then an anonymous map with fd 4
+            // named (MAP_ANONYMOUS wins); then fd 4 closed and reused.
+            "SYSCALL[3686,1](9) sys_mmap ( 0x0, 8192, 5, 2066, 4, 163840 ) --> [pre-success] Success(0x4a00000) ",
+            "SYSCALL[3686,1](9) sys_mmap ( 0x0, 4096, 3, 34, 4, 0 ) --> [pre-success] Success(0x4b00000) ",
+            "SYSCALL[3686,1](3) sys_close ( 4 )[sync] --> Success(0x0) ",
+            "SYSCALL[3686,1](9) sys_mmap ( 0x0, 4096, 1, 2, 4, 0 ) --> [pre-success] Success(0x4c00000) ",
+            "SYSCALL[3686,1](2) sys_open ( 0x4034bc0(rel/x), 0, 0 )[sync] --> Success(0x5) ",
+            // A directory-relative openat of a relative path is not named.
+            "SYSCALL[3686,1](257) sys_openat ( 7, 0x4034bd0(y), 0 ) --> Success(0x6) ",
+            "SYSCALL[3686,1](9) sys_mmap ( 0x0, 4096, 1, 2, 5, 4096 ) --> [pre-success] Success(0x4d00000) ",
+            "SYSCALL[3686,1](9) sys_mmap ( 0x0, 4096, 1, 2, 6, 0 ) --> [pre-success] Success(0x4e00000) ",
+        ]);
+        let file = |path: &str, offset| {
+            Some(MappedFile {
+                file: Arc::new(FileId {
+                    path: path.into(),
+                    fingerprint: None,
+                }),
+                offset,
+            })
+        };
+        let mmap = |addr, len, prot, flags, file| {
+            ev(ProcEvent::Mmap {
+                addr,
+                len,
+                prot,
+                flags,
+                file,
+            })
+        };
+        assert_eq!(
+            r,
+            vec![
+                mmap(0x4a00000, 8192, 5, 2066, file("/a, b (c).so", 163840)),
+                mmap(0x4b00000, 4096, 3, 34, None),
+                mmap(0x4c00000, 4096, 1, 2, None),
+                mmap(0x4d00000, 4096, 1, 2, file("rel/x", 4096)),
+                mmap(0x4e00000, 4096, 1, 2, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_identifier_fingerprints_each_file_once() {
+        let dir = std::env::temp_dir().join(format!("vmemsim-fid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f"), b"hello").unwrap();
+        let ids = FileIdentifier::new(dir.clone());
+        let a = ids.identify(b"f");
+        let b = ids.identify(b"f");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(
+            a.fingerprint,
+            Some(Fingerprint {
+                size: 5,
+                hash: xxhash_rust::xxh3::xxh3_64(b"hello")
+            })
+        );
+        assert_eq!(ids.identify(b"missing").fingerprint, None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -19,4 +19,7 @@ pub use open::{
 };
 
 pub use error::TraceError;
-pub use record::{Access, AccessKind, Event, ProcEvent, ProcessInfo, Record, RecordSource};
+pub use record::{
+    Access, AccessKind, Event, FileId, Fingerprint, MappedFile, ProcEvent, ProcessInfo, Record,
+    RecordSource, FINGERPRINT_BYTES,
+};

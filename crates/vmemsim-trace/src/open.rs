@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::champsim::{self, Compression, Layout};
-use crate::record::{ProcessInfo, Record, RecordSource};
+use crate::record::{ProcEvent, ProcessInfo, Record, RecordSource};
 use crate::vmt::{
     self, Counts, FinishStatus, Header, WriteSummary, ACCESS_KIND_NAMES, EVENT_KIND_NAMES,
 };
@@ -210,6 +210,10 @@ pub struct TraceInfo {
     pub processes: Vec<ProcessInfo>,
     /// Accesses and events by kind, and the footprint.
     pub counts: Counts,
+    /// Files mapped by file-backed `mmap` events, in order of first
+    /// mapping; `None` when the format cannot record them (`.vmt` version 2,
+    /// ChampSim).
+    pub files: Option<Vec<vmt::FileUse>>,
     /// Warnings the reader gave (for example a missing footer).
     pub warnings: Vec<String>,
 }
@@ -334,6 +338,31 @@ impl fmt::Display for TraceInfo {
             c.footprint_pages,
             c.footprint_pages as f64 / 256.0
         )?;
+        match &self.files {
+            None => writeln!(f, "mapped files: not recorded in this format")?,
+            Some(files) => {
+                let mmaps: u64 = files.iter().map(|u| u.mmaps).sum();
+                writeln!(f, "mapped files: {} ({mmaps} file-backed mmaps)", files.len())?;
+                for u in files {
+                    match u.file.fingerprint {
+                        Some(p) => writeln!(
+                            f,
+                            "  {:<4} mmaps  {:>10} bytes  xxh3 {:016x}  {}",
+                            u.mmaps,
+                            p.size,
+                            p.hash,
+                            one_line(&u.file.path)
+                        )?,
+                        None => writeln!(
+                            f,
+                            "  {:<4} mmaps  (not fingerprinted)                   {}",
+                            u.mmaps,
+                            one_line(&u.file.path)
+                        )?,
+                    }
+                }
+            }
+        }
         writeln!(f, "bytes/access: {:.3}", self.bytes_per_access())?;
         for w in &self.warnings {
             writeln!(f, "warning:     {w}")?;
@@ -347,6 +376,7 @@ impl fmt::Display for TraceInfo {
 struct Tally {
     counts: Counts,
     pages: HashSet<(u32, u64)>,
+    files: Vec<vmt::FileUse>,
 }
 
 impl Tally {
@@ -362,7 +392,18 @@ impl Tally {
                         self.pages.insert((a.pid, last));
                     }
                 }
-                Record::Event(e) => self.counts.events[vmt::event_index(&e.kind)] += 1,
+                Record::Event(e) => {
+                    self.counts.events[vmt::event_index(&e.kind)] += 1;
+                    if let ProcEvent::Mmap { file: Some(m), .. } = &e.kind {
+                        match self.files.iter_mut().find(|u| u.file == *m.file) {
+                            Some(u) => u.mmaps += 1,
+                            None => self.files.push(vmt::FileUse {
+                                file: (*m.file).clone(),
+                                mmaps: 1,
+                            }),
+                        }
+                    }
+                }
             }
         }
     }
@@ -417,7 +458,12 @@ pub fn info_with(
     } else {
         open_as(path, format)?
     };
-    let info = |checked, processes, counts, warnings| TraceInfo {
+    // Which formats can name mapped files at all.
+    let records_files = match &header {
+        Some(h) => h.version >= 3,
+        None => format == Format::Lackey,
+    };
+    let info = |checked, processes, counts, files, warnings| TraceInfo {
         path: path.to_path_buf(),
         format,
         format_given,
@@ -429,6 +475,7 @@ pub fn info_with(
         checked,
         processes,
         counts,
+        files,
         warnings,
     };
     if let (Some(f), false) = (&footer, verify) {
@@ -436,6 +483,7 @@ pub fn info_with(
             Checked::FooterOnly,
             f.processes.clone(),
             f.counts.clone(),
+            f.files.clone(),
             source.warnings(),
         ));
     }
@@ -452,6 +500,19 @@ pub fn info_with(
     let checked = match &footer {
         Some(f) => {
             check_footer(path, &f.counts, &tally.counts)?;
+            if let Some(said) = &f.files {
+                if *said != tally.files {
+                    return Err(TraceError::Malformed {
+                        path: path.to_path_buf(),
+                        at: "footer".into(),
+                        what: format!(
+                            "bad footer: it lists {} mapped files, the blocks map {} (or their mmap counts differ)",
+                            said.len(),
+                            tally.files.len()
+                        ),
+                    });
+                }
+            }
             Checked::EveryBlock
         }
         None => Checked::EveryRecord,
@@ -460,6 +521,7 @@ pub fn info_with(
         checked,
         source.processes().to_vec(),
         tally.counts,
+        records_files.then_some(tally.files),
         source.warnings(),
     ))
 }

@@ -77,6 +77,11 @@ pub enum ProcEvent {
         prot: u32,
         /// `MAP_*` flags as passed by the program.
         flags: u32,
+        /// The file mapped and the offset in it, for a mapping of a file
+        /// the recorder could name (`None`: anonymous, or a file descriptor
+        /// whose `open` the recorder did not see; always `None` in
+        /// `.vmt` version 2).
+        file: Option<MappedFile>,
     },
     /// Successful `munmap` of `[addr, addr + len)`.
     Munmap {
@@ -104,6 +109,42 @@ pub enum ProcEvent {
         /// Exit code, or 128 + signal number when killed by a signal.
         code: i32,
     },
+}
+
+/// What identifies a file's contents, measured when the recorder saw the
+/// file opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fingerprint {
+    /// File size in bytes.
+    pub size: u64,
+    /// XXH3-64 of the file's first [`FINGERPRINT_BYTES`] bytes (all of it
+    /// when smaller): equal files give equal fingerprints whatever their
+    /// path, mtime or machine.
+    pub hash: u64,
+}
+
+/// Bytes of a file hashed into its [`Fingerprint`] (64 MiB: every shared
+/// library and program image whole; a bigger file by its head and size).
+pub const FINGERPRINT_BYTES: u64 = 64 << 20;
+
+/// A file as a recording names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// The path the program opened, as it passed it (possibly relative to
+    /// its working directory); lossily UTF-8.
+    pub path: String,
+    /// The file's size and content hash, `None` when the file could not be
+    /// read when it was opened (or the trace came from a log read offline).
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// The file behind a file-backed `mmap`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MappedFile {
+    /// The file (shared by every mapping of it in a trace).
+    pub file: std::sync::Arc<FileId>,
+    /// Offset in the file of the mapping's first byte (the `mmap` offset).
+    pub offset: u64,
 }
 
 /// A process event tagged with the process it happened in.

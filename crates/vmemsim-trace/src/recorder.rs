@@ -62,6 +62,16 @@
 //! client's own `LD_PRELOAD` of `vgpreload_core` does appear (as ordinary
 //! `mmap`s).
 //!
+//! **Mapped files.** Each stream's parser follows the process's
+//! `open`/`openat`/`close` calls and gives a file-backed `mmap` event the
+//! file behind its descriptor: the path as the program passed it, the
+//! mapping's file offset, and a fingerprint (size and XXH3-64 of the first
+//! 64 MiB), read while the program runs (within milliseconds of the open;
+//! each file once per recording, see [`crate::lackey::FileIdentifier`]).
+//! Not named: descriptors inherited across `fork`/`exec` (their `open` is
+//! in another stream), `openat` relative to a directory descriptor, and the
+//! images Valgrind's loader maps (the executable, the dynamic loader).
+//!
 //! **Nothing recorded is lost.** On SIGINT, SIGTERM or SIGHUP (a closed
 //! terminal, a dropped ssh session) the recorder forwards the signal to the
 //! program, keeps reading what the processes wrote for up to 5 seconds,
@@ -275,6 +285,8 @@ struct Shared {
     abort: AtomicBool,
     /// Stream readers still running.
     readers: AtomicUsize,
+    /// Fingerprints the files the program opens (for file-backed mmaps).
+    files: Arc<crate::lackey::FileIdentifier>,
 }
 
 fn run(opts: &RecordOptions, keep: Option<&mut Vec<Record>>) -> Result<RecordSummary, TraceError> {
@@ -405,6 +417,10 @@ fn run_in(
         root_done: AtomicBool::new(false),
         abort: AtomicBool::new(false),
         readers: AtomicUsize::new(0),
+        // The program starts in the recorder's working directory.
+        files: Arc::new(crate::lackey::FileIdentifier::new(
+            std::env::current_dir().unwrap_or_default(),
+        )),
     });
     // Bounded: when the writer falls behind, readers wait and the unread
     // text stays in the (disk) log files instead of piling up in memory.
@@ -767,7 +783,7 @@ fn follow(
     shared: &Shared,
     tx: &SyncSender<Msg>,
 ) -> Result<(), TraceError> {
-    let mut parser = LineParser::new(Some(pid));
+    let mut parser = LineParser::new(Some(pid)).with_files(Arc::clone(&shared.files));
     let mut buf = vec![0u8; 1 << 20];
     let (mut start, mut end) = (0usize, 0usize);
     let mut file_pos = 0u64; // file offset of buf[0]

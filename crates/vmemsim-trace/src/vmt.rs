@@ -32,13 +32,26 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::record::{Access, AccessKind, Event, ProcEvent, ProcessInfo, Record, RecordSource};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::record::{
+    Access, AccessKind, Event, FileId, Fingerprint, MappedFile, ProcEvent, ProcessInfo, Record,
+    RecordSource,
+};
 use crate::TraceError;
 
 /// The 8 magic bytes at the start of every `.vmt` file.
 pub const MAGIC: [u8; 8] = *b"\x89VMT\r\n\x1a\n";
-/// The format version this crate writes and reads.
-pub const VERSION: u16 = 2;
+/// The format version this crate writes. Version 3 adds the mapped file
+/// (path, offset, fingerprint) to `mmap` events and a table of mapped files
+/// to the footer.
+pub const VERSION: u16 = 3;
+/// The oldest version this crate reads (version 2: mmap events without
+/// files; its traces read as if no mapping named a file).
+pub const MIN_VERSION: u16 = 2;
+/// Longest path stored for a mapped file, in bytes (longer ones are cut).
+pub const MAX_PATH: usize = 4096;
 /// The 8 bytes that end a file with a footer.
 pub const TRAILER_MAGIC: [u8; 8] = *b"VMTFOOT\n";
 /// Default number of records per block.
@@ -419,6 +432,15 @@ pub struct BlockIndex {
     pub records: u32,
 }
 
+/// One file of the footer's table of mapped files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileUse {
+    /// The file.
+    pub file: FileId,
+    /// File-backed `mmap` events that mapped it.
+    pub mmaps: u64,
+}
+
 /// The footer: index, counts and process table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Footer {
@@ -430,6 +452,9 @@ pub struct Footer {
     pub blocks: Vec<BlockIndex>,
     /// Final process table.
     pub processes: Vec<ProcessInfo>,
+    /// Every file mapped, in order of its first mapping; `None` in a
+    /// version 2 file (which recorded none).
+    pub files: Option<Vec<FileUse>>,
 }
 
 fn malformed(path: &Path, at: String, what: String) -> TraceError {
@@ -469,6 +494,9 @@ pub struct Writer {
     pages: HashSet<(u32, u64)>,
     last_page: [(u32, u64); 2],
     processes: Vec<ProcessInfo>,
+    /// Files mapped so far, and where each is in `files`.
+    files: Vec<FileUse>,
+    file_index: HashMap<FileId, usize>,
     /// A write error from [`Writer::add_process`], returned by the next call.
     deferred_error: Option<TraceError>,
 }
@@ -522,6 +550,8 @@ impl Writer {
             pages: HashSet::new(),
             last_page: [(u32::MAX, u64::MAX); 2],
             processes: Vec::new(),
+            files: Vec::new(),
+            file_index: HashMap::new(),
             deferred_error: None,
         })
     }
@@ -627,11 +657,23 @@ impl Writer {
                 len,
                 prot,
                 flags,
+                ref file,
             } => {
                 put_varint(r, addr);
                 put_varint(r, len);
                 put_varint(r, u64::from(prot));
                 put_varint(r, u64::from(flags));
+                put_mapped_file(r, file.as_ref());
+                if let Some(m) = file {
+                    let i = *self.file_index.entry((*m.file).clone()).or_insert_with(|| {
+                        self.files.push(FileUse {
+                            file: (*m.file).clone(),
+                            mmaps: 0,
+                        });
+                        self.files.len() - 1
+                    });
+                    self.files[i].mmaps += 1;
+                }
             }
             ProcEvent::Munmap { addr, len } => {
                 put_varint(r, addr);
@@ -763,6 +805,7 @@ impl Writer {
             counts: self.counts.clone(),
             blocks: std::mem::take(&mut self.blocks),
             processes: self.processes.clone(),
+            files: Some(std::mem::take(&mut self.files)),
         };
         let body = encode_footer(&footer);
         let footer_offset = self.pos;
@@ -798,6 +841,34 @@ impl Writer {
     }
 }
 
+/// A path cut to at most [`MAX_PATH`] bytes on a character boundary.
+fn cut_path(p: &str) -> &str {
+    let mut end = p.len().min(MAX_PATH);
+    while !p.is_char_boundary(end) {
+        end -= 1;
+    }
+    &p[..end]
+}
+
+/// The mapped-file part of a version 3 mmap event: LEB128 kind (0 none,
+/// 1 path only, 2 path and fingerprint), then LEB128 offset, LEB128 path
+/// length, path bytes and, for kind 2, LEB128 size and the u64 hash.
+fn put_mapped_file(r: &mut Vec<u8>, file: Option<&MappedFile>) {
+    let Some(m) = file else {
+        r.push(0);
+        return;
+    };
+    r.push(if m.file.fingerprint.is_some() { 2 } else { 1 });
+    put_varint(r, m.offset);
+    let path = cut_path(&m.file.path);
+    put_varint(r, path.len() as u64);
+    r.extend_from_slice(path.as_bytes());
+    if let Some(f) = m.file.fingerprint {
+        put_varint(r, f.size);
+        r.extend_from_slice(&f.hash.to_le_bytes());
+    }
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u32).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
@@ -829,6 +900,16 @@ fn encode_footer(f: &Footer) -> Vec<u8> {
             }
         }
         put_str(&mut o, &p.command);
+    }
+    let files = f.files.as_deref().unwrap_or(&[]);
+    o.extend_from_slice(&(files.len() as u32).to_le_bytes());
+    for u in files {
+        put_str(&mut o, cut_path(&u.file.path));
+        let fp = u.file.fingerprint;
+        o.push(u8::from(fp.is_some()));
+        o.extend_from_slice(&fp.map_or(0, |f| f.size).to_le_bytes());
+        o.extend_from_slice(&fp.map_or(0, |f| f.hash).to_le_bytes());
+        o.extend_from_slice(&u.mmaps.to_le_bytes());
     }
     o
 }
@@ -871,7 +952,7 @@ impl Cur<'_> {
     }
 }
 
-fn decode_footer(b: &[u8]) -> Result<Footer, usize> {
+fn decode_footer(b: &[u8], version: u16) -> Result<Footer, usize> {
     let mut c = Cur { b, p: 0 };
     let reason = c.string()?;
     let mut counts = Counts::default();
@@ -909,6 +990,33 @@ fn decode_footer(b: &[u8]) -> Result<Footer, usize> {
             command,
         });
     }
+    let files = if version >= 3 {
+        let nf = c.u32()? as usize;
+        if nf > b.len() / 29 {
+            return Err(c.p - 4);
+        }
+        let mut files = Vec::with_capacity(nf);
+        for _ in 0..nf {
+            let path = c.string()?;
+            let at = c.p;
+            let has = c.u8()?;
+            let size = c.u64()?;
+            let hash = c.u64()?;
+            let mmaps = c.u64()?;
+            let fingerprint = match has {
+                0 => None,
+                1 => Some(Fingerprint { size, hash }),
+                _ => return Err(at),
+            };
+            files.push(FileUse {
+                file: FileId { path, fingerprint },
+                mmaps,
+            });
+        }
+        Some(files)
+    } else {
+        None
+    };
     if c.p != b.len() {
         return Err(c.p);
     }
@@ -917,6 +1025,7 @@ fn decode_footer(b: &[u8]) -> Result<Footer, usize> {
         counts,
         blocks,
         processes,
+        files,
     })
 }
 
@@ -951,6 +1060,8 @@ pub struct Reader {
     records_read: u64,
     state: CodecState,
     stream_processes: Vec<ProcessInfo>,
+    /// Mapped files decoded so far (each decoded once into one `Arc`).
+    files: Vec<Arc<FileId>>,
     warnings: Vec<String>,
 }
 
@@ -996,11 +1107,13 @@ impl Reader {
             ));
         }
         let version = u16::from_le_bytes([fixed[8], fixed[9]]);
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(malformed(
                 path,
                 "byte 8".into(),
-                format!("unknown version {version}: this reader reads version {VERSION}"),
+                format!(
+                    "unknown version {version}: this reader reads versions {MIN_VERSION} to {VERSION}"
+                ),
             ));
         }
         let flags = u16::from_le_bytes([fixed[10], fixed[11]]);
@@ -1018,7 +1131,7 @@ impl Reader {
         let creator = String::from_utf8_lossy(&cbytes).into_owned();
         let header_len = (HEADER_FIXED + clen) as u64;
         let mut warnings = Vec::new();
-        let (footer, footer_offset) = match read_footer(&mut file, path, file_len, header_len)? {
+        let (footer, footer_offset) = match read_footer(&mut file, path, file_len, header_len, version)? {
             Some((f, off)) => (Some(f), Some(off)),
             None => {
                 warnings.push(format!(
@@ -1061,6 +1174,7 @@ impl Reader {
             records_read: 0,
             state: CodecState::new(),
             stream_processes: Vec::new(),
+            files: Vec::new(),
             warnings,
         })
     }
@@ -1347,7 +1461,8 @@ impl Reader {
                     if tag != TAG_EVENT {
                         Err(PayloadError::BadTag(tag_at, tag))
                     } else {
-                        decode_event(raw, pos).map(|e| Some(Record::Event(Box::new(e))))
+                        decode_event(raw, pos, self.header.version, &mut self.files)
+                            .map(|e| Some(Record::Event(Box::new(e))))
                     }
                 }
                 _ => {
@@ -1504,7 +1619,14 @@ fn decode_accesses(
     (at, n, err)
 }
 
-fn decode_event(raw: &[u8], pos: &mut usize) -> Result<Event, PayloadError> {
+/// Decode one event; `version` says whether mmap events carry a file;
+/// `files` interns the files decoded so far (one `Arc` per file).
+fn decode_event(
+    raw: &[u8],
+    pos: &mut usize,
+    version: u16,
+    files: &mut Vec<Arc<FileId>>,
+) -> Result<Event, PayloadError> {
     let at = *pos;
     let Some(&k) = raw.get(*pos) else {
         return Err(PayloadError::Truncated(at));
@@ -1521,6 +1643,11 @@ fn decode_event(raw: &[u8], pos: &mut usize) -> Result<Event, PayloadError> {
             len: get_varint(raw, pos)?,
             prot: get_u32_varint(raw, pos, "prot above u32")?,
             flags: get_u32_varint(raw, pos, "flags above u32")?,
+            file: if version >= 3 {
+                decode_mapped_file(raw, pos, files)?
+            } else {
+                None
+            },
         },
         3 => ProcEvent::Munmap {
             addr: get_varint(raw, pos)?,
@@ -1545,6 +1672,63 @@ fn decode_event(raw: &[u8], pos: &mut usize) -> Result<Event, PayloadError> {
         _ => return Err(PayloadError::BadField(at, "event kind above 6")),
     };
     Ok(Event { pid, kind })
+}
+
+/// The inverse of [`put_mapped_file`].
+fn decode_mapped_file(
+    raw: &[u8],
+    pos: &mut usize,
+    files: &mut Vec<Arc<FileId>>,
+) -> Result<Option<MappedFile>, PayloadError> {
+    let kat = *pos;
+    let kind = get_varint(raw, pos)?;
+    if kind == 0 {
+        return Ok(None);
+    }
+    if kind > 2 {
+        return Err(PayloadError::BadField(kat, "mapped-file kind above 2"));
+    }
+    let offset = get_varint(raw, pos)?;
+    let lat = *pos;
+    let len = get_varint(raw, pos)?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&l| l <= MAX_PATH)
+        .ok_or(PayloadError::BadField(lat, "path longer than 4096 bytes"))?;
+    let end = pos
+        .checked_add(len)
+        .filter(|&e| e <= raw.len())
+        .ok_or(PayloadError::Truncated(lat))?;
+    let path = String::from_utf8_lossy(&raw[*pos..end]).into_owned();
+    *pos = end;
+    let fingerprint = if kind == 2 {
+        let size = get_varint(raw, pos)?;
+        let h = raw
+            .get(*pos..*pos + 8)
+            .ok_or(PayloadError::Truncated(*pos))?;
+        *pos += 8;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(h);
+        Some(Fingerprint {
+            size,
+            hash: u64::from_le_bytes(b),
+        })
+    } else {
+        None
+    };
+    let id = FileId { path, fingerprint };
+    let file = match files.iter().find(|f| ***f == id) {
+        Some(f) => Arc::clone(f),
+        None => {
+            let f = Arc::new(id);
+            // Bounded: a damaged file cannot make this grow without limit.
+            if files.len() < 4096 {
+                files.push(Arc::clone(&f));
+            }
+            f
+        }
+    };
+    Ok(Some(MappedFile { file, offset }))
 }
 
 fn decode_process(raw: &[u8], pos: &mut usize) -> Result<ProcessInfo, PayloadError> {
@@ -1594,6 +1778,7 @@ fn read_footer(
     path: &Path,
     file_len: u64,
     header_len: u64,
+    version: u16,
 ) -> Result<Option<(Footer, u64)>, TraceError> {
     if file_len < header_len + 5 + TRAILER_LEN {
         return Ok(None);
@@ -1641,7 +1826,7 @@ fn read_footer(
     if got < body.len() {
         return Err(bad(off + 5 + got as u64, "footer cut short".into()));
     }
-    match decode_footer(&body) {
+    match decode_footer(&body, version) {
         Ok(f) => {
             for (i, b) in f.blocks.iter().enumerate() {
                 if b.offset < header_len || b.offset >= off {
@@ -1957,6 +2142,7 @@ mod tests {
                         len: 4096,
                         prot: 3,
                         flags: 34,
+                        file: None,
                     },
                 })))
                 .unwrap();
@@ -1989,16 +2175,29 @@ mod tests {
         }
     }
 
+    fn arb_file() -> impl Strategy<Value = Option<MappedFile>> {
+        let fp = proptest::option::of(
+            (any::<u64>(), any::<u64>()).prop_map(|(size, hash)| Fingerprint { size, hash }),
+        );
+        proptest::option::of(("(/[a-z.()]{0,12}){1,3}", fp, any::<u64>()).prop_map(
+            |(path, fingerprint, offset)| MappedFile {
+                file: Arc::new(FileId { path, fingerprint }),
+                offset,
+            },
+        ))
+    }
+
     fn arb_event() -> impl Strategy<Value = ProcEvent> {
         prop_oneof![
             any::<u32>().prop_map(|child| ProcEvent::Fork { child }),
             Just(ProcEvent::Exec),
-            (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
-                |(addr, len, prot, flags)| ProcEvent::Mmap {
+            (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>(), arb_file()).prop_map(
+                |(addr, len, prot, flags, file)| ProcEvent::Mmap {
                     addr,
                     len,
                     prot,
-                    flags
+                    flags,
+                    file,
                 }
             ),
             (any::<u64>(), any::<u64>()).prop_map(|(addr, len)| ProcEvent::Munmap { addr, len }),
@@ -2043,6 +2242,22 @@ mod tests {
             let f = r.footer().unwrap();
             prop_assert_eq!(s.accesses + s.events, recs.len() as u64);
             prop_assert_eq!(f.counts.total_accesses(), s.accesses);
+            // The footer's file table: each distinct file once, in order of
+            // first mapping, with its number of mmaps.
+            let mut files: Vec<FileUse> = Vec::new();
+            for r in &recs {
+                if let Record::Event(e) = r {
+                    if let ProcEvent::Mmap { file: Some(m), .. } = &e.kind {
+                        let mut file = (*m.file).clone();
+                        file.path = cut_path(&file.path).to_string();
+                        match files.iter_mut().find(|u| u.file == file) {
+                            Some(u) => u.mmaps += 1,
+                            None => files.push(FileUse { file, mmaps: 1 }),
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(f.files.as_ref(), Some(&files));
             std::fs::remove_file(&p).unwrap();
         }
 

@@ -139,3 +139,68 @@ fn sample_recordings_in_tests_data_decode_completely() {
         assert!(r.processes().len() >= 3, "{name}");
     }
 }
+
+#[test]
+fn committed_version_2_recordings_read_with_no_mapped_files() {
+    // tests/data holds version 2 files (recorded before mmap events named
+    // files); they must stay readable and are never rewritten.
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
+    let (read, r) = read_all(&data.join("sh-echo-wc.vmt"));
+    assert_eq!(r.header().version, 2);
+    assert_eq!(r.footer().unwrap().files, None);
+    let mmaps = read
+        .iter()
+        .filter(|x| matches!(x, Record::Event(e) if matches!(e.kind, ProcEvent::Mmap { .. })))
+        .count();
+    assert!(mmaps > 0);
+    assert!(read.iter().all(
+        |x| !matches!(x, Record::Event(e) if matches!(e.kind, ProcEvent::Mmap { file: Some(_), .. }))
+    ));
+    let info = vmemsim_trace::info(&data.join("sh-echo-wc.vmt")).unwrap();
+    assert_eq!(info.files, None);
+    assert!(info
+        .to_string()
+        .contains("mapped files: not recorded in this format"));
+}
+
+#[test]
+fn a_recording_names_the_shared_libraries_it_maps() {
+    if !valgrind_runs() {
+        return;
+    }
+    let out = out_path("files.vmt");
+    let (_, kept) = record_keeping(&opts(&out, &["sh", "-c", "true"])).unwrap();
+    let mapped: Vec<_> = kept
+        .iter()
+        .filter_map(|r| match r {
+            Record::Event(e) => match &e.kind {
+                ProcEvent::Mmap { file: Some(m), .. } => Some(m.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    // The dynamic loader maps libc (text, rodata, data: several mmaps of
+    // the same file at different offsets) from a descriptor it opened.
+    let libc: Vec<_> = mapped
+        .iter()
+        .filter(|m| m.file.path.contains("libc.so"))
+        .collect();
+    assert!(libc.len() >= 2, "{mapped:?}");
+    assert!(libc.iter().any(|m| m.offset > 0), "{libc:?}");
+    let fp = libc[0].file.fingerprint.expect("libc fingerprinted");
+    // The fingerprint is the file's size and XXH3-64 of its bytes.
+    let bytes = std::fs::read(&libc[0].file.path).unwrap();
+    assert_eq!(fp.size, bytes.len() as u64);
+    assert_eq!(fp.hash, xxhash_rust::xxh3::xxh3_64(&bytes));
+    // Written and read back; `info` lists the file from the footer.
+    let (read, r) = read_all(&out);
+    assert_eq!(read, kept);
+    assert_eq!(r.header().version, vmt::VERSION);
+    let info = vmemsim_trace::info(&out).unwrap();
+    let files = info.files.clone().unwrap();
+    let u = files.iter().find(|u| u.file == *libc[0].file).unwrap();
+    assert_eq!(u.mmaps, libc.len() as u64);
+    assert!(info.to_string().contains(&format!("{:016x}", fp.hash)));
+    assert!(vmemsim_trace::info_with(&out, None, true).is_ok());
+}

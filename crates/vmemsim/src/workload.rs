@@ -214,6 +214,7 @@ impl Generator {
                 len,
                 prot,
                 flags: 0x22,
+                file: None,
             },
         );
     }

@@ -74,6 +74,7 @@ fn mmap_past_the_top_of_the_address_space_is_an_error() {
                 len: 0x1000,
                 prot: 3,
                 flags: 0x22,
+                file: None,
             },
         )],
         "impossible event in the trace: pid 1 mmap 0xfffffffffffff800 len 0x1000: \

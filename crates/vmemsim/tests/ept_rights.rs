@@ -33,6 +33,7 @@ fn stored_once(sim: &mut Sim<Nested>) -> Gpfn {
         len: 1 << 20,
         prot: 3,
         flags: 0x22,
+        file: None,
     };
     run(sim, &[ev(1, mmap), acc(1, AccessKind::Store, A)]);
     let root = sim.guest.current().unwrap().root;

@@ -76,6 +76,7 @@ fn mmap_a() -> Record {
             len: 4 << 20,
             prot: 3,
             flags: 0x22,
+            file: None,
         },
     )
 }

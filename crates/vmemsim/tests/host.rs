@@ -191,6 +191,7 @@ fn two_vm_misses(vpid: bool) -> (u64, u64, u64) {
         len: 1 << 20,
         prot: 3,
         flags: 0x22,
+        file: None,
     };
     let step = |pages: u64| {
         let mut v = vec![acc(1, AccessKind::Fetch, CODE)];
@@ -262,6 +263,7 @@ fn swap_out_then_touch(mode: &str) -> (Stats, u64, u64) {
         len: 1 << 20,
         prot: 3,
         flags: 0x22,
+        file: None,
     };
     let a = vec![
         ev(1, mmap),

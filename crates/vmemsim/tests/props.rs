@@ -67,6 +67,7 @@ fn records(ops: &[Op]) -> Vec<Record> {
             len: PAGES * 4096,
             prot: 3,
             flags: 0x22,
+            file: None,
         },
     )];
     let real = |p: u32, alias: &std::collections::HashMap<u32, u32>| *alias.get(&p).unwrap_or(&p);
@@ -88,6 +89,7 @@ fn records(ops: &[Op]) -> Vec<Record> {
                     len: pages * 4096,
                     prot,
                     flags: 0x22,
+                    file: None,
                 },
             )),
             Op::Unmap { pid, page, pages } => out.push(ev(
