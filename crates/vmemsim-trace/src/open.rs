@@ -342,7 +342,11 @@ impl fmt::Display for TraceInfo {
             None => writeln!(f, "mapped files: not recorded in this format")?,
             Some(files) => {
                 let mmaps: u64 = files.iter().map(|u| u.mmaps).sum();
-                writeln!(f, "mapped files: {} ({mmaps} file-backed mmaps)", files.len())?;
+                writeln!(
+                    f,
+                    "mapped files: {} ({mmaps} file-backed mmaps)",
+                    files.len()
+                )?;
                 for u in files {
                     match u.file.fingerprint {
                         Some(p) => writeln!(

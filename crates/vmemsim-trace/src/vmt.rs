@@ -1131,7 +1131,9 @@ impl Reader {
         let creator = String::from_utf8_lossy(&cbytes).into_owned();
         let header_len = (HEADER_FIXED + clen) as u64;
         let mut warnings = Vec::new();
-        let (footer, footer_offset) = match read_footer(&mut file, path, file_len, header_len, version)? {
+        let (footer, footer_offset) = match read_footer(
+            &mut file, path, file_len, header_len, version,
+        )? {
             Some((f, off)) => (Some(f), Some(off)),
             None => {
                 warnings.push(format!(
@@ -2191,15 +2193,20 @@ mod tests {
         prop_oneof![
             any::<u32>().prop_map(|child| ProcEvent::Fork { child }),
             Just(ProcEvent::Exec),
-            (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>(), arb_file()).prop_map(
-                |(addr, len, prot, flags, file)| ProcEvent::Mmap {
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<u32>(),
+                arb_file()
+            )
+                .prop_map(|(addr, len, prot, flags, file)| ProcEvent::Mmap {
                     addr,
                     len,
                     prot,
                     flags,
                     file,
-                }
-            ),
+                }),
             (any::<u64>(), any::<u64>()).prop_map(|(addr, len)| ProcEvent::Munmap { addr, len }),
             any::<u64>().prop_map(|addr| ProcEvent::Brk { addr }),
             (any::<u64>(), any::<u64>(), any::<u32>())
