@@ -526,8 +526,12 @@ fn path_in(s: &[u8]) -> Option<&[u8]> {
 #[derive(Debug)]
 pub struct FileIdentifier {
     cwd: std::path::PathBuf,
-    known: Mutex<std::collections::HashMap<(Vec<u8>, u64, u64, u64, i64), Arc<FileId>>>,
+    known: Mutex<std::collections::HashMap<FileKey, Arc<FileId>>>,
 }
+
+/// What makes a file the same file for [`FileIdentifier`]: path as opened,
+/// device, inode, size and mtime (ns).
+type FileKey = (Vec<u8>, u64, u64, u64, i64);
 
 impl FileIdentifier {
     /// An identifier resolving relative paths against `cwd`.
