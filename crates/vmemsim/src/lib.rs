@@ -6,7 +6,7 @@
 //! - [`config`]: the TOML configuration, defaults with sources;
 //! - [`mem`]: physical memory holding page-table pages;
 //! - [`mmu`]: TLBs, paging-structure caches, nested TLB, walkers (no virtualization);
-//! - [`host`]: host frames, p2m, EPT;
+//! - [`host`]: host frames, p2m, EPT; [`esx`]: the ESX memory manager's policies;
 //! - [`guest`]: the guest OS model (processes, VMAs, page tables, faults, fork...);
 //! - [`hv`]: the MMU virtualization modes and the machine that runs a guest on one;
 //! - [`stats`], [`cost`]: counters and the cost model that prices them;
@@ -18,6 +18,7 @@
 pub mod addr;
 pub mod config;
 pub mod cost;
+pub mod esx;
 pub mod guest;
 pub mod host;
 pub mod hostsim;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError, GuestConfig, MeasureConfig};
+use crate::esx::{EsxConfig, EsxSection};
 use crate::workload::{WorkloadKind, WorkloadSpec};
 use crate::ModeKind;
 
@@ -92,6 +93,15 @@ pub struct VmSection {
     pub mode: String,
     /// Guest-physical memory the VM is given, MiB.
     pub mem_mib: u64,
+    /// Guaranteed memory, MiB (`[esx]`; see [`crate::esx::config`]). Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_mib: Option<u64>,
+    /// Maximum memory, MiB: what the guest sees, so equal to `mem_mib`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mib: Option<u64>,
+    /// Memory shares (`[esx]`). Default 10 per MiB of `mem_mib`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shares: Option<f64>,
     /// Overrides of the `[guest]` baseline for this VM (`huge_pages`,
     /// `pcid`, `invlpg_ceiling_pages`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +146,8 @@ impl VmSpec {
 pub struct HostConfig {
     /// `[host]`.
     pub host: HostSection,
+    /// `[esx]` and each VM's min, max and shares (the memory manager).
+    pub esx: EsxConfig,
     /// The machine-wide baseline (every other section, `[cpu]` included).
     pub base: Config,
     /// The VMs, in `[[vm]]` order.
@@ -176,6 +188,7 @@ impl HostConfig {
         let host: HostSection = take(&mut table, "host")
             .try_into()
             .map_err(|e: toml::de::Error| parse(format!("[host]: {e}")))?;
+        let esx = EsxSection::parse(table.remove("esx")).map_err(parse)?;
         let vm_sections: Vec<VmSection> = match table.remove("vm") {
             None => Vec::new(),
             Some(v) => v
@@ -185,7 +198,7 @@ impl HostConfig {
         let base: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| parse(e.to_string()))?;
-        Self::resolve(host, base, vm_sections, base_dir)
+        Self::resolve(host, esx, base, vm_sections, base_dir)
     }
 
     /// Read, parse and validate a host configuration file.
@@ -214,6 +227,9 @@ impl HostConfig {
             seed: None,
             mode: mode.into(),
             mem_mib: 256,
+            min_mib: None,
+            max_mib: None,
+            shares: None,
             guest: None,
         };
         let vms = vec![
@@ -226,12 +242,19 @@ impl HostConfig {
             swap_mib: 1024,
             ..HostSection::default()
         };
-        Self::resolve(host, Config::default(), vms, Path::new("."))
-            .expect("the built-in host is valid")
+        Self::resolve(
+            host,
+            EsxSection::off(),
+            Config::default(),
+            vms,
+            Path::new("."),
+        )
+        .expect("the built-in host is valid")
     }
 
     fn resolve(
         host: HostSection,
+        esx: EsxSection,
         base: Config,
         vm_sections: Vec<VmSection>,
         base_dir: &Path,
@@ -362,8 +385,10 @@ impl HostConfig {
                 cfg,
             });
         }
+        let esx = EsxConfig::resolve(esx, &host, &vm_sections)?;
         Ok(HostConfig {
             host,
+            esx,
             base,
             vms,
             vm_sections,
@@ -375,12 +400,15 @@ impl HostConfig {
         #[derive(Serialize)]
         struct Out<'a> {
             host: &'a HostSection,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            esx: Option<&'a EsxSection>,
             vm: &'a [VmSection],
             #[serde(flatten)]
             base: &'a Config,
         }
         toml::to_string(&Out {
             host: &self.host,
+            esx: self.esx.section.enabled.then_some(&self.esx.section),
             vm: &self.vm_sections,
             base: &self.base,
         })
