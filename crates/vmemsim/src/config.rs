@@ -62,6 +62,9 @@ pub struct Config {
     pub selective: SelectiveConfig,
     /// Agile paging (`agile` mode).
     pub agile: AgileConfig,
+    /// Shadow paging's KVM mechanisms (`shadow`, and the shadow part of
+    /// `agile` and the `selective` modes).
+    pub shadow: ShadowConfig,
     /// The measured window: warm-up and region of interest.
     pub measure: MeasureConfig,
     /// The simulated CPU (clock rate).
@@ -320,6 +323,11 @@ pub struct CostConfig {
     /// page-table page, cycles beyond the exit. Default 3000 (UNVERIFIED;
     /// \[AA06\] measured 12733 cycles in all for a trapped PTE write on a P4).
     pub pt_write_emulate_cycles: u64,
+    /// Hypervisor resyncing one unsync shadow page (checking its present
+    /// entries against the guest table, write-protecting it again), cycles,
+    /// within an exit that happens anyway (CR3 write, INVLPG/flush, hidden
+    /// fault). Default 2500 (UNVERIFIED: the cost of one shadow fill).
+    pub shadow_resync_cycles: u64,
     /// Hypervisor injecting a true guest #PF, cycles beyond the exit. Default 1000 (UNVERIFIED).
     pub inject_fault_cycles: u64,
     /// Hypervisor handling a trapped CR3 write (find or build the shadow
@@ -349,6 +357,7 @@ impl Default for CostConfig {
             ept_violation_cycles: 2000,
             shadow_fill_cycles: 2500,
             pt_write_emulate_cycles: 3000,
+            shadow_resync_cycles: 2500,
             inject_fault_cycles: 1000,
             cr3_exit_cycles: 500,
             invlpg_exit_cycles: 300,
@@ -451,6 +460,53 @@ impl Default for AgileConfig {
         AgileConfig {
             interval_instructions: 100_000,
             clean_refill_costs: 100.0,
+        }
+    }
+}
+
+/// Shadow paging as KVM does it today (KVM's mmu.rst, arch/x86/kvm/mmu/mmu.c).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowConfig {
+    /// Unsync shadow pages: the first guest store to a shadowed last-level
+    /// table (a PT, no shadow of it at another level) exits once, as a
+    /// write-protection fault whose handler makes the table writable and
+    /// marks its shadow page unsync; later stores do not exit. The shadow
+    /// page is resynced (each present entry checked against the guest's,
+    /// write protection restored) when the guest flushes its TLB or loads
+    /// CR3 (every unsync page reachable from the root), when a walk of the
+    /// hypervisor links it again, and entry by entry on INVLPG. Default
+    /// true, as in KVM (`mmu_try_to_unsync_pages`, `kvm_mmu_sync_roots`).
+    pub unsync: bool,
+    /// Write-flood detection: `write_flood_threshold` emulated writes to a
+    /// shadowed guest table since the hypervisor last used its shadow page
+    /// (walked through it to fill a shadow entry) zap that shadow page and
+    /// lift the write protection; the table is shadowed again the next time
+    /// a walk needs it. Default true, as in KVM (`detect_write_flooding`).
+    pub write_flood: bool,
+    /// Emulated writes that make a flood. Default 3 (KVM's
+    /// `detect_write_flooding`: `write_flooding_count >= 3`).
+    pub write_flood_threshold: u32,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        ShadowConfig {
+            unsync: true,
+            write_flood: true,
+            write_flood_threshold: 3,
+        }
+    }
+}
+
+impl ShadowConfig {
+    /// Shadow paging without KVM's two mechanisms: every store to a
+    /// shadowed table exits and is emulated (the model before issue 13).
+    pub fn strict() -> Self {
+        ShadowConfig {
+            unsync: false,
+            write_flood: false,
+            ..ShadowConfig::default()
         }
     }
 }
@@ -560,6 +616,9 @@ impl Config {
         if self.selective.period_instructions == 0 {
             return Err(invalid("selective.period_instructions", 0, "at least 1"));
         }
+        if self.shadow.write_flood_threshold == 0 {
+            return Err(invalid("shadow.write_flood_threshold", 0, "at least 1"));
+        }
         if self.agile.interval_instructions == 0 {
             return Err(invalid("agile.interval_instructions", 0, "at least 1"));
         }
@@ -619,6 +678,7 @@ impl Config {
             ("cost.ept_violation_cycles", c.ept_violation_cycles),
             ("cost.shadow_fill_cycles", c.shadow_fill_cycles),
             ("cost.pt_write_emulate_cycles", c.pt_write_emulate_cycles),
+            ("cost.shadow_resync_cycles", c.shadow_resync_cycles),
             ("cost.inject_fault_cycles", c.inject_fault_cycles),
             ("cost.cr3_exit_cycles", c.cr3_exit_cycles),
             ("cost.invlpg_exit_cycles", c.invlpg_exit_cycles),

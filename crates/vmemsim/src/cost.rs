@@ -130,7 +130,8 @@ impl CostModel {
                     c.vm_exit_cycles.saturating_add(self.handler_cycles(r)),
                 )
             })
-            .add(s.pv_pte_updates, c.pv_validate_cycles);
+            .add(s.pv_pte_updates, c.pv_validate_cycles)
+            .add(s.shadow_resyncs, c.shadow_resync_cycles);
         let guest_kernel = Sum::default()
             .add(s.guest_page_faults, c.guest_fault_cycles)
             .add(s.frames_zeroed, c.zero_page_cycles)

@@ -307,6 +307,14 @@ pub fn to_table(w: &WorkloadResult) -> String {
             });
         }
     }
+    if w.modes.iter().any(|m| {
+        let s = &m.stats;
+        s.shadow_unsyncs + s.shadow_resyncs + s.shadow_flood_zaps > 0
+    }) {
+        row("shadow unsyncs", &count(|s| s.shadow_unsyncs));
+        row("  resyncs", &count(|s| s.shadow_resyncs));
+        row("  write-flood zaps", &count(|s| s.shadow_flood_zaps));
+    }
     row("cycles", &|m| m.cycles.total.to_string());
     row("  base (instructions)", &|m| m.cycles.base.to_string());
     row("  translation (TLB+walk)", &|m| {

@@ -99,7 +99,7 @@ impl ModeKind {
         match self {
             ModeKind::Native => v.visit(Native),
             ModeKind::Nested => v.visit(Nested),
-            ModeKind::Shadow => v.visit(Shadow::new()),
+            ModeKind::Shadow => v.visit(Shadow::with_config(&cfg.shadow)),
             ModeKind::Direct => v.visit(Direct::new(&cfg.pv, cfg.guest.mem_mib)),
             ModeKind::Agile => v.visit(Agile::new(cfg)),
             ModeKind::SelectiveW11 => v.visit(w11_mode(cfg)),

@@ -120,6 +120,14 @@ pub struct Stats {
     pub shadow_fills: u64,
     /// Shadow pages dropped because their guest page stopped being a table.
     pub shadow_unshadows: u64,
+    /// Shadow pages that went out of sync (a guest store to a shadowed PT
+    /// made it writable instead of being emulated) \[KVM\].
+    pub shadow_unsyncs: u64,
+    /// Unsync shadow pages resynced with their guest tables (CR3 load,
+    /// TLB flush, relinked by a hidden fault) \[KVM\].
+    pub shadow_resyncs: u64,
+    /// Shadow pages zapped by write-flood detection \[KVM\].
+    pub shadow_flood_zaps: u64,
     /// PTE updates validated by the hypervisor in paravirtual batches.
     pub pv_pte_updates: u64,
     /// Guest frames given a host frame.
@@ -243,6 +251,9 @@ impl Stats {
             tlb_flushes,
             shadow_fills,
             shadow_unshadows,
+            shadow_unsyncs,
+            shadow_resyncs,
+            shadow_flood_zaps,
             pv_pte_updates,
             host_frames_backed,
             processes,

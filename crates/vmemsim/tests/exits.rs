@@ -1,14 +1,16 @@
 //! Exact VM exits by reason, per mode, on small hand-built traces: what
 //! each mode charges for the same guest behaviour (cost, not meaning). Every
 //! table lists every mode of `ModeKind::ALL`, in order, so a new mode cannot
-//! be left out. Default configuration (PCIDs on, 4 KiB pages); the traces
+//! be left out. Default configuration (PCIDs on, 4 KiB pages) with KVM's
+//! unsync and write-flood detection off (`[shadow]`, [`ShadowConfig::strict`])
+//! in the first three tables, on in the last ones; the traces
 //! end long before the first policy period, so `selective-w11` and
 //! `selective` stay in the mode they start in (nested) and agile's new root
 //! stays nested for the whole trace.
 
 mod common;
 
-use vmemsim::config::Config;
+use vmemsim::config::{Config, ShadowConfig};
 use vmemsim::hv::Mode;
 use vmemsim::sim::{ModeKind, ModeVisitor};
 use vmemsim::stats::{ExitReason, Stats};
@@ -43,6 +45,15 @@ impl ModeVisitor for Run<'_> {
 /// Check every mode's exits on `trace` against `want` (one row per mode of
 /// `ModeKind::ALL`, in order).
 fn check(trace: &[Record], want: &[(ModeKind, Exits)]) {
+    let cfg = Config {
+        shadow: ShadowConfig::strict(),
+        ..Config::default()
+    };
+    check_with(&cfg, trace, want);
+}
+
+/// [`check`] with configuration `cfg`.
+fn check_with(cfg: &Config, trace: &[Record], want: &[(ModeKind, Exits)]) {
     assert_eq!(
         want.iter().map(|w| w.0).collect::<Vec<_>>(),
         ModeKind::ALL,
@@ -53,10 +64,9 @@ fn check(trace: &[Record], want: &[(ModeKind, Exits)]) {
         REASONS,
         "column order of the tables"
     );
-    let cfg = Config::default();
     let mut wrong = Vec::new();
     for &(kind, exits) in want {
-        let s = kind.with_mode(&cfg, Run(&cfg, trace));
+        let s = kind.with_mode(cfg, Run(cfg, trace));
         if s.vm_exits != exits {
             wrong.push(format!(
                 "{}: got {:?}, want {exits:?} ({REASONS:?})",
@@ -208,4 +218,101 @@ fn fork_copy_on_write_munmap_and_exit() {
             (Selective, [11, 0, 0, 0, 0, 0, 0]),
         ],
     );
+}
+
+/// The trace of `fork_copy_on_write_munmap_and_exit`.
+fn fork_trace() -> Vec<Record> {
+    vec![
+        mmap_a(),
+        acc(1, Store, A),
+        acc(1, Store, A + 0x1000),
+        acc(1, Load, A),
+        ev(1, ProcEvent::Fork { child: 2 }),
+        acc(2, Store, A),
+        acc(1, Load, A + 0x1000),
+        ev(
+            2,
+            ProcEvent::Munmap {
+                addr: A + 0x1000,
+                len: 0x1000,
+            },
+        ),
+        ev(2, ProcEvent::Exit { code: 0 }),
+        acc(1, Store, A),
+    ]
+}
+
+/// Shadow's exits and KVM counters on `trace` with `cfg`.
+fn shadow_run(cfg: &Config, trace: &[Record]) -> Stats {
+    ModeKind::Shadow.with_mode(cfg, Run(cfg, trace))
+}
+
+#[test]
+fn unsync_pt_exits_once_and_resyncs_on_flush_and_cr3() {
+    // Default config (unsync and write flooding on). Against the strict
+    // table of `second_page_in_the_same_table`: the one PTE store into the
+    // shadowed PT is a write-protection fault that unsyncs the PT (counted
+    // as a hidden fault, 8 + 1 = 9) instead of an emulated pt_write (2 - 1).
+    let t = [
+        mmap_a(),
+        acc(1, Store, A),
+        acc(1, Store, A + 0x1000),
+        acc(1, Load, A),
+    ];
+    let cfg = Config::default();
+    let s = shadow_run(&cfg, &t);
+    assert_eq!(s.vm_exits, [0, 9, 2, 1, 1, 0, 0]);
+    assert_eq!(
+        (s.shadow_unsyncs, s.shadow_resyncs, s.shadow_flood_zaps),
+        (1, 0, 0)
+    );
+    // The fork trace, by step against the strict table
+    // (`fork_copy_on_write_munmap_and_exit`: [0, 16, 4, 6, 3, 5, 0]):
+    // - second store: the parent's PT unsyncs (pt_write -1, shadow_fault +1).
+    // - fork: the 2 stores making the parent's leaves read-only go to the
+    //   unsync PT without exiting (pt_write -2); the flush of the parent's
+    //   (current) PCID resyncs its PT before the child's CR3 load: resync 1,
+    //   A's shadow entry kept read-only, A+4K's kept too (rights from the
+    //   guest: both read-only now), so step 3's parent load of A+4K needs
+    //   no hidden refill (shadow_fault -1).
+    // - child's COW store: its PT is not shadowed yet: no change.
+    // - munmap in the child: its PT (shadowed by step 2's fill) unsyncs at
+    //   the PTE store (pt_write -1, shadow_fault +1); the INVLPG syncs that
+    //   entry only (the page stays unsync).
+    // - parent's store of A: its PT, write-protected again since the resync,
+    //   unsyncs a second time (pt_write -1, shadow_fault +1); the INVLPG of
+    //   A resyncs its entry before the next walk, which now finds it
+    //   writable (the guest's entry is RW and dirty): no hidden refill
+    //   (shadow_fault -1).
+    // pt_write 6 - 1 - 2 - 1 - 1 = 1 (the PML4E store of the first touch);
+    // shadow_fault 16 + 1 - 1 + 1 + 1 - 1 = 17.
+    let s = shadow_run(&cfg, &fork_trace());
+    assert_eq!(s.vm_exits, [0, 17, 4, 1, 3, 5, 0]);
+    assert_eq!(
+        (s.shadow_unsyncs, s.shadow_resyncs, s.shadow_flood_zaps),
+        (3, 1, 0)
+    );
+}
+
+#[test]
+fn write_flood_zaps_the_third_emulated_store_since_last_use() {
+    // Unsync off, so that PT stores are emulated; flooding on (threshold 3).
+    // Emulated stores of the fork trace, per table, and the fills that walk
+    // through the table's shadow page (resetting its count):
+    // - parent's root: the first touch's PML4E store (1), then its fill (0);
+    // - parent's PT: the second store's PTE store (1), its fill (0); the
+    //   fork's 2 read-only stores (2); the parent's load of A+4K after the
+    //   fork refills through it (0); the final COW store (1);
+    // - child's PT: the munmap's store (1).
+    // No count reaches 3: no flood, and the exits are the strict table's.
+    let mut cfg = Config::default();
+    cfg.shadow.unsync = false;
+    let s = shadow_run(&cfg, &fork_trace());
+    assert_eq!(s.vm_exits, [0, 16, 4, 6, 3, 5, 0]);
+    assert_eq!(s.shadow_flood_zaps, 0);
+    // Threshold 2: the fork's second store to the parent's PT floods it:
+    // the whole shadow PT is zapped (and the TLB flushed).
+    cfg.shadow.write_flood_threshold = 2;
+    let s = shadow_run(&cfg, &fork_trace());
+    assert_eq!(s.shadow_flood_zaps, 1);
 }

@@ -54,6 +54,22 @@ fn builtin_workloads_agree_with_2m_pages_and_without_pcid() {
 }
 
 #[test]
+fn builtin_workloads_agree_without_unsync_and_with_eager_flood_zaps() {
+    // KVM's mechanisms off, then a flood at every emulated store.
+    let mut cfg = Config {
+        shadow: vmemsim::config::ShadowConfig::strict(),
+        ..Config::default()
+    };
+    for kind in [WorkloadKind::Procs, WorkloadKind::Phases] {
+        all_modes_agree(&cfg, &small(kind));
+    }
+    cfg.shadow.write_flood = true;
+    cfg.shadow.write_flood_threshold = 1;
+    let [_, _, s] = all_modes_agree(&cfg, &small(WorkloadKind::Procs));
+    assert!(s.shadow_flood_zaps > 0 && s.shadow_unsyncs == 0);
+}
+
+#[test]
 fn pt_writes_exit_in_shadow_only() {
     let [_, e, s] = all_modes_agree(&Config::default(), &small(WorkloadKind::Procs));
     assert_eq!(e.exits_for(ExitReason::PtWrite), 0);

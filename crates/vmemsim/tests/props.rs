@@ -4,7 +4,7 @@
 mod common;
 
 use proptest::prelude::*;
-use vmemsim::config::Config;
+use vmemsim::config::{Config, ShadowConfig};
 use vmemsim_trace::{AccessKind, ProcEvent, Record};
 
 use common::{acc, all_modes_agree, ev};
@@ -132,14 +132,32 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_mode_matches_the_oracle(ops in prop::collection::vec(op(), 1..120), huge in any::<bool>(), pcid in any::<bool>()) {
-        modes_agree_on(&ops, huge, pcid);
+    fn every_mode_matches_the_oracle(ops in prop::collection::vec(op(), 1..120), huge in any::<bool>(), pcid in any::<bool>(), shadow in shadow_config()) {
+        modes_agree_on_with(&ops, huge, pcid, shadow);
     }
 }
 
-/// Every mode matches the oracle on `ops` in a 256 MiB guest.
+/// `[shadow]` settings: unsync and write flooding each on or off, flood
+/// thresholds from 1 (every emulated store zaps) to 3 (KVM's).
+fn shadow_config() -> impl Strategy<Value = ShadowConfig> {
+    (any::<bool>(), any::<bool>(), 1u32..4).prop_map(|(unsync, write_flood, t)| ShadowConfig {
+        unsync,
+        write_flood,
+        write_flood_threshold: t,
+    })
+}
+
+/// Every mode matches the oracle on `ops` in a 256 MiB guest (default `[shadow]`).
 fn modes_agree_on(ops: &[Op], huge_pages: bool, pcid: bool) {
-    let mut cfg = Config::default();
+    modes_agree_on_with(ops, huge_pages, pcid, ShadowConfig::default());
+}
+
+/// [`modes_agree_on`] with `[shadow]` settings `shadow`.
+fn modes_agree_on_with(ops: &[Op], huge_pages: bool, pcid: bool, shadow: ShadowConfig) {
+    let mut cfg = Config {
+        shadow,
+        ..Config::default()
+    };
     cfg.guest.huge_pages = huge_pages;
     cfg.guest.pcid = pcid;
     cfg.guest.mem_mib = 256;

@@ -254,8 +254,11 @@ fn agile_new_process_starts_nested() {
 #[test]
 fn agile_policy_moves_written_tables_to_nested_and_clean_ones_back() {
     // Intervals of 1000 instructions (fetches count as instructions).
+    // Unsync off, so that every store to a shadowed PT exits (with it, the
+    // first store would unsync the PT and the second not exit).
     let mut cfg = caches_off();
     cfg.agile.interval_instructions = 1000;
+    cfg.shadow = vmemsim::config::ShadowConfig::strict();
     let mut sim = Sim::new(Agile::new(&cfg), &cfg);
     let run = |sim: &mut Sim<Agile>, recs: &[vmemsim_trace::Record]| {
         for r in recs {

@@ -58,6 +58,7 @@ use crate::mmu::walker::{
 };
 use crate::mmu::TableMem;
 use crate::mmu::{Rights, WalkFault};
+use crate::pte::x86;
 use crate::stats::ExitReason;
 
 const TAGS: u64 = PSC_GUEST | PSC_SWITCHED;
@@ -95,7 +96,7 @@ impl Agile {
     pub fn new(cfg: &Config) -> Self {
         let n = cfg.agile.interval_instructions.max(1);
         Agile {
-            sh: Shadow::new(),
+            sh: Shadow::with_config(&cfg.shadow),
             interval_instructions: n,
             interval: 0,
             next: n,
@@ -122,22 +123,21 @@ impl Agile {
     fn clean_long_enough(&mut self, mem: &GuestMemory, now: u64, g: u64) -> bool {
         let since = self.clean_since.get(&g).copied().unwrap_or(0);
         let clean_cycles = (now - since) as f64 * self.base_cpi;
-        let n = *self.present.entry(g).or_insert_with(|| {
-            (0..512)
-                .filter(|&i| mem.read(g, i) & crate::pte::x86::P != 0)
-                .count() as u32
-        });
+        let n = *self
+            .present
+            .entry(g)
+            .or_insert_with(|| (0..512).filter(|&i| mem.read(g, i) & x86::P != 0).count() as u32);
         clean_cycles >= self.clean_refill_costs * self.fill_cycles * f64::from(n)
     }
 
     /// Guest table pages currently walked in nested mode.
     pub fn nested_pages(&self) -> usize {
-        self.sh.nested.len()
+        self.sh.agile.nested.len()
     }
 
     /// True when guest table `gpfn` is walked in nested mode.
     pub fn is_nested(&self, gpfn: u64) -> bool {
-        self.sh.nested.contains_key(&gpfn)
+        self.sh.agile.is_nested(gpfn)
     }
 
     /// Shadow pages held.
@@ -229,6 +229,7 @@ impl Mode for Agile {
         va: u64,
         r: Rights,
     ) -> Result<Fill, GuestFault> {
+        self.sh.serve_due(core, mem);
         for _ in 0..12 {
             let res = self.walk(core, mem, va, r);
             core.walk_done();
@@ -253,7 +254,7 @@ impl Mode for Agile {
         let gpfn = gpa.page_number();
         let n = self.writes.entry(gpfn).or_insert(0);
         *n += 1;
-        if self.sh.nested.contains_key(&gpfn) {
+        if self.sh.agile.is_nested(gpfn) {
             self.clean_since.insert(gpfn, core.vm.stats.instructions);
             self.present.remove(&gpfn);
         } else if *n >= 2 {
@@ -269,7 +270,7 @@ impl Mode for Agile {
             core.exit(ExitReason::PtWrite);
             self.sh.unshadow(core, gpfn);
         }
-        if self.sh.nested.contains_key(&gpfn) {
+        if self.sh.agile.is_nested(gpfn) {
             // A former nested table reused: no trap; forget it.
             self.sh.go_shadow(core, gpfn);
             self.sh.flush_hw(core);
@@ -284,28 +285,28 @@ impl Mode for Agile {
         }
     }
 
-    fn write_cr3(&mut self, core: &mut Core, _mem: &mut GuestMemory, root: u64, pcid: u16) {
+    fn write_cr3(&mut self, core: &mut Core, mem: &mut GuestMemory, root: u64, pcid: u16) {
         core.exit(ExitReason::Cr3Write);
+        self.sh.serve_due(core, mem);
         core.hw_write_cr3(root, pcid);
         if self.seen_roots.insert(root) {
             // A new address space starts nested [AP16].
             self.go_nested(core, root);
         }
-        self.sh.root = if self.sh.nested.contains_key(&root) {
+        self.sh.root = if self.sh.agile.is_nested(root) {
             NO_ROOT
         } else {
             self.sh.shadow_page(core, root, 4)
         };
+        self.sh.resync_reachable(core, mem);
     }
 
     fn invlpg(&mut self, core: &mut Core, pcid: u16, va: Gva) {
-        core.exit(ExitReason::Invlpg);
-        core.hw_invlpg(pcid, va);
+        self.sh.invlpg(core, pcid, va);
     }
 
     fn flush_pcid(&mut self, core: &mut Core, pcid: u16) {
-        core.exit(ExitReason::Invlpg);
-        core.hw_flush_pcid(pcid);
+        self.sh.flush_pcid(core, pcid);
     }
 
     fn next_boundary(&self) -> u64 {
@@ -319,6 +320,7 @@ impl Mode for Agile {
         let now = core.vm.stats.instructions;
         let quiet: Vec<u64> = self
             .sh
+            .agile
             .nested
             .iter()
             .filter(|&(g, &since)| since < cur && !self.writes.contains_key(g))
@@ -344,6 +346,128 @@ impl Mode for Agile {
     }
 }
 
+/// Agile paging's state inside [`Shadow`]: which guest tables are walked
+/// nested and the switching entries that point at them. Empty in shadow mode.
+#[derive(Debug, Default)]
+pub struct NestedTables {
+    /// Guest table gPFNs walked in nested mode -> the policy interval in
+    /// which they went nested.
+    pub(super) nested: FxHashMap<u64, u64>,
+    /// Guest table gPFN -> switching entries (shadow page hPFN, index)
+    /// pointing at it.
+    switch_of: FxHashMap<u64, Vec<(u64, usize)>>,
+}
+
+impl NestedTables {
+    /// True when guest table `gpfn` is walked nested.
+    #[inline]
+    pub(super) fn is_nested(&self, gpfn: u64) -> bool {
+        !self.nested.is_empty() && self.nested.contains_key(&gpfn)
+    }
+
+    /// Nothing nested (a switch of `selective` to nested paging drops all).
+    pub(super) fn clear(&mut self) {
+        self.nested.clear();
+        self.switch_of.clear();
+    }
+}
+
+/// Agile paging's additions to the shadow machinery: switching entries and
+/// moving guest tables between shadow and nested mode.
+impl Shadow {
+    /// Switching entry (`sp`, `idx`) to guest table hPFN `hpfn` is gone.
+    pub(super) fn forget_switch(&mut self, core: &Core, hpfn: u64, sp: u64, idx: usize) {
+        let gpfn = core.m2p(hpfn).expect("switching entry to a backed table");
+        if let Some(v) = self.agile.switch_of.get_mut(&gpfn) {
+            v.retain(|&p| p != (sp, idx));
+        }
+    }
+
+    /// Make shadow entry (`sp`, `idx`) a switching entry to guest table `gpfn`.
+    pub(super) fn link_switch(&mut self, core: &mut Core, sp: u64, idx: usize, gpfn: u64) {
+        core.back(gpfn);
+        let hpfn = core.p2m(gpfn).expect("just backed");
+        let se = core.host.tables.read(sp, idx);
+        if se & x86::P != 0 && se & SWITCH != 0 && x86::frame(se) == hpfn {
+            return;
+        }
+        if se & x86::P != 0 {
+            self.zap(core, sp, idx);
+        }
+        core.host
+            .tables
+            .write(sp, idx, x86::make(hpfn, SHADOW_TABLE_FLAGS | SWITCH));
+        self.agile
+            .switch_of
+            .entry(gpfn)
+            .or_default()
+            .push((sp, idx));
+    }
+
+    /// Walk guest table `gpfn` in nested mode from now on (`interval` is
+    /// the policy's clock): its shadow page and every shadow page below it
+    /// are dropped and unprotected, entries that pointed at them cleared
+    /// (the next walk there takes a hidden fault and installs a switching
+    /// entry). The caller flushes the TLB and PSCs.
+    pub(super) fn go_nested(&mut self, core: &mut Core, gpfn: u64, interval: u64) {
+        if self.agile.nested.insert(gpfn, interval).is_some() {
+            return;
+        }
+        self.set_wp(gpfn, false);
+        if let Some(sp) = self.sp_of.remove(&gpfn) {
+            self.drop_subtree(core, sp);
+        }
+        if gpfn == core.vm.guest_root {
+            self.root = NO_ROOT;
+        }
+    }
+
+    /// Guest table `gpfn` returns to shadow mode: switching entries to it
+    /// are cleared (refilled as ordinary shadow links on the next hidden
+    /// fault). The caller flushes the TLB and PSCs.
+    pub(super) fn go_shadow(&mut self, core: &mut Core, gpfn: u64) {
+        if self.agile.nested.remove(&gpfn).is_none() {
+            return;
+        }
+        for (sp, idx) in self.agile.switch_of.remove(&gpfn).unwrap_or_default() {
+            core.host.tables.write(sp, idx, 0);
+        }
+        if gpfn == core.vm.guest_root {
+            self.root = self.shadow_page(core, gpfn, 4);
+        }
+    }
+
+    /// Free shadow page `sp` and the (non-direct) shadow pages below it,
+    /// lifting their write protection.
+    fn drop_subtree(&mut self, core: &mut Core, sp: u64) {
+        let mut children = Vec::new();
+        if self.pages[&sp].level > 1 {
+            for idx in 0..512 {
+                let se = core.host.tables.read(sp, idx);
+                if se & x86::P != 0 && se & SWITCH == 0 {
+                    let c = x86::frame(se);
+                    if self.pages.get(&c).is_some_and(|p| !p.direct) {
+                        children.push(c);
+                    }
+                }
+            }
+        }
+        self.free_page(core, sp);
+        core.vm.stats.shadow_unshadows += 1;
+        for c in children {
+            let Some(g) = self.pages.get(&c).map(|p| p.gpfn) else {
+                continue;
+            };
+            self.sp_of.remove(&g);
+            self.set_wp(g, false);
+            self.drop_subtree(core, c);
+        }
+    }
+}
+
+/// Flags of a shadow entry pointing at a lower table.
+const SHADOW_TABLE_FLAGS: u64 = x86::P | x86::RW | x86::US | x86::A;
+
 // Keep the switching bit's meaning next to its user.
-const _: () = assert!(SWITCH & crate::pte::x86::FRAME == 0);
-const _: () = assert!(TAGS & crate::pte::x86::FRAME == 0);
+const _: () = assert!(SWITCH & x86::FRAME == 0);
+const _: () = assert!(TAGS & x86::FRAME == 0);

@@ -130,7 +130,7 @@ impl<P: Policy> Selective<P> {
     pub fn with_policy(policy: P, cfg: &Config) -> Self {
         let period = cfg.selective.period_instructions;
         Selective {
-            shadow: Shadow::new(),
+            shadow: Shadow::with_config(&cfg.shadow),
             nested: Nested,
             cur: Paging::Nested,
             policy,

@@ -11,18 +11,37 @@
 //! (gfn, role) [KVM mmu.rst]), so shadows stay cached per guest CR3 across
 //! context switches. A guest 2 MiB page is backed by 4 KiB host frames, so
 //! its shadow is a "direct" shadow page of 512 4 KiB entries, as in KVM.
-//! Not modeled (yet): unsync shadow pages, write-flood detection.
+//!
+//! Two mechanisms of today's KVM, each switched by `[shadow]`
+//! ([`ShadowConfig`], both on by default):
+//! - *Unsync* (`mmu_try_to_unsync_pages`): the first store to a shadowed
+//!   PT exits once (a write-protection fault, priced as a hidden fault) and
+//!   makes the table writable; its shadow page is out of sync until the
+//!   guest flushes its TLB or loads CR3 (every unsync page reachable from
+//!   the root is resynced before the next walk, as KVM's `KVM_REQ_MMU_SYNC`
+//!   at the next VM entry), or, entry by entry, the guest INVLPGs it. A
+//!   hidden fault that links it again syncs its entries but leaves it
+//!   unsync (KVM's `kvm_mmu_get_page`). A resync keeps the shadow entries whose guest entry still maps the same
+//!   frame (rights recomputed), clears the others, and write-protects the
+//!   table again.
+//! - *Write flooding* (`detect_write_flooding`): the
+//!   `write_flood_threshold`-th emulated store to a shadowed table since the
+//!   hypervisor last walked through its shadow page (a hidden fault's fill)
+//!   zaps the shadow page and unprotects the table.
 //!
 //! Agile paging ([`super::Agile`]) reuses this machinery: guest table pages
-//! in `Shadow::nested` get no shadow page and no write protection; the
+//! in its [`NestedTables`] get no shadow page and no write protection; the
 //! shadow entry that would point at one becomes a switching entry
-//! ([`SWITCH`]) holding the guest table's hPFN. Plain shadow mode never
-//! marks a page nested.
+//! ([`SWITCH`]) holding the guest table's hPFN. That state and the code that
+//! moves tables between the two modes live in `agile.rs`; plain shadow mode
+//! never marks a page nested.
 
 use rustc_hash::FxHashMap;
 
+use super::agile::NestedTables;
 use super::{Core, Fill, GuestFault, Mode};
 use crate::addr::{pt_index, Gpa, Gva, PageSize, FRAMES_PER_HUGE};
+use crate::config::ShadowConfig;
 use crate::guest::{softwalk, GuestMemory};
 use crate::host::HostMemory;
 use crate::mmu::walker::{walk_1d, SWITCH};
@@ -33,37 +52,62 @@ use crate::stats::ExitReason;
 const SHADOW_TABLE_FLAGS: u64 = x86::P | x86::RW | x86::US | x86::A;
 
 #[derive(Debug)]
-struct ShadowPage {
+pub(super) struct ShadowPage {
     /// Guest table it shadows (or first gPFN of the 2 MiB page for a direct page).
-    gpfn: u64,
+    pub(super) gpfn: u64,
     /// Level of its entries (1 = PTEs).
-    level: u8,
+    pub(super) level: u8,
     /// Shadows a guest 2 MiB page with 4 KiB entries.
-    direct: bool,
+    pub(super) direct: bool,
     /// Shadow entries pointing at it: (shadow page hPFN, index).
     parents: Vec<(u64, usize)>,
+    /// Out of sync with its guest table, which is not write-protected (KVM's `unsync`).
+    unsync: bool,
+    /// Emulated stores to its guest table since the hypervisor last walked
+    /// through it (KVM's `write_flooding_count`).
+    flood: u32,
+}
+
+impl ShadowPage {
+    fn new(gpfn: u64, level: u8, direct: bool) -> Self {
+        ShadowPage {
+            gpfn,
+            level,
+            direct,
+            parents: Vec::new(),
+            unsync: false,
+            flood: 0,
+        }
+    }
 }
 
 /// Shadow-paging mode state.
 #[derive(Debug, Default)]
 pub struct Shadow {
+    /// Unsync and write-flood switches.
+    cfg: ShadowConfig,
     /// Guest table gPFN -> shadow page hPFN.
-    sp_of: FxHashMap<u64, u64>,
+    pub(super) sp_of: FxHashMap<u64, u64>,
     /// First gPFN of a guest 2 MiB page -> direct shadow page hPFN.
     direct_of: FxHashMap<u64, u64>,
     /// Shadow page hPFN -> what it shadows.
-    pages: FxHashMap<u64, ShadowPage>,
+    pub(super) pages: FxHashMap<u64, ShadowPage>,
     /// Write-protected guest frames (shadowed guest tables), by gPFN.
     wp: Vec<bool>,
     /// Shadow root the hardware CR3 holds ([`NO_ROOT`] when the guest root
     /// itself is walked nested: agile paging's switch at the root).
     pub(super) root: u64,
-    /// Agile paging: guest table gPFNs walked in nested mode -> the policy
-    /// interval in which they went nested. Empty in shadow mode.
-    pub(super) nested: FxHashMap<u64, u64>,
-    /// Agile paging: guest table gPFN -> switching entries (shadow page
-    /// hPFN, index) pointing at it.
-    switch_of: FxHashMap<u64, Vec<(u64, usize)>>,
+    /// Agile paging's nested tables and switching entries (empty in shadow mode).
+    pub(super) agile: NestedTables,
+    /// Shadow pages made unsync since they were last resynced (some may
+    /// have been resynced or freed since: checked when used).
+    unsync: Vec<u64>,
+    /// A guest TLB flush asked for the unsync pages reachable from the root
+    /// to be resynced before the next walk.
+    sync_due: bool,
+    /// Unsync shadow entries (page, index) the guest INVLPGed, resynced
+    /// before the next walk.
+    invlpg_due: Vec<(u64, usize)>,
     /// Reverse map: guest frame gPFN -> shadow leaf entries (shadow page
     /// hPFN, index) filled with its host frame. Kept lazily: an entry may
     /// have been zapped or its page freed since; [`Shadow::unmap_frame`]
@@ -75,9 +119,23 @@ pub struct Shadow {
 pub(super) const NO_ROOT: u64 = u64::MAX;
 
 impl Shadow {
-    /// Empty shadow state.
+    /// Empty shadow state with KVM's defaults (unsync and write-flood
+    /// detection on).
     pub fn new() -> Self {
         Shadow::default()
+    }
+
+    /// Empty shadow state with the `[shadow]` switches of `cfg`.
+    pub fn with_config(cfg: &ShadowConfig) -> Self {
+        Shadow {
+            cfg: cfg.clone(),
+            ..Shadow::default()
+        }
+    }
+
+    /// Shadow pages currently out of sync with their guest tables.
+    pub fn unsync_pages(&self) -> usize {
+        self.pages.values().filter(|p| p.unsync).count()
     }
 
     /// Number of shadow pages held.
@@ -106,9 +164,11 @@ impl Shadow {
         self.sp_of.clear();
         self.direct_of.clear();
         self.wp.iter_mut().for_each(|w| *w = false);
-        self.nested.clear();
-        self.switch_of.clear();
+        self.agile.clear();
         self.rmap.clear();
+        self.unsync.clear();
+        self.sync_due = false;
+        self.invlpg_due.clear();
         self.root = 0;
     }
 
@@ -128,7 +188,7 @@ impl Shadow {
         n
     }
 
-    fn set_wp(&mut self, gpfn: u64, on: bool) {
+    pub(super) fn set_wp(&mut self, gpfn: u64, on: bool) {
         let i = gpfn as usize;
         if i >= self.wp.len() {
             self.wp.resize((i + 1).next_power_of_two(), false);
@@ -140,22 +200,20 @@ impl Shadow {
     /// the guest page write-protected) if it has none.
     pub(super) fn shadow_page(&mut self, core: &mut Core, gpfn: u64, level: u8) -> u64 {
         if let Some(&sp) = self.sp_of.get(&gpfn) {
-            debug_assert_eq!(
-                self.pages[&sp].level, level,
-                "guest table {gpfn:#x} used at two levels"
-            );
-            return sp;
+            let p = &self.pages[&sp];
+            if p.level == level {
+                return sp;
+            }
+            // A former PT, unsync (so its reuse did not trap), now a table
+            // at another level: KVM zaps an unsync page when it needs the
+            // gfn at a higher level.
+            assert!(p.unsync, "guest table {gpfn:#x} used at two levels");
+            self.sp_of.remove(&gpfn);
+            self.free_page(core, sp);
+            self.flush_hw(core);
         }
         let sp = core.host.alloc_table();
-        self.pages.insert(
-            sp,
-            ShadowPage {
-                gpfn,
-                level,
-                direct: false,
-                parents: Vec::new(),
-            },
-        );
+        self.pages.insert(sp, ShadowPage::new(gpfn, level, false));
         self.sp_of.insert(gpfn, sp);
         self.set_wp(gpfn, true);
         sp
@@ -166,21 +224,13 @@ impl Shadow {
             return sp;
         }
         let sp = core.host.alloc_table();
-        self.pages.insert(
-            sp,
-            ShadowPage {
-                gpfn: base_gpfn,
-                level: 1,
-                direct: true,
-                parents: Vec::new(),
-            },
-        );
+        self.pages.insert(sp, ShadowPage::new(base_gpfn, 1, true));
         self.direct_of.insert(base_gpfn, sp);
         sp
     }
 
     /// Point shadow entry (`sp`, `idx`) at child shadow page `child`.
-    fn link(&mut self, core: &mut Core, sp: u64, idx: usize, child: u64) {
+    pub(super) fn link(&mut self, core: &mut Core, sp: u64, idx: usize, child: u64) {
         let se = core.host.tables.read(sp, idx);
         if se & x86::P != 0 && x86::frame(se) == child {
             return;
@@ -224,98 +274,12 @@ impl Shadow {
         }
     }
 
-    /// Switching entry (`sp`, `idx`) to guest table hPFN `hpfn` is gone.
-    fn forget_switch(&mut self, core: &Core, hpfn: u64, sp: u64, idx: usize) {
-        let gpfn = core.m2p(hpfn).expect("switching entry to a backed table");
-        if let Some(v) = self.switch_of.get_mut(&gpfn) {
-            v.retain(|&p| p != (sp, idx));
-        }
-    }
-
-    /// Agile paging: make shadow entry (`sp`, `idx`) a switching entry to
-    /// guest table `gpfn`.
-    fn link_switch(&mut self, core: &mut Core, sp: u64, idx: usize, gpfn: u64) {
-        core.back(gpfn);
-        let hpfn = core.p2m(gpfn).expect("just backed");
-        let se = core.host.tables.read(sp, idx);
-        if se & x86::P != 0 && se & SWITCH != 0 && x86::frame(se) == hpfn {
-            return;
-        }
-        if se & x86::P != 0 {
-            self.zap(core, sp, idx);
-        }
-        core.host
-            .tables
-            .write(sp, idx, x86::make(hpfn, SHADOW_TABLE_FLAGS | SWITCH));
-        self.switch_of.entry(gpfn).or_default().push((sp, idx));
-    }
-
-    /// Agile paging: walk guest table `gpfn` in nested mode from now on
-    /// (`interval` is the policy's clock): its shadow page and every shadow
-    /// page below it are dropped and unprotected, entries that pointed at
-    /// them cleared (the next walk there takes a hidden fault and installs
-    /// a switching entry). The caller flushes the TLB and PSCs.
-    pub(super) fn go_nested(&mut self, core: &mut Core, gpfn: u64, interval: u64) {
-        if self.nested.insert(gpfn, interval).is_some() {
-            return;
-        }
-        self.set_wp(gpfn, false);
-        if let Some(sp) = self.sp_of.remove(&gpfn) {
-            self.drop_subtree(core, sp);
-        }
-        if gpfn == core.vm.guest_root {
-            self.root = NO_ROOT;
-        }
-    }
-
-    /// Agile paging: guest table `gpfn` returns to shadow mode: switching
-    /// entries to it are cleared (refilled as ordinary shadow links on the
-    /// next hidden fault). The caller flushes the TLB and PSCs.
-    pub(super) fn go_shadow(&mut self, core: &mut Core, gpfn: u64) {
-        if self.nested.remove(&gpfn).is_none() {
-            return;
-        }
-        for (sp, idx) in self.switch_of.remove(&gpfn).unwrap_or_default() {
-            core.host.tables.write(sp, idx, 0);
-        }
-        if gpfn == core.vm.guest_root {
-            self.root = self.shadow_page(core, gpfn, 4);
-        }
-    }
-
-    /// Free shadow page `sp` and the (non-direct) shadow pages below it,
-    /// lifting their write protection.
-    fn drop_subtree(&mut self, core: &mut Core, sp: u64) {
-        let mut children = Vec::new();
-        if self.pages[&sp].level > 1 {
-            for idx in 0..512 {
-                let se = core.host.tables.read(sp, idx);
-                if se & x86::P != 0 && se & SWITCH == 0 {
-                    let c = x86::frame(se);
-                    if self.pages.get(&c).is_some_and(|p| !p.direct) {
-                        children.push(c);
-                    }
-                }
-            }
-        }
-        self.free_page(core, sp);
-        core.vm.stats.shadow_unshadows += 1;
-        for c in children {
-            let Some(g) = self.pages.get(&c).map(|p| p.gpfn) else {
-                continue;
-            };
-            self.sp_of.remove(&g);
-            self.set_wp(g, false);
-            self.drop_subtree(core, c);
-        }
-    }
-
     pub(super) fn flush_hw(&mut self, core: &mut Core) {
         core.invvpid();
     }
 
     /// Drop shadow page `sp`: unlink its parents and children, free its frame.
-    fn free_page(&mut self, core: &mut Core, sp: u64) {
+    pub(super) fn free_page(&mut self, core: &mut Core, sp: u64) {
         let page = self.pages.remove(&sp).expect("shadow page exists");
         for (p, i) in page.parents {
             core.host.tables.write(p, i, 0);
@@ -415,6 +379,7 @@ impl Shadow {
         r: Rights,
     ) {
         let mut sp = self.root;
+        self.used(sp);
         for i in 0..path.len {
             let level = 4 - i as u8;
             let (table, idx, e) = path.steps[i];
@@ -427,13 +392,21 @@ impl Shadow {
                 mem.write(table, idx, ne); // the hypervisor's own store: no trap
             }
             if !is_leaf {
-                if self.nested.contains_key(&x86::frame(ne)) {
+                if self.agile.is_nested(x86::frame(ne)) {
                     // Agile paging: the rest of the walk is nested.
                     self.link_switch(core, sp, idx, x86::frame(ne));
                     return;
                 }
                 let child = self.shadow_page(core, x86::frame(ne), level - 1);
+                let se = core.host.tables.read(sp, idx);
+                let linked = se & x86::P != 0 && x86::frame(se) == child;
+                if !linked && self.pages[&child].unsync {
+                    // KVM syncs an unsync page it links again, leaving it
+                    // unsync and writable (`kvm_mmu_get_page`).
+                    self.resync_page(core, mem, child, false);
+                }
                 self.link(core, sp, idx, child);
+                self.used(child);
                 sp = child;
                 continue;
             }
@@ -449,13 +422,9 @@ impl Shadow {
             }
             core.back(gpfn);
             let hpfn = core.p2m(gpfn).expect("just backed");
-            let mut f = x86::P | x86::US | x86::A | (ne & (x86::NX | x86::D));
-            if ne & x86::RW != 0 && ne & x86::D != 0 {
-                f |= x86::RW;
-            }
             core.host
                 .tables
-                .write(leaf_sp, leaf_idx, x86::make(hpfn, f));
+                .write(leaf_sp, leaf_idx, x86::make(hpfn, leaf_flags(ne)));
             if core.vm.hosted {
                 // Only a shared host takes frames away (hypervisor swapping).
                 let r = self.rmap.entry(gpfn).or_default();
@@ -466,6 +435,159 @@ impl Shadow {
             core.vm.stats.shadow_fills += 1;
         }
     }
+}
+
+/// Unsync shadow pages and write flooding \[KVM\].
+impl Shadow {
+    /// The hypervisor walked through shadow page `sp` (a fill): its flood
+    /// count starts again (KVM's `clear_sp_write_flooding_count`).
+    fn used(&mut self, sp: u64) {
+        if let Some(p) = self.pages.get_mut(&sp) {
+            p.flood = 0;
+        }
+    }
+
+    /// A write flood on guest table `gpfn`: its shadow page `sp` is zapped
+    /// and the table unprotected (shadowed again when a walk needs it).
+    /// A zapped root is replaced by a fresh one, as KVM reloads its MMU.
+    fn flood_zap(&mut self, core: &mut Core, gpfn: u64, sp: u64) {
+        self.sp_of.remove(&gpfn);
+        self.set_wp(gpfn, false);
+        self.free_page(core, sp);
+        core.vm.stats.shadow_flood_zaps += 1;
+        self.flush_hw(core);
+        if sp == self.root {
+            self.root = self.shadow_page(core, core.vm.guest_root, 4);
+        }
+    }
+
+    /// The guest INVLPGed `va` in address space `pcid`: if the current
+    /// shadow tree maps it through an unsync PT, that entry is resynced
+    /// before the next walk. Another address space's stale entries wait
+    /// for its CR3 load.
+    pub(super) fn note_invlpg(&mut self, core: &Core, pcid: u16, va: Gva) {
+        if self.unsync.is_empty() || pcid != core.vm.guest_pcid || self.root == NO_ROOT {
+            return;
+        }
+        let mut sp = self.root;
+        for level in (2..=4u8).rev() {
+            let se = core.host.tables.read(sp, pt_index(va.0, level));
+            if se & x86::P == 0 || se & SWITCH != 0 {
+                return;
+            }
+            sp = x86::frame(se);
+        }
+        if self.pages.get(&sp).is_some_and(|p| p.unsync) {
+            self.invlpg_due.push((sp, pt_index(va.0, 1)));
+        }
+    }
+
+    /// The guest flushed address space `pcid`: if it is the current one,
+    /// the unsync pages reachable from the root are resynced before the
+    /// next walk (another's wait for its CR3 load).
+    pub(super) fn note_flush(&mut self, core: &Core, pcid: u16) {
+        if !self.unsync.is_empty() && pcid == core.vm.guest_pcid {
+            self.sync_due = true;
+        }
+    }
+
+    /// Do the resyncs the guest's invalidations asked for.
+    pub(super) fn serve_due(&mut self, core: &mut Core, mem: &GuestMemory) {
+        if self.sync_due {
+            self.sync_due = false;
+            self.invlpg_due.clear();
+            self.resync_reachable(core, mem);
+            return;
+        }
+        while let Some((sp, idx)) = self.invlpg_due.pop() {
+            if self.pages.get(&sp).is_some_and(|p| p.unsync) {
+                self.resync_entry(core, mem, sp, idx);
+            }
+        }
+    }
+
+    /// Resync every unsync page reachable from the current root (KVM's
+    /// `kvm_mmu_sync_roots`). Pages no longer linked anywhere leave the
+    /// list; they are resynced when a fill links them again.
+    pub(super) fn resync_reachable(&mut self, core: &mut Core, mem: &GuestMemory) {
+        if self.unsync.is_empty() {
+            return;
+        }
+        let root = self.root;
+        let mut list = std::mem::take(&mut self.unsync);
+        list.retain(|sp| {
+            self.pages
+                .get(sp)
+                .is_some_and(|p| p.unsync && !p.parents.is_empty())
+        });
+        list.dedup();
+        let mut keep = Vec::with_capacity(list.len());
+        for sp in list {
+            if root != NO_ROOT && self.reaches(sp, root) {
+                self.resync_page(core, mem, sp, true);
+            } else {
+                keep.push(sp);
+            }
+        }
+        self.unsync = keep;
+    }
+
+    /// True when shadow page `sp` is linked, through its parents, from `root`.
+    fn reaches(&self, sp: u64, root: u64) -> bool {
+        sp == root
+            || self
+                .pages
+                .get(&sp)
+                .is_some_and(|p| p.parents.iter().any(|&(q, _)| self.reaches(q, root)))
+    }
+
+    /// Resync unsync shadow page `sp` with its guest table; with `protect`,
+    /// write-protect the table again and mark the page in sync.
+    fn resync_page(&mut self, core: &mut Core, mem: &GuestMemory, sp: u64, protect: bool) {
+        for idx in 0..512 {
+            self.resync_entry(core, mem, sp, idx);
+        }
+        core.vm.stats.shadow_resyncs += 1;
+        if protect {
+            let p = self.pages.get_mut(&sp).expect("resynced page exists");
+            p.unsync = false;
+            let gpfn = p.gpfn;
+            self.set_wp(gpfn, true);
+        }
+    }
+
+    /// Shadow leaf (`sp`, `idx`) against its guest entry: kept with the
+    /// guest's current rights if the guest still maps the same frame
+    /// (accessed), cleared otherwise (KVM's `sync_spte`).
+    fn resync_entry(&mut self, core: &mut Core, mem: &GuestMemory, sp: u64, idx: usize) {
+        let se = core.host.tables.read(sp, idx);
+        if se & x86::P == 0 {
+            return;
+        }
+        let ge = mem.read(self.pages[&sp].gpfn, idx);
+        let same = ge & x86::P != 0
+            && ge & x86::A != 0
+            && core.p2m(x86::frame(ge)) == Some(x86::frame(se));
+        let ne = if same {
+            x86::make(x86::frame(se), leaf_flags(ge))
+        } else {
+            0
+        };
+        if ne != se {
+            core.host.tables.write(sp, idx, ne);
+        }
+    }
+}
+
+/// Flags of a shadow leaf for guest leaf `ge`: present, user, accessed; NX
+/// and D as the guest's; writable only once the guest entry is dirty, so
+/// that the first store takes a hidden fault that sets the guest's D.
+fn leaf_flags(ge: u64) -> u64 {
+    let mut f = x86::P | x86::US | x86::A | (ge & (x86::NX | x86::D));
+    if ge & x86::RW != 0 && ge & x86::D != 0 {
+        f |= x86::RW;
+    }
+    f
 }
 
 impl Mode for Shadow {
@@ -484,6 +606,7 @@ impl Mode for Shadow {
         va: u64,
         r: Rights,
     ) -> Result<Fill, GuestFault> {
+        self.serve_due(core, mem);
         for _ in 0..8 {
             let asid = core.asid();
             let res = walk_1d(
@@ -510,9 +633,26 @@ impl Mode for Shadow {
         let gpfn = gpa.page_number();
         let idx = (gpa.page_offset() / 8) as usize;
         mem.write(gpfn, idx, val);
-        if self.is_write_protected(gpfn) {
-            core.exit(ExitReason::PtWrite);
-            let sp = self.sp_of[&gpfn];
+        if !self.is_write_protected(gpfn) {
+            return;
+        }
+        let sp = self.sp_of[&gpfn];
+        let page = self.pages.get_mut(&sp).expect("shadowed table has a page");
+        if self.cfg.unsync && page.level == 1 {
+            // A write-protection fault on a PT: its handler makes the
+            // table writable and the store runs; the shadow page is unsync.
+            core.exit(ExitReason::ShadowFault);
+            page.unsync = true;
+            self.unsync.push(sp);
+            self.set_wp(gpfn, false);
+            core.vm.stats.shadow_unsyncs += 1;
+            return;
+        }
+        core.exit(ExitReason::PtWrite);
+        page.flood += 1;
+        if self.cfg.write_flood && page.flood >= self.cfg.write_flood_threshold {
+            self.flood_zap(core, gpfn, sp);
+        } else {
             self.zap(core, sp, idx);
         }
     }
@@ -526,19 +666,23 @@ impl Mode for Shadow {
         Self::back_on_first_touch(core, gpfn);
     }
 
-    fn write_cr3(&mut self, core: &mut Core, _mem: &mut GuestMemory, root: u64, pcid: u16) {
+    fn write_cr3(&mut self, core: &mut Core, mem: &mut GuestMemory, root: u64, pcid: u16) {
         core.exit(ExitReason::Cr3Write);
+        self.serve_due(core, mem);
         core.hw_write_cr3(root, pcid);
         self.root = self.shadow_page(core, root, 4);
+        self.resync_reachable(core, mem);
     }
 
     fn invlpg(&mut self, core: &mut Core, pcid: u16, va: Gva) {
         core.exit(ExitReason::Invlpg);
         core.hw_invlpg(pcid, va);
+        self.note_invlpg(core, pcid, va);
     }
 
     fn flush_pcid(&mut self, core: &mut Core, pcid: u16) {
         core.exit(ExitReason::Invlpg);
         core.hw_flush_pcid(pcid);
+        self.note_flush(core, pcid);
     }
 }
