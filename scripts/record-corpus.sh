@@ -91,6 +91,8 @@ small)
     rec xz-small xz -1 -c nums-small.txt
     rec sqlite-small sqlite3 :memory: "$SQL_SMALL"
     rec fork-workers sh -c 'for i in 1 2 3 4; do (seq $i 400 | sort -rn | head -1 >/dev/null) & done; wait'
+    # .vmt version 3: mmap events name their files (issue 10, page contents).
+    rec sh-echo-wc-files sh -c 'echo hello | wc -c'
     ;;
 large)
     rec make-gcc make -s

@@ -294,8 +294,18 @@ pub fn apply_event<M: Mode>(
         }
         ProcEvent::Exec => guest.exec(m, pid)?,
         ProcEvent::Mmap {
-            addr, len, prot, ..
-        } => guest.mmap(m, pid, addr, len, prot)?,
+            addr,
+            len,
+            prot,
+            ref file,
+            ..
+        } => {
+            guest.mmap(m, pid, addr, len, prot)?;
+            // Only a guest tracking contents needs the file's key.
+            if let (Some(f), true) = (file, guest.contents().is_some()) {
+                guest.map_file(pid, addr, len, crate::guest::content::file_ref(f));
+            }
+        }
         ProcEvent::Munmap { addr, len } => guest.munmap(m, pid, addr, len)?,
         ProcEvent::Brk { addr } => guest.brk(m, pid, addr)?,
         ProcEvent::Mprotect { addr, len, prot } => guest.mprotect(m, pid, addr, len, prot)?,

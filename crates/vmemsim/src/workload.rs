@@ -38,6 +38,18 @@ const PHASE_ROUNDS: u64 = 2;
 const PROT_RX: u32 = 5;
 const PROT_RW: u32 = 3;
 
+/// The file every built-in workload's text maps: `vmemsim:builtin-text`,
+/// 64 KiB, with a fixed fingerprint.
+pub fn builtin_binary() -> vmemsim_trace::FileId {
+    vmemsim_trace::FileId {
+        path: "vmemsim:builtin-text".into(),
+        fingerprint: Some(vmemsim_trace::Fingerprint {
+            size: TEXT_LEN,
+            hash: xxhash_rust::xxh3::xxh3_64(b"vmemsim built-in workload text"),
+        }),
+    }
+}
+
 /// Which built-in workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -219,13 +231,33 @@ impl Generator {
         );
     }
 
+    /// The program text: a mapping of the built-in "binary", one file for
+    /// every built-in workload (so page contents model it as a program
+    /// image shared by every VM running a built-in: guest/content.rs).
+    fn text_mmap(&mut self, pid: u32) {
+        let file = vmemsim_trace::MappedFile {
+            file: std::sync::Arc::new(builtin_binary()),
+            offset: 0,
+        };
+        self.event(
+            pid,
+            ProcEvent::Mmap {
+                addr: TEXT,
+                len: TEXT_LEN,
+                prot: PROT_RX,
+                flags: 0x02,
+                file: Some(file),
+            },
+        );
+    }
+
     fn start(&mut self) {
-        self.mmap(ROOT_PID, TEXT, TEXT_LEN, PROT_RX);
+        self.text_mmap(ROOT_PID);
         match self.spec.kind {
             WorkloadKind::Procs => self.mmap(ROOT_PID, HEAP, self.footprint(), PROT_RW),
             WorkloadKind::Phases => {
                 self.mmap(ROOT_PID, DATA, self.footprint(), PROT_RW);
-                self.mmap(PHASE_PARENT, TEXT, TEXT_LEN, PROT_RX);
+                self.text_mmap(PHASE_PARENT);
                 self.mmap(PHASE_PARENT, HEAP, PHASE_HEAP, PROT_RW);
             }
             _ => self.mmap(ROOT_PID, DATA, self.footprint(), PROT_RW),
@@ -313,7 +345,7 @@ impl Generator {
         self.next_pid += 1;
         self.event(parent, ProcEvent::Fork { child });
         self.event(child, ProcEvent::Exec);
-        self.mmap(child, TEXT, TEXT_LEN, PROT_RX);
+        self.text_mmap(child);
         self.mmap(child, HEAP, heap, PROT_RW);
         let pages = self.rng.gen_range(64..=512u64);
         let len = pages * 4096;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::content::{self, Contents, FileRef};
 use super::frames::Frames;
 use super::softwalk;
 use super::vma::{Vmas, PROT_EXEC, PROT_READ, PROT_RWX, PROT_WRITE};
@@ -42,6 +43,8 @@ pub struct GuestOs {
     free_pcids: Vec<u16>,
     current: Option<u32>,
     cfg: GuestConfig,
+    /// What each frame holds, when tracked (a host with page sharing).
+    contents: Option<Contents>,
 }
 
 /// One past the last gVA of user space: the lower canonical half of
@@ -133,6 +136,66 @@ impl GuestOs {
             free_pcids: (1..4096u16).rev().collect(),
             current: None,
             cfg: cfg.clone(),
+            contents: None,
+        }
+    }
+
+    /// Track what every frame holds from now on (guest/content.rs); call
+    /// before the first event. Page-table frames already allocated are
+    /// marked as such.
+    pub fn track_contents(&mut self) {
+        let mut c = Contents::new(self.frame_count());
+        for f in 0..self.frame_count() {
+            if self.mem.contains(f) {
+                c.set(f, content::PAGE_TABLE);
+            }
+        }
+        self.contents = Some(c);
+    }
+
+    /// The frames' contents, when tracked.
+    pub fn contents(&self) -> Option<&Contents> {
+        self.contents.as_ref()
+    }
+
+    /// Process `pid` stored `size` bytes at `offset` in frame `gpfn`: its
+    /// content changes (nothing when contents are not tracked).
+    #[inline]
+    pub fn note_store(&mut self, pid: u32, gpfn: u64, offset: u64, size: u16) {
+        if let Some(c) = &mut self.contents {
+            c.store(pid, gpfn << 12 | (offset & 0xfff), size);
+        }
+    }
+
+    /// The mapping `[addr, addr + len)` of `pid` maps `file` from byte
+    /// `offset` (after its `mmap`): its pages fault in with the file's
+    /// contents. Kept only when contents are tracked.
+    pub fn map_file(&mut self, pid: u32, addr: u64, len: u64, file: FileRef) {
+        if self.contents.is_none() {
+            return;
+        }
+        let (s, e) = (page_down(addr), page_up(addr.saturating_add(len)));
+        if let Some(p) = self.procs.get_mut(&pid) {
+            if let Some(v) = p.vmas.find(s) {
+                let e = e.min(v.end);
+                p.vmas.insert_file(s, e, v.prot, v.implicit, Some(file));
+            }
+        }
+    }
+
+    /// New frames `f..f+n` for the page at `va` of a VMA starting at
+    /// `start` and mapping `file`: zero, or the file's pages.
+    fn fill(&mut self, f: u64, n: u64, va: u64, vma: Option<(u64, FileRef)>) {
+        let Some(c) = &mut self.contents else { return };
+        for i in 0..n {
+            let id = match vma {
+                Some((start, file)) => {
+                    let page = (va & !(PAGE_SIZE - 1)) + i * PAGE_SIZE;
+                    content::file_page(file.key, file.offset.wrapping_add(page - start))
+                }
+                None => content::ZERO,
+            };
+            c.set(f + i, id);
         }
     }
 
@@ -175,6 +238,9 @@ impl GuestOs {
             mem_mib: self.cfg.mem_mib,
         })?;
         self.mem.add(f);
+        if let Some(c) = &mut self.contents {
+            c.set(f, content::PAGE_TABLE);
+        }
         plat.stats().frames_zeroed += 1;
         plat.touch_frame(&mut self.mem, f);
         Ok(f)
@@ -256,6 +322,10 @@ impl GuestOs {
         let need =
             PROT_READ | if r.write { PROT_WRITE } else { 0 } | if r.fetch { PROT_EXEC } else { 0 };
         let p = self.procs.get_mut(&pid).expect("current process exists");
+        let file = p
+            .vmas
+            .find(va)
+            .and_then(|v| v.file.map(|f| (v.start, f)));
         let prot = match p.vmas.find(va) {
             Some(v) if v.prot & need == need => v.prot,
             Some(v) => {
@@ -285,6 +355,7 @@ impl GuestOs {
                         for f in base..base + FRAMES_PER_HUGE {
                             plat.touch_frame(&mut self.mem, f);
                         }
+                        self.fill(base, FRAMES_PER_HUGE, va & !(HUGE_SIZE - 1), file);
                         plat.stats().frames_zeroed += FRAMES_PER_HUGE;
                         plat.stats().demand_faults += 1;
                         self.write_pte(
@@ -311,6 +382,7 @@ impl GuestOs {
         let e = self.mem.read(table, idx);
         if e & x86::P == 0 {
             let f = self.alloc_frame(plat)?;
+            self.fill(f, 1, va, file);
             plat.stats().demand_faults += 1;
             self.write_pte(plat, table, idx, x86::make(f, leaf_flags(prot, r.write)));
             plat.end_pt_update(&mut self.mem);
@@ -351,6 +423,9 @@ impl GuestOs {
                 })?;
                 for f in copy..copy + n {
                     plat.touch_frame(&mut self.mem, f);
+                }
+                if let Some(c) = &mut self.contents {
+                    c.copy(old, copy, n);
                 }
                 plat.stats().frames_copied += n;
                 self.frames.put(old, n);

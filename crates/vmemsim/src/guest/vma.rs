@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::content::FileRef;
+
 /// `PROT_READ`.
 pub const PROT_READ: u32 = 1;
 /// `PROT_WRITE`.
@@ -23,6 +25,9 @@ pub struct Vma {
     pub prot: u32,
     /// Created for an access outside every recorded mapping.
     pub implicit: bool,
+    /// The file it maps, with the file offset of `start` (`None`:
+    /// anonymous, or a file the trace does not name).
+    pub file: Option<FileRef>,
 }
 
 /// The VMAs of one address space.
@@ -56,13 +61,33 @@ impl Vmas {
                 self.by_start.insert(v.start, Vma { end: start, ..v });
             }
             if v.end > end {
-                self.by_start.insert(end, Vma { start: end, ..v });
+                let file = v.file.map(|f| f.advanced(end - v.start));
+                self.by_start.insert(
+                    end,
+                    Vma {
+                        start: end,
+                        file,
+                        ..v
+                    },
+                );
             }
         }
     }
 
     /// Map `[start, end)` with `prot`, replacing whatever was there.
     pub fn insert(&mut self, start: u64, end: u64, prot: u32, implicit: bool) {
+        self.insert_file(start, end, prot, implicit, None);
+    }
+
+    /// [`Vmas::insert`] of a mapping of `file` (its offset at `start`).
+    pub fn insert_file(
+        &mut self,
+        start: u64,
+        end: u64,
+        prot: u32,
+        implicit: bool,
+        file: Option<FileRef>,
+    ) {
         if start >= end {
             return;
         }
@@ -83,6 +108,7 @@ impl Vmas {
                 end,
                 prot,
                 implicit,
+                file,
             },
         );
     }
@@ -99,6 +125,7 @@ impl Vmas {
                     end: e,
                     prot,
                     implicit: v.implicit,
+                    file: v.file.map(|f| f.advanced(s - v.start)),
                 },
             );
         }
@@ -158,5 +185,23 @@ mod tests {
             0x10000,
             "implicit areas merge"
         );
+    }
+
+    #[test]
+    fn splits_keep_the_file_offset_of_each_part() {
+        let mut v = Vmas::default();
+        let f = FileRef {
+            key: 9,
+            offset: 0x1000,
+        };
+        v.insert_file(0x10000, 0x20000, 5, false, Some(f));
+        v.remove(0x12000, 0x13000);
+        v.protect(0x14000, 0x15000, 1);
+        let off = |va| v.find(va).unwrap().file.unwrap().offset;
+        assert_eq!(off(0x10000), 0x1000);
+        // Right of the hole: 0x13000 is 0x3000 into the mapping.
+        assert_eq!(off(0x13000), 0x4000);
+        assert_eq!(off(0x14000), 0x5000);
+        assert_eq!(off(0x15000), 0x6000);
     }
 }

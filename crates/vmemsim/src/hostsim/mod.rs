@@ -96,6 +96,8 @@ trait VmDyn {
     fn is_table(&self, gpfn: u64) -> bool;
     fn finish(&mut self, hw: &mut Hw, host: &mut HostMemory) -> Option<SwitchReport>;
     fn resolutions(&mut self) -> Vec<(u64, u64)>;
+    fn guest(&self) -> &GuestOs;
+    fn guest_mut(&mut self) -> &mut GuestOs;
 }
 
 /// A VM of mode `M`: its guest, machine and input.
@@ -141,6 +143,9 @@ impl<M: Mode> VmRun<M> {
             match &self.buf[i] {
                 Record::Access(a) => {
                     let t = apply_access(&mut m, &mut self.guest, &mut self.running, a)?;
+                    if a.kind.is_write() {
+                        self.guest.note_store(a.pid, t.gpfn, a.addr, a.size);
+                    }
                     if CHECK {
                         check(&self.guest, m.core.vm, m.core.host, a, t.gpfn, t.hpfn);
                         self.seen.push((t.gpfn, t.hpfn));
@@ -214,6 +219,12 @@ impl<M: Mode> VmDyn for VmRun<M> {
     }
     fn resolutions(&mut self) -> Vec<(u64, u64)> {
         std::mem::take(&mut self.seen)
+    }
+    fn guest(&self) -> &GuestOs {
+        &self.guest
+    }
+    fn guest_mut(&mut self) -> &mut GuestOs {
+        &mut self.guest
     }
 }
 
@@ -382,6 +393,20 @@ impl HostSim {
     /// The host's state of VM `i`.
     pub fn vm(&self, i: usize) -> &Vm {
         self.vms[i].vm()
+    }
+
+    /// Track what every guest frame of every VM holds
+    /// (guest/content.rs); call before running.
+    pub fn track_contents(mut self) -> Self {
+        for v in &mut self.vms {
+            v.guest_mut().track_contents();
+        }
+        self
+    }
+
+    /// The guest of VM `i`.
+    pub fn guest(&self, i: usize) -> &GuestOs {
+        self.vms[i].guest()
     }
 
     /// Host memory.
