@@ -44,7 +44,9 @@ fn host(mode: ModeKind, inputs: &[Vec<Record>]) -> HostSim {
         .iter()
         .map(|r| Box::new(Replay(r.clone(), 0)) as Box<dyn RecordSource>)
         .collect();
-    HostSim::with_sources(&cfg, sources).checked().track_contents()
+    HostSim::with_sources(&cfg, sources)
+        .checked()
+        .track_contents()
 }
 
 fn recording(name: &str) -> Vec<Record> {
@@ -104,14 +106,25 @@ fn contents_follow_the_rules_exactly_in_every_mode() {
     let recs = vec![
         ev(1, mmap(A, 1 << 20, 3, None)),
         ev(1, mmap(LIB, 1 << 16, 5, Some(lib()))),
-        acc(1, AccessKind::Load, A),          // zero page
+        acc(1, AccessKind::Load, A),           // zero page
         acc(1, AccessKind::Store, A + 0x1010), // store 1 of pid 1
         acc(1, AccessKind::Fetch, LIB + 0x2000),
         ev(1, ProcEvent::Fork { child: 2 }),
-        acc(2, AccessKind::Load, A + 0x1000), // shared, no copy
+        acc(2, AccessKind::Load, A + 0x1000),  // shared, no copy
         acc(2, AccessKind::Store, A + 0x1020), // COW copy, then store 1 of pid 2
         // pid 2 maps the same file elsewhere, 0x1000 further into it.
-        ev(2, mmap(LIB + (1 << 24), 1 << 16, 5, Some(MappedFile { offset: 0x4000, ..lib() }))),
+        ev(
+            2,
+            mmap(
+                LIB + (1 << 24),
+                1 << 16,
+                5,
+                Some(MappedFile {
+                    offset: 0x4000,
+                    ..lib()
+                }),
+            ),
+        ),
         acc(2, AccessKind::Fetch, LIB + (1 << 24) + 0x1000),
     ];
     let s1 = after_store(ZERO, 0x10, 8, 1);
@@ -180,10 +193,17 @@ fn same_work_same_contents_across_vms_and_modes() {
         let a = &runs[0];
         let differ = |b: &[ContentId]| a.iter().zip(b).filter(|(x, y)| x != y).count();
         assert_eq!(differ(&runs[1]), 0, "{mode:?}: identical VMs differ");
-        assert!(differ(&runs[2]) > 100, "{mode:?}: different work, same contents");
+        assert!(
+            differ(&runs[2]) > 100,
+            "{mode:?}: different work, same contents"
+        );
         // Stores really changed contents, and file pages came in.
         let distinct: std::collections::HashSet<_> = a.iter().collect();
-        assert!(distinct.len() > 100, "{mode:?}: {} contents", distinct.len());
+        assert!(
+            distinct.len() > 100,
+            "{mode:?}: {} contents",
+            distinct.len()
+        );
         // libc's pages (file_page of its fingerprint, any offset) came in,
         // some in two frames: sh and wc each faulted in the same page of
         // libc (the guest model has no page cache).
@@ -195,7 +215,10 @@ fn same_work_same_contents_across_vms_and_modes() {
             *seen.entry(c).or_insert(0) += 1;
         }
         assert!(seen.len() > 20, "{mode:?}: {} libc pages", seen.len());
-        assert!(seen.values().any(|&n| n >= 2), "{mode:?}: no libc page twice");
+        assert!(
+            seen.values().any(|&n| n >= 2),
+            "{mode:?}: no libc page twice"
+        );
         match &native {
             None => native = Some(a.clone()),
             Some(n) => assert_eq!(differ(n), 0, "{mode:?}: contents differ from native"),

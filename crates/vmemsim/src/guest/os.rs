@@ -322,10 +322,7 @@ impl GuestOs {
         let need =
             PROT_READ | if r.write { PROT_WRITE } else { 0 } | if r.fetch { PROT_EXEC } else { 0 };
         let p = self.procs.get_mut(&pid).expect("current process exists");
-        let file = p
-            .vmas
-            .find(va)
-            .and_then(|v| v.file.map(|f| (v.start, f)));
+        let file = p.vmas.find(va).and_then(|v| v.file.map(|f| (v.start, f)));
         let prot = match p.vmas.find(va) {
             Some(v) if v.prot & need == need => v.prot,
             Some(v) => {
