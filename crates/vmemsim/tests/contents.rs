@@ -129,7 +129,7 @@ fn contents_follow_the_rules_exactly_in_every_mode() {
     ];
     let s1 = after_store(ZERO, 0x10, 8, 1);
     for mode in ModeKind::ALL {
-        let mut sim = host(mode, &[recs.clone()]);
+        let mut sim = host(mode, std::slice::from_ref(&recs));
         sim.run(&mut |_| {}).unwrap();
         assert_eq!(content_at(&sim, 0, 1, A), ZERO, "{mode:?}");
         assert_eq!(content_at(&sim, 0, 1, A + 0x1000), s1, "{mode:?}");
@@ -246,7 +246,7 @@ fn builtin_workloads_share_their_binary_text() {
         let sims: Vec<HostSim> = inputs
             .iter()
             .map(|r| {
-                let mut sim = host(mode, &[r.clone()]);
+                let mut sim = host(mode, std::slice::from_ref(r));
                 sim.run(&mut |_| {}).unwrap();
                 sim
             })
