@@ -161,6 +161,7 @@ fn direct_2m_guest_page_is_splintered_to_4_references() {
 /// every TLB and walk cache, and return the references of one more access
 /// to `A` (by dimension) with the agile walk counters.
 fn agile_cold(cfg: &Config, nested: &[u8]) -> ([u64; 3], [u64; 5]) {
+    let root_hpa = cfg.agile.root_hpa;
     let mut sim = Sim::new(Agile::new(cfg), cfg);
     map_and_touch_a_and_b(&mut sim);
     let root = sim.guest.current().unwrap().root;
@@ -187,7 +188,7 @@ fn agile_cold(cfg: &Config, nested: &[u8]) -> ([u64; 3], [u64; 5]) {
     let after = sim.stats().walks_by_switch;
     assert_eq!(
         refs_of(&sim),
-        agile_refs(nested),
+        agile_refs(nested, root_hpa),
         "agile walk with levels {nested:?} nested"
     );
     (
@@ -212,14 +213,48 @@ fn cold_agile_walk_fully_shadowed_is_4_references() {
 }
 
 #[test]
-fn cold_agile_walk_switched_at_the_root_is_24_references() {
-    // The root is nested, so are the tables below it: a plain 2-D walk
-    // from the guest CR3, 4 x (4 EPT + 1 guest) + 4 for the data gPA.
+fn cold_agile_walk_switched_at_the_root_is_20_references() {
+    // The root is nested, so are the tables below it. The hypervisor put
+    // the guest PML4's hPA in CR3 (`agile.root_hpa`, default): the guest
+    // PML4E is read at its hPA without an EPT walk (1), the PDPT, PD and PT
+    // each cost an EPT walk and the guest entry (3 x (4 + 1)), the data gPA
+    // an EPT walk (4): 1 + 15 + 4 = 20 \[AP16\].
     let (d, at) = agile_cold(&caches_off(), &[4, 3, 2, 1]);
-    assert_eq!(d, dims(0, 4, 20));
+    assert_eq!(d, dims(0, 4, 16));
     assert_eq!(at, [0, 0, 0, 0, 1]);
     // Only the root nested: the walk never reaches the shadow below it.
-    assert_eq!(agile_cold(&caches_off(), &[4]).0, dims(0, 4, 20));
+    assert_eq!(agile_cold(&caches_off(), &[4]).0, dims(0, 4, 16));
+}
+
+#[test]
+fn cold_agile_walk_switched_at_a_gpa_root_is_24_references() {
+    // `root_hpa = false`: CR3 holds the guest root's gPA, so the root too
+    // is translated through the EPT: a plain 2-D walk, 4 x (4 + 1) + 4.
+    let mut cfg = caches_off();
+    cfg.agile.root_hpa = false;
+    let (d, at) = agile_cold(&cfg, &[4, 3, 2, 1]);
+    assert_eq!(d, dims(0, 4, 20));
+    assert_eq!(at, [0, 0, 0, 0, 1]);
+}
+
+#[test]
+fn cold_agile_walks_are_4_8_12_16_20_or_24_references() {
+    // Every place a walk can switch, cold, no walk cache [AP16]: fully
+    // shadowed, switched at the PT, PD, PDPT, root (hPA in CR3), and the
+    // root with its gPA in CR3.
+    let total = |cfg: &Config, nested: &[u8]| agile_cold(cfg, nested).0.iter().sum::<u64>();
+    let off = caches_off();
+    let mut gpa_root = caches_off();
+    gpa_root.agile.root_hpa = false;
+    let got = [
+        total(&off, &[]),
+        total(&off, &[1]),
+        total(&off, &[2, 1]),
+        total(&off, &[3, 2, 1]),
+        total(&off, &[4, 3, 2, 1]),
+        total(&gpa_root, &[4, 3, 2, 1]),
+    ];
+    assert_eq!(got, [4, 8, 12, 16, 20, 24]);
 }
 
 #[test]
@@ -244,11 +279,12 @@ fn cold_agile_walk_switched_below_the_root_is_8_12_or_16_references() {
 #[test]
 fn agile_new_process_starts_nested() {
     // A new address space runs with its root nested for its first
-    // interval: the measured walk is the full 2-D walk.
+    // interval: the measured walk is the 2-D walk from the guest PML4's
+    // hPA in CR3, 20 references.
     let cfg = caches_off();
     let (cold, warm, d) = cold_then_warm(Agile::new(&cfg), &cfg);
-    assert_eq!((cold, warm), (24, 24));
-    assert_eq!(d, dims(0, 4, 20));
+    assert_eq!((cold, warm), (20, 20));
+    assert_eq!(d, dims(0, 4, 16));
 }
 
 #[test]
@@ -426,13 +462,14 @@ fn walk_2d_refs(from: u8, switched: bool) -> Vec<Ref> {
 
 /// What agile's walk of A reads with the levels in `nested` walked nested:
 /// shadow entries down to the first nested level, then 2-D (a nested root
-/// is walked 2-D from the guest CR3, with an EPT walk for the root).
-fn agile_refs(nested: &[u8]) -> Vec<Ref> {
+/// is walked 2-D from the guest CR3: from its hPA with `root_hpa`, else
+/// with an EPT walk for the root).
+fn agile_refs(nested: &[u8], root_hpa: bool) -> Vec<Ref> {
     let Some(&top) = nested.iter().max() else {
         return (1..=4).rev().map(shadow_ref).collect();
     };
     let mut v: Vec<Ref> = (top + 1..=4).rev().map(shadow_ref).collect();
-    v.extend(walk_2d_refs(top, top != 4));
+    v.extend(walk_2d_refs(top, top != 4 || root_hpa));
     v
 }
 
@@ -518,9 +555,13 @@ fn cold_nested_walk_with_walk_caches_reads_12_entries() {
 
 #[test]
 fn agile_new_process_walks_2d_from_the_guest_cr3() {
-    // The root starts nested for the first interval: the nested walk.
+    // The root starts nested for the first interval: the nested walk
+    // from the root's hPA in CR3; with its gPA in CR3, the full 2-D walk.
     assert_eq!(
         cold_refs(Agile::new(&caches_off()), &caches_off()),
-        walk_2d_refs(4, false)
+        walk_2d_refs(4, true)
     );
+    let mut cfg = caches_off();
+    cfg.agile.root_hpa = false;
+    assert_eq!(cold_refs(Agile::new(&cfg), &cfg), walk_2d_refs(4, false));
 }

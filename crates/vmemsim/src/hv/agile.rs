@@ -5,9 +5,11 @@
 //! 2-D from there: the guest entries read, every further guest table and the
 //! final gPA translated through the EPT. Cold, with no walk cache, a walk is
 //! 4 references fully shadowed, 8 switching to the guest PT, 12 to the PD,
-//! 16 to the PDPT, and 24 when the switch is at the root (the guest CR3
-//! walked fully nested). \[AP16\]'s 20 would be a root switch whose CR3 holds
-//! the guest PML4's hPA; we switch at the root through the guest CR3 (gPA).
+//! 16 to the PDPT, and 20 when the switch is at the root: the hypervisor
+//! traps CR3 writes and puts the guest PML4's hPA in the hardware CR3, so
+//! the guest root is read without an EPT walk (1 + 3 x 5 + 4) \[AP16\]. With
+//! `[agile] root_hpa = false` CR3 holds the guest root's gPA and a root
+//! switch is the full 2-D walk, 24.
 //!
 //! The shadow part is [`Shadow`]'s machinery: shadowed guest table pages are
 //! write-protected (a guest PTE store exits and is emulated), a missing
@@ -89,6 +91,8 @@ pub struct Agile {
     base_cpi: f64,
     /// Clean time a nested table needs, in refills of it.
     clean_refill_costs: f64,
+    /// A root switch starts from the guest PML4's hPA (`[agile] root_hpa`).
+    root_hpa: bool,
 }
 
 impl Agile {
@@ -107,6 +111,7 @@ impl Agile {
             fill_cycles: (cfg.cost.vm_exit_cycles + cfg.cost.shadow_fill_cycles) as f64,
             base_cpi: cfg.cost.base_cpi,
             clean_refill_costs: cfg.agile.clean_refill_costs,
+            root_hpa: cfg.agile.root_hpa,
         }
     }
 
@@ -176,7 +181,12 @@ impl Agile {
                 let g = core.m2p(h).expect("switched table is backed");
                 nested_from = (level, g, Some(h));
             }
-            None if self.sh.root == NO_ROOT => nested_from = (4, core.vm.guest_root, None),
+            None if self.sh.root == NO_ROOT => {
+                // The hardware CR3 holds the guest root's hPA (root_hpa) or gPA.
+                let root = core.vm.guest_root;
+                let hpa = if self.root_hpa { core.p2m(root) } else { None };
+                nested_from = (4, root, hpa);
+            }
             _ => {
                 let (level, table) = start.unwrap_or((4, self.sh.root));
                 let step =
