@@ -18,6 +18,7 @@ mod jobs;
 mod measure_flags;
 mod merge;
 mod output;
+mod snapshot_cmd;
 mod sweep;
 
 use output::Outputs;
@@ -123,6 +124,25 @@ enum Command {
         valgrind: Option<PathBuf>,
         /// The program and its arguments (after `--`).
         #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Snapshot what a live process's pages hold (a hash per present page,
+    /// with its VMA and mapped file) from /proc: of `--pid PID` now, or of
+    /// `-- CMD` (run as its tracer) when it exits; with `--every-ms N` also
+    /// every N ms. Reading another user's or an unrelated process's memory
+    /// needs ptrace rights (root, or kernel.yama.ptrace_scope = 0).
+    Snapshot {
+        /// Output file (JSON; never replaced without --force).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The process to snapshot.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Also snapshot every this many milliseconds while it runs.
+        #[arg(long)]
+        every_ms: Option<u64>,
+        /// The program and its arguments (after `--`).
+        #[arg(last = true)]
         command: Vec<std::ffi::OsString>,
     },
     /// Print a trace's header, processes, counts and footprint.
@@ -300,6 +320,12 @@ fn real_main() -> Result<i32> {
             valgrind,
             command,
         } => record(output, valgrind, command, force),
+        Command::Snapshot {
+            output,
+            pid,
+            every_ms,
+            command,
+        } => snapshot_cmd::snapshot(pid, output, every_ms, command, force),
         Command::Info {
             file,
             format,

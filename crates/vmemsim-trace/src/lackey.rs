@@ -572,7 +572,7 @@ impl FileIdentifier {
         if let Some(id) = known.get(&key) {
             return Arc::clone(id);
         }
-        let id = match fingerprint(&full, meta.size()) {
+        let id = match fingerprint_file(&full, meta.size()) {
             Some(fingerprint) => Arc::new(FileId {
                 path: name,
                 fingerprint: Some(fingerprint),
@@ -585,7 +585,7 @@ impl FileIdentifier {
 }
 
 /// Size and XXH3-64 of the first [`FINGERPRINT_BYTES`] of the file.
-fn fingerprint(path: &Path, size: u64) -> Option<Fingerprint> {
+pub(crate) fn fingerprint_file(path: &Path, size: u64) -> Option<Fingerprint> {
     use std::io::Read;
     let f = std::fs::File::open(path).ok()?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();

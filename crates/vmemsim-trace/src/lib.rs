@@ -11,6 +11,7 @@ pub mod error;
 pub mod lackey;
 pub mod record;
 pub mod recorder;
+pub mod snapshot;
 pub mod vmt;
 
 mod open;

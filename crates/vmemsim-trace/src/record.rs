@@ -113,7 +113,7 @@ pub enum ProcEvent {
 
 /// What identifies a file's contents, measured when the recorder saw the
 /// file opened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Fingerprint {
     /// File size in bytes.
     pub size: u64,

@@ -258,3 +258,61 @@ fn builtin_workloads_share_their_binary_text() {
         }
     }
 }
+
+/// A VM started from a snapshot of a real process (`vmemsim snapshot`):
+/// every present page of the snapshot holds exactly its content hash in
+/// the guest, in every mode, while the VM's own workload runs beside it.
+/// Skipped, with a message, where the snapshot cannot be taken.
+#[test]
+fn a_vm_started_from_a_snapshot_holds_its_contents() {
+    use vmemsim::host::snapshot_vm::SNAPSHOT_PID_BASE;
+    use vmemsim_trace::snapshot;
+    let cmd: Vec<std::ffi::OsString> = ["sleep", "0"].iter().map(Into::into).collect();
+    let file = match snapshot::run_and_snapshot(&cmd, None) {
+        Ok((f, _)) => f,
+        Err(e) => {
+            eprintln!("skipped: cannot snapshot a traced child here: {e}");
+            return;
+        }
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join("contents-sleep.snap.json");
+    std::fs::write(&path, snapshot::to_json(&file)).unwrap();
+    let s = file.snapshots.last().unwrap();
+    for mode in ModeKind::ALL {
+        let text = format!(
+            "[host]\nmem_mib = 1024\n[[vm]]\nname = \"a\"\nworkload = \"seq\"\naccesses = 20000\n\
+             footprint_mib = 4\nmode = \"{}\"\nmem_mib = 256\nsnapshots = [\"{}\"]\n",
+            mode.name(),
+            path.display()
+        );
+        let cfg = HostConfig::from_toml(&text, "t.toml", dir).unwrap();
+        let mut sim = HostSim::new(&cfg).unwrap();
+        sim.run(&mut |_| {}).unwrap();
+        let mut checked = 0;
+        for v in &s.vmas {
+            if v.end > 1 << 47 {
+                continue;
+            }
+            for &(i, h) in &v.pages {
+                let va = v.start + i * 4096;
+                assert_eq!(
+                    content_at(&sim, 0, SNAPSHOT_PID_BASE, va),
+                    h,
+                    "{mode:?}: page {va:#x} of {:?}",
+                    v.path
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, s.present_pages() as usize - vsyscall_pages(s));
+    }
+}
+
+fn vsyscall_pages(s: &vmemsim_trace::snapshot::Snapshot) -> usize {
+    s.vmas
+        .iter()
+        .filter(|v| v.end > 1 << 47)
+        .map(|v| v.pages.len())
+        .sum()
+}

@@ -382,6 +382,7 @@ mod tests {
             max_mib: None,
             shares: None,
             guest: None,
+            snapshots: Vec::new(),
         }
     }
 

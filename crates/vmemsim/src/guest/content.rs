@@ -125,6 +125,9 @@ pub fn after_store(prev: ContentId, offset: u64, size: u64, ordinal: u64) -> Con
 pub struct Contents {
     ids: Vec<ContentId>,
     stores: FxHashMap<u32, u64>,
+    /// Contents given up front (a VM started from snapshots) for the first
+    /// fault of (pid, virtual page number).
+    preset: FxHashMap<(u32, u64), ContentId>,
 }
 
 impl Contents {
@@ -133,6 +136,7 @@ impl Contents {
         Contents {
             ids: vec![ZERO; frames as usize],
             stores: FxHashMap::default(),
+            preset: FxHashMap::default(),
         }
     }
 
@@ -163,6 +167,21 @@ impl Contents {
         *n += 1;
         let f = (gpa >> 12) as usize;
         self.ids[f] = after_store(self.ids[f], gpa & 0xfff, u64::from(size), *n);
+    }
+
+    /// The page `vpn` of `pid` holds `id` when it is first faulted in
+    /// (instead of zero or its file's content).
+    pub fn preset(&mut self, pid: u32, vpn: u64, id: ContentId) {
+        self.preset.insert((pid, vpn), id);
+    }
+
+    /// The preset content of (`pid`, `vpn`), consumed.
+    #[inline]
+    pub fn take_preset(&mut self, pid: u32, vpn: u64) -> Option<ContentId> {
+        if self.preset.is_empty() {
+            return None;
+        }
+        self.preset.remove(&(pid, vpn))
     }
 
     /// Stores seen from `pid` so far.

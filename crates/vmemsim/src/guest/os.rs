@@ -142,8 +142,11 @@ impl GuestOs {
 
     /// Track what every frame holds from now on (guest/content.rs); call
     /// before the first event. Page-table frames already allocated are
-    /// marked as such.
+    /// marked as such. Nothing changes when already tracking.
     pub fn track_contents(&mut self) {
+        if self.contents.is_some() {
+            return;
+        }
         let mut c = Contents::new(self.frame_count());
         for f in 0..self.frame_count() {
             if self.mem.contains(f) {
@@ -156,6 +159,11 @@ impl GuestOs {
     /// The frames' contents, when tracked.
     pub fn contents(&self) -> Option<&Contents> {
         self.contents.as_ref()
+    }
+
+    /// The frames' contents, when tracked (to preset snapshot pages).
+    pub fn contents_mut(&mut self) -> Option<&mut Contents> {
+        self.contents.as_mut()
     }
 
     /// Process `pid` stored `size` bytes at `offset` in frame `gpfn`: its
@@ -187,7 +195,13 @@ impl GuestOs {
     /// `start` and mapping `file`: zero, or the file's pages.
     fn fill(&mut self, f: u64, n: u64, va: u64, vma: Option<(u64, FileRef)>) {
         let Some(c) = &mut self.contents else { return };
+        let pid = self.current.unwrap_or(0);
         for i in 0..n {
+            let vpn = (va >> 12) + i;
+            if let Some(id) = c.take_preset(pid, vpn) {
+                c.set(f + i, id);
+                continue;
+            }
             let id = match vma {
                 Some((start, file)) => {
                     let page = (va & !(PAGE_SIZE - 1)) + i * PAGE_SIZE;

@@ -106,6 +106,11 @@ pub struct VmSection {
     /// `pcid`, `invlpg_ceiling_pages`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<toml::Table>,
+    /// Snapshots of real processes (`vmemsim snapshot`) the VM starts
+    /// from: each file's last snapshot becomes a process whose present
+    /// pages hold those contents (docs/sharing.md). Relative to the file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<PathBuf>,
 }
 
 /// What a VM runs.
@@ -129,6 +134,8 @@ pub struct VmSpec {
     /// Its whole configuration: the baseline with its guest overrides and
     /// `guest.mem_mib` = the VM's `mem_mib`.
     pub cfg: Config,
+    /// Snapshot files it starts from (resolved paths).
+    pub snapshots: Vec<PathBuf>,
 }
 
 impl VmSpec {
@@ -231,6 +238,7 @@ impl HostConfig {
             max_mib: None,
             shares: None,
             guest: None,
+            snapshots: Vec::new(),
         };
         let vms = vec![
             vm("gups", "random", "nested", 96),
@@ -378,11 +386,23 @@ impl HostConfig {
                     ))
                 }
             };
+            let snapshots = v
+                .snapshots
+                .iter()
+                .map(|s| {
+                    if s.is_absolute() {
+                        s.clone()
+                    } else {
+                        base_dir.join(s)
+                    }
+                })
+                .collect();
             vms.push(VmSpec {
                 name: v.name.clone(),
                 mode,
                 input,
                 cfg,
+                snapshots,
             });
         }
         let esx = EsxConfig::resolve(esx, &host, &vm_sections)?;

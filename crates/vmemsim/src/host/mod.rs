@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod memory;
+pub mod snapshot_vm;
 pub mod vm;
 
 pub use memory::{HostMemory, VmId, HV_FRAME_BASE};

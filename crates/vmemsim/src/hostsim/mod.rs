@@ -308,12 +308,36 @@ impl HostSim {
     /// # Errors
     /// A VM's trace cannot be opened.
     pub fn new(cfg: &HostConfig) -> Result<Self, SimError> {
-        let sources = cfg
-            .vms
-            .iter()
-            .map(open_input)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::with_sources(cfg, sources))
+        let mut sources = Vec::with_capacity(cfg.vms.len());
+        let mut presets = Vec::new();
+        for (i, spec) in cfg.vms.iter().enumerate() {
+            let src = open_input(spec)?;
+            if spec.snapshots.is_empty() {
+                sources.push(src);
+                continue;
+            }
+            // A VM started from snapshots: their processes come first.
+            let (recs, pages) = crate::host::snapshot_vm::load(&spec.snapshots)?;
+            sources.push(Box::new(crate::host::snapshot_vm::Chain::new(recs, src)) as _);
+            presets.push((i, pages));
+        }
+        let mut sim = Self::with_sources(cfg, sources);
+        for (i, pages) in presets {
+            sim.preset_contents(i, &pages);
+        }
+        Ok(sim)
+    }
+
+    /// VM `i`'s pages (pid, virtual page number) take these contents when
+    /// first faulted in (a VM started from snapshots); its contents are
+    /// tracked from now on.
+    pub fn preset_contents(&mut self, i: usize, pages: &[((u32, u64), u64)]) {
+        let g = self.vms[i].guest_mut();
+        g.track_contents();
+        let c = g.contents_mut().expect("tracked");
+        for &((pid, vpn), id) in pages {
+            c.preset(pid, vpn, id);
+        }
     }
 
     /// As [`HostSim::new`] with the VMs' records from `sources` (one per VM, in order).
