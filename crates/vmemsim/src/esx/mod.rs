@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod idle;
+pub mod manager;
 pub mod shares;
 pub mod states;
 

@@ -118,9 +118,7 @@ impl StateMachine {
     /// `seconds` (not before the previous update): account the time since
     /// the last update to the state held, then move. Returns the new state.
     pub fn update(&mut self, free: f64, seconds: f64) -> State {
-        let dt = (seconds - self.last_seconds).max(0.0);
-        self.time_in[self.state.index()] += dt;
-        self.last_seconds = self.last_seconds.max(seconds);
+        self.account(seconds);
         let th = &self.th;
         let down = if free < th.low {
             State::Low
@@ -152,6 +150,14 @@ impl StateMachine {
             self.state = next;
         }
         next
+    }
+
+    /// Account the time up to `seconds` to the state held, without
+    /// evaluating a transition (the end of a run).
+    pub fn account(&mut self, seconds: f64) {
+        let dt = (seconds - self.last_seconds).max(0.0);
+        self.time_in[self.state.index()] += dt;
+        self.last_seconds = self.last_seconds.max(seconds);
     }
 
     /// Seconds spent in each state, in [`State::ALL`] order, up to the last update.

@@ -6,6 +6,7 @@
 //! through a [`Platform`], so the hypervisor of the current mode sees exactly
 //! what real hardware would let it see.
 
+pub mod balloon;
 pub mod content;
 pub mod frames;
 pub mod os;

@@ -238,6 +238,29 @@ impl GuestOs {
         self.frames.free_frames()
     }
 
+    /// A frame for the balloon driver ([`super::balloon`]): allocated from
+    /// the guest's allocator, not zeroed, mapped by no process. `None` when
+    /// the guest's free frames are down to [`GuestOs::balloon_watermark`]:
+    /// the balloon does not drive the guest out of memory (a balloon
+    /// driver's allocations fail rather than trigger the OOM killer).
+    pub fn balloon_alloc(&mut self) -> Option<u64> {
+        if self.frames.free_frames() <= self.balloon_watermark() {
+            return None;
+        }
+        self.frames.alloc_4k()
+    }
+
+    /// Free frames the balloon leaves the guest: 1% of its memory
+    /// (UNVERIFIED: about Linux's `min_free_kbytes` for small guests).
+    pub fn balloon_watermark(&self) -> u64 {
+        self.frame_count() / 100
+    }
+
+    /// A balloon frame returns to the guest's allocator.
+    pub fn balloon_free(&mut self, gpfn: u64) {
+        self.frames.put(gpfn, 1);
+    }
+
     fn alloc_frame<P: Platform>(&mut self, plat: &mut P) -> Result<u64, SimError> {
         let f = self.frames.alloc_4k().ok_or(SimError::GuestOutOfMemory {
             mem_mib: self.cfg.mem_mib,

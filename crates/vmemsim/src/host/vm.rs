@@ -128,6 +128,9 @@ impl Vm {
     }
 
     fn resident_remove(&mut self, g: u64) {
+        if self.res_pos.is_empty() {
+            return;
+        }
         let i = self.res_pos[g as usize] as usize - 1;
         self.resident.swap_remove(i);
         if let Some(&moved) = self.resident.get(i) {
@@ -151,6 +154,29 @@ impl Vm {
         self.swapped_frames += 1;
         self.host_swap_outs += 1;
         Some(h)
+    }
+
+    /// The guest gave `gpfn` up (its balloon holds it): free its host frame
+    /// (or its host swap slot) and clear its EPT entry; the next touch, after
+    /// the balloon deflates, backs a fresh frame. Returns the host frame
+    /// freed, if it was backed. The caller drops the mode's mappings and
+    /// flushes.
+    pub fn release(&mut self, host: &mut HostMemory, gpfn: Gpfn) -> Option<Hpfn> {
+        let e = *self.p2m.get(gpfn.0 as usize)?;
+        if e == NONE {
+            return None;
+        }
+        self.p2m[gpfn.0 as usize] = NONE;
+        self.ept_set(host, gpfn, 0);
+        if e & SWAPPED != 0 {
+            host.swap_release(e & !SWAPPED);
+            self.swapped_frames -= 1;
+            return None;
+        }
+        host.free_data(Hpfn(e));
+        self.resident_remove(gpfn.0);
+        self.backed_frames -= 1;
+        Some(Hpfn(e))
     }
 
     /// Back `gpfn` with a frame from `host` if it has none, mapping it RWX

@@ -17,8 +17,8 @@
 //!   went to the other pCPU.
 //! - Host memory is one [`HostMemory`] pool. The loop keeps
 //!   `host.reserve_mib` free between guest operations: below it, the host
-//!   swaps out random frames (as ESX) of the swappable VM with the most
-//!   resident frames (a placeholder rule) until twice the reserve is free.
+//!   swaps out random frames (as ESX) of the swappable VM with the lowest
+//!   shares-per-page ratio [ESX 5.2] until twice the reserve is free.
 //!   A swap-out clears the EPT entry and, through the shadow reverse map,
 //!   every shadow leaf of the frame, then flushes the VM on every pCPU
 //!   (INVEPT single-context). The VM's next access exits (EPT violation /
@@ -27,9 +27,15 @@
 //!   VM waits for them). Guest page-table frames are not chosen, nor are
 //!   direct (pinned PV memory) or native VMs' frames.
 //!
+//! - With an `[esx]` section the ESX memory manager ([`crate::esx`])
+//!   acts between quanta ([`esx`]): idle sampling, target allocations,
+//!   reclamation states, the balloon driver (applied when a VM is
+//!   entered), swapping to targets and blocking in the low state.
+//!
 //! Each VM's inner loop is monomorphized per mode (`VmRun` is generic;
 //! the host holds them as trait objects and dispatches once per quantum).
 
+pub mod esx;
 pub mod report;
 
 use std::collections::VecDeque;
@@ -37,11 +43,14 @@ use std::collections::VecDeque;
 use vmemsim_trace::{Access, AccessKind, Record, RecordSource};
 
 use crate::cost::CostModel;
+use crate::esx::manager::Manager;
+use crate::guest::balloon::Balloon;
 use crate::guest::{softwalk, GuestOs};
 use crate::host::config::{HostConfig, VmInput, VmSpec};
 use crate::host::{HostMemory, Vm, VmId};
 use crate::hv::{Machine, Mode, SwitchReport};
 use crate::mmu::Hw;
+use crate::pte::ept;
 use crate::sim::{apply_access, apply_event, ModeVisitor, BATCH};
 use crate::stats::Stats;
 use crate::ModeKind;
@@ -49,6 +58,7 @@ use crate::SimError;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+pub use esx::{EsxHostReport, EsxVm};
 pub use report::{HostReport, Sample, VmReport};
 
 /// What one VM's quantum ended with.
@@ -98,6 +108,17 @@ trait VmDyn {
     fn resolutions(&mut self) -> Vec<(u64, u64)>;
     fn guest(&self) -> &GuestOs;
     fn guest_mut(&mut self) -> &mut GuestOs;
+    /// Idle sampling: drop every mapping of backed `gpfn` (EPT entry and
+    /// the mode's own, e.g. shadow leaves) so the next access traps. The
+    /// caller flushes.
+    fn invalidate(&mut self, host: &mut HostMemory, gpfn: u64);
+    /// True when backed `gpfn` is mapped (EPT entry or a mode mapping).
+    fn mapped(&self, host: &HostMemory, gpfn: u64) -> bool;
+    /// Pages in the guest's balloon.
+    fn balloon_size(&self) -> u64;
+    /// Move the balloon to `target` pages: (inflated, deflated, host
+    /// frames freed). The caller flushes.
+    fn balloon_to(&mut self, host: &mut HostMemory, target: u64) -> (u64, u64, u64);
 }
 
 /// A VM of mode `M`: its guest, machine and input.
@@ -110,6 +131,7 @@ struct VmRun<M: Mode> {
     pos: usize,
     /// (gPFN, hPFN) of every access, kept only when checking (tests).
     seen: Vec<(u64, u64)>,
+    balloon: Balloon,
 }
 
 impl<M: Mode> VmRun<M> {
@@ -226,6 +248,39 @@ impl<M: Mode> VmDyn for VmRun<M> {
     fn guest_mut(&mut self) -> &mut GuestOs {
         &mut self.guest
     }
+    fn invalidate(&mut self, host: &mut HostMemory, gpfn: u64) {
+        let g = crate::addr::Gpfn(gpfn);
+        let Some(h) = self.machine.vm.p2m(g) else {
+            return;
+        };
+        self.machine.vm.ept_set(host, g, 0);
+        self.machine.mode.host_unmap(host, gpfn, h.0);
+    }
+    fn mapped(&self, host: &HostMemory, gpfn: u64) -> bool {
+        let g = crate::addr::Gpfn(gpfn);
+        let vm = &self.machine.vm;
+        vm.p2m(g).is_some_and(|h| {
+            ept::present(vm.ept_entry(host, g)) || self.machine.mode.host_mapped(host, gpfn, h.0)
+        })
+    }
+    fn balloon_size(&self) -> u64 {
+        self.balloon.size()
+    }
+    fn balloon_to(&mut self, host: &mut HostMemory, target: u64) -> (u64, u64, u64) {
+        let b = self.balloon.size();
+        if target <= b {
+            return (0, self.balloon.deflate(&mut self.guest, b - target), 0);
+        }
+        let pages = self.balloon.inflate(&mut self.guest, target - b).to_vec();
+        let mut freed = 0;
+        for &g in &pages {
+            if let Some(h) = self.machine.vm.release(host, crate::addr::Gpfn(g)) {
+                self.machine.mode.host_unmap(host, g, h.0);
+                freed += 1;
+            }
+        }
+        (pages.len() as u64, 0, freed)
+    }
 }
 
 /// One pCPU: its hardware, the VM it ran last, and its clock.
@@ -256,6 +311,10 @@ pub struct HostSim {
     last_stats: Vec<Stats>,
     switching: Vec<Option<SwitchReport>>,
     peak_used: u64,
+    /// The ESX memory manager (`[esx]`), if on.
+    esx: Option<Manager>,
+    /// Its per-VM state on the host (balloon target, blocking, counters).
+    esx_vm: Vec<esx::EsxVm>,
 }
 
 impl std::fmt::Debug for HostSim {
@@ -287,6 +346,7 @@ impl ModeVisitor for Build<'_> {
             buf: Vec::with_capacity(BATCH),
             pos: 0,
             seen: Vec::new(),
+            balloon: Balloon::default(),
         })
     }
 }
@@ -395,6 +455,12 @@ impl HostSim {
             last_stats: vec![Stats::default(); n],
             switching: vec![None; n],
             peak_used: 0,
+            esx: cfg
+                .esx
+                .section
+                .enabled
+                .then(|| Manager::new(&cfg.esx, cfg.host.seed, cfg.base.cpu.ghz)),
+            esx_vm: vec![esx::EsxVm::default(); n],
             cfg: cfg.clone(),
             check: false,
         }
@@ -480,15 +546,13 @@ impl HostSim {
     }
 
     /// Free frames until the pool has twice its reserve: random frames
-    /// (as ESX) of the swappable VM with the most resident frames (a
-    /// placeholder rule until the allocation policy chooses).
+    /// (as ESX) of the swappable VM with the lowest shares-per-page ratio
+    /// ([`HostSim::reclaim_victim`]).
     fn reclaim(&mut self, reserve: u64) -> Result<(), SimError> {
         let target = (2 * reserve).min(self.host.capacity());
         let mut tries = 0u32;
         while self.host.free() < target {
-            let victim = (0..self.vms.len())
-                .filter(|&i| self.swappable[i])
-                .max_by_key(|&i| (self.vms[i].vm().resident().len(), std::cmp::Reverse(i)));
+            let victim = self.reclaim_victim();
             let res = victim.map_or(&[][..], |v| self.vms[v].vm().resident());
             if res.is_empty() || tries > 1 << 16 {
                 return Err(SimError::HostOutOfMemory {
@@ -529,10 +593,11 @@ impl HostSim {
             .cycles_of_us(self.cfg.host.swap_latency_us);
         let mut ran = Vec::with_capacity(self.pcpus.len());
         for p in 0..self.pcpus.len() {
-            let Some(v) = self.queue.pop_front() else {
+            let Some(v) = self.next_runnable() else {
                 break;
             };
             self.enter(p, v);
+            self.esx_balloon(p, v);
             let before = (
                 self.vms[v].vm().exit_flushes,
                 self.vms[v].vm().host_swap_ins,
@@ -573,6 +638,7 @@ impl HostSim {
                     self.switching[v] = self.vms[v].finish(&mut self.pcpus[p].hw, &mut self.host);
                 }
             }
+            self.esx_tick();
         }
         self.queue.extend(ran);
         let now = self.now();
@@ -629,7 +695,8 @@ impl HostSim {
                 let cycles = self.costs[i].price(&vm.stats);
                 let host_cycles = cycles.total
                     + c.world_switches * self.cfg.host.world_switch_cycles
-                    + c.swap_wait_cycles;
+                    + c.swap_wait_cycles
+                    + self.esx_vm[i].balloon_cycles;
                 VmReport {
                     name: spec.name.clone(),
                     mode: spec.mode,
@@ -660,6 +727,7 @@ impl HostSim {
             seconds: self.now() as f64 / (ghz * 1e9),
             vms,
             series,
+            esx: self.esx_report(),
         }
     }
 }

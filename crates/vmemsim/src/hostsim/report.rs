@@ -117,6 +117,9 @@ pub struct HostReport {
     pub vms: Vec<VmReport>,
     /// Memory over time, one sample per `host.sample_cycles` (and the end).
     pub series: Vec<Sample>,
+    /// What the ESX memory manager did (`[esx]` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub esx: Option<super::EsxHostReport>,
 }
 
 impl HostReport {

@@ -232,6 +232,10 @@ impl Mode for Agile {
         self.sh.unmap_frame(host, gpfn, hpfn)
     }
 
+    fn host_mapped(&self, host: &crate::host::HostMemory, gpfn: u64, hpfn: u64) -> bool {
+        self.sh.maps_frame(host, gpfn, hpfn)
+    }
+
     fn fill(
         &mut self,
         core: &mut Core,

@@ -226,6 +226,13 @@ pub trait Mode: 'static {
     fn host_unmap(&mut self, _host: &mut HostMemory, _gpfn: u64, _hpfn: u64) -> u64 {
         0
     }
+    /// True when the mode holds a live mapping of guest frame `gpfn` to
+    /// host frame `hpfn` of its own (a shadow leaf): how the host's idle
+    /// sampling sees that the guest touched a frame it invalidated with
+    /// [`Mode::host_unmap`]. The EPT entry is the host's to check.
+    fn host_mapped(&self, _host: &HostMemory, _gpfn: u64, _hpfn: u64) -> bool {
+        false
+    }
     /// The guest finished a batch of page-table changes.
     fn end_pt_update(&mut self, _core: &mut Core, _mem: &mut GuestMemory) {}
     /// Guest instruction count at which [`Mode::boundary`] is next due

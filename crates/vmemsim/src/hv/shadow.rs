@@ -188,6 +188,20 @@ impl Shadow {
         n
     }
 
+    /// True when a live shadow leaf maps guest frame `gpfn` to `hpfn`
+    /// (through the reverse map, checking each entry as
+    /// [`Shadow::unmap_frame`] does).
+    pub fn maps_frame(&self, host: &HostMemory, gpfn: u64, hpfn: u64) -> bool {
+        self.rmap.get(&gpfn).is_some_and(|r| {
+            r.iter().any(|&(sp, idx)| {
+                self.pages.get(&sp).is_some_and(|p| p.level == 1) && {
+                    let se = host.tables.read(sp, idx);
+                    se & x86::P != 0 && x86::frame(se) == hpfn
+                }
+            })
+        })
+    }
+
     pub(super) fn set_wp(&mut self, gpfn: u64, on: bool) {
         let i = gpfn as usize;
         if i >= self.wp.len() {
@@ -597,6 +611,10 @@ impl Mode for Shadow {
 
     fn host_unmap(&mut self, host: &mut HostMemory, gpfn: u64, hpfn: u64) -> u64 {
         self.unmap_frame(host, gpfn, hpfn)
+    }
+
+    fn host_mapped(&self, host: &HostMemory, gpfn: u64, hpfn: u64) -> bool {
+        self.maps_frame(host, gpfn, hpfn)
     }
 
     fn fill(

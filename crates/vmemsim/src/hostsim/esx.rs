@@ -1,0 +1,222 @@
+//! The host side of the ESX memory manager ([`crate::esx`]): the
+//! mechanics its decisions call for, on a running [`HostSim`] — idle
+//! sampling invalidations, host swap-outs of random frames, the balloon
+//! driver's inflate and deflate, blocking — and the per-VM state they need.
+
+use rand::Rng;
+use serde::Serialize;
+
+use super::HostSim;
+use crate::esx::manager::{EsxReport, HostOps, HostView};
+use crate::esx::shares::{self, Claim};
+
+/// What the ESX memory manager did on a host run.
+#[derive(Clone, Debug, Serialize)]
+pub struct EsxHostReport {
+    /// Its decisions: states, targets, estimates, the time series.
+    #[serde(flatten)]
+    pub manager: EsxReport,
+    /// Per VM: balloon and blocking counters.
+    pub vms: Vec<EsxVm>,
+}
+
+/// The manager's per-VM state on the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EsxVm {
+    /// Target the balloon driver moves to when the VM runs next, pages.
+    pub balloon_target: u64,
+    /// Blocked by the low state: the VM does not run.
+    pub blocked: bool,
+    /// Pages inflated into the balloon.
+    pub inflated: u64,
+    /// Pages deflated.
+    pub deflated: u64,
+    /// Host frames freed because the balloon held their guest frames.
+    pub balloon_frames_freed: u64,
+    /// Guest cycles spent by the balloon driver (`esx.balloon_page_cycles` a page).
+    pub balloon_cycles: u64,
+    /// Turns skipped while blocked.
+    pub blocked_turns: u64,
+}
+
+// The manager is taken out of the host while it acts on it.
+impl HostView for HostSim {
+    fn capacity(&self) -> u64 {
+        self.host.capacity()
+    }
+    fn free_frames(&self) -> u64 {
+        self.host.free()
+    }
+    fn table_frames(&self) -> u64 {
+        self.host.table_pages()
+    }
+    fn vm_count(&self) -> usize {
+        self.vms.len()
+    }
+    fn managed(&self, v: usize) -> bool {
+        self.swappable[v]
+    }
+    fn backed(&self, v: usize) -> u64 {
+        self.vms[v].vm().backed_frames
+    }
+    fn candidates(&self, v: usize) -> Vec<u64> {
+        let r = &self.vms[v];
+        r.vm()
+            .resident()
+            .iter()
+            .copied()
+            .filter(|&g| !r.is_table(g))
+            .collect()
+    }
+    fn mapped(&self, v: usize, gpfn: u64) -> bool {
+        self.vms[v].mapped(&self.host, gpfn)
+    }
+    fn balloon(&self, v: usize) -> u64 {
+        self.vms[v].balloon_size()
+    }
+    fn accesses(&self, v: usize) -> u64 {
+        self.vms[v].vm().stats.accesses
+    }
+    fn host_swapped(&self, v: usize) -> u64 {
+        self.vms[v].vm().swapped_frames
+    }
+    fn guest_swapped(&self, _v: usize) -> u64 {
+        // Guest swap arrives with the guest reclaim of issue 8.
+        0
+    }
+}
+
+impl HostOps for HostSim {
+    fn invalidate(&mut self, v: usize, gpfn: u64) {
+        self.vms[v].invalidate(&mut self.host, gpfn);
+    }
+    fn flush(&mut self, v: usize) {
+        self.flush_vm(v);
+    }
+    fn swap_out(&mut self, v: usize, n: u64) -> u64 {
+        let sim = self;
+        let mut done = 0;
+        let mut misses = 0u64;
+        while done < n {
+            let res = sim.vms[v].vm().resident();
+            if res.is_empty() {
+                break;
+            }
+            let g = res[sim.rng.gen_range(0..res.len())];
+            if sim.vms[v].is_table(g) {
+                // Page tables are never victims; give up once they are
+                // most of what is left.
+                misses += 1;
+                if misses > 64 + 4 * n {
+                    break;
+                }
+                continue;
+            }
+            if !sim.swap_out(v, g) {
+                break;
+            }
+            done += 1;
+        }
+        done
+    }
+    fn set_balloon_target(&mut self, v: usize, pages: u64) {
+        self.esx_vm[v].balloon_target = pages;
+    }
+    fn set_blocked(&mut self, v: usize, blocked: bool) {
+        self.esx_vm[v].blocked = blocked;
+    }
+}
+
+impl HostSim {
+    /// Flush VM `v`'s entries on every pCPU (INVEPT single-context).
+    pub(super) fn flush_vm(&mut self, v: usize) {
+        let vm = self.vms[v].vm();
+        let (tag, vpid) = (vm.ept_tag, vm.vpid);
+        for p in &mut self.pcpus {
+            p.hw.invept_single(tag, vpid);
+        }
+    }
+
+    /// Let the manager act at the current host time (between quanta).
+    pub(super) fn esx_tick(&mut self) {
+        let Some(mut m) = self.esx.take() else {
+            return;
+        };
+        let now = self.now();
+        m.tick(now, self);
+        self.esx = Some(m);
+    }
+
+    /// The balloon driver of VM `v`, about to run on pCPU `p`, moves to
+    /// its target; the host frees the backing of what it inflated and
+    /// flushes the VM. Costs `esx.balloon_page_cycles` a page on `p`.
+    pub(super) fn esx_balloon(&mut self, p: usize, v: usize) {
+        let target = self.esx_vm[v].balloon_target;
+        if self.esx.is_none() || self.vms[v].balloon_size() == target {
+            return;
+        }
+        let (inflated, deflated, freed) = self.vms[v].balloon_to(&mut self.host, target);
+        if freed > 0 {
+            self.flush_vm(v);
+        }
+        let e = &mut self.esx_vm[v];
+        e.inflated += inflated;
+        e.deflated += deflated;
+        e.balloon_frames_freed += freed;
+        let cycles = (inflated + deflated) * self.cfg.esx.section.balloon_page_cycles;
+        e.balloon_cycles += cycles;
+        self.pcpus[p].cycles += cycles;
+    }
+
+    /// The next VM of the queue that is not blocked (a blocked one goes to
+    /// the back); when all are blocked, the first (time must go on for
+    /// the host to free memory).
+    pub(super) fn next_runnable(&mut self) -> Option<usize> {
+        for _ in 0..self.queue.len() {
+            let v = self.queue.pop_front()?;
+            if !self.esx_vm[v].blocked {
+                return Some(v);
+            }
+            self.esx_vm[v].blocked_turns += 1;
+            self.queue.push_back(v);
+        }
+        self.queue.pop_front()
+    }
+
+    /// What the manager did, up to now (`None` without `[esx]`).
+    pub fn esx_report(&self) -> Option<EsxHostReport> {
+        let mut m = self.esx.clone()?;
+        Some(EsxHostReport {
+            manager: m.report(self.now(), self),
+            vms: self.esx_vm.clone(),
+        })
+    }
+
+    /// The VM to swap from when the reserve is gone: the lowest
+    /// shares-per-page ratio [ESX 5.2] among swappable VMs with resident
+    /// frames, above their min; active fractions from the manager's
+    /// estimates, or 1 without an `[esx]` section (rho = shares / pages).
+    pub(super) fn reclaim_victim(&self) -> Option<usize> {
+        let tau = self.cfg.esx.section.idle_tax;
+        let claims: Vec<Claim> = match &self.esx {
+            Some(m) => m.claims(self),
+            None => self
+                .cfg
+                .esx
+                .vms
+                .iter()
+                .enumerate()
+                .map(|(v, a)| Claim {
+                    shares: a.shares,
+                    pages: self.vms[v].vm().backed_frames,
+                    active: 1.0,
+                    min: a.min,
+                    max: a.max,
+                })
+                .collect(),
+        };
+        shares::victim(&claims, tau, |v| {
+            self.swappable[v] && !self.vms[v].vm().resident().is_empty()
+        })
+    }
+}
