@@ -40,6 +40,38 @@ pub const ZERO: ContentId = 0;
 /// Content of a guest page-table frame: never equal to another's.
 pub const PAGE_TABLE: ContentId = u64::MAX;
 
+/// What a frame's content is, for reports of what sharing finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ContentKind {
+    /// All zero.
+    Zero = 0,
+    /// A page of a mapped file, not written since.
+    File = 1,
+    /// Written by a store (or copied from a written frame).
+    Anon = 2,
+    /// A page of a snapshot of a real process.
+    Snapshot = 3,
+    /// A guest page table.
+    PageTable = 4,
+}
+
+impl ContentKind {
+    /// Index in per-kind arrays (zero, file, anon, snapshot; page tables 4).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+    fn from_u8(v: u8) -> ContentKind {
+        match v {
+            0 => ContentKind::Zero,
+            1 => ContentKind::File,
+            2 => ContentKind::Anon,
+            3 => ContentKind::Snapshot,
+            _ => ContentKind::PageTable,
+        }
+    }
+}
+
 /// The file a VMA maps: its identity key and the file offset of the
 /// VMA's first byte. Copy, so VMAs stay plain values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -98,6 +130,21 @@ pub fn file_key(f: &FileId) -> u64 {
     }
 }
 
+/// Key of the "image" file: what implicit mappings (created on first touch
+/// of memory no recorded mapping covers: the executable, the dynamic
+/// loader and the stack that Valgrind's loader maps) hold before they are
+/// written, page by virtual address.
+pub const IMAGE_KEY: u64 = 0x696d_6167_6520_6b65; // "image ke"
+
+/// The [`FileRef`] of an implicit mapping starting at `start`: page `va`
+/// of it holds `file_page(IMAGE_KEY, va)`.
+pub fn image_ref(start: u64) -> FileRef {
+    FileRef {
+        key: IMAGE_KEY,
+        offset: start,
+    }
+}
+
 /// The [`FileRef`] of a recorded file-backed mapping.
 pub fn file_ref(m: &vmemsim_trace::MappedFile) -> FileRef {
     FileRef {
@@ -124,6 +171,8 @@ pub fn after_store(prev: ContentId, offset: u64, size: u64, ordinal: u64) -> Con
 #[derive(Clone, Debug)]
 pub struct Contents {
     ids: Vec<ContentId>,
+    /// [`ContentKind`] of each frame.
+    kinds: Vec<u8>,
     stores: FxHashMap<u32, u64>,
     /// Contents given up front (a VM started from snapshots) for the first
     /// fault of (pid, virtual page number).
@@ -135,6 +184,7 @@ impl Contents {
     pub fn new(frames: u64) -> Self {
         Contents {
             ids: vec![ZERO; frames as usize],
+            kinds: vec![ContentKind::Zero as u8; frames as usize],
             stores: FxHashMap::default(),
             preset: FxHashMap::default(),
         }
@@ -146,16 +196,25 @@ impl Contents {
         self.ids[gpfn as usize]
     }
 
-    /// Set the content of `gpfn`.
+    /// What the content of `gpfn` is.
     #[inline]
-    pub fn set(&mut self, gpfn: u64, id: ContentId) {
+    pub fn kind(&self, gpfn: u64) -> ContentKind {
+        ContentKind::from_u8(self.kinds[gpfn as usize])
+    }
+
+    /// Set the content of `gpfn` (an id of [`ZERO`] is always of kind zero).
+    #[inline]
+    pub fn set(&mut self, gpfn: u64, id: ContentId, kind: ContentKind) {
         self.ids[gpfn as usize] = id;
+        let kind = if id == ZERO { ContentKind::Zero } else { kind };
+        self.kinds[gpfn as usize] = kind as u8;
     }
 
     /// Frames `to..to+n` get the contents of `from..from+n` (a copy).
     pub fn copy(&mut self, from: u64, to: u64, n: u64) {
         let (f, t, n) = (from as usize, to as usize, n as usize);
         self.ids.copy_within(f..f + n, t);
+        self.kinds.copy_within(f..f + n, t);
     }
 
     /// Process `pid` stores `size` bytes at gPA `gpa`: the frame's content
@@ -167,6 +226,7 @@ impl Contents {
         *n += 1;
         let f = (gpa >> 12) as usize;
         self.ids[f] = after_store(self.ids[f], gpa & 0xfff, u64::from(size), *n);
+        self.kinds[f] = ContentKind::Anon as u8;
     }
 
     /// The page `vpn` of `pid` holds `id` when it is first faulted in

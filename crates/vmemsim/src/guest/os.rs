@@ -150,7 +150,7 @@ impl GuestOs {
         let mut c = Contents::new(self.frame_count());
         for f in 0..self.frame_count() {
             if self.mem.contains(f) {
-                c.set(f, content::PAGE_TABLE);
+                c.set(f, content::PAGE_TABLE, content::ContentKind::PageTable);
             }
         }
         self.contents = Some(c);
@@ -199,7 +199,7 @@ impl GuestOs {
         for i in 0..n {
             let vpn = (va >> 12) + i;
             if let Some(id) = c.take_preset(pid, vpn) {
-                c.set(f + i, id);
+                c.set(f + i, id, content::ContentKind::Snapshot);
                 continue;
             }
             let id = match vma {
@@ -209,7 +209,7 @@ impl GuestOs {
                 }
                 None => content::ZERO,
             };
-            c.set(f + i, id);
+            c.set(f + i, id, content::ContentKind::File);
         }
     }
 
@@ -231,6 +231,11 @@ impl GuestOs {
     /// Live processes.
     pub fn process_count(&self) -> usize {
         self.procs.len()
+    }
+
+    /// Mappings of guest frame `gpfn` (0: free).
+    pub fn frame_refs(&self, gpfn: u64) -> u16 {
+        self.frames.refs(gpfn)
     }
 
     /// Free guest frames.
@@ -276,7 +281,7 @@ impl GuestOs {
         })?;
         self.mem.add(f);
         if let Some(c) = &mut self.contents {
-            c.set(f, content::PAGE_TABLE);
+            c.set(f, content::PAGE_TABLE, content::ContentKind::PageTable);
         }
         plat.stats().frames_zeroed += 1;
         plat.touch_frame(&mut self.mem, f);
@@ -359,7 +364,6 @@ impl GuestOs {
         let need =
             PROT_READ | if r.write { PROT_WRITE } else { 0 } | if r.fetch { PROT_EXEC } else { 0 };
         let p = self.procs.get_mut(&pid).expect("current process exists");
-        let file = p.vmas.find(va).and_then(|v| v.file.map(|f| (v.start, f)));
         let prot = match p.vmas.find(va) {
             Some(v) if v.prot & need == need => v.prot,
             Some(v) => {
@@ -374,6 +378,17 @@ impl GuestOs {
                 PROT_RWX
             }
         };
+        // The file the page comes from; an implicit mapping (an image
+        // Valgrind's loader mapped, with no mmap event) is the "image"
+        // file keyed by address (guest/content.rs).
+        let file = self.contents.as_ref().and_then(|_| {
+            let v = p.vmas.find(va)?;
+            match (v.file, v.implicit) {
+                (Some(f), _) => Some((v.start, f)),
+                (None, true) => Some((v.start, content::image_ref(v.start))),
+                (None, false) => None,
+            }
+        });
         let huge_ok = self.cfg.huge_pages && {
             let base = va & !(HUGE_SIZE - 1);
             matches!(p.vmas.find(base), Some(v) if v.end - base >= HUGE_SIZE && !v.implicit)

@@ -37,6 +37,7 @@
 
 pub mod esx;
 pub mod report;
+pub mod sharing;
 
 use std::collections::VecDeque;
 
@@ -497,6 +498,13 @@ impl HostSim {
     /// The guest of VM `i`.
     pub fn guest(&self, i: usize) -> &GuestOs {
         self.vms[i].guest()
+    }
+
+    /// What sharing could reclaim now (every VM must track contents:
+    /// [`HostSim::track_contents`]).
+    pub fn sharing_census(&self) -> sharing::SharingCensus {
+        let guests: Vec<&GuestOs> = self.vms.iter().map(|v| v.guest()).collect();
+        sharing::census(&guests)
     }
 
     /// Host memory.
