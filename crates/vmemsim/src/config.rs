@@ -119,6 +119,22 @@ pub struct GuestConfig {
     /// munmap of more pages than this flushes the whole TLB instead of one
     /// INVLPG per page. Default 33: Linux `tlb_single_page_flush_ceiling`.
     pub invlpg_ceiling_pages: u64,
+    /// The guest's swap device, MiB. 0 (default): no swap, so the guest
+    /// cannot reclaim and runs out of memory when its frames are used up.
+    pub swap_mib: u64,
+    /// Latency of one 4 KiB read from the guest's swap device (a virtual
+    /// disk), microseconds: what a major fault waits. Default 100
+    /// (UNVERIFIED: a SATA SSD random read; the same default as
+    /// `host.swap_latency_us`).
+    pub swap_latency_us: f64,
+    /// Reclaim starts when free frames fall below this many pages. 0
+    /// (default): Linux's low watermark for the guest's memory, min + min/4
+    /// with min = sqrt(16 x KiB of memory) KiB (`min_free_kbytes`,
+    /// `mm/page_alloc.c`): 320 pages for 64 MiB, 3620 for 8 GiB.
+    pub watermark_low_pages: u64,
+    /// Reclaim stops when this many pages are free. 0 (default): Linux's
+    /// high watermark, min + min/2: 384 pages for 64 MiB, 4344 for 8 GiB.
+    pub watermark_high_pages: u64,
 }
 
 impl Default for GuestConfig {
@@ -128,7 +144,32 @@ impl Default for GuestConfig {
             huge_pages: false,
             pcid: true,
             invlpg_ceiling_pages: 33,
+            swap_mib: 0,
+            swap_latency_us: 100.0,
+            watermark_low_pages: 0,
+            watermark_high_pages: 0,
         }
+    }
+}
+
+impl GuestConfig {
+    /// The (low, high) reclaim watermarks, pages: the configured ones, or
+    /// where 0, Linux's for the guest's memory before 4.6 (low = min +
+    /// min/4, high = min + min/2, `__setup_per_zone_wmarks`), with min =
+    /// `min_free_kbytes` = sqrt(16 x KiB), clamped to 128..=65536 KiB
+    /// (`init_per_zone_wmark_min`, `mm/page_alloc.c`).
+    pub fn watermarks(&self) -> (u64, u64) {
+        let kib = (self.mem_mib * 1024 * 16) as f64;
+        let min = (kib.sqrt() as u64).clamp(128, 65536) / 4;
+        let low = match self.watermark_low_pages {
+            0 => min + min / 4,
+            n => n,
+        };
+        let high = match self.watermark_high_pages {
+            0 => (min + min / 2).max(low),
+            n => n,
+        };
+        (low, high)
     }
 }
 
@@ -341,6 +382,10 @@ pub struct CostConfig {
     /// Hypervisor validating one PTE update of a paravirtual batch, cycles.
     /// Default 100 (UNVERIFIED).
     pub pv_validate_cycles: u64,
+    /// Guest kernel work to swap one page out (unmap through the reverse
+    /// map, submit the write), cycles; the write itself is asynchronous.
+    /// Default 5000 (UNVERIFIED).
+    pub guest_swap_out_cycles: u64,
 }
 
 impl Default for CostConfig {
@@ -363,6 +408,7 @@ impl Default for CostConfig {
             invlpg_exit_cycles: 300,
             hypercall_cycles: 300,
             pv_validate_cycles: 100,
+            guest_swap_out_cycles: 5000,
         }
     }
 }
@@ -614,6 +660,7 @@ impl Config {
             return Err(invalid("guest.mem_mib", mem, "between 64 MiB and 1 TiB"));
         }
         self.validate_costs()?;
+        self.validate_guest_swap()?;
         if self.sched.quantum_instructions == 0 {
             return Err(invalid("sched.quantum_instructions", 0, "at least 1"));
         }
@@ -691,6 +738,7 @@ impl Config {
             ("cost.invlpg_exit_cycles", c.invlpg_exit_cycles),
             ("cost.hypercall_cycles", c.hypercall_cycles),
             ("cost.pv_validate_cycles", c.pv_validate_cycles),
+            ("cost.guest_swap_out_cycles", c.guest_swap_out_cycles),
             ("pt_cache.hit_cycles", self.pt_cache.hit_cycles),
             ("pt_cache.miss_cycles", self.pt_cache.miss_cycles),
         ];
@@ -702,6 +750,48 @@ impl Config {
                     &format!("at most {MAX_EVENT_CYCLES} cycles (a second at 1 GHz)"),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Guest swap keys: swap at most 1 TiB, a latency that is at most
+    /// [`MAX_EVENT_CYCLES`] at `cpu.ghz`, low <= high watermark < the
+    /// guest's usable frames.
+    fn validate_guest_swap(&self) -> Result<(), ConfigError> {
+        let g = &self.guest;
+        if g.swap_mib > 1 << 20 {
+            return Err(invalid("guest.swap_mib", g.swap_mib, "at most 1 TiB"));
+        }
+        let us = g.swap_latency_us;
+        let max_us = MAX_EVENT_CYCLES as f64 / (self.cpu.ghz * 1e3);
+        if !(us.is_finite() && (0.0..=max_us).contains(&us)) {
+            return Err(invalid(
+                "guest.swap_latency_us",
+                format!("{us:?}"),
+                &format!("from 0 to {max_us} us ({MAX_EVENT_CYCLES} cycles at cpu.ghz)"),
+            ));
+        }
+        let (low, high) = g.watermarks();
+        if low > high {
+            return Err(invalid(
+                "guest.watermark_low_pages",
+                low,
+                &format!("at most guest.watermark_high_pages ({high})"),
+            ));
+        }
+        // The guest kernel keeps its first 2 MiB (512 frames) for itself.
+        let usable = (g.mem_mib * 256).saturating_sub(512);
+        if high >= usable {
+            return Err(invalid(
+                "guest.watermark_high_pages",
+                high,
+                &format!(
+                    "below the guest's {usable} usable frames (guest.mem_mib = {} less 2 MiB)",
+                    g.mem_mib
+                ),
+            ));
         }
         Ok(())
     }
@@ -802,6 +892,38 @@ mod tests {
         assert_eq!(c.cycles_of_us(100.0), 300_000);
         assert_eq!(c.seconds(6_000_000_000), 2.0);
         assert_eq!(Config::default().cpu.ghz, 2.5);
+    }
+
+    #[test]
+    fn guest_swap_keys_are_checked() {
+        // Linux's watermarks for 64 MiB: min = sqrt(16 x 65536) = 1024 KiB
+        // = 256 pages; low = 256 + 64, high = 256 + 128.
+        let mut g = GuestConfig {
+            mem_mib: 64,
+            ..GuestConfig::default()
+        };
+        assert_eq!(g.watermarks(), (320, 384));
+        // 8 GiB: sqrt(16 x 8388608) = 11585 KiB = 2896 pages.
+        g.mem_mib = 8192;
+        assert_eq!(g.watermarks(), (3620, 4344));
+        for (toml, want) in [
+            (
+                "[guest]\nmem_mib = 64\nwatermark_low_pages = 500\nwatermark_high_pages = 400\n",
+                "config key `guest.watermark_low_pages` = 500: at most guest.watermark_high_pages (400)",
+            ),
+            (
+                "[guest]\nmem_mib = 64\nwatermark_high_pages = 15872\n",
+                "config key `guest.watermark_high_pages` = 15872: below the guest's 15872 usable \
+                 frames (guest.mem_mib = 64 less 2 MiB)",
+            ),
+            (
+                "[guest]\nswap_latency_us = -1.0\n",
+                "config key `guest.swap_latency_us` = -1.0: from 0 to 400000 us \
+                 (1000000000 cycles at cpu.ghz)",
+            ),
+        ] {
+            assert_eq!(Config::from_toml(toml, "x").unwrap_err().to_string(), want);
+        }
     }
 
     #[test]

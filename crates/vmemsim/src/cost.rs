@@ -18,7 +18,8 @@ pub struct Cycles {
     pub walks: u64,
     /// VM exit round trips plus hypervisor handlers.
     pub hypervisor: u64,
-    /// Guest kernel work: fault handling, zeroing, copying, PTE stores, context switches.
+    /// Guest kernel work: fault handling, zeroing, copying, PTE stores,
+    /// context switches, swap-outs, and waiting for reads from guest swap.
     pub guest_kernel: u64,
     /// Sum of the above.
     pub total: u64,
@@ -81,6 +82,7 @@ pub struct CostModel {
     c: CostConfig,
     ref_hit: u64,
     ref_miss: u64,
+    swap_in_cycles: u64,
 }
 
 impl CostModel {
@@ -90,7 +92,22 @@ impl CostModel {
             c: c.clone(),
             ref_hit: pt.hit_cycles,
             ref_miss: pt.miss_cycles,
+            swap_in_cycles: 0,
         }
+    }
+
+    /// The model of a whole configuration: as [`CostModel::new`], and a
+    /// page read from guest swap waits `guest.swap_latency_us` at `cpu.ghz`.
+    pub fn for_config(cfg: &crate::Config) -> Self {
+        CostModel {
+            swap_in_cycles: cfg.cpu.cycles_of_us(cfg.guest.swap_latency_us),
+            ..CostModel::new(&cfg.cost, &cfg.pt_cache)
+        }
+    }
+
+    /// Cycles a major fault waits for its read from guest swap.
+    pub fn swap_in_cycles(&self) -> u64 {
+        self.swap_in_cycles
     }
 
     /// Handler cycles of one exit of `r`, beyond the exit round trip.
@@ -137,7 +154,9 @@ impl CostModel {
             .add(s.frames_zeroed, c.zero_page_cycles)
             .add(s.frames_copied, c.copy_page_cycles)
             .add(s.guest_pte_writes, c.pte_write_cycles)
-            .add(s.context_switches, c.context_switch_cycles);
+            .add(s.context_switches, c.context_switch_cycles)
+            .add(s.guest_swap_outs, c.guest_swap_out_cycles)
+            .add(s.guest_swap_ins, self.swap_in_cycles);
         [
             ("base", base),
             ("stlb", stlb),

@@ -40,11 +40,16 @@ pub use sim::{run_mode, ModeKind, ModeResult};
 /// cannot hold. Architectural events (faults, exits) are counted, not errors.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    /// The guest ran out of guest-physical memory (no guest reclaim yet).
-    #[error("guest out of memory: the workload needs more than guest.mem_mib = {mem_mib} MiB; raise it in the config")]
+    /// The guest ran out of guest-physical memory: reclaim could not free
+    /// enough (no guest swap, swap full, or nothing left to swap).
+    #[error("{who} is out of memory: the workload needs more than guest.mem_mib = {mem_mib} MiB and guest reclaim freed too little (guest.swap_mib = {swap_mib} MiB); raise either")]
     GuestOutOfMemory {
+        /// The guest: "the guest", or `VM "name"` on a host.
+        who: String,
         /// Configured guest memory, MiB.
         mem_mib: u64,
+        /// Configured guest swap, MiB.
+        swap_mib: u64,
     },
     /// A shared host could not keep its reserve of free frames: nothing
     /// swappable is left (direct and native VMs' memory and guest page

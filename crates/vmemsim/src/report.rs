@@ -299,6 +299,11 @@ pub fn to_table(w: &WorkloadResult) -> String {
     row("guest page faults", &|m| {
         m.stats.guest_page_faults.to_string()
     });
+    if w.modes.iter().any(|m| m.stats.guest_swap_outs > 0) {
+        row("  major (from guest swap)", &count(|s| s.major_faults));
+        row("guest swap-outs", &count(|s| s.guest_swap_outs));
+        row("  accessed bits cleared", &count(|s| s.accessed_bits_cleared));
+    }
     row("VM exits", &|m| m.stats.total_exits().to_string());
     for r in ExitReason::ALL {
         if w.modes.iter().any(|m| m.stats.exits_for(r) > 0) {

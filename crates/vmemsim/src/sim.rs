@@ -361,7 +361,7 @@ pub fn run_mode(
         }
     }
     let (stats, window, switching) = kind.with_mode(cfg, Go { cfg, src, progress })?;
-    let cycles = CostModel::new(&cfg.cost, &cfg.pt_cache).try_price(&stats)?;
+    let cycles = CostModel::for_config(cfg).try_price(&stats)?;
     Ok(ModeResult {
         mode: kind,
         stats,

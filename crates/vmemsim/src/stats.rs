@@ -99,6 +99,16 @@ pub struct Stats {
     pub demand_faults: u64,
     /// Of those: copy-on-write faults.
     pub cow_faults: u64,
+    /// Of those: major faults, a page read back from the guest's swap.
+    pub major_faults: u64,
+    /// Pages the guest wrote to its swap device (guest reclaim).
+    pub guest_swap_outs: u64,
+    /// Pages the guest read back from its swap device.
+    pub guest_swap_ins: u64,
+    /// Frames guest reclaim looked at (its clock's steps over mapped frames).
+    pub reclaim_scanned: u64,
+    /// PTE accessed bits guest reclaim cleared (second chances).
+    pub accessed_bits_cleared: u64,
     /// Accesses outside any recorded VMA, mapped as implicit anonymous memory.
     pub implicit_mappings: u64,
     /// Accesses whose kind the VMA's protection did not allow (the VMA is
@@ -241,6 +251,11 @@ impl Stats {
             guest_page_faults,
             demand_faults,
             cow_faults,
+            major_faults,
+            guest_swap_outs,
+            guest_swap_ins,
+            reclaim_scanned,
+            accessed_bits_cleared,
             implicit_mappings,
             protection_upgrades,
             guest_pte_writes,

@@ -428,3 +428,162 @@ mem_mib = 64
         assert!(v.host_swap_ins <= v.host_swap_outs);
     }
 }
+
+/// One VM whose guest swaps (1 MiB of swap, reclaim below 15864 free
+/// frames, up to 15865) on a host with swap, 1-instruction quanta.
+const GUEST_SWAP: &str = r#"
+[host]
+mem_mib = 256
+vm_quantum_instructions = 1
+swap_mib = 64
+[[vm]]
+name = "a"
+workload = "seq"
+mode = "MODE"
+mem_mib = 64
+[vm.guest]
+swap_mib = 1
+watermark_low_pages = 15864
+watermark_high_pages = 15865
+"#;
+
+#[test]
+fn double_paging_is_detected_and_counted_once() {
+    // A 64 MiB guest has 15872 free frames (gPFN 0-511 are its kernel's).
+    // Round 1: the mmap spawns the process (root, gPFN 512); the fetch of
+    // CODE allocates PDPT, PD, PT (513-515) and CODE's frame (516); the
+    // store to DATA (another PML4 entry) PDPT, PD, PT (517-519) and DATA's
+    // frame (520), taken with 15864 free (not below the low watermark):
+    // 15863 free. The host then swaps out gPFN 520.
+    // Round 2: the load of DATA + 4 KiB (DATA's PT) needs a frame with
+    // 15863 < 15864 free: reclaim must free 2 frames (to 15865). The clock
+    // clears A on 516 and 520 (the only frames in the reverse map), then on
+    // its second turn evicts both. Writing 520 to guest swap reads it: the
+    // host swapped it out, so it reads it back first - one double paging,
+    // which is also the VM's only host swap-in. The load then takes 520
+    // (the last frame freed; backed again): 15864 free.
+    // Round 3: the fetch of CODE is a major fault (516 in guest swap); with
+    // 15864 free no reclaim runs; CODE is read back into 516.
+    for mode in ["nested", "shadow", "agile", "selective-w11", "selective"] {
+        let cfg = host_cfg(&GUEST_SWAP.replace("MODE", mode));
+        let mmap = ProcEvent::Mmap {
+            addr: DATA,
+            len: 1 << 20,
+            prot: 3,
+            flags: 0x22,
+        };
+        let a = vec![
+            ev(1, mmap),
+            acc(1, AccessKind::Fetch, CODE),
+            acc(1, AccessKind::Store, DATA),
+            acc(1, AccessKind::Fetch, CODE),
+            acc(1, AccessKind::Load, DATA + 0x1000),
+            acc(1, AccessKind::Fetch, CODE),
+        ];
+        let mut sim = HostSim::with_sources(&cfg, vec![Box::new(Replay(a, 0))]).checked();
+        assert!(sim.round().unwrap(), "{mode}: round 1");
+        assert_eq!(sim.resolutions(0)[1].0, 520, "{mode}: DATA's gPFN");
+        assert!(sim.swap_out(0, 520), "{mode}: the host swaps DATA's frame");
+        while sim.round().unwrap() {}
+        let vm = sim.vm(0);
+        let s = &vm.stats;
+        assert_eq!(
+            (vm.double_pagings, vm.host_swap_outs, vm.host_swap_ins),
+            (1, 1, 1),
+            "{mode}: double paging counted once"
+        );
+        assert_eq!(
+            (s.guest_swap_outs, s.guest_swap_ins, s.major_faults),
+            (2, 1, 1),
+            "{mode}: guest swap"
+        );
+        assert_eq!(s.accessed_bits_cleared, 2, "{mode}");
+        let seen: Vec<u64> = sim.resolutions(0).iter().map(|r| r.0).collect();
+        // (Round 1's were taken above.) Round 2 CODE, DATA + 4K in the
+        // reused 520; round 3 CODE read back into 516.
+        assert_eq!(seen, [516, 520, 516], "{mode}");
+    }
+}
+
+#[test]
+fn a_guest_out_of_memory_on_a_host_names_its_vm() {
+    // 64 MiB, no guest swap: random updates over 80 MiB run out.
+    let cfg = host_cfg(
+        "[host]\nmem_mib = 256\n[[vm]]\nname = \"db\"\nworkload = \"random\"\nfootprint_mib = 80\n\
+         accesses = 200000\nmode = \"shadow\"\nmem_mib = 64\n",
+    );
+    let e = HostSim::new(&cfg).unwrap().run(&mut |_| {}).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "VM \"db\" is out of memory: the workload needs more than guest.mem_mib = 64 MiB \
+         and guest reclaim freed too little (guest.swap_mib = 0 MiB); raise either"
+    );
+}
+
+#[test]
+fn guest_and_host_swapping_together_keep_every_vm_as_alone() {
+    // Three 64 MiB guests with 64 MiB of swap each touch 72 MiB (more than
+    // they have: guest reclaim) on a 40 MiB host (less than they use: host
+    // swapping). Every access is checked by the oracle in the host run and
+    // against the VM run alone: same gPFNs, faults, major faults and guest
+    // swap-outs (a host changes cost, never what a guest does).
+    let text = r#"
+[host]
+mem_mib = 40
+swap_mib = 512
+vm_quantum_instructions = 2000
+[guest]
+swap_mib = 64
+[[vm]]
+name = "n"
+workload = "random"
+footprint_mib = 72
+accesses = 150000
+mode = "nested"
+mem_mib = 64
+[[vm]]
+name = "s"
+workload = "random"
+footprint_mib = 72
+accesses = 150000
+seed = 2
+mode = "shadow"
+mem_mib = 64
+[[vm]]
+name = "g"
+workload = "chase"
+footprint_mib = 72
+accesses = 150000
+mode = "agile"
+mem_mib = 64
+"#;
+    let cfg = host_cfg(text);
+    let (records, sources) = replayed(&cfg);
+    let mut sim = HostSim::with_sources(&cfg, sources).checked();
+    let report = sim.run(&mut |_| {}).unwrap();
+    let sum = |f: fn(&vmemsim::hostsim::VmReport) -> u64| report.vms.iter().map(f).sum::<u64>();
+    assert!(sum(|v| v.host_swap_outs) > 0, "the host swapped");
+    assert!(sum(|v| v.stats.guest_swap_outs) > 0, "the guests swapped");
+    for (i, spec) in cfg.vms.iter().enumerate() {
+        let (alone, a) = spec
+            .mode
+            .with_mode(&spec.cfg, Alone(&spec.cfg, &records[i]));
+        let hosted = sim.resolutions(i);
+        assert_eq!(hosted.len(), alone.len());
+        assert!(
+            hosted.iter().zip(&alone).all(|(h, a)| h.0 == a.0),
+            "{}: gPFNs",
+            spec.name
+        );
+        let s = &report.vms[i].stats;
+        let key = |s: &Stats| {
+            (
+                s.guest_page_faults,
+                s.major_faults,
+                s.guest_swap_outs,
+                s.accessed_bits_cleared,
+            )
+        };
+        assert_eq!(key(s), key(&a), "{}", spec.name);
+    }
+}

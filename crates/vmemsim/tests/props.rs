@@ -137,6 +137,27 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Under constant guest reclaim (the watermarks 40 frames below all
+    /// of a 64 MiB guest's usable memory), swap-outs, major faults and
+    /// accessed-bit clearing interleave with every other operation: every
+    /// mode still resolves every access alike and sees the same swap.
+    #[test]
+    fn every_mode_matches_the_oracle_under_guest_reclaim(ops in prop::collection::vec(op(), 1..120), huge in any::<bool>(), pcid in any::<bool>()) {
+        let mut cfg = Config::default();
+        cfg.guest.huge_pages = huge;
+        cfg.guest.pcid = pcid;
+        cfg.guest.mem_mib = 64;
+        cfg.guest.swap_mib = 64;
+        cfg.guest.watermark_low_pages = 15872 - 40;
+        cfg.guest.watermark_high_pages = 15872 - 30;
+        all_modes_agree(&cfg, &records(&ops));
+    }
+}
+
+
 /// `[shadow]` settings: unsync and write flooding each on or off, flood
 /// thresholds from 1 (every emulated store zaps) to 3 (KVM's).
 fn shadow_config() -> impl Strategy<Value = ShadowConfig> {

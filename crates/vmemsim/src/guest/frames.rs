@@ -79,6 +79,11 @@ impl Frames {
         }
     }
 
+    /// All frames, free or not.
+    pub fn len(&self) -> u64 {
+        self.refcount.len() as u64
+    }
+
     /// Free 4 KiB frames (for tests and reports).
     pub fn free_frames(&self) -> u64 {
         self.free_4k.len() as u64 + self.free_2m.len() as u64 * FRAMES_PER_HUGE

@@ -10,7 +10,10 @@ pub mod balloon;
 pub mod content;
 pub mod frames;
 pub mod os;
+pub mod reclaim;
+pub mod rmap;
 pub mod softwalk;
+pub mod swap;
 pub mod vma;
 
 pub use os::GuestOs;
@@ -41,6 +44,10 @@ pub trait Platform {
     /// The guest kernel writes a whole 4 KiB frame (zeroing a new frame or
     /// copying into it). First write to a frame: the host must back it.
     fn touch_frame(&mut self, mem: &mut GuestMemory, gpfn: u64);
+    /// The guest reads a whole 4 KiB frame (writing it to its swap device).
+    /// A host that swapped the frame out must read it back first (double
+    /// paging). Nothing on a host that never takes frames away.
+    fn read_frame(&mut self, _mem: &mut GuestMemory, _gpfn: u64) {}
     /// MOV to CR3: run on the table rooted at `root` with `pcid`.
     fn write_cr3(&mut self, mem: &mut GuestMemory, root: u64, pcid: u16);
     /// INVLPG of `va` in the address space `pcid` (INVPCID individual-address

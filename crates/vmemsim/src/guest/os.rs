@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use super::content::{self, Contents, FileRef};
 use super::frames::Frames;
+use super::reclaim::Reclaim;
 use super::softwalk;
+use super::swap;
 use super::vma::{Vmas, PROT_EXEC, PROT_READ, PROT_RWX, PROT_WRITE};
 use super::{GuestMemory, Platform};
 use crate::addr::{pt_index, Gpa, Gva, FRAMES_PER_HUGE, HUGE_SIZE, PAGE_SIZE};
@@ -38,13 +40,17 @@ pub struct Process {
 pub struct GuestOs {
     /// Guest-physical memory holding the page tables.
     pub mem: GuestMemory,
-    frames: Frames,
-    procs: BTreeMap<u32, Process>,
+    pub(super) frames: Frames,
+    pub(super) procs: BTreeMap<u32, Process>,
     free_pcids: Vec<u16>,
-    current: Option<u32>,
-    cfg: GuestConfig,
+    pub(super) current: Option<u32>,
+    pub(super) cfg: GuestConfig,
     /// What each frame holds, when tracked (a host with page sharing).
-    contents: Option<Contents>,
+    pub(super) contents: Option<Contents>,
+    /// Reclaim and swap (`None` without a guest swap device).
+    pub(super) reclaim: Option<Reclaim>,
+    /// Who the guest is in errors: "the guest", or the VM's name on a host.
+    pub(super) name: String,
 }
 
 /// One past the last gVA of user space: the lower canonical half of
@@ -107,7 +113,7 @@ fn page_up(a: u64) -> u64 {
     a.saturating_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
 }
 
-fn leaf_flags(prot: u32, write: bool) -> u64 {
+pub(super) fn leaf_flags(prot: u32, write: bool) -> u64 {
     let mut f = x86::P | x86::US | x86::A;
     if prot & PROT_WRITE != 0 {
         f |= x86::RW;
@@ -121,7 +127,7 @@ fn leaf_flags(prot: u32, write: bool) -> u64 {
     f
 }
 
-fn pte_gpa(table: u64, idx: usize) -> Gpa {
+pub(super) fn pte_gpa(table: u64, idx: usize) -> Gpa {
     Gpa((table << 12) | (idx as u64 * 8))
 }
 
@@ -137,6 +143,8 @@ impl GuestOs {
             current: None,
             cfg: cfg.clone(),
             contents: None,
+            reclaim: Reclaim::new(cfg),
+            name: "the guest".into(),
         }
     }
 
@@ -213,6 +221,12 @@ impl GuestOs {
         }
     }
 
+    /// Name the guest in its errors, e.g. `VM "db"` on a host.
+    pub fn named(mut self, name: String) -> Self {
+        self.name = name;
+        self
+    }
+
     /// Total guest frames.
     pub fn frame_count(&self) -> u64 {
         self.cfg.mem_mib * 256
@@ -267,18 +281,14 @@ impl GuestOs {
     }
 
     fn alloc_frame<P: Platform>(&mut self, plat: &mut P) -> Result<u64, SimError> {
-        let f = self.frames.alloc_4k().ok_or(SimError::GuestOutOfMemory {
-            mem_mib: self.cfg.mem_mib,
-        })?;
+        let f = self.take_4k(plat)?;
         plat.stats().frames_zeroed += 1;
         plat.touch_frame(&mut self.mem, f);
         Ok(f)
     }
 
     fn alloc_table<P: Platform>(&mut self, plat: &mut P) -> Result<u64, SimError> {
-        let f = self.frames.alloc_4k().ok_or(SimError::GuestOutOfMemory {
-            mem_mib: self.cfg.mem_mib,
-        })?;
+        let f = self.take_4k(plat)?;
         self.mem.add(f);
         if let Some(c) = &mut self.contents {
             c.set(f, content::PAGE_TABLE, content::ContentKind::PageTable);
@@ -423,21 +433,25 @@ impl GuestOs {
                 continue;
             }
             if level == 2 && e & x86::PS != 0 {
-                return self.fault_on_present(plat, pcid, table, idx, e, va, r, true);
+                return self.fault_on_present(plat, pid, pcid, table, idx, e, va, r, true);
             }
             table = x86::frame(e);
         }
         let idx = pt_index(va, 1);
         let e = self.mem.read(table, idx);
+        if swap::is_swap(e) {
+            return self.swap_in(plat, pid, table, idx, e, va, prot, r.write);
+        }
         if e & x86::P == 0 {
             let f = self.alloc_frame(plat)?;
             self.fill(f, 1, va, file);
             plat.stats().demand_faults += 1;
             self.write_pte(plat, table, idx, x86::make(f, leaf_flags(prot, r.write)));
+            self.rmap_add(f, pid, va);
             plat.end_pt_update(&mut self.mem);
             return Ok(());
         }
-        self.fault_on_present(plat, pcid, table, idx, e, va, r, false)
+        self.fault_on_present(plat, pid, pcid, table, idx, e, va, r, false)
     }
 
     /// A fault on a present leaf: copy-on-write, or a right the VMA now grants.
@@ -445,6 +459,7 @@ impl GuestOs {
     fn fault_on_present<P: Platform>(
         &mut self,
         plat: &mut P,
+        pid: u32,
         pcid: u16,
         table: u64,
         idx: usize,
@@ -463,13 +478,10 @@ impl GuestOs {
             plat.stats().cow_faults += 1;
             if self.frames.refs(old) > 1 {
                 let copy = if huge {
-                    self.frames.alloc_2m()
+                    self.frames.alloc_2m().ok_or_else(|| self.out_of_memory())?
                 } else {
-                    self.frames.alloc_4k()
-                }
-                .ok_or(SimError::GuestOutOfMemory {
-                    mem_mib: self.cfg.mem_mib,
-                })?;
+                    self.take_4k(plat)?
+                };
                 for f in copy..copy + n {
                     plat.touch_frame(&mut self.mem, f);
                 }
@@ -478,6 +490,10 @@ impl GuestOs {
                 }
                 plat.stats().frames_copied += n;
                 self.frames.put(old, n);
+                if !huge {
+                    self.rmap_remove(old, pid, va);
+                    self.rmap_add(copy, pid, va);
+                }
                 new = x86::make(copy, new & !x86::FRAME);
             }
             new |= x86::RW | x86::D;
@@ -524,7 +540,7 @@ impl GuestOs {
         let root = self.alloc_table(plat)?;
         let p = &self.procs[&parent];
         let (vmas, heap, proot, ppcid) = (p.vmas.clone(), p.heap, p.root, p.pcid);
-        let protected = self.copy_table(plat, proot, root, 4)?;
+        let protected = self.copy_table(plat, child, proot, root, 4, 0)?;
         plat.end_pt_update(&mut self.mem);
         if protected {
             plat.stats().tlb_flushes += 1;
@@ -545,24 +561,37 @@ impl GuestOs {
         Ok(())
     }
 
-    /// Copy the subtree of table `src` (at `level`) into the empty table
-    /// `dst`. Returns whether any parent entry was write-protected.
+    /// Copy the subtree of table `src` (at `level`, mapping from gVA
+    /// `base`) into the empty table `dst` of process `child`. Returns
+    /// whether any parent entry was write-protected.
     fn copy_table<P: Platform>(
         &mut self,
         plat: &mut P,
+        child: u32,
         src: u64,
         dst: u64,
         level: u8,
+        base: u64,
     ) -> Result<bool, SimError> {
         let mut protected = false;
         for idx in 0..512 {
             let e = self.mem.read(src, idx);
+            let va = base | (idx as u64) << (12 + 9 * (u32::from(level) - 1));
+            if swap::is_swap(e) {
+                // Both processes now hold the slot (Linux `swap_duplicate`).
+                self.swap_dup(e);
+                self.write_pte(plat, dst, idx, e);
+                continue;
+            }
             if e & x86::P == 0 {
                 continue;
             }
             if x86::is_leaf(level, e) {
                 let n = if level == 2 { FRAMES_PER_HUGE } else { 1 };
                 self.frames.get(x86::frame(e), n);
+                if level == 1 {
+                    self.rmap_add(x86::frame(e), child, va);
+                }
                 let ro = e & !x86::RW;
                 if e & x86::RW != 0 {
                     self.write_pte(plat, src, idx, ro);
@@ -572,25 +601,33 @@ impl GuestOs {
             } else {
                 let t = self.alloc_table(plat)?;
                 self.write_pte(plat, dst, idx, x86::make(t, TABLE_FLAGS));
-                protected |= self.copy_table(plat, x86::frame(e), t, level - 1)?;
+                protected |= self.copy_table(plat, child, x86::frame(e), t, level - 1, va)?;
             }
         }
         Ok(protected)
     }
 
-    /// Free every frame and table of the subtree at `table` (level `level`);
-    /// the table itself too when `free_self`.
-    fn free_table(&mut self, table: u64, level: u8) {
+    /// Free every frame, swap slot and table of `pid`'s subtree at `table`
+    /// (level `level`, mapping from gVA `base`), the table itself included.
+    fn free_table(&mut self, pid: u32, table: u64, level: u8, base: u64) {
         for idx in 0..512 {
             let e = self.mem.read(table, idx);
+            let va = base | (idx as u64) << (12 + 9 * (u32::from(level) - 1));
+            if swap::is_swap(e) {
+                self.swap_put(e);
+                continue;
+            }
             if e & x86::P == 0 {
                 continue;
             }
             if x86::is_leaf(level, e) {
                 let n = if level == 2 { FRAMES_PER_HUGE } else { 1 };
                 self.frames.put(x86::frame(e), n);
+                if level == 1 {
+                    self.rmap_remove(x86::frame(e), pid, va);
+                }
             } else {
-                self.free_table(x86::frame(e), level - 1);
+                self.free_table(pid, x86::frame(e), level - 1, va);
             }
         }
         self.mem.remove(table);
@@ -606,7 +643,7 @@ impl GuestOs {
         let Some(p) = self.procs.remove(&pid) else {
             return Ok(());
         };
-        self.free_table(p.root, 4);
+        self.free_table(pid, p.root, 4, 0);
         plat.stats().tlb_flushes += 1;
         plat.flush_pcid(p.pcid);
         if self.cfg.pcid {
@@ -635,7 +672,7 @@ impl GuestOs {
         if self.current == Some(pid) {
             plat.write_cr3(&mut self.mem, root, pcid);
         }
-        self.free_table(old, 4);
+        self.free_table(pid, old, 4, 0);
         plat.stats().tlb_flushes += 1;
         plat.flush_pcid(pcid);
         plat.stats().execs += 1;
@@ -802,6 +839,16 @@ impl GuestOs {
                 let path = softwalk::path(&self.mem, root, va);
                 let (table, idx, entry) = path.steps[path.len - 1];
                 let level = 5 - path.len as u8;
+                if swap::is_swap(entry) {
+                    // A page in swap: unmapping drops the slot; a change of
+                    // rights applies when it is read back (from the VMA).
+                    if f(entry).is_none() {
+                        self.write_pte(plat, table, idx, 0);
+                        self.swap_put(entry);
+                    }
+                    va += PAGE_SIZE;
+                    continue;
+                }
                 if entry & x86::P == 0 {
                     let span = 1u64 << (12 + 9 * (u32::from(level) - 1));
                     va = (va & !(span - 1)).saturating_add(span);
@@ -811,7 +858,7 @@ impl GuestOs {
                     // A 2 MiB leaf: split it unless the range covers all of it.
                     let base = va & !(HUGE_SIZE - 1);
                     if base < s || e - base < HUGE_SIZE {
-                        self.split_huge(plat, pcid, table, idx, entry)?;
+                        self.split_huge(plat, pid, pcid, table, idx, entry, base)?;
                         continue;
                     }
                 }
@@ -823,6 +870,9 @@ impl GuestOs {
                         None => {
                             self.write_pte(plat, table, idx, 0);
                             self.frames.put(x86::frame(entry), n);
+                            if n == 1 {
+                                self.rmap_remove(x86::frame(entry), pid, va);
+                            }
                         }
                     }
                     changed += n;
@@ -848,19 +898,23 @@ impl GuestOs {
 
     /// Replace the 2 MiB leaf `entry` at (`table`, `idx`) by a table of 512
     /// 4 KiB leaves mapping the same frames with the same rights.
+    #[allow(clippy::too_many_arguments)]
     fn split_huge<P: Platform>(
         &mut self,
         plat: &mut P,
+        pid: u32,
         pcid: u16,
         table: u64,
         idx: usize,
         entry: u64,
+        va: u64,
     ) -> Result<(), SimError> {
         let t = self.alloc_table(plat)?;
         let base = x86::frame(entry);
         let flags = entry & !x86::FRAME & !x86::PS;
         for i in 0..512 {
             self.write_pte(plat, t, i, x86::make(base + i as u64, flags));
+            self.rmap_add(base + i as u64, pid, va + i as u64 * PAGE_SIZE);
         }
         self.write_pte(plat, table, idx, x86::make(t, TABLE_FLAGS));
         // Like Linux's __split_huge_pmd (pmdp_invalidate + flush): the PDE

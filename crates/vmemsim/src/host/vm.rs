@@ -49,6 +49,9 @@ pub struct Vm {
     pub host_swap_ins: u64,
     /// Frames in host swap now.
     pub swapped_frames: u64,
+    /// Double paging: frames the host read back from its swap because the
+    /// guest was writing them to the guest's swap (each also a swap-in).
+    pub double_pagings: u64,
     p2m: Vec<u64>,
     /// Backed gPFNs (for random victim selection), kept once
     /// [`Vm::track_resident`] was called; `res_pos[g]` = index + 1.
@@ -76,6 +79,7 @@ impl Vm {
             host_swap_outs: 0,
             host_swap_ins: 0,
             swapped_frames: 0,
+            double_pagings: 0,
             resident: Vec::new(),
             res_pos: Vec::new(),
             p2m: vec![NONE; guest_frames as usize],

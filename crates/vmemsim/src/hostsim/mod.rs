@@ -340,7 +340,7 @@ impl ModeVisitor for Build<'_> {
             vm.vpid = 0;
         }
         Box::new(VmRun {
-            guest: GuestOs::new(&self.spec.cfg.guest),
+            guest: GuestOs::new(&self.spec.cfg.guest).named(format!("VM \"{}\"", self.spec.name)),
             machine: Machine::new(mode, vm),
             running: None,
             src: self.src,
@@ -442,7 +442,7 @@ impl HostSim {
             costs: cfg
                 .vms
                 .iter()
-                .map(|v| CostModel::new(&v.cfg.cost, &v.cfg.pt_cache))
+                .map(|v| CostModel::for_config(&v.cfg))
                 .collect(),
             swappable: cfg
                 .vms
@@ -719,6 +719,7 @@ impl HostSim {
                     frames: vm.backed_frames,
                     host_swap_outs: vm.host_swap_outs,
                     host_swap_ins: vm.host_swap_ins,
+                    double_pagings: vm.double_pagings,
                     switching,
                     alone: None,
                 }

@@ -54,6 +54,9 @@ pub struct VmReport {
     pub host_swap_outs: u64,
     /// Frames read back from host swap (each access waited).
     pub host_swap_ins: u64,
+    /// Double paging: frames read back from host swap only for the guest
+    /// to write them to its own swap (also counted in `host_swap_ins`).
+    pub double_pagings: u64,
     /// Switching modes: what the policy did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switching: Option<SwitchReport>,
@@ -92,6 +95,45 @@ pub struct Sample {
     pub vm_frames: Vec<u64>,
     /// Frames of each VM in host swap.
     pub vm_swapped: Vec<u64>,
+}
+
+/// The per-VM table's columns: heading, width, left-aligned. Headings and
+/// values are laid out by the same widths ([`table_line`]).
+pub const COLUMNS: [(&str, usize, bool); 18] = [
+    ("vm", 10, true),
+    ("mode", 13, true),
+    ("mem MiB", 7, false),
+    ("accesses", 10, false),
+    ("TLB miss", 10, false),
+    ("+vs alone", 9, false),
+    ("exits", 8, false),
+    ("w.switch", 8, false),
+    ("flushes", 8, false),
+    ("used MiB", 9, false),
+    ("h.swapout", 9, false),
+    ("h.swapin", 9, false),
+    ("g.swapout", 9, false),
+    ("major", 8, false),
+    ("dbl.page", 8, false),
+    ("cycles", 12, false),
+    ("seconds", 9, false),
+    ("slowdown", 8, false),
+];
+
+/// One line of the per-VM table: `cells` in [`COLUMNS`] order, each padded
+/// to its column's width, one space between columns.
+fn table_line(s: &mut String, cells: &[String]) {
+    for (i, (cell, &(_, w, left))) in cells.iter().zip(&COLUMNS).enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        let _ = if left {
+            write!(s, "{cell:<w$}")
+        } else {
+            write!(s, "{cell:>w$}")
+        };
+    }
+    s.push('\n');
 }
 
 /// A whole host run.
@@ -148,44 +190,34 @@ impl HostReport {
             self.seconds,
             self.ghz
         );
-        let _ = writeln!(
-            s,
-            "{:<10} {:<13} {:>7} {:>10} {:>10} {:>9} {:>8} {:>8} {:>9} {:>9} {:>12} {:>9} {:>8}",
-            "vm",
-            "mode",
-            "mem MiB",
-            "accesses",
-            "TLB miss",
-            "+vs alone",
-            "exits",
-            "w.switch",
-            "flushes",
-            "used MiB",
-            "cycles",
-            "seconds",
-            "slowdown"
-        );
+        let mut head = Vec::with_capacity(COLUMNS.len());
+        for c in COLUMNS {
+            head.push(c.0.to_string());
+        }
+        table_line(&mut s, &head);
         for v in &self.vms {
             let opt = |x: Option<String>| x.unwrap_or_else(|| "-".into());
-            let _ = writeln!(
-                s,
-                "{:<10} {:<13} {:>7} {:>10} {:>10} {:>9} {:>8} {:>8} {:>9} {:>9.1} {:>8} {:>8} {:>12} {:>9.4} {:>8}",
-                v.name,
-                v.mode.name(),
-                v.mem_mib,
-                v.stats.accesses,
-                v.stats.tlb_misses,
+            let cells = [
+                v.name.clone(),
+                v.mode.name().to_string(),
+                v.mem_mib.to_string(),
+                v.stats.accesses.to_string(),
+                v.stats.tlb_misses.to_string(),
                 opt(v.added_tlb_misses().map(|d| format!("{d:+}"))),
-                v.stats.total_exits(),
-                v.host.world_switches,
-                v.host.no_vpid_flushes + v.host.migration_flushes,
-                mib(v.frames),
-                v.host_swap_outs,
-                v.host_swap_ins,
-                v.host_cycles,
-                v.seconds,
+                v.stats.total_exits().to_string(),
+                v.host.world_switches.to_string(),
+                (v.host.no_vpid_flushes + v.host.migration_flushes).to_string(),
+                format!("{:.1}", mib(v.frames)),
+                v.host_swap_outs.to_string(),
+                v.host_swap_ins.to_string(),
+                v.stats.guest_swap_outs.to_string(),
+                v.stats.major_faults.to_string(),
+                v.double_pagings.to_string(),
+                v.host_cycles.to_string(),
+                format!("{:.4}", v.seconds),
                 opt(v.slowdown().map(|x| format!("{x:.3}x"))),
-            );
+            ];
+            table_line(&mut s, &cells);
         }
         for v in &self.vms {
             let _ = writeln!(s, "  {}: {}", v.name, v.input);
@@ -205,5 +237,71 @@ impl HostReport {
             host: self,
         })
         .expect("report serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_headings_line_up_with_values() {
+        let vm = VmReport {
+            name: "db".into(),
+            mode: ModeKind::SelectiveW11,
+            input: "x".into(),
+            mem_mib: 256,
+            vpid: 1,
+            stats: Stats {
+                accesses: 2_000_000,
+                tlb_misses: 123_456,
+                guest_swap_outs: 4321,
+                major_faults: 321,
+                ..Stats::default()
+            },
+            cycles: Cycles::default(),
+            host: HostVmCounters::default(),
+            host_cycles: 98_765_432_100,
+            seconds: 39.5,
+            frames: 65536,
+            host_swap_outs: 12345,
+            host_swap_ins: 2345,
+            double_pagings: 17,
+            switching: None,
+            alone: None,
+        };
+        let r = HostReport {
+            mem_mib: 537,
+            pcpus: 1,
+            vpid: true,
+            ghz: 2.5,
+            frames: 537 * 256,
+            peak_used_frames: 0,
+            table_frames: 0,
+            seconds: 1.0,
+            vms: vec![vm],
+            series: Vec::new(),
+        };
+        let t = r.to_table();
+        let lines: Vec<&str> = t.lines().collect();
+        let (head, row) = (lines[1], lines[2]);
+        assert_eq!(head.len(), row.len(), "{head}\n{row}");
+        // Each heading and its value lie in the same span of columns:
+        // right-aligned ones end where the value ends, left-aligned ones
+        // start where it starts.
+        let mut at = 0;
+        for &(name, w, left) in &COLUMNS {
+            let (h, v) = (&head[at..at + w], &row[at..at + w]);
+            assert_eq!(h.trim(), name, "heading at {at}");
+            let v = if left { v.trim_end() } else { v.trim_start() };
+            assert!(!v.is_empty() && !v.contains(' '), "{name}: value {v:?}");
+            if left {
+                assert!(h.starts_with(name), "{name}");
+            } else {
+                assert!(h.ends_with(name), "{name}");
+            }
+            at += w + 1;
+        }
+        assert_eq!(at, head.len() + 1);
     }
 }

@@ -396,6 +396,15 @@ impl<M: Mode> Platform for Running<'_, M> {
     fn touch_frame(&mut self, mem: &mut GuestMemory, gpfn: u64) {
         self.mode.touch_frame(&mut self.core, mem, gpfn);
     }
+    fn read_frame(&mut self, _mem: &mut GuestMemory, gpfn: u64) {
+        // Double paging: the host reads back a frame it swapped out only
+        // for the guest to write it to its own swap (the VM waits for the
+        // read, counted as a host swap-in).
+        if self.core.vm.is_swapped(Gpfn(gpfn)) {
+            self.core.vm.double_pagings += 1;
+            self.core.back(gpfn);
+        }
+    }
     fn write_cr3(&mut self, mem: &mut GuestMemory, root: u64, pcid: u16) {
         self.mode.write_cr3(&mut self.core, mem, root, pcid);
     }

@@ -171,6 +171,17 @@ pub fn all_modes(cfg: &Config, records: &[Record]) -> Vec<ModeRun> {
         assert_eq!(s.demand_faults, sn.demand_faults, "{}", m.name);
         assert_eq!(s.cow_faults, sn.cow_faults, "{}", m.name);
         assert_eq!(s.guest_pte_writes, sn.guest_pte_writes, "{}", m.name);
+        // Guest reclaim decides on accessed bits every mode must keep alike.
+        let swap = |s: &Stats| {
+            (
+                s.major_faults,
+                s.guest_swap_outs,
+                s.guest_swap_ins,
+                s.reclaim_scanned,
+                s.accessed_bits_cleared,
+            )
+        };
+        assert_eq!(swap(s), swap(sn), "{}: guest swap differs from native", m.name);
     }
     runs.into_iter().map(|(_, m)| m).collect()
 }
