@@ -660,7 +660,6 @@ impl Config {
             return Err(invalid("guest.mem_mib", mem, "between 64 MiB and 1 TiB"));
         }
         self.validate_costs()?;
-        self.validate_guest_swap()?;
         if self.sched.quantum_instructions == 0 {
             return Err(invalid("sched.quantum_instructions", 0, "at least 1"));
         }
@@ -684,6 +683,7 @@ impl Config {
                 &format!("a number above 0 and at most {MAX_GHZ}"),
             ));
         }
+        self.validate_guest_swap()?;
         for (key, v) in [
             (
                 "selective.w11_sample_switch_costs",

@@ -302,7 +302,10 @@ pub fn to_table(w: &WorkloadResult) -> String {
     if w.modes.iter().any(|m| m.stats.guest_swap_outs > 0) {
         row("  major (from guest swap)", &count(|s| s.major_faults));
         row("guest swap-outs", &count(|s| s.guest_swap_outs));
-        row("  accessed bits cleared", &count(|s| s.accessed_bits_cleared));
+        row(
+            "  accessed bits cleared",
+            &count(|s| s.accessed_bits_cleared),
+        );
     }
     row("VM exits", &|m| m.stats.total_exits().to_string());
     for r in ExitReason::ALL {

@@ -35,6 +35,7 @@ fn mmap_a() -> Record {
             len: 4 << 20,
             prot: 3,
             flags: 0x22,
+            file: None,
         },
     )
 }

@@ -471,6 +471,7 @@ fn double_paging_is_detected_and_counted_once() {
             len: 1 << 20,
             prot: 3,
             flags: 0x22,
+            file: None,
         };
         let a = vec![
             ev(1, mmap),

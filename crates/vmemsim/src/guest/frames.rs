@@ -80,7 +80,7 @@ impl Frames {
     }
 
     /// All frames, free or not.
-    pub fn len(&self) -> u64 {
+    pub fn total(&self) -> u64 {
         self.refcount.len() as u64
     }
 

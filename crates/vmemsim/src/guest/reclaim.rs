@@ -108,7 +108,7 @@ impl GuestOs {
         let Some(rc) = self.reclaim.as_mut() else {
             return;
         };
-        let frames = self.frames.len();
+        let frames = self.frames.total();
         let mut budget = 2 * frames;
         let mut inv = std::mem::take(&mut rc.invalidate);
         let mut changed = false;
@@ -247,7 +247,10 @@ impl GuestOs {
 
     /// A fork copied swap entry `e` into the child.
     pub(super) fn swap_dup(&mut self, e: u64) {
-        let r = self.reclaim.as_mut().expect("a swap entry needs a swap device");
+        let r = self
+            .reclaim
+            .as_mut()
+            .expect("a swap entry needs a swap device");
         r.swap.dup(swap::slot_of(e));
     }
 }

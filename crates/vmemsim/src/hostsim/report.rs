@@ -98,7 +98,7 @@ pub struct Sample {
 }
 
 /// The per-VM table's columns: heading, width, left-aligned. Headings and
-/// values are laid out by the same widths ([`table_line`]).
+/// values are laid out by the same widths.
 pub const COLUMNS: [(&str, usize, bool); 18] = [
     ("vm", 10, true),
     ("mode", 13, true),

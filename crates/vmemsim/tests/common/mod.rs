@@ -181,7 +181,12 @@ pub fn all_modes(cfg: &Config, records: &[Record]) -> Vec<ModeRun> {
                 s.accessed_bits_cleared,
             )
         };
-        assert_eq!(swap(s), swap(sn), "{}: guest swap differs from native", m.name);
+        assert_eq!(
+            swap(s),
+            swap(sn),
+            "{}: guest swap differs from native",
+            m.name
+        );
     }
     runs.into_iter().map(|(_, m)| m).collect()
 }
