@@ -157,7 +157,6 @@ proptest! {
     }
 }
 
-
 /// `[shadow]` settings: unsync and write flooding each on or off, flood
 /// thresholds from 1 (every emulated store zaps) to 3 (KVM's).
 fn shadow_config() -> impl Strategy<Value = ShadowConfig> {
