@@ -192,10 +192,19 @@ impl GuestOs {
         let f = self.take_4k(plat)?;
         // The read from the device writes the whole frame.
         plat.touch_frame(&mut self.mem, f);
-        let rc = self.reclaim.as_mut().expect("a swap entry needs a swap device");
+        let rc = self
+            .reclaim
+            .as_mut()
+            .expect("a swap entry needs a swap device");
         let slot = swap::slot_of(e);
         if let Some(c) = &mut self.contents {
-            c.set(f, rc.slot_contents.get(&slot).copied().unwrap_or(content::ZERO));
+            c.set(
+                f,
+                rc.slot_contents
+                    .get(&slot)
+                    .copied()
+                    .unwrap_or(content::ZERO),
+            );
         }
         if rc.swap.put(slot) {
             rc.slot_contents.remove(&slot);
@@ -238,7 +247,10 @@ impl GuestOs {
 
     /// A leaf holding swap entry `e` was dropped (unmap, exit).
     pub(super) fn swap_put(&mut self, e: u64) {
-        let r = self.reclaim.as_mut().expect("a swap entry needs a swap device");
+        let r = self
+            .reclaim
+            .as_mut()
+            .expect("a swap entry needs a swap device");
         let slot = swap::slot_of(e);
         if r.swap.put(slot) {
             r.slot_contents.remove(&slot);
