@@ -26,7 +26,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::content::{self, ContentId};
+use super::content::{self, ContentId, ContentKind};
 use super::os::{leaf_flags, pte_gpa, GuestOs};
 use super::rmap::Rmap;
 use super::softwalk;
@@ -53,7 +53,7 @@ pub struct Reclaim {
     /// (PCID, gVA) to invalidate after a reclaim pass (kept to reuse its buffer).
     invalidate: Vec<(u16, u64)>,
     /// What each used slot holds, when the guest tracks frame contents.
-    slot_contents: FxHashMap<u64, ContentId>,
+    slot_contents: FxHashMap<u64, (ContentId, ContentKind)>,
 }
 
 impl Reclaim {
@@ -143,7 +143,7 @@ impl GuestOs {
                 // The write to the swap device reads the frame.
                 plat.read_frame(&mut self.mem, g);
                 if let Some(c) = &self.contents {
-                    rc.slot_contents.insert(slot, c.get(g));
+                    rc.slot_contents.insert(slot, (c.get(g), c.kind(g)));
                 }
                 self.frames.put(g, 1);
                 rc.rmap.remove(g, pid, va);
@@ -198,13 +198,12 @@ impl GuestOs {
             .expect("a swap entry needs a swap device");
         let slot = swap::slot_of(e);
         if let Some(c) = &mut self.contents {
-            c.set(
-                f,
-                rc.slot_contents
-                    .get(&slot)
-                    .copied()
-                    .unwrap_or(content::ZERO),
-            );
+            let (id, kind) = rc
+                .slot_contents
+                .get(&slot)
+                .copied()
+                .unwrap_or((content::ZERO, ContentKind::Zero));
+            c.set(f, id, kind);
         }
         if rc.swap.put(slot) {
             rc.slot_contents.remove(&slot);

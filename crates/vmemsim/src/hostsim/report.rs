@@ -281,6 +281,7 @@ mod tests {
             seconds: 1.0,
             vms: vec![vm],
             series: Vec::new(),
+            esx: None,
         };
         let t = r.to_table();
         let lines: Vec<&str> = t.lines().collect();
