@@ -1523,7 +1523,7 @@ impl Reader {
                 )));
             }
             self.in_block = false;
-            self.block_no += 1;
+            // Name this block (not the next) in the error.
             if self.block_seen != self.block_declared {
                 return Err(malformed(
                     &self.path,
@@ -1534,6 +1534,7 @@ impl Reader {
                     ),
                 ));
             }
+            self.block_no += 1;
         }
         Ok(n)
     }
