@@ -272,18 +272,21 @@ fn real_main() -> Result<i32> {
     let force = cli.force;
     match cli.command {
         Command::Compare { input, modes } => {
+            // No --modes: every mode the configuration can run.
             let modes = if modes.is_empty() {
-                ModeKind::ALL.to_vec()
+                None
             } else {
-                modes
-                    .iter()
-                    .map(|m| ModeKind::parse(m))
-                    .collect::<Result<_, _>>()?
+                Some(
+                    modes
+                        .iter()
+                        .map(|m| ModeKind::parse(m))
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
             };
-            simulate(&input, &modes, force).map(|()| 0)
+            simulate(&input, modes.as_deref(), force).map(|()| 0)
         }
         Command::Run { input, mode } => {
-            simulate(&input, &[ModeKind::parse(&mode)?], force).map(|()| 0)
+            simulate(&input, Some(&[ModeKind::parse(&mode)?]), force).map(|()| 0)
         }
         Command::Bench {
             accesses,
@@ -506,9 +509,20 @@ fn jobs(input: &Input) -> Result<Vec<Job>> {
         .collect())
 }
 
-fn simulate(input: &Input, modes: &[ModeKind], force: bool) -> Result<()> {
+fn simulate(input: &Input, modes: Option<&[ModeKind]>, force: bool) -> Result<()> {
     let mut cfg = load_config(input.config.as_deref())?;
     input.measure.apply(&mut cfg.measure);
+    let all: Vec<ModeKind> = ModeKind::ALL
+        .into_iter()
+        .filter(|m| m.runs_with(&cfg))
+        .collect();
+    let modes = match modes {
+        Some(m) => m,
+        None => &all,
+    };
+    for m in modes {
+        m.check(&cfg)?;
+    }
     if input.format.is_some() && input.trace.is_none() {
         bail!("--format applies to --trace");
     }

@@ -81,6 +81,31 @@ pub struct CpuConfig {
     /// Default 2.5: the machine of [PVM Table 1], whose exit latency
     /// `cost.vm_exit_cycles` comes from. At most [`MAX_GHZ`].
     pub ghz: f64,
+    /// How the CPU is virtualized for a VM: `"vtx"` (hardware-assisted,
+    /// trap-and-emulate: every hypervisor intervention is a VM exit) or
+    /// `"bt"` (binary translation of the guest kernel, VMware style \[AA06\]:
+    /// faults trap into the VMM without a world switch, privileged
+    /// instructions and page-table stores are translated, system calls cost
+    /// more). `"bt"` needs shadow paging: nested paging (and the modes that
+    /// use it: agile, selective) needs VT-x, and a paravirtual (`direct`)
+    /// guest kernel is not translated. Default `"vtx"`.
+    pub virtualization: Virtualization,
+    /// Adaptive binary translation \[AA06\]: a guest kernel instruction that
+    /// trapped this many times is retranslated into a call-out, which costs
+    /// `cost.bt_callout_cycles` instead of a trap. The guest kernel's PTE
+    /// store, CR3 write and INVLPG/INVPCID are one instruction each here.
+    /// Default 2 (UNVERIFIED: \[AA06\] gives no number).
+    pub adapt_threshold: u32,
+}
+
+/// CPU virtualization technique (`cpu.virtualization`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Virtualization {
+    /// Hardware-assisted (Intel VT-x / AMD-V): trap-and-emulate.
+    Vtx,
+    /// Binary translation of the guest kernel \[AA06\].
+    Bt,
 }
 
 /// Largest accepted `cpu.ghz`.
@@ -88,7 +113,11 @@ pub const MAX_GHZ: f64 = 100.0;
 
 impl Default for CpuConfig {
     fn default() -> Self {
-        CpuConfig { ghz: 2.5 }
+        CpuConfig {
+            ghz: 2.5,
+            virtualization: Virtualization::Vtx,
+            adapt_threshold: 2,
+        }
     }
 }
 
@@ -369,6 +398,20 @@ pub struct CostConfig {
     /// within an exit that happens anyway (CR3 write, INVLPG/flush, hidden
     /// fault). Default 2500 (UNVERIFIED: the cost of one shadow fill).
     pub shadow_resync_cycles: u64,
+    /// Binary translation: a guest fault or a not yet adapted privileged
+    /// instruction entering the VMM (a trap, no world switch), cycles,
+    /// instead of `vm_exit_cycles`; the handler cycles come on top. Default
+    /// 2834: page fault 3927 under BT minus 1093 native on a 3.8 GHz
+    /// Pentium 4 \[AA06\].
+    pub bt_trap_cycles: u64,
+    /// Binary translation: one call-out of adapted (retranslated) code, in
+    /// all for a page-table store, plus the handler for a CR3 write or an
+    /// INVLPG. Default 390: PTE modify 391 under BT minus 1 native \[AA06\].
+    pub bt_callout_cycles: u64,
+    /// Binary translation: extra cycles of one system call. Default 2066:
+    /// syscall 2308 under BT minus 242 native \[AA06\] (VT-x: 246, taken as
+    /// native).
+    pub bt_syscall_cycles: u64,
     /// Hypervisor injecting a true guest #PF, cycles beyond the exit. Default 1000 (UNVERIFIED).
     pub inject_fault_cycles: u64,
     /// Hypervisor handling a trapped CR3 write (find or build the shadow
@@ -403,6 +446,9 @@ impl Default for CostConfig {
             shadow_fill_cycles: 2500,
             pt_write_emulate_cycles: 3000,
             shadow_resync_cycles: 2500,
+            bt_trap_cycles: 2834,
+            bt_callout_cycles: 390,
+            bt_syscall_cycles: 2066,
             inject_fault_cycles: 1000,
             cr3_exit_cycles: 500,
             invlpg_exit_cycles: 300,
@@ -733,6 +779,9 @@ impl Config {
             ("cost.shadow_fill_cycles", c.shadow_fill_cycles),
             ("cost.pt_write_emulate_cycles", c.pt_write_emulate_cycles),
             ("cost.shadow_resync_cycles", c.shadow_resync_cycles),
+            ("cost.bt_trap_cycles", c.bt_trap_cycles),
+            ("cost.bt_callout_cycles", c.bt_callout_cycles),
+            ("cost.bt_syscall_cycles", c.bt_syscall_cycles),
             ("cost.inject_fault_cycles", c.inject_fault_cycles),
             ("cost.cr3_exit_cycles", c.cr3_exit_cycles),
             ("cost.invlpg_exit_cycles", c.invlpg_exit_cycles),

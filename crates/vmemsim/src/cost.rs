@@ -124,6 +124,16 @@ impl CostModel {
         }
     }
 
+    /// Handler cycles of one call-out of `r` under binary translation: a
+    /// translated page-table store does its shadow update within the
+    /// call-out's cycles \[AA06 "PTE modify"\], the others run the handler.
+    pub fn callout_handler_cycles(&self, r: ExitReason) -> u64 {
+        match r {
+            ExitReason::PtWrite => 0,
+            _ => self.handler_cycles(r),
+        }
+    }
+
     /// The components of the price of `s`, in [`Cycles`] field order, each
     /// with its name and whether it overflowed (then saturated).
     fn components(&self, s: &Stats) -> [(&'static str, Sum); 5] {
@@ -148,7 +158,19 @@ impl CostModel {
                 )
             })
             .add(s.pv_pte_updates, c.pv_validate_cycles)
-            .add(s.shadow_resyncs, c.shadow_resync_cycles);
+            .add(s.shadow_resyncs, c.shadow_resync_cycles)
+            .add(s.bt_syscalls, c.bt_syscall_cycles);
+        let hypervisor = ExitReason::ALL.iter().fold(hypervisor, |sum, &r| {
+            sum.add(
+                s.bt_traps[r as usize],
+                c.bt_trap_cycles.saturating_add(self.handler_cycles(r)),
+            )
+            .add(
+                s.bt_callouts[r as usize],
+                c.bt_callout_cycles
+                    .saturating_add(self.callout_handler_cycles(r)),
+            )
+        });
         let guest_kernel = Sum::default()
             .add(s.guest_page_faults, c.guest_fault_cycles)
             .add(s.frames_zeroed, c.zero_page_cycles)

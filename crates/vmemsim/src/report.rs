@@ -315,6 +315,28 @@ pub fn to_table(w: &WorkloadResult) -> String {
             });
         }
     }
+    if w.modes
+        .iter()
+        .any(|m| m.stats.total_bt_traps() + m.stats.total_bt_callouts() > 0)
+    {
+        row("BT traps into the VMM", &count(Stats::total_bt_traps));
+        for r in ExitReason::ALL {
+            if w.modes.iter().any(|m| m.stats.bt_traps[r as usize] > 0) {
+                row(&format!("  {}", r.name()), &|m| {
+                    m.stats.bt_traps[r as usize].to_string()
+                });
+            }
+        }
+        row("BT call-outs", &count(Stats::total_bt_callouts));
+        for r in ExitReason::ALL {
+            if w.modes.iter().any(|m| m.stats.bt_callouts[r as usize] > 0) {
+                row(&format!("  {}", r.name()), &|m| {
+                    m.stats.bt_callouts[r as usize].to_string()
+                });
+            }
+        }
+        row("BT system calls", &count(|s| s.bt_syscalls));
+    }
     if w.modes.iter().any(|m| {
         let s = &m.stats;
         s.shadow_unsyncs + s.shadow_resyncs + s.shadow_flood_zaps > 0

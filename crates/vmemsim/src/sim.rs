@@ -5,7 +5,7 @@
 use serde::Serialize;
 use vmemsim_trace::{Access, AccessKind, ProcEvent, Record, RecordSource};
 
-use crate::config::Config;
+use crate::config::{Config, Virtualization};
 use crate::cost::{CostModel, Cycles};
 use crate::guest::GuestOs;
 use crate::host::{HostMemory, Vm};
@@ -138,7 +138,8 @@ impl<M: Mode> Sim<M> {
     pub fn new(mode: M, cfg: &Config) -> Self {
         let mut host = HostMemory::unlimited();
         let vpid = u16::from(M::VIRTUALIZED);
-        let vm = Vm::new(0, vpid, cfg.guest.mem_mib * 256, cfg.guest.pcid, &mut host);
+        let mut vm = Vm::new(0, vpid, cfg.guest.mem_mib * 256, cfg.guest.pcid, &mut host);
+        vm.bt = binary_translator::<M>(cfg);
         Sim {
             guest: GuestOs::new(&cfg.guest),
             machine: Machine::new(mode, vm),
@@ -247,6 +248,46 @@ impl<M: Mode> Sim<M> {
     }
 }
 
+/// The VM's binary translator when `cfg` asks for binary translation and
+/// mode `M` runs a VM (native runs none).
+pub fn binary_translator<M: Mode>(cfg: &Config) -> Option<crate::host::BinaryTranslator> {
+    (M::VIRTUALIZED && cfg.cpu.virtualization == Virtualization::Bt)
+        .then(|| crate::host::BinaryTranslator::new(cfg.cpu.adapt_threshold))
+}
+
+impl ModeKind {
+    /// True when this mode can run with `cfg`'s CPU virtualization: binary
+    /// translation only runs shadow paging (and native, which has no VMM).
+    pub fn runs_with(self, cfg: &Config) -> bool {
+        cfg.cpu.virtualization == Virtualization::Vtx
+            || matches!(self, ModeKind::Native | ModeKind::Shadow)
+    }
+
+    /// Check that this mode can run with `cfg`.
+    ///
+    /// # Errors
+    /// [`SimError::Config`] naming `cpu.virtualization` and why the mode
+    /// needs VT-x.
+    pub fn check(self, cfg: &Config) -> Result<(), SimError> {
+        if self.runs_with(cfg) {
+            return Ok(());
+        }
+        let why = match self {
+            ModeKind::Direct => "a paravirtual (Xen PV) guest kernel is not binary-translated",
+            _ => "nested paging needs hardware virtualization (VT-x / AMD-V)",
+        };
+        Err(SimError::Config(crate::config::ConfigError::Invalid {
+            key: "cpu.virtualization".into(),
+            value: "\"bt\"".into(),
+            why: format!(
+                "mode `{}` cannot run under binary translation: {why}; \
+                 binary translation runs `shadow` (and `native`)",
+                self.name()
+            ),
+        }))
+    }
+}
+
 /// Records decoded per batch.
 pub const BATCH: usize = 1 << 16;
 
@@ -283,6 +324,9 @@ pub fn apply_event<M: Mode>(
     pid: u32,
     e: &ProcEvent,
 ) -> Result<(), SimError> {
+    let vm = &mut m.core.vm;
+    vm.stats.syscalls += 1;
+    vm.stats.bt_syscalls += u64::from(vm.bt.is_some());
     match *e {
         ProcEvent::Fork { child } => {
             guest.fork(m, pid, child)?;
@@ -345,6 +389,7 @@ pub fn run_mode(
     src: &mut dyn RecordSource,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ModeResult, SimError> {
+    kind.check(cfg)?;
     struct Go<'a> {
         cfg: &'a Config,
         src: &'a mut dyn RecordSource,

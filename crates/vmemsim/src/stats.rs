@@ -138,6 +138,18 @@ pub struct Stats {
     pub shadow_resyncs: u64,
     /// Shadow pages zapped by write-flood detection \[KVM\].
     pub shadow_flood_zaps: u64,
+    /// System calls of the trace (fork, exec, exit, mmap, munmap, brk,
+    /// mprotect events), same in every mode.
+    pub syscalls: u64,
+    /// Binary translation: hypervisor interventions that trapped into the
+    /// VMM (faults, and privileged instructions before adaptation), by
+    /// reason as [`ExitReason::ALL`]; they are not VM exits.
+    pub bt_traps: [u64; 7],
+    /// Binary translation: interventions made by call-outs of adapted
+    /// code, by reason as [`ExitReason::ALL`].
+    pub bt_callouts: [u64; 7],
+    /// Binary translation: system calls that paid its extra cost.
+    pub bt_syscalls: u64,
     /// PTE updates validated by the hypervisor in paravirtual batches.
     pub pv_pte_updates: u64,
     /// Guest frames given a host frame.
@@ -178,6 +190,16 @@ impl Stats {
     #[inline]
     pub fn exit(&mut self, r: ExitReason) {
         self.vm_exits[r as usize] += 1;
+    }
+
+    /// Binary translation: trapped interventions of all reasons.
+    pub fn total_bt_traps(&self) -> u64 {
+        self.bt_traps.iter().sum()
+    }
+
+    /// Binary translation: call-outs of all reasons.
+    pub fn total_bt_callouts(&self) -> u64 {
+        self.bt_callouts.iter().sum()
     }
 
     /// Exits of one reason.
@@ -269,6 +291,8 @@ impl Stats {
             shadow_unsyncs,
             shadow_resyncs,
             shadow_flood_zaps,
+            syscalls,
+            bt_syscalls,
             pv_pte_updates,
             host_frames_backed,
             processes,
@@ -282,7 +306,9 @@ impl Stats {
             psc_hits,
             ept_psc_hits,
             walks_by_switch,
-            vm_exits
+            vm_exits,
+            bt_traps,
+            bt_callouts
         );
     }
 }

@@ -354,6 +354,10 @@ impl HostConfig {
                 }
                 e => e,
             })?;
+            if !mode.runs_with(&cfg) {
+                let e = mode.check(&cfg).expect_err("mode does not run");
+                return Err(invalid(key("mode"), &v.mode, e.to_string()));
+            }
             let input = match (&v.workload, &v.trace) {
                 (Some(w), None) => {
                     let kind = WorkloadKind::parse(w)

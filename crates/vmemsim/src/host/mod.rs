@@ -6,10 +6,12 @@
 //! a mode's own per-VM state (shadow pages, PV machine tables) lives in the
 //! mode, next to its [`Vm`] in a [`crate::hv::Machine`].
 
+pub mod bt;
 pub mod config;
 pub mod memory;
 pub mod snapshot_vm;
 pub mod vm;
 
+pub use bt::BinaryTranslator;
 pub use memory::{HostMemory, VmId, HV_FRAME_BASE};
 pub use vm::Vm;

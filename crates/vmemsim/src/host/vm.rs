@@ -52,6 +52,9 @@ pub struct Vm {
     /// Double paging: frames the host read back from its swap because the
     /// guest was writing them to the guest's swap (each also a swap-in).
     pub double_pagings: u64,
+    /// Binary translation of the guest kernel (`cpu.virtualization =
+    /// "bt"`); `None`: VT-x, every intervention a VM exit.
+    pub bt: Option<super::BinaryTranslator>,
     p2m: Vec<u64>,
     /// Backed gPFNs (for random victim selection), kept once
     /// [`Vm::track_resident`] was called; `res_pos[g]` = index + 1.
@@ -80,6 +83,7 @@ impl Vm {
             host_swap_ins: 0,
             swapped_frames: 0,
             double_pagings: 0,
+            bt: None,
             resident: Vec::new(),
             res_pos: Vec::new(),
             p2m: vec![NONE; guest_frames as usize],

@@ -423,6 +423,9 @@ impl HostSim {
                 vm.hosted = true;
                 vm.track_resident();
                 vm.flush_on_exit = !cfg.host.vpid;
+                vm.bt = (spec.mode != ModeKind::Native
+                    && spec.cfg.cpu.virtualization == crate::config::Virtualization::Bt)
+                    .then(|| crate::host::BinaryTranslator::new(spec.cfg.cpu.adapt_threshold));
                 spec.mode.with_mode(&spec.cfg, Build { spec, vm, src })
             })
             .collect::<Vec<_>>();

@@ -68,9 +68,17 @@ impl Core<'_> {
     }
 
     /// Count one VM exit. Without VPIDs the exit and the entry that
-    /// follows flush the pCPU's TLBs and PSCs [SDM 29.4.3.1].
+    /// follows flush the pCPU's TLBs and PSCs [SDM 29.4.3.1]. Under binary
+    /// translation the intervention is a trap or a call-out instead
+    /// ([`crate::host::BinaryTranslator`]).
     #[inline]
     pub fn exit(&mut self, r: ExitReason) {
+        if let Some(bt) = &mut self.vm.bt {
+            // Binary translation: a trap into the VMM or a call-out, no
+            // world switch (and so no flush).
+            bt.intervene(&mut self.vm.stats, r);
+            return;
+        }
         self.vm.stats.exit(r);
         if self.vm.flush_on_exit {
             self.vm.exit_flushes += 1;
