@@ -54,7 +54,11 @@ pub fn run(
         outputs.check_file(json, "--json")?;
     }
     if let Some(dir) = svg {
-        outputs.check_dir(dir, &[CHART.to_string()], "--svg")?;
+        let mut charts = vec![CHART.to_string()];
+        if cfg.esx.section.enabled {
+            charts.push(crate::esx_chart::CHART.to_string());
+        }
+        outputs.check_dir(dir, &charts, "--svg")?;
     }
     let mut tasks: Vec<Task<'_, Out>> = Vec::new();
     let cfg_ref = &cfg;
@@ -99,12 +103,22 @@ pub fn run(
         let path = dir.join(CHART);
         memory_chart(&report, &path).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("SVG chart written to {}", path.display());
+        if report.esx.is_some() {
+            let path = dir.join(crate::esx_chart::CHART);
+            crate::esx_chart::write(&report, &path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("SVG chart written to {}", path.display());
+        }
     }
     let source = config.map_or_else(
         || "the built-in host (`vmemsim host --config FILE` runs yours)".to_string(),
         |p| p.display().to_string(),
     );
-    Ok(format!("{}config: {source}\n", report.to_table()))
+    let esx = report.esx.as_ref().map_or_else(String::new, |e| {
+        let names: Vec<&str> = report.vms.iter().map(|v| v.name.as_str()).collect();
+        e.to_table(&names)
+    });
+    Ok(format!("{}{esx}config: {source}\n", report.to_table()))
 }
 
 /// Colours of the VMs' areas, cycled.

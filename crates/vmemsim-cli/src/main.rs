@@ -13,6 +13,7 @@ use vmemsim::{run_mode, Config, ModeKind};
 use vmemsim_trace::{Format, RecordSource};
 
 mod chart;
+mod esx_chart;
 mod host_cmd;
 mod jobs;
 mod measure_flags;

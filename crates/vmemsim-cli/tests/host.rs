@@ -125,3 +125,65 @@ fn bad_host_configs_exit_2_naming_the_key() {
         );
     }
 }
+
+/// `[esx]` on a host too small for its VMs (one a real recording): the
+/// manager's table after the host's, its chart, its JSON, the same report
+/// whatever -j, and a bad key refused naming it.
+#[test]
+fn esx_host_prints_the_manager_table_chart_and_json() {
+    let text = small_host()
+        .replace(
+            "mem_mib = 192",
+            "mem_mib = 24\nswap_mib = 512\nreserve_mib = 1",
+        )
+        .replace("mode = \"direct\"", "mode = \"shadow\"")
+        .replace("footprint_mib = 4", "footprint_mib = 24")
+        + "[esx]\ntime_scale = 1e-6\nhigh_pct = 30\nsoft_pct = 20\nhard_pct = 5\nlow_pct = 2\n";
+    let cfg = write_cfg("esx.toml", &text);
+    let svg = tmp("esx-svg");
+    let json = |j: &str, name: &str| {
+        let p = tmp(name);
+        let o = vmemsim(&[
+            "host",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--no-alone",
+            "--force",
+            "-j",
+            j,
+            "--json",
+            p.to_str().unwrap(),
+            "--svg",
+            svg.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            String::from_utf8(o.stdout).unwrap(),
+            std::fs::read_to_string(p).unwrap(),
+        )
+    };
+    let (table, j1) = json("1", "esx1.json");
+    for want in [
+        "ESX memory manager: idle tax 0.75",
+        "target MiB",
+        "states: high",
+    ] {
+        assert!(table.contains(want), "{want}: {table}");
+    }
+    let (_, j2) = json("2", "esx2.json");
+    assert_eq!(j1, j2, "same report whatever -j");
+    let j: serde_json::Value = serde_json::from_str(&j1).unwrap();
+    let e = &j["host"]["esx"];
+    assert!(!e["series"].as_array().unwrap().is_empty());
+    assert_eq!(e["counters"].as_array().unwrap().len(), 2);
+    assert!(j["config"].as_str().unwrap().contains("[esx]"));
+    let chart = std::fs::read_to_string(svg.join("esx-memory.svg")).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("real allocation"));
+    let bad = write_cfg(
+        "bad-esx.toml",
+        &text.replace("time_scale = 1e-6", "idle_tax = 1.5"),
+    );
+    let o = vmemsim(&["host", "--config", bad.to_str().unwrap(), "--no-alone"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("esx.idle_tax"));
+}

@@ -3,53 +3,45 @@
 //! from the guest kernel's own allocator, pinning them, so the guest frees
 //! memory with its own policy (its free frames first, then its reclaim) and
 //! the host may free their backing frames; deflating gives them back to the
-//! guest allocator. The driver never touches the frames it holds.
+//! guest allocator. The driver never touches the frames it holds. A guest
+//! out of free frames takes balloon frames back (deflate on OOM).
 
 use super::GuestOs;
 
-/// The pages one guest's balloon holds.
+/// The balloon driver of one guest (the frames it holds are the guest
+/// kernel's: [`GuestOs::balloon_size`]).
 #[derive(Clone, Debug, Default)]
 pub struct Balloon {
-    pages: Vec<u64>,
+    new: Vec<u64>,
     /// Pages inflated so far (all time).
     pub inflated: u64,
-    /// Pages deflated so far (all time).
+    /// Pages deflated so far (all time; not those the guest took back on
+    /// running out of memory, [`GuestOs::balloon_oom_deflates`]).
     pub deflated: u64,
 }
 
 impl Balloon {
-    /// Pages held now.
-    pub fn size(&self) -> u64 {
-        self.pages.len() as u64
-    }
-
-    /// True when `gpfn` is in the balloon (linear scan: tests only).
-    pub fn holds(&self, gpfn: u64) -> bool {
-        self.pages.contains(&gpfn)
-    }
-
     /// Allocate up to `n` pages from `guest`'s allocator into the balloon
-    /// (fewer when the guest has no free frame left). Returns the new
+    /// (fewer when the guest is down to its watermark). Returns the new
     /// pages, whose host backing the caller frees.
     pub fn inflate(&mut self, guest: &mut GuestOs, n: u64) -> &[u64] {
-        let start = self.pages.len();
+        self.new.clear();
         for _ in 0..n {
             let Some(f) = guest.balloon_alloc() else {
                 break;
             };
-            self.pages.push(f);
+            self.new.push(f);
         }
-        self.inflated += (self.pages.len() - start) as u64;
-        &self.pages[start..]
+        self.inflated += self.new.len() as u64;
+        &self.new
     }
 
     /// Return up to `n` pages to `guest`'s allocator (the last inflated
     /// first). Returns how many.
     pub fn deflate(&mut self, guest: &mut GuestOs, n: u64) -> u64 {
-        let k = n.min(self.size());
-        for _ in 0..k {
-            let f = self.pages.pop().expect("k <= size");
-            guest.balloon_free(f);
+        let mut k = 0;
+        while k < n && guest.balloon_free().is_some() {
+            k += 1;
         }
         self.deflated += k;
         k
@@ -76,13 +68,19 @@ mod tests {
         assert_eq!(got.len(), 100);
         // The allocator splits the top chunk (gPFN 512) in order.
         assert_eq!((got[0], got[99]), (512, 611));
-        assert_eq!((g.free_frames(), b.size()), (1436, 100));
+        assert_eq!((g.free_frames(), g.balloon_size()), (1436, 100));
         // More than is free: down to the watermark, no more.
         assert_eq!(b.inflate(&mut g, 5000).len(), 1416);
-        assert_eq!((g.free_frames(), b.size(), b.inflated), (20, 1516, 1516));
+        assert_eq!(
+            (g.free_frames(), g.balloon_size(), b.inflated),
+            (20, 1516, 1516)
+        );
         assert_eq!(b.deflate(&mut g, 16), 16);
-        assert_eq!((g.free_frames(), b.size()), (36, 1500));
+        assert_eq!((g.free_frames(), g.balloon_size()), (36, 1500));
         assert_eq!(b.deflate(&mut g, 5000), 1500);
-        assert_eq!((g.free_frames(), b.size(), b.deflated), (1536, 0, 1516));
+        assert_eq!(
+            (g.free_frames(), g.balloon_size(), b.deflated),
+            (1536, 0, 1516)
+        );
     }
 }

@@ -45,6 +45,10 @@ pub struct GuestOs {
     free_pcids: Vec<u16>,
     pub(super) current: Option<u32>,
     pub(super) cfg: GuestConfig,
+    /// Frames the balloon driver holds ([`super::balloon`]).
+    balloon: Vec<u64>,
+    /// Balloon frames given back to the guest because it ran out of memory.
+    pub balloon_oom_deflates: u64,
     /// What each frame holds, when tracked (a host with page sharing).
     pub(super) contents: Option<Contents>,
     /// Reclaim and swap (`None` without a guest swap device).
@@ -142,6 +146,8 @@ impl GuestOs {
             free_pcids: (1..4096u16).rev().collect(),
             current: None,
             cfg: cfg.clone(),
+            balloon: Vec::new(),
+            balloon_oom_deflates: 0,
             contents: None,
             reclaim: Reclaim::new(cfg),
             name: "the guest".into(),
@@ -266,7 +272,9 @@ impl GuestOs {
         if self.frames.free_frames() <= self.balloon_watermark() {
             return None;
         }
-        self.frames.alloc_4k()
+        let f = self.frames.alloc_4k()?;
+        self.balloon.push(f);
+        Some(f)
     }
 
     /// Free frames the balloon leaves the guest: 1% of its memory
@@ -275,9 +283,27 @@ impl GuestOs {
         self.frame_count() / 100
     }
 
-    /// A balloon frame returns to the guest's allocator.
-    pub fn balloon_free(&mut self, gpfn: u64) {
-        self.frames.put(gpfn, 1);
+    /// The balloon frame inflated last returns to the guest's allocator;
+    /// `None` when the balloon is empty.
+    pub fn balloon_free(&mut self) -> Option<u64> {
+        let f = self.balloon.pop()?;
+        self.frames.put(f, 1);
+        Some(f)
+    }
+
+    /// Frames in the balloon.
+    pub fn balloon_size(&self) -> u64 {
+        self.balloon.len() as u64
+    }
+
+    /// When no frame is free (after reclaim): one taken back from the
+    /// balloon (deflate on OOM, as Linux's virtio-balloon
+    /// `VIRTIO_BALLOON_F_DEFLATE_ON_OOM`: the driver gives pages back
+    /// rather than let the guest fail).
+    pub(super) fn deflate_on_oom(&mut self) -> Option<u64> {
+        let f = self.balloon.pop()?;
+        self.balloon_oom_deflates += 1;
+        Some(f)
     }
 
     fn alloc_frame<P: Platform>(&mut self, plat: &mut P) -> Result<u64, SimError> {

@@ -90,7 +90,10 @@ impl GuestOs {
         {
             self.reclaim(plat);
         }
-        self.frames.alloc_4k().ok_or_else(|| self.out_of_memory())
+        self.frames
+            .alloc_4k()
+            .or_else(|| self.deflate_on_oom())
+            .ok_or_else(|| self.out_of_memory())
     }
 
     /// The guest's out-of-memory error.

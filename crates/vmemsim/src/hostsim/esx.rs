@@ -155,7 +155,8 @@ impl HostSim {
         if self.esx.is_none() || self.vms[v].balloon_size() == target {
             return;
         }
-        let (inflated, deflated, freed) = self.vms[v].balloon_to(&mut self.host, target);
+        let (inflated, deflated, freed) =
+            self.vms[v].balloon_to(&mut self.pcpus[p].hw, &mut self.host, target);
         if freed > 0 {
             self.flush_vm(v);
         }
@@ -218,5 +219,66 @@ impl HostSim {
         shares::victim(&claims, tau, |v| {
             self.swappable[v] && !self.vms[v].vm().resident().is_empty()
         })
+    }
+}
+
+impl EsxHostReport {
+    /// The manager's summary, one row per VM (`names` in `[[vm]]` order),
+    /// then the time in each state and the transitions.
+    pub fn to_table(&self, names: &[&str]) -> String {
+        use std::fmt::Write;
+        let m = &self.manager;
+        let mib = |f: u64| f as f64 / 256.0;
+        let mut out = format!(
+            "ESX memory manager: idle tax {}, reclaim {:?}\n{:<10} {:>7} {:>7} {:>8} {:>9} {:>10} {:>6} {:>11} {:>10} {:>9} {:>10} {:>8} {:>8}\n",
+            m.idle_tax,
+            m.reclaim,
+            "vm",
+            "min MiB",
+            "max MiB",
+            "shares",
+            "alloc MiB",
+            "target MiB",
+            "f",
+            "balloon MiB",
+            "freed MiB",
+            "swap-outs",
+            "sampled",
+            "touched",
+            "blocked",
+        );
+        let last = m.series.last();
+        for (v, name) in names.iter().enumerate() {
+            let p = last.map(|p| &p.vms[v]);
+            let c = &m.counters[v];
+            let _ = writeln!(
+                out,
+                "{:<10} {:>7.1} {:>7.1} {:>8.0} {:>9.1} {:>10.1} {:>6.2} {:>11.1} {:>10.1} {:>9} {:>10} {:>8} {:>8}",
+                name,
+                mib(m.min[v]),
+                mib(m.max[v]),
+                m.shares[v],
+                p.map_or(0.0, |p| mib(p.alloc)),
+                p.map_or(0.0, |p| mib(p.target)),
+                p.map_or(1.0, |p| p.active),
+                p.map_or(0.0, |p| mib(p.balloon)),
+                mib(self.vms[v].balloon_frames_freed),
+                c.target_swap_outs,
+                c.sampled_frames,
+                c.touched_frames,
+                c.blocked_polls,
+            );
+        }
+        let s = m.seconds_in;
+        let _ = writeln!(
+            out,
+            "states: high {:.4} s, soft {:.4} s, hard {:.4} s, low {:.4} s; {} transitions",
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            m.transitions.len()
+        );
+        out
     }
 }

@@ -117,9 +117,10 @@ trait VmDyn {
     fn mapped(&self, host: &HostMemory, gpfn: u64) -> bool;
     /// Pages in the guest's balloon.
     fn balloon_size(&self) -> u64;
-    /// Move the balloon to `target` pages: (inflated, deflated, host
-    /// frames freed). The caller flushes.
-    fn balloon_to(&mut self, host: &mut HostMemory, target: u64) -> (u64, u64, u64);
+    /// Move the balloon to `target` pages, the guest reclaiming with its
+    /// own policy when it lacks free frames (running on `hw`): (inflated,
+    /// deflated, host frames freed). The caller flushes.
+    fn balloon_to(&mut self, hw: &mut Hw, host: &mut HostMemory, target: u64) -> (u64, u64, u64);
 }
 
 /// A VM of mode `M`: its guest, machine and input.
@@ -265,12 +266,19 @@ impl<M: Mode> VmDyn for VmRun<M> {
         })
     }
     fn balloon_size(&self) -> u64 {
-        self.balloon.size()
+        self.guest.balloon_size()
     }
-    fn balloon_to(&mut self, host: &mut HostMemory, target: u64) -> (u64, u64, u64) {
-        let b = self.balloon.size();
+    fn balloon_to(&mut self, hw: &mut Hw, host: &mut HostMemory, target: u64) -> (u64, u64, u64) {
+        let b = self.guest.balloon_size();
         if target <= b {
             return (0, self.balloon.deflate(&mut self.guest, b - target), 0);
+        }
+        // The balloon's allocations put the guest under pressure: it
+        // reclaims (swaps) with its own policy [ESX 3.2]; a no-op for a
+        // guest without swap.
+        if self.guest.free_frames() <= self.guest.balloon_watermark() + (target - b) {
+            let mut m = self.machine.on(hw, host);
+            self.guest.reclaim(&mut m);
         }
         let pages = self.balloon.inflate(&mut self.guest, target - b).to_vec();
         let mut freed = 0;
