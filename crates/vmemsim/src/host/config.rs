@@ -13,8 +13,9 @@ use crate::esx::{EsxConfig, EsxSection};
 use crate::workload::{WorkloadKind, WorkloadSpec};
 use crate::ModeKind;
 
-/// Most VMs on one host: TLB tags hold a 4-bit VPID (VPID 0 is the host's).
-pub const MAX_VMS: usize = 15;
+/// Most VMs on one host: one per non-zero 16-bit VPID (VPID 0 is the
+/// host's [SDM 29.1]); TLB and PSC tags hold the full VPID.
+pub const MAX_VMS: usize = u16::MAX as usize;
 
 /// The `[host]` section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -317,7 +318,7 @@ impl HostConfig {
             return Err(invalid(
                 "vm",
                 format!("{} tables", vm_sections.len()),
-                format!("at most {MAX_VMS} VMs (TLB tags hold a 4-bit VPID)"),
+                format!("at most {MAX_VMS} VMs (one per 16-bit VPID)"),
             ));
         }
         let mut vms = Vec::with_capacity(vm_sections.len());

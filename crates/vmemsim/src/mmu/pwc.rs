@@ -4,7 +4,7 @@
 //! (tagged by VPID) \[B08\].
 
 use super::cache::SetAssoc;
-use super::tlb::Asid;
+use super::tlb::{Asid, ASID_BITS};
 use crate::config::Geometry;
 
 /// PML4E, PDPTE and PDE caches of one table dimension.
@@ -14,9 +14,13 @@ pub struct Pwc {
     caches: [SetAssoc<u64>; 3],
 }
 
+/// Where a PSC key keeps its [`Asid`]: above the 36 bits of the longest
+/// prefix (a PDE prefix of a 57-bit gVA has 36 bits).
+const KEY_ASID_SHIFT: u32 = 64 - ASID_BITS;
+
 #[inline]
 fn key(prefix: u64, asid: Asid) -> u64 {
-    prefix | (u64::from(asid.0) << 44)
+    prefix | (u64::from(asid.0) << KEY_ASID_SHIFT)
 }
 
 impl Pwc {
@@ -76,14 +80,14 @@ impl Pwc {
     /// current PCID [SDM 4.10.4.1]; so does a flushing CR3 write).
     pub fn flush_asid(&mut self, asid: Asid) {
         for c in &mut self.caches {
-            c.retain(|k| (k >> 44) as u16 != asid.0);
+            c.retain(|k| (k >> KEY_ASID_SHIFT) as u32 != asid.0);
         }
     }
 
     /// Drop every entry of one VPID, whatever its PCID.
     pub fn flush_vpid(&mut self, vpid: u16) {
         for c in &mut self.caches {
-            c.retain(|k| (k >> 44) as u16 >> 12 != vpid);
+            c.retain(|k| (k >> KEY_ASID_SHIFT) as u32 >> 12 != u32::from(vpid));
         }
     }
 

@@ -5,23 +5,27 @@ use super::cache::SetAssoc;
 use crate::addr::{PageSize, FRAMES_PER_HUGE, HUGE_SHIFT, PAGE_SHIFT};
 use crate::config::TlbConfig;
 
-/// Address-space id that tags TLB and PWC entries: `vpid << 12 | pcid`.
-/// Native execution uses VPID 0; a VM's vCPU uses its VPID (1 for the
-/// first VM). PCID is the guest's 12-bit process-context id.
+/// Address-space id that tags TLB and PWC entries: `vpid << 12 | pcid`,
+/// 28 bits. Native execution uses VPID 0; a VM's vCPU uses its VPID (1 for
+/// the first VM). The VPID is the full 16-bit field of the VMCS [SDM
+/// 29.1]; PCID is the guest's 12-bit process-context id [SDM 4.10.1].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct Asid(pub u16);
+pub struct Asid(pub u32);
+
+/// Bits of an [`Asid`]: 16 of VPID, 12 of PCID.
+pub const ASID_BITS: u32 = 28;
 
 impl Asid {
-    /// Combine a VPID (0..16) and a PCID (0..4096).
+    /// Combine a VPID (any 16-bit value) and a PCID (0..4096).
     #[inline]
     pub fn new(vpid: u16, pcid: u16) -> Self {
-        debug_assert!(vpid < 16 && pcid < 4096);
-        Asid((vpid << 12) | pcid)
+        debug_assert!(pcid < 4096, "PCID {pcid} beyond 12 bits");
+        Asid((u32::from(vpid) << 12) | u32::from(pcid & 0xfff))
     }
     /// The VPID part.
     #[inline]
     pub fn vpid(self) -> u16 {
-        self.0 >> 12
+        (self.0 >> 12) as u16
     }
 }
 
@@ -101,17 +105,23 @@ pub struct Tlbs {
     /// The last lookup missed without finding its page at all (not even an
     /// entry lacking a right): `(asid, 4 KiB page number, fetch)`. The fill
     /// after the walk then needs no scan; any other change forgets it.
-    clean_miss: Option<(u16, u64, bool)>,
+    clean_miss: Option<(u32, u64, bool)>,
 }
+
+/// Where a TLB key keeps its [`Asid`]: above the 36 bits of page number
+/// and size (a 4 KiB page number of a 4-level gVA below 2^47 has 35 bits,
+/// and bit 35 marks a 2 MiB entry, whose page number has 26).
+const KEY_ASID_SHIFT: u32 = 64 - ASID_BITS;
 
 #[inline]
 fn key(vpn: u64, huge: bool, asid: Asid) -> u64 {
-    vpn | (u64::from(huge) << 40) | (u64::from(asid.0) << 44)
+    debug_assert!(vpn < 1 << 35, "page number {vpn:#x} beyond a 4-level gVA");
+    vpn | (u64::from(huge) << 35) | (u64::from(asid.0) << KEY_ASID_SHIFT)
 }
 
 #[inline]
-fn asid_of(key: u64) -> u16 {
-    (key >> 44) as u16
+fn asid_of(key: u64) -> u32 {
+    (key >> KEY_ASID_SHIFT) as u32
 }
 
 /// Result of a hit: the 4 KiB frames of the accessed page.
@@ -239,7 +249,7 @@ impl Tlbs {
 
     /// Drop every entry of one VPID (INVVPID single context).
     pub fn flush_vpid(&mut self, vpid: u16) {
-        self.retain(|k| asid_of(k) >> 12 != vpid);
+        self.retain(|k| asid_of(k) >> 12 != u32::from(vpid));
     }
 
     /// Drop everything.
@@ -311,6 +321,42 @@ mod tests {
         assert_eq!(t.lookup(a, 0x5000, false, false).0, TlbLevel::L1);
         t.flush_asid(a);
         assert_eq!(t.lookup(a, 0x5000, false, false).0, TlbLevel::Miss);
+    }
+
+    #[test]
+    fn vpid_tag_holds_all_16_bits() {
+        // VPIDs 0x0001 and 0x1001 (and 0x8001) agree in their low 12 bits:
+        // a tag narrower than 16 bits would alias them.
+        let mut t = Tlbs::new(&TlbConfig::default());
+        let vpids = [0x0001u16, 0x1001, 0x8001, 0xffff];
+        for (i, &v) in vpids.iter().enumerate() {
+            let a = Asid::new(v, 0xfff);
+            assert_eq!(a.vpid(), v);
+            t.insert(
+                a,
+                0x7fff_ffff_f000,
+                PageSize::Size4K,
+                false,
+                entry(i as u64),
+            );
+        }
+        for (i, &v) in vpids.iter().enumerate() {
+            let a = Asid::new(v, 0xfff);
+            let (lvl, hit) = t.lookup(a, 0x7fff_ffff_f000, false, false);
+            assert_eq!(
+                (lvl, hit.unwrap().gpfn),
+                (TlbLevel::L1, i as u64),
+                "VPID {v:#x}"
+            );
+        }
+        t.flush_vpid(0x1001);
+        let miss = |t: &mut Tlbs, v| {
+            t.lookup(Asid::new(v, 0xfff), 0x7fff_ffff_f000, false, false)
+                .0
+        };
+        assert_eq!(miss(&mut t, 0x1001), TlbLevel::Miss);
+        assert_eq!(miss(&mut t, 0x0001), TlbLevel::L1);
+        assert_eq!(miss(&mut t, 0xffff), TlbLevel::L1);
     }
 
     #[test]

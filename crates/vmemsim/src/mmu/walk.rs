@@ -30,8 +30,10 @@ pub struct WalkRef {
     pub cache_hit: bool,
 }
 
-/// Most references one walk can make: 24 for 4-level over 4-level.
-pub const MAX_REFS: usize = 32;
+/// Most references one walk can make: n*m + n + m for n guest levels
+/// over m EPT levels, 35 for 5-level over 5-level \[B08\] (an agile walk
+/// makes at most as many as the 2-D walk it shortens).
+pub const MAX_REFS: usize = 35;
 
 /// The references of one walk, in order. Fixed capacity: no allocation.
 /// Keeps per-dimension and line-cache-hit tallies as references are pushed,

@@ -79,8 +79,8 @@ impl Hw {
     /// PSCs) and the combined mappings derived from them (that VPID's TLB
     /// and PSC entries) go [SDM 29.4.3.3].
     pub fn invept_single(&mut self, ept_tag: u16, vpid: u16) {
-        let tag = Asid::new(ept_tag, 0).0;
-        self.ntlb.retain(|k| (k >> 44) as u16 != tag);
+        self.ntlb
+            .retain(|k| (k >> NTLB_TAG_SHIFT) as u16 != ept_tag);
         self.ept_pwc.flush_vpid(ept_tag);
         self.invvpid_single(vpid);
     }
@@ -106,7 +106,7 @@ pub struct EptRef<'a, E> {
     pub tables: &'a E,
     /// hPFN of the EPT PML4.
     pub root: u64,
-    /// Tag of this EPT's nested-TLB and EPT-PSC entries (below 16).
+    /// Tag of this EPT's nested-TLB and EPT-PSC entries (16 bits).
     pub tag: u16,
 }
 
@@ -434,7 +434,8 @@ pub fn nested_translate<E: TableMem>(
     need: u64,
 ) -> Result<(u64, u64), WalkFault> {
     let tag = Asid::new(ept.tag, 0);
-    let key = gpfn | (u64::from(tag.0) << 44);
+    debug_assert!(gpfn < 1 << 40, "gPFN {gpfn:#x} beyond 52-bit gPAs");
+    let key = gpfn | (u64::from(ept.tag) << NTLB_TAG_SHIFT);
     let cached = hw.ntlb.lookup(gpfn, key);
     if let Some(v) = cached {
         let rights = v >> NTLB_RIGHTS_SHIFT;
@@ -474,6 +475,10 @@ pub fn nested_translate<E: TableMem>(
 
 /// Where a nested-TLB entry keeps its EPT rights (above any hPFN).
 const NTLB_RIGHTS_SHIFT: u32 = 61;
+
+/// Where a nested-TLB key keeps the EPT tag (16 bits, above a 40-bit gPFN
+/// and its size bits).
+const NTLB_TAG_SHIFT: u32 = 44;
 
 enum Check {
     NotPresent,
