@@ -104,7 +104,7 @@ impl Gpa {
     }
 }
 
-/// Index (0..512) of `addr` into a 4-level radix table at `level` (1..=4).
+/// Index (0..512) of `addr` into a radix table at `level` (1..=5).
 #[inline]
 pub fn pt_index(addr: u64, level: u8) -> usize {
     ((addr >> (PAGE_SHIFT + 9 * (level as u32 - 1))) & 511) as usize

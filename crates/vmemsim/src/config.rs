@@ -69,6 +69,8 @@ pub struct Config {
     pub measure: MeasureConfig,
     /// The simulated CPU (clock rate).
     pub cpu: CpuConfig,
+    /// How the host maps guest memory: EPT levels (and, later, host page size).
+    pub host: HostPagingConfig,
 }
 
 /// The simulated CPU. One definition for every command: `run`, `compare`
@@ -133,6 +135,23 @@ impl CpuConfig {
     }
 }
 
+/// The host side of translation: how the EPT/NPT that maps guest-physical
+/// memory is built. `vmemsim host` reads the same keys from its `[host]`
+/// section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostPagingConfig {
+    /// Levels of the EPT: 4, or 5 for a 57-bit guest-physical space (the
+    /// EPTP's page-walk length, 5-level EPT [SDM 29.3.2]). Default 4.
+    pub ept_levels: u8,
+}
+
+impl Default for HostPagingConfig {
+    fn default() -> Self {
+        HostPagingConfig { ept_levels: 4 }
+    }
+}
+
 /// Guest OS model settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -164,6 +183,10 @@ pub struct GuestConfig {
     /// Reclaim stops when this many pages are free. 0 (default): Linux's
     /// high watermark, min + min/2: 384 pages for 64 MiB, 4344 for 8 GiB.
     pub watermark_high_pages: u64,
+    /// Paging levels of the guest's tables: 4 (48-bit gVAs, user space
+    /// below 2^47) or 5 (LA57: 57-bit gVAs, user space below 2^56, as
+    /// Linux's `TASK_SIZE` with 5-level paging) [SDM 4.5]. Default 4.
+    pub levels: u8,
 }
 
 impl Default for GuestConfig {
@@ -177,6 +200,7 @@ impl Default for GuestConfig {
             swap_latency_us: 100.0,
             watermark_low_pages: 0,
             watermark_high_pages: 0,
+            levels: 4,
         }
     }
 }
@@ -291,6 +315,9 @@ pub struct WalkCacheConfig {
     pub pdpte: Geometry,
     /// PDE cache (gVA bits 47:21). Default 32 entries, 4-way (UNVERIFIED).
     pub pde: Geometry,
+    /// PML5E cache (gVA bits 56:48), used by 5-level walks only. Default
+    /// 2 entries, fully associative, as the PML4E cache (UNVERIFIED).
+    pub pml5e: Geometry,
     /// Nested TLB, gPFN -> hPFN, used by 2-D walks. Default 64 entries, 4-way (UNVERIFIED).
     pub nested_tlb: Geometry,
     /// EPT PML4E cache (gPA bits 47:39). Default 2, fully associative (UNVERIFIED).
@@ -299,6 +326,9 @@ pub struct WalkCacheConfig {
     pub ept_pdpte: Geometry,
     /// EPT PDE cache (gPA bits 47:21). Default 32, 4-way (UNVERIFIED).
     pub ept_pde: Geometry,
+    /// EPT PML5E cache (gPA bits 56:48), used with 5-level EPTs only.
+    /// Default 2, fully associative (UNVERIFIED).
+    pub ept_pml5e: Geometry,
 }
 
 impl WalkCacheConfig {
@@ -309,10 +339,12 @@ impl WalkCacheConfig {
             pml4e: off,
             pdpte: off,
             pde: off,
+            pml5e: off,
             nested_tlb: off,
             ept_pml4e: off,
             ept_pdpte: off,
             ept_pde: off,
+            ept_pml5e: off,
         }
     }
 }
@@ -323,10 +355,12 @@ impl Default for WalkCacheConfig {
             pml4e: Geometry::new(2, 2),
             pdpte: Geometry::new(4, 4),
             pde: Geometry::new(32, 4),
+            pml5e: Geometry::new(2, 2),
             nested_tlb: Geometry::new(64, 4),
             ept_pml4e: Geometry::new(2, 2),
             ept_pdpte: Geometry::new(4, 4),
             ept_pde: Geometry::new(32, 4),
+            ept_pml5e: Geometry::new(2, 2),
         }
     }
 }
@@ -681,6 +715,8 @@ impl Config {
             ("walk_caches.ept_pml4e", w.ept_pml4e),
             ("walk_caches.ept_pdpte", w.ept_pdpte),
             ("walk_caches.ept_pde", w.ept_pde),
+            ("walk_caches.pml5e", w.pml5e),
+            ("walk_caches.ept_pml5e", w.ept_pml5e),
         ] {
             g.validate(k)?;
         }
@@ -704,6 +740,14 @@ impl Config {
         let mem = self.guest.mem_mib;
         if !(64..=1 << 20).contains(&mem) {
             return Err(invalid("guest.mem_mib", mem, "between 64 MiB and 1 TiB"));
+        }
+        for (key, v) in [
+            ("guest.levels", self.guest.levels),
+            ("host.ept_levels", self.host.ept_levels),
+        ] {
+            if !(4..=5).contains(&v) {
+                return Err(invalid(key, v, "4 or 5 (paging levels)"));
+            }
         }
         self.validate_costs()?;
         if self.sched.quantum_instructions == 0 {
@@ -969,6 +1013,24 @@ mod tests {
                 "[guest]\nswap_latency_us = -1.0\n",
                 "config key `guest.swap_latency_us` = -1.0: from 0 to 400000 us \
                  (1000000000 cycles at cpu.ghz)",
+            ),
+        ] {
+            assert_eq!(Config::from_toml(toml, "x").unwrap_err().to_string(), want);
+        }
+    }
+
+    #[test]
+    fn paging_levels_are_4_or_5() {
+        let c = Config::from_toml("[guest]\nlevels = 5\n[host]\nept_levels = 5\n", "x").unwrap();
+        assert_eq!((c.guest.levels, c.host.ept_levels), (5, 5));
+        for (toml, want) in [
+            (
+                "[guest]\nlevels = 3\n",
+                "config key `guest.levels` = 3: 4 or 5 (paging levels)",
+            ),
+            (
+                "[host]\nept_levels = 6\n",
+                "config key `host.ept_levels` = 6: 4 or 5 (paging levels)",
             ),
         ] {
             assert_eq!(Config::from_toml(toml, "x").unwrap_err().to_string(), want);

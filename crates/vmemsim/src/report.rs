@@ -111,12 +111,20 @@ impl Lookups {
     }
 }
 
-/// Lookups of the three paging-structure caches of one table dimension.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Lookups of the paging-structure caches of one table dimension.
 /// A lookup uses the deepest cache that hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct PscLookups {
     /// Lookups.
     pub accesses: u64,
+    /// The PML5E cache gave the deepest hit (5-level tables only; left out
+    /// of the JSON while 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pml5e_hits: u64,
     /// The PML4E cache gave the deepest hit (ChampSim's PSCL4).
     pub pml4e_hits: u64,
     /// The PDPTE cache did (PSCL3).
@@ -128,10 +136,11 @@ pub struct PscLookups {
 }
 
 impl PscLookups {
-    fn of(hits: [u64; 3], misses: u64) -> Self {
+    fn of(hits: [u64; 3], pml5e_hits: u64, misses: u64) -> Self {
         let [pde_hits, pdpte_hits, pml4e_hits] = hits;
         PscLookups {
-            accesses: hits.iter().sum::<u64>() + misses,
+            accesses: hits.iter().sum::<u64>() + pml5e_hits + misses,
+            pml5e_hits,
             pml4e_hits,
             pdpte_hits,
             pde_hits,
@@ -210,8 +219,8 @@ pub fn mode_row<'a>(
         dtlb: Lookups::of(s.dtlb_accesses(), s.dtlb_misses()),
         itlb: Lookups::of(s.itlb_accesses(), s.itlb_misses),
         stlb: Lookups::of(s.l1_tlb_misses, s.tlb_misses),
-        psc: PscLookups::of(s.psc_hits, s.psc_misses),
-        ept_psc: PscLookups::of(s.ept_psc_hits, s.ept_psc_misses),
+        psc: PscLookups::of(s.psc_hits, s.psc_pml5e_hits, s.psc_misses),
+        ept_psc: PscLookups::of(s.ept_psc_hits, s.ept_psc_pml5e_hits, s.ept_psc_misses),
         nested_tlb: Lookups::of(s.nested_tlb_hits + s.nested_tlb_misses, s.nested_tlb_misses),
         pt_line_cache: Lookups::of(s.walk_refs(), s.walk_refs() - s.walk_ref_cache_hits),
         walks_by_switch: (m.mode == ModeKind::Agile)
@@ -285,11 +294,18 @@ pub fn to_table(w: &WorkloadResult) -> String {
     row("  STLB hits", &count(|s| s.stlb_hits));
     row("  STLB misses", &count(|s| s.tlb_misses));
     row("page walks", &count(|s| s.walks));
+    if w.modes.iter().any(|m| m.stats.psc_pml5e_hits > 0) {
+        // 5-level tables only: the row is absent from 4-level reports.
+        row("  PSC PML5E hits (PSCL5)", &count(|s| s.psc_pml5e_hits));
+    }
     row("  PSC PML4E hits (PSCL4)", &count(|s| s.psc_hits[2]));
     row("  PSC PDPTE hits (PSCL3)", &count(|s| s.psc_hits[1]));
     row("  PSC PDE hits (PSCL2)", &count(|s| s.psc_hits[0]));
     row("  nested TLB hits", &count(|s| s.nested_tlb_hits));
-    row("  EPT PSC hits", &count(|s| s.ept_psc_hits.iter().sum()));
+    row(
+        "  EPT PSC hits",
+        &count(|s| s.ept_psc_hits.iter().sum::<u64>() + s.ept_psc_pml5e_hits),
+    );
     row("walk references", &count(Stats::walk_refs));
     row("  per STLB miss", &|m| {
         format!("{:.2}", m.stats.refs_per_stlb_miss())

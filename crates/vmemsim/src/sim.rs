@@ -140,6 +140,7 @@ impl<M: Mode> Sim<M> {
         let vpid = u16::from(M::VIRTUALIZED);
         let mut vm = Vm::new(0, vpid, cfg.guest.mem_mib * 256, cfg.guest.pcid, &mut host);
         vm.bt = binary_translator::<M>(cfg);
+        vm.ept_levels = cfg.host.ept_levels;
         Sim {
             guest: GuestOs::new(&cfg.guest),
             machine: Machine::new(mode, vm),
@@ -303,7 +304,7 @@ pub fn apply_access<M: Mode>(
     running: &mut Option<u32>,
     a: &Access,
 ) -> Result<Translation, SimError> {
-    crate::guest::os::check_gva(a.pid, a.addr)?;
+    crate::guest::os::check_gva(a.pid, a.addr, guest.user_top)?;
     // `running` is cleared when the running process exits (see
     // `apply_event`), so no map lookup is needed on the per-access path.
     if *running != Some(a.pid) {

@@ -2,7 +2,7 @@
 //! turns them into cycles afterwards, so counting and pricing stay apart and
 //! two snapshots subtract into an interval.
 
-use crate::mmu::walk::{WalkRecord, DIMS};
+use crate::mmu::walk::{CacheLookups, WalkRecord, DIMS};
 use serde::Serialize;
 
 /// Why the guest left to the hypervisor.
@@ -78,11 +78,19 @@ pub struct Stats {
     pub psc_hits: [u64; 3],
     /// Walks whose PSC lookup hit no cache (the walk starts at the root).
     pub psc_misses: u64,
+    /// Walks whose deepest PSC hit was the PML5E cache (5-level tables only;
+    /// left out of the JSON while 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub psc_pml5e_hits: u64,
     /// EPT PSC lookups that hit (one lookup per nested TLB miss), `[PDE,
     /// PDPTE, PML4E]` of the EPT.
     pub ept_psc_hits: [u64; 3],
     /// EPT PSC lookups that hit no cache (the EPT walk starts at the root).
     pub ept_psc_misses: u64,
+    /// EPT PSC lookups whose deepest hit was the EPT PML5E cache (5-level
+    /// EPTs only; left out of the JSON while 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ept_psc_pml5e_hits: u64,
     /// Nested TLB hits (gPA -> hPA translations a 2-D walk did not walk).
     pub nested_tlb_hits: u64,
     /// Nested TLB misses (each an EPT walk).
@@ -180,8 +188,10 @@ impl Stats {
             self.psc_hits[i] += u64::from(l.psc[i]);
             self.ept_psc_hits[i] += u64::from(l.ept_psc[i]);
         }
-        self.psc_misses += u64::from(l.psc[3]);
-        self.ept_psc_misses += u64::from(l.ept_psc[3]);
+        self.psc_pml5e_hits += u64::from(l.psc[3]);
+        self.ept_psc_pml5e_hits += u64::from(l.ept_psc[3]);
+        self.psc_misses += u64::from(l.psc[CacheLookups::MISS]);
+        self.ept_psc_misses += u64::from(l.ept_psc[CacheLookups::MISS]);
         self.nested_tlb_hits += u64::from(l.nested_tlb_hits);
         self.nested_tlb_misses += u64::from(l.nested_tlb_misses);
     }
@@ -267,7 +277,9 @@ impl Stats {
             walks,
             walk_ref_cache_hits,
             psc_misses,
+            psc_pml5e_hits,
             ept_psc_misses,
+            ept_psc_pml5e_hits,
             nested_tlb_hits,
             nested_tlb_misses,
             guest_page_faults,
@@ -313,6 +325,12 @@ impl Stats {
     }
 }
 
+/// Serde: leave a counter that only some configurations use out of the
+/// JSON while it is 0 (reports of other configurations stay as they were).
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn ratio(n: u64, d: u64) -> f64 {
     if d == 0 {
         0.0
@@ -340,7 +358,10 @@ mod tests {
 
     #[test]
     fn since_subtracts_every_counter() {
-        let one = ones();
+        let mut one = ones();
+        // Counters left out of the JSON while 0 are not in `ones()`.
+        one.psc_pml5e_hits = 1;
+        one.ept_psc_pml5e_hits = 1;
         assert_ne!(one, Stats::default());
         // An interval of nothing is all zeros: `since` misses no counter.
         assert_eq!(one.since(&one), Stats::default());

@@ -60,7 +60,7 @@ fn recording(name: &str) -> Vec<Record> {
 fn content_at(sim: &HostSim, vm: usize, pid: u32, va: u64) -> ContentId {
     let g = sim.guest(vm);
     let p = g.process(pid).expect("process alive");
-    let m = softwalk::translate(&g.mem, p.root, va).expect("mapped");
+    let m = softwalk::translate(&g.mem, p.root, g.levels(), va).expect("mapped");
     g.contents().unwrap().get(m.gpfn)
 }
 

@@ -37,7 +37,11 @@ fn stored_once(sim: &mut Sim<Nested>) -> Gpfn {
     };
     run(sim, &[ev(1, mmap), acc(1, AccessKind::Store, A)]);
     let root = sim.guest.current().unwrap().root;
-    Gpfn(softwalk::translate(&sim.guest.mem, root, A).unwrap().gpfn)
+    Gpfn(
+        softwalk::translate(&sim.guest.mem, root, 4, A)
+            .unwrap()
+            .gpfn,
+    )
 }
 
 /// Replace `gpfn`'s EPT leaf by `leaf` and flush the VM's cached mappings
@@ -107,8 +111,8 @@ fn scoped_flushes_keep_other_vms_entries() {
     hw.invvpid_single(1);
     assert_eq!(hw.tlbs.lookup(a, 0x5000, false, false).0, TlbLevel::Miss);
     assert_eq!(hw.tlbs.lookup(b, 0x5000, false, false).0, TlbLevel::L1);
-    assert_eq!(hw.pwc.lookup(a, 0x5000), None);
-    assert_eq!(hw.pwc.lookup(b, 0x5000), Some((1, 9)));
+    assert_eq!(hw.pwc.lookup(a, 0x5000, 4), None);
+    assert_eq!(hw.pwc.lookup(b, 0x5000, 4), Some((1, 9)));
     // INVEPT of VM 2's EPT (tag 2) drops its combined mappings too.
     hw.invept_single(2, 2);
     assert_eq!(hw.tlbs.lookup(b, 0x5000, false, false).0, TlbLevel::Miss);

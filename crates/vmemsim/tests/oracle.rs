@@ -44,6 +44,32 @@ fn builtin_workloads_agree_in_every_mode() {
 }
 
 #[test]
+fn builtin_workloads_agree_with_5_level_guests_and_epts() {
+    for (guest, ept) in [(5, 5), (5, 4), (4, 5)] {
+        let mut cfg = Config::default();
+        cfg.guest.levels = guest;
+        cfg.host.ept_levels = ept;
+        cfg.guest.huge_pages = guest == ept;
+        for kind in WorkloadKind::ALL {
+            let [n, e, _] = all_modes_agree(&cfg, &small(kind));
+            // The same guest behaviour whatever the levels; walks get longer.
+            let [n4, e4, _] = all_modes_agree(
+                &Config {
+                    guest: vmemsim::config::GuestConfig {
+                        huge_pages: cfg.guest.huge_pages,
+                        ..Default::default()
+                    },
+                    ..Config::default()
+                },
+                &small(kind),
+            );
+            assert_eq!(n.guest_page_faults, n4.guest_page_faults, "{kind:?}");
+            assert!(e.walk_refs() >= e4.walk_refs(), "{kind:?} {guest}/{ept}");
+        }
+    }
+}
+
+#[test]
 fn builtin_workloads_agree_with_2m_pages_and_without_pcid() {
     let mut cfg = Config::default();
     cfg.guest.huge_pages = true;

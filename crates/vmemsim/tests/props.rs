@@ -135,6 +135,15 @@ proptest! {
     fn every_mode_matches_the_oracle(ops in prop::collection::vec(op(), 1..120), huge in any::<bool>(), pcid in any::<bool>(), shadow in shadow_config()) {
         modes_agree_on_with(&ops, huge, pcid, shadow);
     }
+
+    #[test]
+    fn every_mode_matches_the_oracle_with_5_levels(
+        ops in prop::collection::vec(op(), 1..80),
+        huge in any::<bool>(),
+        levels in prop::sample::select(vec![(5u8, 5u8), (5, 4), (4, 5)]),
+    ) {
+        modes_agree_at(&ops, huge, true, levels, ShadowConfig::default());
+    }
 }
 
 proptest! {
@@ -169,11 +178,24 @@ fn shadow_config() -> impl Strategy<Value = ShadowConfig> {
 
 /// Every mode matches the oracle on `ops` in a 256 MiB guest (default `[shadow]`).
 fn modes_agree_on(ops: &[Op], huge_pages: bool, pcid: bool) {
-    modes_agree_on_with(ops, huge_pages, pcid, ShadowConfig::default());
+    modes_agree_at(ops, huge_pages, pcid, (4, 4), ShadowConfig::default());
 }
 
 /// [`modes_agree_on`] with `[shadow]` settings `shadow`.
 fn modes_agree_on_with(ops: &[Op], huge_pages: bool, pcid: bool, shadow: ShadowConfig) {
+    modes_agree_at(ops, huge_pages, pcid, (4, 4), shadow);
+}
+
+/// [`modes_agree_on_with`] with a guest of `levels.0` paging levels over an
+/// EPT of `levels.1`; a 5-level guest's window lies above 2^47 (PML5 index
+/// 1), where only 5-level paging has user space.
+fn modes_agree_at(
+    ops: &[Op],
+    huge_pages: bool,
+    pcid: bool,
+    levels: (u8, u8),
+    shadow: ShadowConfig,
+) {
     let mut cfg = Config {
         shadow,
         ..Config::default()
@@ -181,8 +203,27 @@ fn modes_agree_on_with(ops: &[Op], huge_pages: bool, pcid: bool, shadow: ShadowC
     cfg.guest.huge_pages = huge_pages;
     cfg.guest.pcid = pcid;
     cfg.guest.mem_mib = 256;
-    all_modes_agree(&cfg, &records(ops));
+    cfg.guest.levels = levels.0;
+    cfg.host.ept_levels = levels.1;
+    let mut recs = records(ops);
+    if levels.0 == 5 {
+        for r in &mut recs {
+            match r {
+                Record::Access(a) => a.addr += BASE_5 - BASE,
+                Record::Event(e) => match &mut e.kind {
+                    ProcEvent::Mmap { addr, .. }
+                    | ProcEvent::Munmap { addr, .. }
+                    | ProcEvent::Mprotect { addr, .. } => *addr += BASE_5 - BASE,
+                    _ => {}
+                },
+            }
+        }
+    }
+    all_modes_agree(&cfg, &recs);
 }
+
+/// Base of the window of a 5-level guest: PML5 index 1, above 2^47.
+const BASE_5: u64 = 0x0081_2300_0000_0000;
 
 /// A sequence proptest found: a process exits, its freed PML4 frame is reused
 /// as a lower-level table of a forked child.

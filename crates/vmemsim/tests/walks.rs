@@ -165,7 +165,7 @@ fn agile_cold(cfg: &Config, nested: &[u8]) -> ([u64; 3], [u64; 5]) {
     let mut sim = Sim::new(Agile::new(cfg), cfg);
     map_and_touch_a_and_b(&mut sim);
     let root = sim.guest.current().unwrap().root;
-    let path = softwalk::path(&sim.guest.mem, root, A);
+    let path = softwalk::path(&sim.guest.mem, root, 4, A);
     assert_eq!(path.len, 4);
     let m = &mut sim.machine.on(&mut sim.hw, &mut sim.host);
     for (i, &(table, _, _)) in path.steps.iter().enumerate() {
@@ -359,7 +359,7 @@ fn agile_policy_moves_written_tables_to_nested_and_clean_ones_back() {
     assert!(d.walk_refs() >= 4);
     // Two PTE stores to A's PT within an interval (demand faults on two
     // more pages): the PT goes nested, walks switch at the PDE: 8 refs.
-    let pt = softwalk::path(&sim.guest.mem, root, A).steps[3].0;
+    let pt = softwalk::path(&sim.guest.mem, root, 4, A).steps[3].0;
     let exits = sim.stats().exits_for(vmemsim::stats::ExitReason::PtWrite);
     run(
         &mut sim,
@@ -564,4 +564,100 @@ fn agile_new_process_walks_2d_from_the_guest_cr3() {
     let mut cfg = caches_off();
     cfg.agile.root_hpa = false;
     assert_eq!(cold_refs(Agile::new(&cfg), &cfg), walk_2d_refs(4, false));
+}
+
+/// [`caches_off`] with `guest` paging levels and an EPT of `ept` levels.
+fn levels(guest: u8, ept: u8) -> Config {
+    let mut cfg = caches_off();
+    cfg.guest.levels = guest;
+    cfg.host.ept_levels = ept;
+    cfg
+}
+
+#[test]
+fn cold_native_5_level_walk_is_5_references() {
+    // PML5E, PML4E, PDPTE, PDE, PTE.
+    let (cold, warm, dims) = cold_then_warm(Native, &levels(5, 4));
+    assert_eq!((cold, warm), (5, 5));
+    assert_eq!(dims, [5, 0, 0]);
+    // Shadow and PV direct tables mirror the guest's 5 levels.
+    assert_eq!(cold_then_warm(Shadow::new(), &levels(5, 4)).0, 5);
+    let cfg = levels(5, 4);
+    assert_eq!(
+        cold_then_warm(Direct::new(&cfg.pv, cfg.guest.mem_mib), &cfg).0,
+        5
+    );
+}
+
+#[test]
+fn cold_2d_walks_with_5_levels_are_n_m_plus_n_plus_m() {
+    // n guest levels, each read after an m-level EPT walk of its table's
+    // gPA, then an m-level EPT walk of the data gPA: n*m + n + m [B08].
+    for (n, m, want) in [(5u8, 5u8, 35u64), (5, 4, 29), (4, 5, 29), (4, 4, 24)] {
+        let (cold, warm, dims) = cold_then_warm(Nested, &levels(n, m));
+        assert_eq!(
+            (cold, warm),
+            (want, want),
+            "{n}-level guest over {m}-level EPT"
+        );
+        assert_eq!(dims[Dim::Guest as usize], u64::from(n));
+        assert_eq!(dims[Dim::Nested as usize], u64::from(n * m + m));
+    }
+}
+
+#[test]
+fn pml5e_cache_skips_the_root_of_5_level_walks() {
+    // Walk caches on, TLBs flushed only: after the walk of A, every PSC
+    // holds A's path, and B (same PT) resumes at its PTE: 1 reference, as
+    // with 4 levels. With only the PML5E cache on, B's walk skips the
+    // PML5E alone: 4 references, and the lookup counts as a PML5E hit.
+    let (_, warm, _) = cold_then_warm(Native, &{
+        let mut c = Config::default();
+        c.guest.levels = 5;
+        c
+    });
+    assert_eq!(warm, 1);
+    let mut cfg = levels(5, 4);
+    cfg.walk_caches.pml5e = vmemsim::config::Geometry::new(2, 2);
+    let mut sim = Sim::new(Native, &cfg);
+    map_and_touch_a_and_b(&mut sim);
+    sim.hw.tlbs.flush_all();
+    let before = sim.stats().clone();
+    sim.access(&load(B), &mut |_, _| {}).unwrap();
+    let d = sim.stats().since(&before);
+    assert_eq!((d.walk_refs(), d.psc_pml5e_hits, d.psc_misses), (4, 1, 0));
+}
+
+#[test]
+fn five_level_guest_maps_above_the_4_level_user_top() {
+    // 2^47 and up is kernel space (or non-canonical) with 4 levels, user
+    // space with 5 (below 2^56): the walk there reads PML5 index 1.
+    let hi: u64 = 0x00ab_cdef_1234_5000;
+    let recs = [
+        ev(
+            1,
+            ProcEvent::Mmap {
+                addr: hi,
+                len: 1 << 20,
+                prot: 3,
+                flags: 0x22,
+                file: None,
+            },
+        ),
+        acc(1, AccessKind::Store, hi + 8),
+        acc(1, AccessKind::Load, hi + 0x1000),
+    ];
+    common::all_modes_agree(&levels(5, 5), &recs);
+    let mut sim = Sim::new(Nested, &levels(4, 4));
+    let e = sim.event(
+        1,
+        &ProcEvent::Mmap {
+            addr: hi,
+            len: 1 << 20,
+            prot: 3,
+            flags: 0x22,
+            file: None,
+        },
+    );
+    assert!(e.is_err(), "beyond the 4-level user space");
 }

@@ -55,28 +55,44 @@ pub struct GuestOs {
     pub(super) reclaim: Option<Reclaim>,
     /// Who the guest is in errors: "the guest", or the VM's name on a host.
     pub(super) name: String,
+    /// One past the last user gVA ([`user_top`] of `cfg.levels`).
+    pub user_top: u64,
 }
 
-/// One past the last gVA of user space: the lower canonical half of
-/// 4-level paging's 48-bit gVAs [SDM 3.3.7.1], Linux's `TASK_SIZE` on
+/// One past the last gVA of user space with 4-level paging: the lower
+/// canonical half of 48-bit gVAs [SDM 3.3.7.1], Linux's `TASK_SIZE` on
 /// x86-64. The upper (kernel) half is not modelled: a user-space trace
-/// never touches it, and the TLB and walk-cache tags hold 36-bit page numbers.
+/// never touches it, and the TLB and walk-cache tags hold 35-bit page numbers.
 pub const USER_TOP: u64 = 1 << 47;
 
-/// Check that a process may touch `va`: it lies below [`USER_TOP`].
+/// One past the last gVA of user space with 5-level paging (LA57): the
+/// lower half of 57-bit gVAs, Linux's `TASK_SIZE` with 5-level paging.
+pub const USER_TOP_5: u64 = 1 << 56;
+
+/// One past the last user gVA with `levels` paging levels (4 or 5).
+#[inline]
+pub fn user_top(levels: u8) -> u64 {
+    if levels == 5 {
+        USER_TOP_5
+    } else {
+        USER_TOP
+    }
+}
+
+/// Check that a process may touch `va`: it lies below `top` ([`user_top`]).
 ///
 /// # Errors
 /// [`SimError::BadAccess`] naming the process and the gVA.
 #[inline]
-pub fn check_gva(pid: u32, va: u64) -> Result<(), SimError> {
-    if va < USER_TOP {
+pub fn check_gva(pid: u32, va: u64, top: u64) -> Result<(), SimError> {
+    if va < top {
         return Ok(());
     }
     Err(SimError::BadAccess {
         pid,
         addr: va,
         why: format!(
-            "beyond user space (gVAs from {USER_TOP:#x} up are the kernel's or \
+            "beyond user space (gVAs from {top:#x} up are the kernel's or \
              non-canonical on x86-64)"
         ),
     })
@@ -91,6 +107,7 @@ fn event_range(
     event: &dyn Fn() -> String,
     addr: u64,
     len: u64,
+    user_top: u64,
 ) -> Result<(u64, u64), SimError> {
     let bad = |why: String| SimError::BadEvent {
         pid,
@@ -100,9 +117,9 @@ fn event_range(
     let end = addr
         .checked_add(len)
         .ok_or_else(|| bad("the range ends beyond the top of the address space".into()))?;
-    if end > USER_TOP {
+    if end > user_top {
         return Err(bad(format!(
-            "[{addr:#x}, {end:#x}) ends beyond user space (gVAs from {USER_TOP:#x} up \
+            "[{addr:#x}, {end:#x}) ends beyond user space (gVAs from {user_top:#x} up \
              are the kernel's or non-canonical on x86-64)"
         )));
     }
@@ -151,6 +168,7 @@ impl GuestOs {
             contents: None,
             reclaim: Reclaim::new(cfg),
             name: "the guest".into(),
+            user_top: user_top(cfg.levels),
         }
     }
 
@@ -231,6 +249,12 @@ impl GuestOs {
     pub fn named(mut self, name: String) -> Self {
         self.name = name;
         self
+    }
+
+    /// Paging levels of the guest's tables (4 or 5).
+    #[inline]
+    pub fn levels(&self) -> u8 {
+        self.cfg.levels
     }
 
     /// Total guest frames.
@@ -395,7 +419,7 @@ impl GuestOs {
         r: Rights,
     ) -> Result<(), SimError> {
         let pid = self.current.expect("page fault with no running process");
-        check_gva(pid, va)?;
+        check_gva(pid, va, self.user_top)?;
         plat.stats().guest_page_faults += 1;
         let need =
             PROT_READ | if r.write { PROT_WRITE } else { 0 } | if r.fetch { PROT_EXEC } else { 0 };
@@ -431,7 +455,7 @@ impl GuestOs {
         };
         let (root, pcid) = (p.root, p.pcid);
         let mut table = root;
-        for level in (2..=4u8).rev() {
+        for level in (2..=self.cfg.levels).rev() {
             let idx = pt_index(va, level);
             let e = self.mem.read(table, idx);
             if e & x86::P == 0 {
@@ -566,7 +590,7 @@ impl GuestOs {
         let root = self.alloc_table(plat)?;
         let p = &self.procs[&parent];
         let (vmas, heap, proot, ppcid) = (p.vmas.clone(), p.heap, p.root, p.pcid);
-        let protected = self.copy_table(plat, child, proot, root, 4, 0)?;
+        let protected = self.copy_table(plat, child, proot, root, self.cfg.levels, 0)?;
         plat.end_pt_update(&mut self.mem);
         if protected {
             plat.stats().tlb_flushes += 1;
@@ -669,7 +693,7 @@ impl GuestOs {
         let Some(p) = self.procs.remove(&pid) else {
             return Ok(());
         };
-        self.free_table(pid, p.root, 4, 0);
+        self.free_table(pid, p.root, self.cfg.levels, 0);
         plat.stats().tlb_flushes += 1;
         plat.flush_pcid(p.pcid);
         if self.cfg.pcid {
@@ -698,7 +722,7 @@ impl GuestOs {
         if self.current == Some(pid) {
             plat.write_cr3(&mut self.mem, root, pcid);
         }
-        self.free_table(pid, old, 4, 0);
+        self.free_table(pid, old, self.cfg.levels, 0);
         plat.stats().tlb_flushes += 1;
         plat.flush_pcid(pcid);
         plat.stats().execs += 1;
@@ -722,7 +746,13 @@ impl GuestOs {
         len: u64,
         prot: u32,
     ) -> Result<(), SimError> {
-        let (s, e) = event_range(pid, &|| format!("mmap {addr:#x} len {len:#x}"), addr, len)?;
+        let (s, e) = event_range(
+            pid,
+            &|| format!("mmap {addr:#x} len {len:#x}"),
+            addr,
+            len,
+            self.user_top,
+        )?;
         self.spawn(plat, pid)?;
         self.unmap_range(plat, pid, s, e)?;
         self.vmas_mut(pid).insert(s, e, prot & PROT_RWX, false);
@@ -741,7 +771,13 @@ impl GuestOs {
         addr: u64,
         len: u64,
     ) -> Result<(), SimError> {
-        let (s, e) = event_range(pid, &|| format!("munmap {addr:#x} len {len:#x}"), addr, len)?;
+        let (s, e) = event_range(
+            pid,
+            &|| format!("munmap {addr:#x} len {len:#x}"),
+            addr,
+            len,
+            self.user_top,
+        )?;
         self.spawn(plat, pid)?;
         self.unmap_range(plat, pid, s, e)?;
         self.procs.get_mut(&pid).expect("spawned").vmas.remove(s, e);
@@ -754,11 +790,14 @@ impl GuestOs {
     /// # Errors
     /// Out of guest memory.
     pub fn brk<P: Platform>(&mut self, plat: &mut P, pid: u32, addr: u64) -> Result<(), SimError> {
-        if addr > USER_TOP {
+        if addr > self.user_top {
             return Err(SimError::BadEvent {
                 pid,
                 event: format!("brk {addr:#x}"),
-                why: format!("the program break lies in the user half, below {USER_TOP:#x}"),
+                why: format!(
+                    "the program break lies in the user half, below {:#x}",
+                    self.user_top
+                ),
             });
         }
         self.spawn(plat, pid)?;
@@ -804,6 +843,7 @@ impl GuestOs {
             &|| format!("mprotect {addr:#x} len {len:#x}"),
             addr,
             len,
+            self.user_top,
         )?;
         self.spawn(plat, pid)?;
         self.vmas_mut(pid).protect(s, e, prot & PROT_RWX);
@@ -862,9 +902,9 @@ impl GuestOs {
         for &(s, e) in ranges {
             let mut va = s;
             while va < e {
-                let path = softwalk::path(&self.mem, root, va);
+                let path = softwalk::path(&self.mem, root, self.cfg.levels, va);
                 let (table, idx, entry) = path.steps[path.len - 1];
-                let level = 5 - path.len as u8;
+                let level = path.leaf_level();
                 if swap::is_swap(entry) {
                     // A page in swap: unmapping drops the slot; a change of
                     // rights applies when it is read back (from the VMA).

@@ -129,10 +129,10 @@ impl GuestOs {
                 continue;
             };
             let (root, pcid) = (p.root, p.pcid);
-            let path = softwalk::path(&self.mem, root, va);
+            let path = softwalk::path(&self.mem, root, self.cfg.levels, va);
             let (table, idx, e) = path.steps[path.len - 1];
             debug_assert!(
-                path.len == 4 && e & x86::P != 0 && x86::frame(e) == g,
+                path.leaf_level() == 1 && e & x86::P != 0 && x86::frame(e) == g,
                 "rmap: gPFN {g:#x} not mapped by {pid} at {va:#x}"
             );
             plat.stats().reclaim_scanned += 1;

@@ -21,10 +21,11 @@ pub struct GuestMapping {
     pub idx: usize,
 }
 
-/// Walk the table rooted at gPFN `root` for `va`. `None` if any level is not present.
-pub fn translate<T: TableMem>(mem: &T, root: u64, va: u64) -> Option<GuestMapping> {
+/// Walk the table of `levels` levels (4 or 5) rooted at gPFN `root` for
+/// `va`. `None` if any level is not present.
+pub fn translate<T: TableMem>(mem: &T, root: u64, levels: u8, va: u64) -> Option<GuestMapping> {
     let mut table = root;
-    for level in (1..=4u8).rev() {
+    for level in (1..=levels).rev() {
         let idx = pt_index(va, level);
         let e = mem.read(table, idx);
         if e & x86::P == 0 {
@@ -53,18 +54,36 @@ pub fn translate<T: TableMem>(mem: &T, root: u64, va: u64) -> Option<GuestMappin
 /// from the root, deepest last. Fixed size, no allocation.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GuestPath {
-    /// (table, index, entry) per level, `[0]` = level 4.
-    pub steps: [(u64, usize, u64); 4],
+    /// (table, index, entry) per level, `[0]` = the root's level.
+    pub steps: [(u64, usize, u64); 5],
     /// Valid steps.
     pub len: usize,
+    /// Level of the root (4 or 5).
+    pub top: u8,
 }
 
-/// The path of `va` through the table at `root`, down to the leaf or the
-/// first non-present entry (which is the last step).
-pub fn path<T: TableMem>(mem: &T, root: u64, va: u64) -> GuestPath {
-    let mut p = GuestPath::default();
+impl GuestPath {
+    /// Level of step `i` (`top` for step 0).
+    #[inline]
+    pub fn level(&self, i: usize) -> u8 {
+        self.top - i as u8
+    }
+    /// Level of the last step (the leaf, or the non-present entry).
+    #[inline]
+    pub fn leaf_level(&self) -> u8 {
+        self.level(self.len - 1)
+    }
+}
+
+/// The path of `va` through the table of `levels` levels at `root`, down
+/// to the leaf or the first non-present entry (which is the last step).
+pub fn path<T: TableMem>(mem: &T, root: u64, levels: u8, va: u64) -> GuestPath {
+    let mut p = GuestPath {
+        top: levels,
+        ..GuestPath::default()
+    };
     let mut table = root;
-    for level in (1..=4u8).rev() {
+    for level in (1..=levels).rev() {
         let idx = pt_index(va, level);
         let e = mem.read(table, idx);
         p.steps[p.len] = (table, idx, e);

@@ -50,6 +50,9 @@ pub struct HostSection {
     pub sample_cycles: u64,
     /// Seed of the host's random victim selection. Default 1.
     pub seed: u64,
+    /// Levels of every VM's EPT, as `host.ept_levels` of a single-VM run
+    /// ([`crate::config::HostPagingConfig`]). Default 4.
+    pub ept_levels: u8,
 }
 
 impl Default for HostSection {
@@ -65,6 +68,7 @@ impl Default for HostSection {
             world_switch_cycles: 1200,
             sample_cycles: 10_000_000,
             seed: 1,
+            ept_levels: 4,
         }
     }
 }
@@ -264,10 +268,12 @@ impl HostConfig {
     fn resolve(
         host: HostSection,
         esx: EsxSection,
-        base: Config,
+        mut base: Config,
         vm_sections: Vec<VmSection>,
         base_dir: &Path,
     ) -> Result<Self, ConfigError> {
+        // The host's paging keys live in `[host]` here.
+        base.host.ept_levels = host.ept_levels;
         base.validate()?;
         if base.measure != MeasureConfig::default() {
             return Err(invalid(
@@ -349,6 +355,17 @@ impl HostConfig {
             let mut cfg = base.clone();
             cfg.guest = guest_overrides(&base.guest, v.guest.as_ref(), &key("guest"))?;
             cfg.guest.mem_mib = v.mem_mib;
+            if cfg.guest.levels != base.guest.levels {
+                // The pCPUs' walkers and TLB tags are built for one paging mode.
+                return Err(invalid(
+                    key("guest.levels"),
+                    cfg.guest.levels,
+                    format!(
+                        "every VM of a host has the paging levels of [guest] ({})",
+                        base.guest.levels
+                    ),
+                ));
+            }
             cfg.validate().map_err(|e| match e {
                 ConfigError::Invalid { key: k, value, why } if k == "guest.mem_mib" => {
                     invalid(key("mem_mib"), value, why)
@@ -429,13 +446,16 @@ impl HostConfig {
             esx: Option<&'a EsxSection>,
             vm: &'a [VmSection],
             #[serde(flatten)]
-            base: &'a Config,
+            base: &'a toml::Table,
         }
+        // The baseline's `[host]` keys are in `HostSection` here.
+        let mut base = toml::Table::try_from(&self.base).expect("config serializes");
+        base.remove("host");
         toml::to_string(&Out {
             host: &self.host,
             esx: self.esx.section.enabled.then_some(&self.esx.section),
             vm: &self.vm_sections,
-            base: &self.base,
+            base: &base,
         })
         .expect("host config serializes")
     }
@@ -506,6 +526,16 @@ mem_mib = 256
         assert!(matches!(h.vms[1].input, VmInput::Builtin(s) if s.footprint_mib == 8));
         let again = parse(&h.to_toml()).unwrap();
         assert_eq!(again.to_toml(), h.to_toml());
+        // [host] ept_levels reaches every VM; [guest] levels too, for all alike.
+        let five = TWO.replace(
+            "mem_mib = 512",
+            "mem_mib = 512\nept_levels = 5\n[guest]\nlevels = 5",
+        );
+        let h = parse(&five).unwrap();
+        assert!(h
+            .vms
+            .iter()
+            .all(|v| (v.cfg.guest.levels, v.cfg.host.ept_levels) == (5, 5)));
     }
 
     #[test]
@@ -526,6 +556,14 @@ mem_mib = 256
                 "vm[1].mode",
             ),
             ("[host]\nmem_mib = 64\n".to_string(), "at least one [[vm]]"),
+            (
+                TWO.replace("huge_pages = true", "levels = 5"),
+                "vm[0].guest.levels",
+            ),
+            (
+                TWO.replace("mem_mib = 512", "mem_mib = 512\nept_levels = 3"),
+                "config key `host.ept_levels` = 3",
+            ),
             (
                 TWO.replace(
                     "workload = \"seq\"",

@@ -37,6 +37,8 @@ pub struct Vm {
     pub guest_pcid: u16,
     /// hPFN of the EPT root (the EPTP's frame).
     pub eptp: u64,
+    /// Levels of the EPT (`host.ept_levels`): 4, or 5 [SDM 29.3.2].
+    pub ept_levels: u8,
     /// Guest frames backed now.
     pub backed_frames: u64,
     /// Counters of this VM.
@@ -76,6 +78,7 @@ impl Vm {
             guest_root: 0,
             guest_pcid: 0,
             eptp: host.alloc_table(),
+            ept_levels: 4,
             backed_frames: 0,
             stats: Stats::default(),
             exit_flushes: 0,
@@ -218,7 +221,7 @@ impl Vm {
     pub fn ept_entry(&self, host: &HostMemory, gpfn: Gpfn) -> u64 {
         let gpa = gpfn.0 << 12;
         let mut table = self.eptp;
-        for level in (2..=4).rev() {
+        for level in (2..=self.ept_levels).rev() {
             let e = host.tables.read(table, pt_index(gpa, level));
             if !ept::present(e) {
                 return 0;
@@ -233,7 +236,7 @@ impl Vm {
     pub fn ept_set(&mut self, host: &mut HostMemory, gpfn: Gpfn, leaf: u64) {
         let gpa = gpfn.0 << 12;
         let mut table = self.eptp;
-        for level in (2..=4).rev() {
+        for level in (2..=self.ept_levels).rev() {
             let idx = pt_index(gpa, level);
             let e = host.tables.read(table, idx);
             table = if ept::present(e) {

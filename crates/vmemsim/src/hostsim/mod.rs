@@ -188,7 +188,7 @@ impl<M: Mode> VmRun<M> {
 /// and the host frame belongs to this VM alone (the m2p names it).
 fn check(guest: &GuestOs, vm: &Vm, host: &HostMemory, a: &Access, gpfn: u64, hpfn: u64) {
     let p = guest.current().expect("a process runs");
-    let m = softwalk::translate(&guest.mem, p.root, a.addr)
+    let m = softwalk::translate(&guest.mem, p.root, guest.levels(), a.addr)
         .unwrap_or_else(|| panic!("VM {}: {a:?} resolved but the guest does not map it", vm.id));
     assert_eq!(
         gpfn, m.gpfn,
@@ -429,6 +429,7 @@ impl HostSim {
                     &mut host,
                 );
                 vm.hosted = true;
+                vm.ept_levels = spec.cfg.host.ept_levels;
                 vm.track_resident();
                 vm.flush_on_exit = !cfg.host.vpid;
                 vm.bt = (spec.mode != ModeKind::Native

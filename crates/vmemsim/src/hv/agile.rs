@@ -185,10 +185,10 @@ impl Agile {
                 // The hardware CR3 holds the guest root's hPA (root_hpa) or gPA.
                 let root = core.vm.guest_root;
                 let hpa = if self.root_hpa { core.p2m(root) } else { None };
-                nested_from = (4, root, hpa);
+                nested_from = (core.hw.levels, root, hpa);
             }
             _ => {
-                let (level, table) = start.unwrap_or((4, self.sh.root));
+                let (level, table) = start.unwrap_or((core.hw.levels, self.sh.root));
                 let step =
                     walk_shadow_part(core.hw, &mut core.host.tables, level, table, asid, va, r)
                         .map_err(|f| (f, false))?;
@@ -209,6 +209,7 @@ impl Agile {
         let ept = EptRef {
             tables: &core.host.tables,
             root: core.vm.eptp,
+            levels: core.vm.ept_levels,
             tag: core.vm.ept_tag,
         };
         let w = walk_2d_tagged(
@@ -218,8 +219,9 @@ impl Agile {
         let l = w.leaf;
         let fill = Fill::of_leaf(&l, l.frame, w.hpfn);
         // The level of the first guest table walked 2-D (a PSC hit into the
-        // nested part counts at the level it resumed).
-        Ok((fill, usize::from(level)))
+        // nested part counts at the level it resumed; with 5-level tables a
+        // switch at the PML5 or the PML4 counts as at the root).
+        Ok((fill, usize::from(level).min(4)))
     }
 }
 
@@ -310,7 +312,7 @@ impl Mode for Agile {
         self.sh.root = if self.sh.agile.is_nested(root) {
             NO_ROOT
         } else {
-            self.sh.shadow_page(core, root, 4)
+            self.sh.shadow_page(core, root, core.hw.levels)
         };
         self.sh.resync_reachable(core, mem);
     }
@@ -447,7 +449,7 @@ impl Shadow {
             core.host.tables.write(sp, idx, 0);
         }
         if gpfn == core.vm.guest_root {
-            self.root = self.shadow_page(core, gpfn, 4);
+            self.root = self.shadow_page(core, gpfn, core.hw.levels);
         }
     }
 

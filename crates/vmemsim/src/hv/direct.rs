@@ -237,7 +237,7 @@ impl Mode for Direct {
             "machine tables map 4 KiB pages only"
         );
         // The guest's entries are the same table: copy A/D back.
-        let path = softwalk::path(mem, core.vm.guest_root, va);
+        let path = softwalk::path(mem, core.vm.guest_root, core.hw.levels, va);
         for i in 0..path.len {
             let (t, idx, e) = path.steps[i];
             let mut ne = e | x86::A;

@@ -56,6 +56,7 @@ impl Core<'_> {
         EptRef {
             tables: &self.host.tables,
             root: self.vm.eptp,
+            levels: self.vm.ept_levels,
             tag: self.vm.ept_tag,
         }
     }

@@ -30,6 +30,7 @@ impl Mode for Nested {
             let ept = EptRef {
                 tables: &core.host.tables,
                 root: core.vm.eptp,
+                levels: core.vm.ept_levels,
                 tag: core.vm.ept_tag,
             };
             let res = walk_2d(core.hw, mem, ept, core.vm.guest_root, asid, va, r);

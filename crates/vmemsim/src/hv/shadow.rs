@@ -151,7 +151,7 @@ impl Shadow {
     /// Start shadowing the current guest CR3 with empty shadows, filled on
     /// demand (a switch from nested paging \[W11\]).
     pub fn activate(&mut self, core: &mut Core) {
-        self.root = self.shadow_page(core, core.vm.guest_root, 4);
+        self.root = self.shadow_page(core, core.vm.guest_root, core.hw.levels);
     }
 
     /// Drop every shadow page and lift all write protection (a switch to
@@ -362,7 +362,7 @@ impl Shadow {
         va: u64,
         r: Rights,
     ) -> Result<(), GuestFault> {
-        let path = softwalk::path(mem, core.vm.guest_root, va);
+        let path = softwalk::path(mem, core.vm.guest_root, core.hw.levels, va);
         if !Self::guest_allows(&path, r) {
             core.exit(ExitReason::GuestFault);
             return Err(GuestFault);
@@ -375,8 +375,7 @@ impl Shadow {
     /// The guest allows the access (every level present, write and NX rights).
     fn guest_allows(path: &softwalk::GuestPath, r: Rights) -> bool {
         let (_, _, leaf) = path.steps[path.len - 1];
-        let level = 5 - path.len as u8;
-        x86::is_leaf(level, leaf)
+        x86::is_leaf(path.leaf_level(), leaf)
             && path.steps[..path.len].iter().all(|&(_, _, e)| {
                 e & x86::P != 0 && !(r.write && e & x86::RW == 0) && !(r.fetch && e & x86::NX != 0)
             })
@@ -395,7 +394,7 @@ impl Shadow {
         let mut sp = self.root;
         self.used(sp);
         for i in 0..path.len {
-            let level = 4 - i as u8;
+            let level = path.level(i);
             let (table, idx, e) = path.steps[i];
             let is_leaf = i == path.len - 1;
             let mut ne = e | x86::A;
@@ -471,7 +470,7 @@ impl Shadow {
         core.vm.stats.shadow_flood_zaps += 1;
         self.flush_hw(core);
         if sp == self.root {
-            self.root = self.shadow_page(core, core.vm.guest_root, 4);
+            self.root = self.shadow_page(core, core.vm.guest_root, core.hw.levels);
         }
     }
 
@@ -484,7 +483,7 @@ impl Shadow {
             return;
         }
         let mut sp = self.root;
-        for level in (2..=4u8).rev() {
+        for level in (2..=core.hw.levels).rev() {
             let se = core.host.tables.read(sp, pt_index(va.0, level));
             if se & x86::P == 0 || se & SWITCH != 0 {
                 return;
@@ -688,7 +687,7 @@ impl Mode for Shadow {
         core.exit(ExitReason::Cr3Write);
         self.serve_due(core, mem);
         core.hw_write_cr3(root, pcid);
-        self.root = self.shadow_page(core, root, 4);
+        self.root = self.shadow_page(core, root, core.hw.levels);
         self.resync_reachable(core, mem);
     }
 

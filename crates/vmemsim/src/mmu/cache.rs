@@ -4,9 +4,24 @@
 
 use crate::config::Geometry;
 
-const EMPTY: u64 = u64::MAX;
+/// A key of a [`SetAssoc`]: compared whole. `u64` for every structure but
+/// the TLBs of 5-level paging, whose tags (a 44-bit page number, its size
+/// and a 28-bit ASID) need `u128`.
+pub trait Key: Copy + Eq + std::fmt::Debug {
+    /// The key of an unused way; no real key equals it.
+    const EMPTY: Self;
+}
 
-/// A set-associative cache from 64-bit keys to `V`, true LRU within a set.
+impl Key for u64 {
+    const EMPTY: Self = u64::MAX;
+}
+
+impl Key for u128 {
+    const EMPTY: Self = u128::MAX;
+}
+
+/// A set-associative cache from keys `K` (64-bit by default) to `V`, true
+/// LRU within a set.
 ///
 /// The caller supplies the set index (usually low bits of the page number)
 /// and the full key (which must include everything that distinguishes
@@ -18,21 +33,21 @@ const EMPTY: u64 = u64::MAX;
 /// fill takes the last way. That keeps the metadata to the keys alone, which
 /// matters because the simulator's own cache misses dominate its speed.
 #[derive(Clone, Debug)]
-pub struct SetAssoc<V: Copy + Default> {
+pub struct SetAssoc<V: Copy + Default, K: Key = u64> {
     set_mask: u64,
     ways: usize,
-    keys: Vec<u64>,
+    keys: Vec<K>,
     vals: Vec<V>,
 }
 
-impl<V: Copy + Default> SetAssoc<V> {
+impl<V: Copy + Default, K: Key> SetAssoc<V, K> {
     /// An empty cache of the given geometry (validated by `Config::validate`).
     pub fn new(g: Geometry) -> Self {
         let n = g.entries as usize;
         SetAssoc {
             set_mask: u64::from(g.sets().max(1)) - 1,
             ways: if n == 0 { 0 } else { g.ways as usize },
-            keys: vec![EMPTY; n],
+            keys: vec![K::EMPTY; n],
             vals: vec![V::default(); n],
         }
     }
@@ -50,7 +65,7 @@ impl<V: Copy + Default> SetAssoc<V> {
 
     /// Way of `key` in the set at `base`, if present.
     #[inline]
-    fn find(&self, base: usize, key: u64) -> Option<usize> {
+    fn find(&self, base: usize, key: K) -> Option<usize> {
         self.keys[base..base + self.ways]
             .iter()
             .position(|&k| k == key)
@@ -58,7 +73,7 @@ impl<V: Copy + Default> SetAssoc<V> {
 
     /// Make way `way` of the set at `base` the most recent, holding `key`/`val`.
     #[inline]
-    fn make_recent(&mut self, base: usize, way: usize, key: u64, val: V) {
+    fn make_recent(&mut self, base: usize, way: usize, key: K, val: V) {
         match self.ways {
             4 => self.make_recent_fixed::<4>(base, way, key, val),
             8 => self.make_recent_fixed::<8>(base, way, key, val),
@@ -86,7 +101,7 @@ impl<V: Copy + Default> SetAssoc<V> {
     /// amount of work the compiler turns into conditional moves, instead of a
     /// loop whose trip count depends on `way`.
     #[inline]
-    fn make_recent_fixed<const W: usize>(&mut self, base: usize, way: usize, key: u64, val: V) {
+    fn make_recent_fixed<const W: usize>(&mut self, base: usize, way: usize, key: K, val: V) {
         fn shift<T: Copy, const W: usize>(set: &mut [T], way: usize, first: T) {
             let Ok(set) = <&mut [T; W]>::try_from(set) else {
                 unreachable!("a set has W ways")
@@ -97,7 +112,7 @@ impl<V: Copy + Default> SetAssoc<V> {
             }
             set[0] = first;
         }
-        shift::<u64, W>(&mut self.keys[base..base + W], way, key);
+        shift::<K, W>(&mut self.keys[base..base + W], way, key);
         if std::mem::size_of::<V>() > 0 {
             shift::<V, W>(&mut self.vals[base..base + W], way, val);
         }
@@ -105,7 +120,7 @@ impl<V: Copy + Default> SetAssoc<V> {
 
     /// Look `key` up in set `index`; a hit becomes most recently used.
     #[inline]
-    pub fn lookup(&mut self, index: u64, key: u64) -> Option<V> {
+    pub fn lookup(&mut self, index: u64, key: K) -> Option<V> {
         if self.ways == 0 {
             return None;
         }
@@ -120,7 +135,7 @@ impl<V: Copy + Default> SetAssoc<V> {
 
     /// Insert or overwrite `key` in set `index`, evicting the LRU way.
     #[inline]
-    pub fn insert(&mut self, index: u64, key: u64, val: V) {
+    pub fn insert(&mut self, index: u64, key: K, val: V) {
         if self.ways == 0 {
             return;
         }
@@ -136,11 +151,11 @@ impl<V: Copy + Default> SetAssoc<V> {
     /// without the scan. The page walkers use it for the walk caches they
     /// fill after the lookup that sent them walking.
     #[inline]
-    pub fn insert_new(&mut self, index: u64, key: u64, val: V) {
+    pub fn insert_new(&mut self, index: u64, key: K, val: V) {
         if self.ways == 0 {
             return;
         }
-        debug_assert_ne!(key, EMPTY);
+        debug_assert_ne!(key, K::EMPTY);
         let base = self.base(index);
         debug_assert!(
             self.find(base, key).is_none(),
@@ -151,7 +166,7 @@ impl<V: Copy + Default> SetAssoc<V> {
 
     /// Put `key`/`val` in way 0 of the set at `base`, evicting the LRU way.
     #[inline]
-    fn push_front(&mut self, base: usize, key: u64, val: V) {
+    fn push_front(&mut self, base: usize, key: K, val: V) {
         match self.ways {
             4 => self.push_front_fixed::<4>(base, key, val),
             8 => self.push_front_fixed::<8>(base, key, val),
@@ -164,7 +179,7 @@ impl<V: Copy + Default> SetAssoc<V> {
     /// 1` the moves are straight-line code (no selects); most walk-cache
     /// and TLB fills of a TLB-missing workload take this path.
     #[inline]
-    fn push_front_fixed<const W: usize>(&mut self, base: usize, key: u64, val: V) {
+    fn push_front_fixed<const W: usize>(&mut self, base: usize, key: K, val: V) {
         fn push<T: Copy, const W: usize>(set: &mut [T], first: T) {
             let Ok(set) = <&mut [T; W]>::try_from(set) else {
                 unreachable!("a set has W ways")
@@ -174,7 +189,7 @@ impl<V: Copy + Default> SetAssoc<V> {
             }
             set[0] = first;
         }
-        push::<u64, W>(&mut self.keys[base..base + W], key);
+        push::<K, W>(&mut self.keys[base..base + W], key);
         if std::mem::size_of::<V>() > 0 {
             push::<V, W>(&mut self.vals[base..base + W], val);
         }
@@ -183,7 +198,7 @@ impl<V: Copy + Default> SetAssoc<V> {
     /// Look `key` up; on a miss insert it with `val` (evicting the LRU way).
     /// One scan of the set. Returns true on a hit.
     #[inline]
-    pub fn access(&mut self, index: u64, key: u64, val: V) -> bool {
+    pub fn access(&mut self, index: u64, key: K, val: V) -> bool {
         if self.ways == 0 {
             return false;
         }
@@ -205,7 +220,7 @@ impl<V: Copy + Default> SetAssoc<V> {
 
     /// Drop `key` from set `index` if present.
     #[inline]
-    pub fn remove(&mut self, index: u64, key: u64) {
+    pub fn remove(&mut self, index: u64, key: K) {
         if self.ways == 0 {
             return;
         }
@@ -216,39 +231,39 @@ impl<V: Copy + Default> SetAssoc<V> {
                 self.keys[j] = self.keys[j + 1];
                 self.vals[j] = self.vals[j + 1];
             }
-            self.keys[end - 1] = EMPTY;
+            self.keys[end - 1] = K::EMPTY;
         }
     }
 
     /// Drop every entry whose key fails `keep` (a full scan: for flushes).
-    pub fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(K) -> bool) {
         for base in (0..self.keys.len()).step_by(self.ways.max(1)) {
             // Empty ways come last, so a set whose first way is empty is
             // empty: flushes of a mostly empty TLB touch one key per set.
-            if self.keys[base] == EMPTY {
+            if self.keys[base] == K::EMPTY {
                 continue;
             }
             let mut w = base;
             for r in base..base + self.ways {
                 let k = self.keys[r];
-                if k != EMPTY && keep(k) {
+                if k != K::EMPTY && keep(k) {
                     self.keys[w] = k;
                     self.vals[w] = self.vals[r];
                     w += 1;
                 }
             }
-            self.keys[w..base + self.ways].fill(EMPTY);
+            self.keys[w..base + self.ways].fill(K::EMPTY);
         }
     }
 
     /// Drop every entry.
     pub fn clear(&mut self) {
-        self.keys.fill(EMPTY);
+        self.keys.fill(K::EMPTY);
     }
 
     /// Number of valid entries (for tests and reports).
     pub fn occupancy(&self) -> usize {
-        self.keys.iter().filter(|&&k| k != EMPTY).count()
+        self.keys.iter().filter(|&&k| k != K::EMPTY).count()
     }
 }
 

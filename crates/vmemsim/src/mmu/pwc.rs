@@ -7,11 +7,12 @@ use super::cache::SetAssoc;
 use super::tlb::{Asid, ASID_BITS};
 use crate::config::Geometry;
 
-/// PML4E, PDPTE and PDE caches of one table dimension.
+/// PML5E, PML4E, PDPTE and PDE caches of one table dimension.
 #[derive(Clone, Debug)]
 pub struct Pwc {
-    /// Index 0: PDE cache (skips to level 1), 1: PDPTE (to level 2), 2: PML4E (to level 3).
-    caches: [SetAssoc<u64>; 3],
+    /// Index 0: PDE cache (skips to level 1), 1: PDPTE (to level 2), 2:
+    /// PML4E (to level 3), 3: PML5E (to level 4; 5-level tables only).
+    caches: [SetAssoc<u64>; 4],
 }
 
 /// Where a PSC key keeps its [`Asid`]: above the 36 bits of the longest
@@ -24,42 +25,51 @@ fn key(prefix: u64, asid: Asid) -> u64 {
 }
 
 impl Pwc {
-    /// Caches for PML4E, PDPTE and PDE entries with the given geometries.
-    pub fn new(pml4e: Geometry, pdpte: Geometry, pde: Geometry) -> Self {
+    /// Caches for PML5E, PML4E, PDPTE and PDE entries with the given geometries.
+    pub fn new(pml5e: Geometry, pml4e: Geometry, pdpte: Geometry, pde: Geometry) -> Self {
         Pwc {
             caches: [
                 SetAssoc::new(pde),
                 SetAssoc::new(pdpte),
                 SetAssoc::new(pml4e),
+                SetAssoc::new(pml5e),
             ],
         }
     }
 
-    /// Deepest cached entry for `addr`: `(level to continue at, table frame)`.
-    /// Level 1 means the PDE was cached and the walk reads only the PTE.
-    /// `None`: start at level 4 from the root.
+    /// Deepest cached entry for `addr` in tables of `levels` levels (4 or
+    /// 5): `(level to continue at, table frame)`. Level 1 means the PDE was
+    /// cached and the walk reads only the PTE. `None`: start at the root.
+    /// The PML5E cache is consulted only for 5-level tables.
     #[inline]
-    pub fn lookup(&mut self, asid: Asid, addr: u64) -> Option<(u8, u64)> {
-        for (i, c) in self.caches.iter_mut().enumerate() {
+    pub fn lookup(&mut self, asid: Asid, addr: u64, levels: u8) -> Option<(u8, u64)> {
+        let [pde, pdpte, pml4e, pml5e] = &mut self.caches;
+        for (i, c) in [pde, pdpte, pml4e].into_iter().enumerate() {
             let prefix = addr >> (21 + 9 * i as u32);
             if let Some(frame) = c.lookup(prefix, key(prefix, asid)) {
                 return Some((i as u8 + 1, frame));
+            }
+        }
+        if levels == 5 {
+            let prefix = addr >> 48;
+            if let Some(frame) = pml5e.lookup(prefix, key(prefix, asid)) {
+                return Some((4, frame));
             }
         }
         None
     }
 
     /// The cache holding entries of `level` (2 = PDE, 3 = PDPTE, 4 =
-    /// PML4E), and the set index and key of `addr` in it.
+    /// PML4E, 5 = PML5E), and the set index and key of `addr` in it.
     #[inline]
     fn slot(&mut self, asid: Asid, addr: u64, level: u8) -> (&mut SetAssoc<u64>, u64, u64) {
-        debug_assert!((2..=4).contains(&level));
+        debug_assert!((2..=5).contains(&level));
         let i = usize::from(level - 2);
         let prefix = addr >> (21 + 9 * i as u32);
         (&mut self.caches[i], prefix, key(prefix, asid))
     }
 
-    /// Remember that the entry at `level` (2 = PDE, 3 = PDPTE, 4 = PML4E)
+    /// Remember that the entry at `level` (2 = PDE, 3 = PDPTE, 4 = PML4E, 5 = PML5E)
     /// for `addr` points to the table at `next_frame`.
     #[inline]
     pub fn insert(&mut self, asid: Asid, addr: u64, level: u8, next_frame: u64) {
@@ -107,18 +117,26 @@ mod tests {
     fn deepest_level_wins() {
         let mut p = Pwc::new(
             Geometry::new(2, 2),
+            Geometry::new(2, 2),
             Geometry::new(4, 4),
             Geometry::new(32, 4),
         );
         let a = Asid::new(0, 1);
         let va = 0x7f12_3456_7000;
-        assert_eq!(p.lookup(a, va), None);
+        assert_eq!(p.lookup(a, va, 4), None);
         p.insert(a, va, 4, 10);
-        assert_eq!(p.lookup(a, va), Some((3, 10)));
+        assert_eq!(p.lookup(a, va, 4), Some((3, 10)));
         p.insert(a, va, 2, 30);
-        assert_eq!(p.lookup(a, va), Some((1, 30)));
-        assert_eq!(p.lookup(Asid::new(0, 2), va), None);
+        assert_eq!(p.lookup(a, va, 4), Some((1, 30)));
+        assert_eq!(p.lookup(Asid::new(0, 2), va, 4), None);
         p.flush_asid(a);
-        assert_eq!(p.lookup(a, va), None);
+        assert_eq!(p.lookup(a, va, 4), None);
+        // The PML5E cache serves 5-level tables only.
+        let va5 = 0x00ab_7f12_3456_7000;
+        p.insert(a, va5, 5, 40);
+        assert_eq!(p.lookup(a, va5, 4), None);
+        assert_eq!(p.lookup(a, va5, 5), Some((4, 40)));
+        p.insert(a, va5, 4, 41);
+        assert_eq!(p.lookup(a, va5, 5), Some((3, 41)));
     }
 }

@@ -1,7 +1,7 @@
 //! TLBs: split L1 (DTLB, ITLB; one array per page size) and a unified STLB,
 //! all tagged with an address-space id (VPID and PCID).
 
-use super::cache::SetAssoc;
+use super::cache::{Key, SetAssoc};
 use crate::addr::{PageSize, FRAMES_PER_HUGE, HUGE_SHIFT, PAGE_SHIFT};
 use crate::config::TlbConfig;
 
@@ -94,12 +94,83 @@ pub enum TlbLevel {
     Miss,
 }
 
-/// The TLB hierarchy of one core.
+/// The TLB hierarchy of one core. Its tags are 64-bit for 4-level paging
+/// and 128-bit for 5-level paging (a 44-bit page number and a 28-bit ASID
+/// do not fit 64 bits); the variant is chosen once, from the paging levels,
+/// so a 4-level run compares 64-bit tags as before.
 #[derive(Clone, Debug)]
-pub struct Tlbs {
-    l1d: [SetAssoc<TlbEntry>; 2],
-    l1i: [SetAssoc<TlbEntry>; 2],
-    stlb: SetAssoc<TlbEntry>,
+pub enum Tlbs {
+    /// 4-level paging: gVAs below 2^47.
+    Four(TlbSet<u64>),
+    /// 5-level paging: gVAs below 2^56.
+    Five(TlbSet<u128>),
+}
+
+macro_rules! each {
+    ($self:ident, $t:ident => $e:expr) => {
+        match $self {
+            Tlbs::Four($t) => $e,
+            Tlbs::Five($t) => $e,
+        }
+    };
+}
+
+impl Tlbs {
+    /// Empty TLBs with the configured geometries, for tables of `levels`
+    /// paging levels (4 or 5).
+    pub fn new(c: &TlbConfig, levels: u8) -> Self {
+        if levels == 5 {
+            Tlbs::Five(TlbSet::new(c))
+        } else {
+            Tlbs::Four(TlbSet::new(c))
+        }
+    }
+
+    /// [`TlbSet::lookup`].
+    #[inline]
+    pub fn lookup(
+        &mut self,
+        asid: Asid,
+        va: u64,
+        fetch: bool,
+        write: bool,
+    ) -> (TlbLevel, Option<TlbHit>) {
+        each!(self, t => t.lookup(asid, va, fetch, write))
+    }
+
+    /// [`TlbSet::insert`].
+    #[inline]
+    pub fn insert(&mut self, asid: Asid, va: u64, size: PageSize, fetch: bool, e: TlbEntry) {
+        each!(self, t => t.insert(asid, va, size, fetch, e))
+    }
+
+    /// [`TlbSet::invlpg`].
+    pub fn invlpg(&mut self, asid: Asid, va: u64) {
+        each!(self, t => t.invlpg(asid, va))
+    }
+
+    /// [`TlbSet::flush_asid`].
+    pub fn flush_asid(&mut self, asid: Asid) {
+        each!(self, t => t.flush_asid(asid))
+    }
+
+    /// [`TlbSet::flush_vpid`].
+    pub fn flush_vpid(&mut self, vpid: u16) {
+        each!(self, t => t.flush_vpid(vpid))
+    }
+
+    /// [`TlbSet::flush_all`].
+    pub fn flush_all(&mut self) {
+        each!(self, t => t.flush_all())
+    }
+}
+
+/// The arrays of a TLB hierarchy with tags of type `K`.
+#[derive(Clone, Debug)]
+pub struct TlbSet<K: TlbKey> {
+    l1d: [SetAssoc<TlbEntry, K>; 2],
+    l1i: [SetAssoc<TlbEntry, K>; 2],
+    stlb: SetAssoc<TlbEntry, K>,
     /// A 2 MiB entry was ever inserted: until then lookups skip the 2 MiB probes.
     any_huge: bool,
     /// The last lookup missed without finding its page at all (not even an
@@ -108,20 +179,54 @@ pub struct Tlbs {
     clean_miss: Option<(u32, u64, bool)>,
 }
 
-/// Where a TLB key keeps its [`Asid`]: above the 36 bits of page number
-/// and size (a 4 KiB page number of a 4-level gVA below 2^47 has 35 bits,
-/// and bit 35 marks a 2 MiB entry, whose page number has 26).
+/// A TLB tag: page number, page size and [`Asid`], packed.
+pub trait TlbKey: Key {
+    /// The tag of page `vpn` (in units of its size), 2 MiB when `huge`, in `asid`.
+    fn make(vpn: u64, huge: bool, asid: Asid) -> Self;
+    /// The ASID in the tag.
+    fn asid(self) -> u32;
+}
+
+/// Where a 64-bit TLB tag keeps its [`Asid`]: above the 36 bits of page
+/// number and size (a 4 KiB page number of a 4-level gVA below 2^47 has 35
+/// bits, and bit 35 marks a 2 MiB entry, whose page number has 26).
 const KEY_ASID_SHIFT: u32 = 64 - ASID_BITS;
 
-#[inline]
-fn key(vpn: u64, huge: bool, asid: Asid) -> u64 {
-    debug_assert!(vpn < 1 << 35, "page number {vpn:#x} beyond a 4-level gVA");
-    vpn | (u64::from(huge) << 35) | (u64::from(asid.0) << KEY_ASID_SHIFT)
+impl TlbKey for u64 {
+    #[inline]
+    fn make(vpn: u64, huge: bool, asid: Asid) -> Self {
+        debug_assert!(vpn < 1 << 35, "page number {vpn:#x} beyond a 4-level gVA");
+        vpn | (u64::from(huge) << 35) | (u64::from(asid.0) << KEY_ASID_SHIFT)
+    }
+    #[inline]
+    fn asid(self) -> u32 {
+        (self >> KEY_ASID_SHIFT) as u32
+    }
+}
+
+/// A 128-bit TLB tag (5-level paging): the page number (44 bits for a
+/// 4 KiB page of a gVA below 2^56) in bits 0..44, the 2 MiB mark at bit
+/// 44, the ASID from bit 64.
+impl TlbKey for u128 {
+    #[inline]
+    fn make(vpn: u64, huge: bool, asid: Asid) -> Self {
+        debug_assert!(vpn < 1 << 44, "page number {vpn:#x} beyond a 5-level gVA");
+        u128::from(vpn) | (u128::from(huge) << 44) | (u128::from(asid.0) << 64)
+    }
+    #[inline]
+    fn asid(self) -> u32 {
+        (self >> 64) as u32
+    }
 }
 
 #[inline]
-fn asid_of(key: u64) -> u32 {
-    (key >> KEY_ASID_SHIFT) as u32
+fn key<K: TlbKey>(vpn: u64, huge: bool, asid: Asid) -> K {
+    K::make(vpn, huge, asid)
+}
+
+#[inline]
+fn asid_of<K: TlbKey>(key: K) -> u32 {
+    key.asid()
 }
 
 /// Result of a hit: the 4 KiB frames of the accessed page.
@@ -133,10 +238,10 @@ pub struct TlbHit {
     pub hpfn: u64,
 }
 
-impl Tlbs {
+impl<K: TlbKey> TlbSet<K> {
     /// Empty TLBs with the configured geometries.
     pub fn new(c: &TlbConfig) -> Self {
-        Tlbs {
+        TlbSet {
             l1d: [SetAssoc::new(c.l1d_4k), SetAssoc::new(c.l1d_2m)],
             l1i: [SetAssoc::new(c.l1i_4k), SetAssoc::new(c.l1i_2m)],
             stlb: SetAssoc::new(c.stlb),
@@ -162,7 +267,7 @@ impl Tlbs {
         self.clean_miss = None;
         let mut found = false;
         let l1 = if fetch { &mut self.l1i } else { &mut self.l1d };
-        if let Some(e) = l1[0].lookup(vpn, key(vpn, false, asid)) {
+        if let Some(e) = l1[0].lookup(vpn, key::<K>(vpn, false, asid)) {
             found = true;
             if usable(&e) {
                 return (
@@ -175,17 +280,17 @@ impl Tlbs {
             }
         }
         if self.any_huge {
-            if let Some(e) = l1[1].lookup(hvpn, key(hvpn, true, asid)) {
+            if let Some(e) = l1[1].lookup(hvpn, key::<K>(hvpn, true, asid)) {
                 found = true;
                 if usable(&e) {
                     return (TlbLevel::L1, Some(split(e, vpn)));
                 }
             }
         }
-        if let Some(e) = self.stlb.lookup(vpn, key(vpn, false, asid)) {
+        if let Some(e) = self.stlb.lookup(vpn, key::<K>(vpn, false, asid)) {
             found = true;
             if usable(&e) {
-                l1[0].insert(vpn, key(vpn, false, asid), e);
+                l1[0].insert(vpn, key::<K>(vpn, false, asid), e);
                 return (
                     TlbLevel::Stlb,
                     Some(TlbHit {
@@ -196,10 +301,10 @@ impl Tlbs {
             }
         }
         if self.any_huge {
-            if let Some(e) = self.stlb.lookup(hvpn, key(hvpn, true, asid)) {
+            if let Some(e) = self.stlb.lookup(hvpn, key::<K>(hvpn, true, asid)) {
                 found = true;
                 if usable(&e) {
-                    l1[1].insert(hvpn, key(hvpn, true, asid), e);
+                    l1[1].insert(hvpn, key::<K>(hvpn, true, asid), e);
                     return (TlbLevel::Stlb, Some(split(e, vpn)));
                 }
             }
@@ -218,7 +323,7 @@ impl Tlbs {
         let huge = size == PageSize::Size2M;
         self.any_huge |= huge;
         let vpn = va >> size.shift();
-        let k = key(vpn, huge, asid);
+        let k = key::<K>(vpn, huge, asid);
         let l1 = if fetch { &mut self.l1i } else { &mut self.l1d };
         if self.clean_miss.take() == Some((asid.0, va >> PAGE_SHIFT, fetch)) {
             self.stlb.insert_new(vpn, k, e);
@@ -235,10 +340,10 @@ impl Tlbs {
         let vpn = va >> PAGE_SHIFT;
         let hvpn = va >> HUGE_SHIFT;
         for c in [&mut self.l1d[0], &mut self.l1i[0], &mut self.stlb] {
-            c.remove(vpn, key(vpn, false, asid));
+            c.remove(vpn, key::<K>(vpn, false, asid));
         }
         for c in [&mut self.l1d[1], &mut self.l1i[1], &mut self.stlb] {
-            c.remove(hvpn, key(hvpn, true, asid));
+            c.remove(hvpn, key::<K>(hvpn, true, asid));
         }
     }
 
@@ -257,7 +362,7 @@ impl Tlbs {
         self.retain(|_| false);
     }
 
-    fn retain(&mut self, keep: impl Fn(u64) -> bool + Copy) {
+    fn retain(&mut self, keep: impl Fn(K) -> bool + Copy) {
         self.clean_miss = None;
         for c in self.l1d.iter_mut().chain(self.l1i.iter_mut()) {
             c.retain(keep);
@@ -285,7 +390,7 @@ mod tests {
 
     #[test]
     fn miss_then_l1_hit_then_stlb_hit_after_l1_eviction() {
-        let mut t = Tlbs::new(&TlbConfig::default());
+        let mut t = Tlbs::new(&TlbConfig::default(), 4);
         let a = Asid::new(1, 5);
         assert_eq!(t.lookup(a, 0x1000, false, false).0, TlbLevel::Miss);
         t.insert(a, 0x1000, PageSize::Size4K, false, entry(7));
@@ -303,7 +408,7 @@ mod tests {
 
     #[test]
     fn tags_separate_address_spaces_and_rights() {
-        let mut t = Tlbs::new(&TlbConfig::default());
+        let mut t = Tlbs::new(&TlbConfig::default(), 4);
         let a = Asid::new(1, 1);
         let b = Asid::new(1, 2);
         let ro = TlbEntry::new(3, 103, false, true);
@@ -327,7 +432,7 @@ mod tests {
     fn vpid_tag_holds_all_16_bits() {
         // VPIDs 0x0001 and 0x1001 (and 0x8001) agree in their low 12 bits:
         // a tag narrower than 16 bits would alias them.
-        let mut t = Tlbs::new(&TlbConfig::default());
+        let mut t = Tlbs::new(&TlbConfig::default(), 4);
         let vpids = [0x0001u16, 0x1001, 0x8001, 0xffff];
         for (i, &v) in vpids.iter().enumerate() {
             let a = Asid::new(v, 0xfff);
@@ -361,7 +466,7 @@ mod tests {
 
     #[test]
     fn huge_entry_covers_2m_and_invlpg_drops_it() {
-        let mut t = Tlbs::new(&TlbConfig::default());
+        let mut t = Tlbs::new(&TlbConfig::default(), 4);
         let a = Asid::new(0, 0);
         t.insert(a, 0x40_0000, PageSize::Size2M, false, entry(1024));
         let (lvl, hit) = t.lookup(a, 0x40_0000 + 5 * 4096 + 7, false, false);

@@ -55,10 +55,11 @@ pub struct WalkRecord {
 pub struct CacheLookups {
     /// PSC lookups of the guest / 1-D tables by the level the walk resumed
     /// at: `[0]` the PDE cache hit (resume at the PT), `[1]` the PDPTE
-    /// cache, `[2]` the PML4E cache, `[3]` no hit (walk from the root).
-    pub psc: [u32; 4],
+    /// cache, `[2]` the PML4E cache, `[3]` the PML5E cache, `[4]` no hit
+    /// (walk from the root).
+    pub psc: [u32; 5],
     /// EPT PSC lookups (one per nested TLB miss), indexed as `psc`.
-    pub ept_psc: [u32; 4],
+    pub ept_psc: [u32; 5],
     /// Nested TLB (gPFN -> hPFN) hits.
     pub nested_tlb_hits: u32,
     /// Nested TLB misses (each followed by an EPT walk).
@@ -66,12 +67,15 @@ pub struct CacheLookups {
 }
 
 impl CacheLookups {
-    /// Index in [`CacheLookups::psc`] of a PSC lookup that resumed at
-    /// `level` (1..=3) or missed (4).
+    /// Index in [`CacheLookups::psc`] of a PSC lookup: the hit that
+    /// resumed at `level` (1..=4), or [`CacheLookups::MISS`] for none.
     #[inline]
-    pub fn slot(resume_level: u8) -> usize {
-        usize::from(resume_level - 1)
+    pub fn slot(hit: Option<(u8, u64)>) -> usize {
+        hit.map_or(Self::MISS, |(level, _)| usize::from(level - 1))
     }
+
+    /// Index in [`CacheLookups::psc`] of a lookup that hit no cache.
+    pub const MISS: usize = 4;
 }
 
 impl Default for WalkRecord {

@@ -31,6 +31,10 @@ pub struct Hw {
     pub ptcache: PtCache,
     /// References of the walk in progress (cleared by the caller).
     pub rec: WalkRecord,
+    /// Paging levels of the running guest's tables: 4, or 5 with CR4.LA57
+    /// [SDM 4.5] (`guest.levels`). Walks of guest, shadow and PV tables
+    /// start at this level.
+    pub levels: u8,
 }
 
 impl Hw {
@@ -38,12 +42,13 @@ impl Hw {
     pub fn new(c: &Config) -> Self {
         let w = &c.walk_caches;
         Hw {
-            tlbs: Tlbs::new(&c.tlb),
-            pwc: Pwc::new(w.pml4e, w.pdpte, w.pde),
-            ept_pwc: Pwc::new(w.ept_pml4e, w.ept_pdpte, w.ept_pde),
+            tlbs: Tlbs::new(&c.tlb, c.guest.levels),
+            pwc: Pwc::new(w.pml5e, w.pml4e, w.pdpte, w.pde),
+            ept_pwc: Pwc::new(w.ept_pml5e, w.ept_pml4e, w.ept_pdpte, w.ept_pde),
             ntlb: SetAssoc::new(w.nested_tlb),
             ptcache: PtCache::new(&c.pt_cache),
             rec: WalkRecord::default(),
+            levels: c.guest.levels,
         }
     }
 
@@ -60,8 +65,8 @@ impl Hw {
     /// [`Pwc::lookup`]), counted in the walk record.
     #[inline]
     pub fn psc_lookup(&mut self, asid: Asid, va: u64) -> Option<(u8, u64)> {
-        let hit = self.pwc.lookup(asid, va);
-        self.rec.lookups().psc[CacheLookups::slot(hit.map_or(4, |h| h.0))] += 1;
+        let hit = self.pwc.lookup(asid, va, self.levels);
+        self.rec.lookups().psc[CacheLookups::slot(hit)] += 1;
         hit
     }
 
@@ -104,8 +109,10 @@ impl Hw {
 pub struct EptRef<'a, E> {
     /// Table pages holding the EPT.
     pub tables: &'a E,
-    /// hPFN of the EPT PML4.
+    /// hPFN of the EPT root (PML4, or PML5 for a 5-level EPT).
     pub root: u64,
+    /// Levels of the EPT (the EPTP's page-walk length): 4 or 5.
+    pub levels: u8,
     /// Tag of this EPT's nested-TLB and EPT-PSC entries (16 bits).
     pub tag: u16,
 }
@@ -188,7 +195,7 @@ pub enum WalkFault {
     },
 }
 
-/// Walk an x86-64 4-level table rooted at `root` for `va`, as the hardware
+/// Walk an x86-64 table of `hw.levels` levels rooted at `root` for `va`, as the hardware
 /// does on a TLB miss: continue from the deepest PWC hit, read one entry per
 /// level through the line cache, check rights, set A (and D on a write).
 ///
@@ -204,7 +211,7 @@ pub fn walk_1d<T: TableMem>(
     va: u64,
     r: Rights,
 ) -> Result<Leaf, WalkFault> {
-    let (level, table) = hw.psc_lookup(asid, va).unwrap_or((4, root));
+    let (level, table) = hw.psc_lookup(asid, va).unwrap_or((hw.levels, root));
     match walk_1d_from(hw, tables, dim, level, table, asid, va, r)? {
         ShadowStep::Leaf(l) => Ok(l),
         ShadowStep::Switch { .. } => {
@@ -236,12 +243,12 @@ pub fn walk_2d<G: TableMem, E: TableMem>(
     va: u64,
     r: Rights,
 ) -> Result<Walk2d, WalkFault> {
-    let (level, table) = hw.psc_lookup(asid, va).unwrap_or((4, root));
+    let (level, table) = hw.psc_lookup(asid, va).unwrap_or((hw.levels, root));
     walk_2d_from(hw, guest, ept, level, table, asid, va, r)
 }
 
 /// The rest of a 2-D walk from guest table gPFN `table` at `level` (4 = the
-/// PML4) down: what [`walk_2d`] does after its PWC lookup, and what an agile
+/// PML4, 5 = the PML5) down: what [`walk_2d`] does after its PWC lookup, and what an agile
 /// walk does once a switching entry sends it from the shadow table into the
 /// guest's table \[AP16\].
 ///
@@ -418,7 +425,7 @@ pub struct Walk2d {
 }
 
 /// Translate a gPFN through the nested TLB or an EPT walk (up to 4
-/// references), needing the EPT rights `need` (bits of [`ept::RWX`]) at
+/// references, 5 for a 5-level EPT), needing the EPT rights `need` (bits of [`ept::RWX`]) at
 /// every level. Returns the hPFN and the rights of its EPT leaf. The nested
 /// TLB keeps the leaf's rights with the hPFN; a cached entry lacking a
 /// right sends the walker to the EPT, as a TLB entry lacking one does.
@@ -446,9 +453,9 @@ pub fn nested_translate<E: TableMem>(
     }
     hw.rec.lookups().nested_tlb_misses += 1;
     let gpa = gpfn << 12;
-    let ept_hit = hw.ept_pwc.lookup(tag, gpa);
-    hw.rec.lookups().ept_psc[CacheLookups::slot(ept_hit.map_or(4, |h| h.0))] += 1;
-    let (mut level, mut table) = ept_hit.unwrap_or((4, ept.root));
+    let ept_hit = hw.ept_pwc.lookup(tag, gpa, ept.levels);
+    hw.rec.lookups().ept_psc[CacheLookups::slot(ept_hit)] += 1;
+    let (mut level, mut table) = ept_hit.unwrap_or((ept.levels, ept.root));
     loop {
         let idx = pt_index(gpa, level);
         let e = ept.tables.read(table, idx);

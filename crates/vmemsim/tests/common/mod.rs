@@ -58,9 +58,9 @@ fn check<M: Mode>(
     i: usize,
 ) {
     let p = sim.guest.current().expect("a process runs");
-    let m = softwalk::translate(&sim.guest.mem, p.root, a.addr).unwrap_or_else(|| {
-        panic!("{mode}: record {i}: {a:?} resolved but the guest does not map it")
-    });
+    let m = softwalk::translate(&sim.guest.mem, p.root, sim.guest.levels(), a.addr).unwrap_or_else(
+        || panic!("{mode}: record {i}: {a:?} resolved but the guest does not map it"),
+    );
     assert_eq!(
         gpfn, m.gpfn,
         "{mode}: record {i}: {a:?}: gPFN differs from the oracle"
