@@ -16,6 +16,8 @@ pub const HUGE_SHIFT: u32 = 21;
 pub const HUGE_SIZE: u64 = 1 << HUGE_SHIFT;
 /// 4 KiB frames in one 2 MiB page.
 pub const FRAMES_PER_HUGE: u64 = HUGE_SIZE / PAGE_SIZE;
+/// log2 of the 1 GiB page size.
+pub const GIANT_SHIFT: u32 = 30;
 
 macro_rules! address_type {
     ($(#[$doc:meta])* $name:ident) => {
@@ -119,6 +121,9 @@ pub enum PageSize {
     /// 2 MiB, mapped by a PD entry with PS=1 (level 2).
     #[serde(rename = "2m")]
     Size2M,
+    /// 1 GiB, mapped by a PDPT entry with PS=1 (level 3) [SDM 4.5].
+    #[serde(rename = "1g")]
+    Size1G,
 }
 
 impl PageSize {
@@ -128,6 +133,7 @@ impl PageSize {
         match self {
             PageSize::Size4K => PAGE_SHIFT,
             PageSize::Size2M => HUGE_SHIFT,
+            PageSize::Size1G => GIANT_SHIFT,
         }
     }
     /// Size in bytes.
@@ -141,6 +147,29 @@ impl PageSize {
         match self {
             PageSize::Size4K => 1,
             PageSize::Size2M => 2,
+            PageSize::Size1G => 3,
+        }
+    }
+    /// 4 KiB frames in one page of this size.
+    #[inline]
+    pub fn frames(self) -> u64 {
+        1 << (self.shift() - PAGE_SHIFT)
+    }
+    /// The page size whose entries sit at `level` (1, 2 or 3).
+    #[inline]
+    pub fn of_level(level: u8) -> PageSize {
+        match level {
+            1 => PageSize::Size4K,
+            2 => PageSize::Size2M,
+            _ => PageSize::Size1G,
+        }
+    }
+    /// Name as written in configs: `4k`, `2m`, `1g`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PageSize::Size4K => "4k",
+            PageSize::Size2M => "2m",
+            PageSize::Size1G => "1g",
         }
     }
 }

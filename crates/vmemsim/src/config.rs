@@ -144,11 +144,21 @@ pub struct HostPagingConfig {
     /// Levels of the EPT: 4, or 5 for a 57-bit guest-physical space (the
     /// EPTP's page-walk length, 5-level EPT [SDM 29.3.2]). Default 4.
     pub ept_levels: u8,
+    /// Size of the host pages backing guest memory: `4k`, `2m` (a host
+    /// using transparent huge pages, as KVM hosts commonly do) or `1g`
+    /// (hugetlbfs 1 GiB pages). The host backs a whole aligned page of that
+    /// size on the first touch of any guest frame in it, and maps it with
+    /// one EPT leaf of that size (a PDE or PDPTE with bit 7 set [SDM
+    /// 29.3.2]). Default `4k`.
+    pub page_size: crate::addr::PageSize,
 }
 
 impl Default for HostPagingConfig {
     fn default() -> Self {
-        HostPagingConfig { ept_levels: 4 }
+        HostPagingConfig {
+            ept_levels: 4,
+            page_size: crate::addr::PageSize::Size4K,
+        }
     }
 }
 
@@ -748,6 +758,18 @@ impl Config {
             if !(4..=5).contains(&v) {
                 return Err(invalid(key, v, "4 or 5 (paging levels)"));
             }
+        }
+        let host_page_mib = self.host.page_size.bytes() >> 20;
+        if host_page_mib > 0 && mem % host_page_mib != 0 {
+            return Err(invalid(
+                "guest.mem_mib",
+                mem,
+                &format!(
+                    "a multiple of host.page_size ({}): the host backs guest memory in pages \
+                     of that size",
+                    self.host.page_size.name()
+                ),
+            ));
         }
         self.validate_costs()?;
         if self.sched.quantum_instructions == 0 {

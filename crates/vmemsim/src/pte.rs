@@ -55,6 +55,10 @@ pub mod ept {
     /// Frame bits as in [`super::x86::FRAME`].
     pub const FRAME: u64 = super::x86::FRAME;
 
+    /// Page size: in an EPT PDE or PDPTE, maps a 2 MiB or 1 GiB page
+    /// [SDM 29.3.2].
+    pub const PS: u64 = 1 << 7;
+
     /// An entry is present when any of R, W, X is set.
     #[inline]
     pub fn present(e: u64) -> bool {

@@ -312,6 +312,18 @@ pub fn to_table(w: &WorkloadResult) -> String {
     });
     row("  per walk", &|m| format!("{:.2}", m.stats.refs_per_walk()));
     row("  line-cache hits", &count(|s| s.walk_ref_cache_hits));
+    if w.modes.iter().any(|m| m.stats.guest_frames_touched > 0) {
+        // Huge host pages only: frames backed the guest never wrote.
+        row("host frames backed", &count(|s| s.host_frames_backed));
+        row("  bloat (never touched)", &|m| {
+            let s = &m.stats;
+            if s.guest_frames_touched == 0 || s.host_frames_backed == 0 {
+                "-".to_string()
+            } else {
+                (s.host_frames_backed as i64 - s.guest_frames_touched as i64).to_string()
+            }
+        });
+    }
     row("guest page faults", &|m| {
         m.stats.guest_page_faults.to_string()
     });

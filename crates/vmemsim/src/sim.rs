@@ -141,6 +141,10 @@ impl<M: Mode> Sim<M> {
         let mut vm = Vm::new(0, vpid, cfg.guest.mem_mib * 256, cfg.guest.pcid, &mut host);
         vm.bt = binary_translator::<M>(cfg);
         vm.ept_levels = cfg.host.ept_levels;
+        if M::VIRTUALIZED {
+            // A native run alone has no host under it.
+            vm.host_page = cfg.host.page_size;
+        }
         Sim {
             guest: GuestOs::new(&cfg.guest),
             machine: Machine::new(mode, vm),

@@ -160,8 +160,14 @@ pub struct Stats {
     pub bt_syscalls: u64,
     /// PTE updates validated by the hypervisor in paravirtual batches.
     pub pv_pte_updates: u64,
-    /// Guest frames given a host frame.
+    /// Guest frames given a host frame (with huge host pages, every frame
+    /// of each host page backed).
     pub host_frames_backed: u64,
+    /// Distinct guest frames the guest wrote, counted with huge host pages
+    /// only (left out of the JSON while 0): `host_frames_backed` minus this
+    /// is the bloat, frames backed that the guest never used.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub guest_frames_touched: u64,
     /// Processes created (initial, fork).
     pub processes: u64,
     /// Forks.
@@ -307,6 +313,7 @@ impl Stats {
             bt_syscalls,
             pv_pte_updates,
             host_frames_backed,
+            guest_frames_touched,
             processes,
             forks,
             execs,
@@ -361,6 +368,7 @@ mod tests {
         let mut one = ones();
         // Counters left out of the JSON while 0 are not in `ones()`.
         one.psc_pml5e_hits = 1;
+        one.guest_frames_touched = 1;
         one.ept_psc_pml5e_hits = 1;
         assert_ne!(one, Stats::default());
         // An interval of nothing is all zeros: `since` misses no counter.

@@ -221,6 +221,19 @@ fn three_vms_two_pcpus_migrating() {
     three_vms_agree_with_alone(2, true);
 }
 
+#[test]
+fn three_vms_on_2m_host_pages_with_5_level_epts() {
+    // Huge host pages back whole aligned pages (more memory: a bigger host);
+    // every VM still resolves as alone with the same host settings.
+    agree_with_alone(
+        2,
+        true,
+        "mem_mib = 2048\npage_size = \"2m\"\nept_levels = 5\n",
+        "",
+        true,
+    );
+}
+
 const TWO: &str = r#"
 [host]
 mem_mib = 256

@@ -70,6 +70,27 @@ fn builtin_workloads_agree_with_5_level_guests_and_epts() {
 }
 
 #[test]
+fn builtin_workloads_agree_over_huge_host_pages() {
+    use vmemsim::addr::PageSize;
+    for host in [PageSize::Size2M, PageSize::Size1G] {
+        for (huge, levels) in [(false, 4), (true, 4), (true, 5)] {
+            let mut cfg = Config::default();
+            cfg.host.page_size = host;
+            cfg.guest.huge_pages = huge;
+            cfg.guest.levels = levels;
+            cfg.host.ept_levels = levels;
+            for kind in WorkloadKind::ALL {
+                let [n, e, s] = all_modes_agree(&cfg, &small(kind));
+                assert_eq!(e.host_frames_backed % host.frames(), 0, "{kind:?} {host:?}");
+                assert_eq!(e.host_frames_backed, s.host_frames_backed, "{kind:?}");
+                assert!(e.guest_frames_touched <= e.host_frames_backed);
+                assert!(n.guest_page_faults > 0);
+            }
+        }
+    }
+}
+
+#[test]
 fn builtin_workloads_agree_with_2m_pages_and_without_pcid() {
     let mut cfg = Config::default();
     cfg.guest.huge_pages = true;

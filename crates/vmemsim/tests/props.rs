@@ -4,6 +4,7 @@
 mod common;
 
 use proptest::prelude::*;
+use vmemsim::addr::PageSize;
 use vmemsim::config::{Config, ShadowConfig};
 use vmemsim_trace::{AccessKind, ProcEvent, Record};
 
@@ -142,7 +143,19 @@ proptest! {
         huge in any::<bool>(),
         levels in prop::sample::select(vec![(5u8, 5u8), (5, 4), (4, 5)]),
     ) {
-        modes_agree_at(&ops, huge, true, levels, ShadowConfig::default());
+        modes_agree_at(&ops, huge, true, levels, PageSize::Size4K, ShadowConfig::default());
+    }
+
+    #[test]
+    fn every_mode_matches_the_oracle_over_huge_host_pages(
+        ops in prop::collection::vec(op(), 1..80),
+        huge in any::<bool>(),
+        pcid in any::<bool>(),
+        host in prop::sample::select(vec![PageSize::Size2M, PageSize::Size1G]),
+        levels in prop::sample::select(vec![(4u8, 4u8), (5, 5)]),
+        shadow in shadow_config(),
+    ) {
+        modes_agree_at(&ops, huge, pcid, levels, host, shadow);
     }
 }
 
@@ -178,22 +191,23 @@ fn shadow_config() -> impl Strategy<Value = ShadowConfig> {
 
 /// Every mode matches the oracle on `ops` in a 256 MiB guest (default `[shadow]`).
 fn modes_agree_on(ops: &[Op], huge_pages: bool, pcid: bool) {
-    modes_agree_at(ops, huge_pages, pcid, (4, 4), ShadowConfig::default());
+    modes_agree_on_with(ops, huge_pages, pcid, ShadowConfig::default());
 }
 
 /// [`modes_agree_on`] with `[shadow]` settings `shadow`.
 fn modes_agree_on_with(ops: &[Op], huge_pages: bool, pcid: bool, shadow: ShadowConfig) {
-    modes_agree_at(ops, huge_pages, pcid, (4, 4), shadow);
+    modes_agree_at(ops, huge_pages, pcid, (4, 4), PageSize::Size4K, shadow);
 }
 
 /// [`modes_agree_on_with`] with a guest of `levels.0` paging levels over an
-/// EPT of `levels.1`; a 5-level guest's window lies above 2^47 (PML5 index
-/// 1), where only 5-level paging has user space.
+/// EPT of `levels.1` and host pages of `host`; a 5-level guest's window
+/// lies above 2^47 (PML5 index 1), where only 5-level paging has user space.
 fn modes_agree_at(
     ops: &[Op],
     huge_pages: bool,
     pcid: bool,
     levels: (u8, u8),
+    host: PageSize,
     shadow: ShadowConfig,
 ) {
     let mut cfg = Config {
@@ -202,7 +216,9 @@ fn modes_agree_at(
     };
     cfg.guest.huge_pages = huge_pages;
     cfg.guest.pcid = pcid;
-    cfg.guest.mem_mib = 256;
+    // The smallest guest the host page size allows (a whole number of host pages).
+    cfg.guest.mem_mib = 256.max(host.bytes() >> 20);
+    cfg.host.page_size = host;
     cfg.guest.levels = levels.0;
     cfg.host.ept_levels = levels.1;
     let mut recs = records(ops);

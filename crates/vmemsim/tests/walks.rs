@@ -661,3 +661,111 @@ fn five_level_guest_maps_above_the_4_level_user_top() {
     );
     assert!(e.is_err(), "beyond the 4-level user space");
 }
+
+/// [`caches_off`] with host pages of `host` and guest 2 MiB pages when `guest_2m`.
+fn host_pages(host: vmemsim::addr::PageSize, guest_2m: bool) -> Config {
+    let mut cfg = caches_off();
+    cfg.host.page_size = host;
+    cfg.guest.huge_pages = guest_2m;
+    cfg
+}
+
+#[test]
+fn cold_2d_walks_over_huge_host_pages() {
+    use vmemsim::addr::PageSize::{Size1G, Size2M};
+    // EPT leaves at the PDE (2 MiB host pages): each gPA takes 3 EPT
+    // references. 4 KiB guest pages: 4 guest levels x (3 + 1) + 3 = 19.
+    let (cold, warm, dims) = cold_then_warm(Nested, &host_pages(Size2M, false));
+    assert_eq!((cold, warm), (19, 19));
+    assert_eq!(dims[Dim::Nested as usize], 15);
+    // 2 MiB guest pages over 2 MiB host pages: 3 x (3 + 1) + 3 = 15.
+    let (cold, _, dims) = cold_then_warm(Nested, &host_pages(Size2M, true));
+    assert_eq!(cold, 15);
+    assert_eq!(dims[Dim::Guest as usize], 3);
+    // EPT leaves at the PDPTE (1 GiB host pages): 2 EPT references per
+    // gPA. 4 KiB guest pages: 4 x (2 + 1) + 2 = 14.
+    let (cold, _, dims) = cold_then_warm(Nested, &host_pages(Size1G, false));
+    assert_eq!(cold, 14);
+    assert_eq!(dims[Dim::Nested as usize], 10);
+    // 2 MiB guest pages over 1 GiB host pages: 3 x (2 + 1) + 2 = 11.
+    assert_eq!(cold_then_warm(Nested, &host_pages(Size1G, true)).0, 11);
+}
+
+#[test]
+fn tlb_entry_covers_the_smaller_of_guest_and_host_page() {
+    use vmemsim::addr::PageSize::{Size2M, Size4K};
+    // After the walk of A, an access 1 MiB further (same 2 MiB guest page,
+    // another 4 KiB frame) hits the TLB only when the entry covers 2 MiB:
+    // guest 2 MiB over host 2 MiB, in nested and in shadow mode (a 2 MiB
+    // shadow leaf: 3 shadow references cold instead of 4). Over 4 KiB host
+    // pages shadow walks twice: the direct page's entry for that frame is
+    // filled by a hidden fault.
+    let far = load(A + (1 << 20));
+    for (host, walks, shadow_walks) in [(Size4K, 1u64, 2u64), (Size2M, 0, 0)] {
+        let cfg = host_pages(host, true);
+        let mut sim = Sim::new(Nested, &cfg);
+        map_and_touch_a_and_b(&mut sim);
+        let before = sim.stats().clone();
+        sim.access(&far, &mut |_, _| {}).unwrap();
+        assert_eq!(
+            sim.stats().since(&before).walks,
+            walks,
+            "nested, host {host:?}"
+        );
+        let mut sim = Sim::new(Shadow::new(), &cfg);
+        map_and_touch_a_and_b(&mut sim);
+        let before = sim.stats().clone();
+        sim.access(&far, &mut |_, _| {}).unwrap();
+        assert_eq!(
+            sim.stats().since(&before).walks,
+            shadow_walks,
+            "shadow, host {host:?}"
+        );
+    }
+    assert_eq!(
+        cold_then_warm(Shadow::new(), &host_pages(Size2M, true)).0,
+        3
+    );
+    assert_eq!(
+        cold_then_warm(Shadow::new(), &host_pages(Size4K, true)).0,
+        4
+    );
+    // 4 KiB guest pages over 2 MiB host pages: 4 KiB entries.
+    let mut sim = Sim::new(Nested, &host_pages(Size2M, false));
+    map_and_touch_a_and_b(&mut sim);
+    let before = sim.stats().clone();
+    sim.access(&load(A + 0x2000), &mut |_, _| {}).unwrap();
+    assert_eq!(
+        sim.stats().since(&before).walks,
+        2,
+        "fault walk, then the walk after it"
+    );
+}
+
+#[test]
+fn huge_host_pages_back_whole_aligned_pages_and_count_the_bloat() {
+    use vmemsim::addr::{Gpfn, PageSize::Size2M};
+    // The first touch of a guest frame backs its whole 2 MiB host page:
+    // 512 contiguous, aligned host frames, mapped by one EPT PDE (bit 7).
+    let cfg = host_pages(Size2M, false);
+    let mut sim = Sim::new(Nested, &cfg);
+    map_and_touch_a_and_b(&mut sim);
+    let s = sim.stats();
+    assert_eq!(s.host_frames_backed % 512, 0);
+    let root = sim.guest.current().unwrap().root;
+    let g = softwalk::translate(&sim.guest.mem, root, 4, A)
+        .unwrap()
+        .gpfn;
+    let vm = &sim.machine.vm;
+    let h = vm.p2m(Gpfn(g)).unwrap().0;
+    let base = g & !511;
+    for i in 0..512 {
+        assert_eq!(vm.p2m(Gpfn(base + i)).unwrap().0, (h & !511) + i);
+    }
+    let e = vm.ept_entry(&sim.host, Gpfn(g));
+    assert_ne!(e & vmemsim::pte::ept::PS, 0, "a 2 MiB EPT leaf");
+    // The guest wrote its page tables (root, PDPT, PD, PT) and 2 data frames,
+    // all in gPA's first 2 MiB above the guest kernel's (gPFN 512..1024):
+    // one host page backed, 512 - 6 frames of it never touched.
+    assert_eq!((s.guest_frames_touched, s.host_frames_backed), (6, 512));
+}

@@ -53,6 +53,10 @@ pub struct HostSection {
     /// Levels of every VM's EPT, as `host.ept_levels` of a single-VM run
     /// ([`crate::config::HostPagingConfig`]). Default 4.
     pub ept_levels: u8,
+    /// Host page size backing every VM, as `host.page_size` of a single-VM
+    /// run. Default `4k`. Larger pages need `swap_mib = 0` (the host would
+    /// have to split them to swap them out: not modelled).
+    pub page_size: crate::addr::PageSize,
 }
 
 impl Default for HostSection {
@@ -69,6 +73,7 @@ impl Default for HostSection {
             sample_cycles: 10_000_000,
             seed: 1,
             ept_levels: 4,
+            page_size: crate::addr::PageSize::Size4K,
         }
     }
 }
@@ -274,7 +279,16 @@ impl HostConfig {
     ) -> Result<Self, ConfigError> {
         // The host's paging keys live in `[host]` here.
         base.host.ept_levels = host.ept_levels;
+        base.host.page_size = host.page_size;
         base.validate()?;
+        if host.page_size != crate::addr::PageSize::Size4K && host.swap_mib > 0 {
+            return Err(invalid(
+                "host.page_size",
+                host.page_size.name(),
+                "4k with host swap (swap_mib > 0): swapping huge host pages out (splitting \
+                 them) is not modelled",
+            ));
+        }
         if base.measure != MeasureConfig::default() {
             return Err(invalid(
                 "measure",
@@ -559,6 +573,13 @@ mem_mib = 256
             (
                 TWO.replace("huge_pages = true", "levels = 5"),
                 "vm[0].guest.levels",
+            ),
+            (
+                TWO.replace(
+                    "mem_mib = 512",
+                    "mem_mib = 512\nswap_mib = 64\npage_size = \"2m\"",
+                ),
+                "config key `host.page_size` = 2m: 4k with host swap",
             ),
             (
                 TWO.replace("mem_mib = 512", "mem_mib = 512\nept_levels = 3"),

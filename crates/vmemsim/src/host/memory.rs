@@ -178,6 +178,27 @@ impl HostMemory {
         Hpfn(h)
     }
 
+    /// `n` (a power of two) contiguous frames aligned to `n`, backing
+    /// `vm`'s gPFNs `first..first + n` (one huge host page). Fresh frames
+    /// only: huge host pages are never freed (no host swapping with them).
+    pub fn alloc_data_run(&mut self, vm: VmId, first: Gpfn, n: u64) -> Hpfn {
+        let d = &mut self.data;
+        // Like `alloc_data`, this never fails: the host's run loop sees an
+        // overdrawn pool after the operation.
+        let base = d.next.next_multiple_of(n);
+        d.next = base + n;
+        self.used += n;
+        let end = (base + n) as usize;
+        if end > self.m2p.len() {
+            self.m2p.resize(end.next_power_of_two(), NONE);
+        }
+        for i in 0..n {
+            debug_assert!(first.0 + i < 1 << GPFN_BITS);
+            self.m2p[(base + i) as usize] = (u64::from(vm) << GPFN_BITS) | (first.0 + i);
+        }
+        Hpfn(base)
+    }
+
     /// Guest frame backed by `hpfn` is no longer backed: the frame returns
     /// to the pool.
     pub fn free_data(&mut self, hpfn: Hpfn) {

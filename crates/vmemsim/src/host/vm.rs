@@ -4,7 +4,7 @@
 //! to it in [`crate::hv::Machine`].
 
 use super::memory::{HostMemory, VmId};
-use crate::addr::{pt_index, Gpfn, Hpfn};
+use crate::addr::{pt_index, Gpfn, Hpfn, PageSize};
 use crate::mmu::TableMem;
 use crate::pte::{ept, x86};
 use crate::stats::Stats;
@@ -39,6 +39,9 @@ pub struct Vm {
     pub eptp: u64,
     /// Levels of the EPT (`host.ept_levels`): 4, or 5 [SDM 29.3.2].
     pub ept_levels: u8,
+    /// Size of the host pages backing the VM (`host.page_size`): the unit
+    /// of backing and of EPT leaves.
+    pub host_page: PageSize,
     /// Guest frames backed now.
     pub backed_frames: u64,
     /// Counters of this VM.
@@ -58,6 +61,9 @@ pub struct Vm {
     /// "bt"`); `None`: VT-x, every intervention a VM exit.
     pub bt: Option<super::BinaryTranslator>,
     p2m: Vec<u64>,
+    /// Guest frames the guest ever wrote, one bit each (kept with huge host
+    /// pages only, to tell backed frames from used ones: the bloat).
+    touched: Vec<u64>,
     /// Backed gPFNs (for random victim selection), kept once
     /// [`Vm::track_resident`] was called; `res_pos[g]` = index + 1.
     resident: Vec<u64>,
@@ -79,6 +85,7 @@ impl Vm {
             guest_pcid: 0,
             eptp: host.alloc_table(),
             ept_levels: 4,
+            host_page: PageSize::Size4K,
             backed_frames: 0,
             stats: Stats::default(),
             exit_flushes: 0,
@@ -89,8 +96,26 @@ impl Vm {
             bt: None,
             resident: Vec::new(),
             res_pos: Vec::new(),
+            touched: Vec::new(),
             p2m: vec![NONE; guest_frames as usize],
         }
+    }
+
+    /// The guest writes frame `gpfn` (zeroing or copying it): true the
+    /// first time for that frame. Tracked with huge host pages only
+    /// (always false with 4 KiB host pages, where every backed frame is one
+    /// the guest wrote).
+    pub fn note_touch(&mut self, gpfn: Gpfn) -> bool {
+        if self.host_page == PageSize::Size4K {
+            return false;
+        }
+        if self.touched.is_empty() {
+            self.touched = vec![0; self.p2m.len().div_ceil(64)];
+        }
+        let (w, b) = ((gpfn.0 / 64) as usize, gpfn.0 % 64);
+        let new = self.touched[w] & (1 << b) == 0;
+        self.touched[w] |= 1 << b;
+        new
     }
 
     /// Guest frames of the VM.
@@ -202,6 +227,9 @@ impl Vm {
             self.swapped_frames -= 1;
             self.host_swap_ins += 1;
         }
+        if self.host_page != PageSize::Size4K {
+            return (self.back_region(host, gpfn), true);
+        }
         let h = host.alloc_data(self.id, gpfn);
         self.resident_add(gpfn.0);
         self.p2m[gpfn.0 as usize] = h.0;
@@ -210,21 +238,52 @@ impl Vm {
         (h, true)
     }
 
-    /// Map backed `gpfn` in the EPT again, RWX, from the p2m (after its
-    /// entry was cleared or made read-only).
-    pub fn ept_restore(&mut self, host: &mut HostMemory, gpfn: Gpfn) {
-        let h = self.p2m(gpfn).expect("EPT restore of an unbacked frame");
-        self.ept_set(host, gpfn, x86::make(h.0, ept::RWX | ept::WB));
+    /// Back the whole host page holding `gpfn` (huge host pages): the
+    /// aligned run of guest frames gets one contiguous run of host frames
+    /// and one EPT leaf of the host page's size. Returns `gpfn`'s hPFN.
+    /// A huge host page is backed whole or not at all.
+    fn back_region(&mut self, host: &mut HostMemory, gpfn: Gpfn) -> Hpfn {
+        let n = self.host_page.frames();
+        let first = gpfn.0 & !(n - 1);
+        let base = host.alloc_data_run(self.id, Gpfn(first), n);
+        for i in 0..n {
+            let e = &mut self.p2m[(first + i) as usize];
+            assert_eq!(
+                *e,
+                NONE,
+                "gPFN {:#x} of a huge host page backed alone",
+                first + i
+            );
+            *e = base.0 + i;
+            self.resident_add(first + i);
+        }
+        self.backed_frames += n;
+        let leaf = x86::make(base.0, ept::RWX | ept::WB | ept::PS);
+        self.ept_set_at(host, Gpfn(first), self.host_page.leaf_level(), leaf);
+        Hpfn(base.0 + (gpfn.0 - first))
     }
 
-    /// The EPT leaf entry of `gpfn` (0 when none).
+    /// Map backed `gpfn` in the EPT again, RWX, from the p2m (after its
+    /// entry was cleared or made read-only); with huge host pages, the
+    /// whole page holding it.
+    pub fn ept_restore(&mut self, host: &mut HostMemory, gpfn: Gpfn) {
+        let n = self.host_page.frames();
+        let first = Gpfn(gpfn.0 & !(n - 1));
+        let h = self.p2m(first).expect("EPT restore of an unbacked frame");
+        let ps = if n > 1 { ept::PS } else { 0 };
+        let leaf = x86::make(h.0, ept::RWX | ept::WB | ps);
+        self.ept_set_at(host, first, self.host_page.leaf_level(), leaf);
+    }
+
+    /// The EPT leaf entry mapping `gpfn` (0 when none): a PTE, or the PDE
+    /// or PDPTE of a huge host page.
     pub fn ept_entry(&self, host: &HostMemory, gpfn: Gpfn) -> u64 {
         let gpa = gpfn.0 << 12;
         let mut table = self.eptp;
         for level in (2..=self.ept_levels).rev() {
             let e = host.tables.read(table, pt_index(gpa, level));
-            if !ept::present(e) {
-                return 0;
+            if !ept::present(e) || e & ept::PS != 0 {
+                return e;
             }
             table = x86::frame(e);
         }
@@ -234,9 +293,16 @@ impl Vm {
     /// Store `leaf` as the EPT entry of `gpfn`, building the upper levels
     /// (permissive: RWX) as needed.
     pub fn ept_set(&mut self, host: &mut HostMemory, gpfn: Gpfn, leaf: u64) {
+        self.ept_set_at(host, gpfn, 1, leaf);
+    }
+
+    /// Store `leaf` as the EPT entry at `leaf_level` (1 = PTE, 2 = PDE of
+    /// a 2 MiB page, 3 = PDPTE of a 1 GiB page) for `gpfn`, building the
+    /// levels above as needed.
+    fn ept_set_at(&mut self, host: &mut HostMemory, gpfn: Gpfn, leaf_level: u8, leaf: u64) {
         let gpa = gpfn.0 << 12;
         let mut table = self.eptp;
-        for level in (2..=self.ept_levels).rev() {
+        for level in (leaf_level + 1..=self.ept_levels).rev() {
             let idx = pt_index(gpa, level);
             let e = host.tables.read(table, idx);
             table = if ept::present(e) {
@@ -247,7 +313,7 @@ impl Vm {
                 t
             };
         }
-        host.tables.write(table, pt_index(gpa, 1), leaf);
+        host.tables.write(table, pt_index(gpa, leaf_level), leaf);
     }
 }
 

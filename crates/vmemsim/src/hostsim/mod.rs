@@ -430,6 +430,7 @@ impl HostSim {
                 );
                 vm.hosted = true;
                 vm.ept_levels = spec.cfg.host.ept_levels;
+                vm.host_page = spec.cfg.host.page_size;
                 vm.track_resident();
                 vm.flush_on_exit = !cfg.host.vpid;
                 vm.bt = (spec.mode != ModeKind::Native

@@ -52,7 +52,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::shadow::NO_ROOT;
 use super::{Core, Fill, GuestFault, Mode, Shadow};
-use crate::addr::{Gpa, Gva, PageSize};
+use crate::addr::{Gpa, Gva};
 use crate::config::Config;
 use crate::guest::GuestMemory;
 use crate::mmu::walker::{
@@ -195,7 +195,6 @@ impl Agile {
                 match step {
                     ShadowStep::Leaf(l) => {
                         let gpfn = core.m2p(l.frame).expect("shadow leaf maps a guest frame");
-                        debug_assert_eq!(l.size, PageSize::Size4K);
                         return Ok((Fill::of_leaf(&l, gpfn, l.frame), 0));
                     }
                     ShadowStep::Switch { level, hpfn } => {
@@ -210,6 +209,7 @@ impl Agile {
             tables: &core.host.tables,
             root: core.vm.eptp,
             levels: core.vm.ept_levels,
+            leaf_level: core.vm.host_page.leaf_level(),
             tag: core.vm.ept_tag,
         };
         let w = walk_2d_tagged(

@@ -57,6 +57,7 @@ impl Core<'_> {
             tables: &self.host.tables,
             root: self.vm.eptp,
             levels: self.vm.ept_levels,
+            leaf_level: self.vm.host_page.leaf_level(),
             tag: self.vm.ept_tag,
         }
     }
@@ -132,8 +133,10 @@ impl Core<'_> {
 
     /// Back `gpfn` with a host frame if needed; true if one was allocated.
     pub fn back(&mut self, gpfn: u64) -> bool {
+        let before = self.vm.backed_frames;
         let (_, newly) = self.vm.back(self.host, Gpfn(gpfn));
-        self.vm.stats.host_frames_backed += u64::from(newly);
+        // A huge host page backs all its frames at once.
+        self.vm.stats.host_frames_backed += self.vm.backed_frames.saturating_sub(before);
         newly
     }
 
@@ -382,6 +385,7 @@ impl<M: Mode> Running<'_, M> {
                     let off = match f.size {
                         PageSize::Size4K => 0,
                         PageSize::Size2M => (va >> 12) & 511,
+                        PageSize::Size1G => (va >> 12) & (PageSize::Size1G.frames() - 1),
                     };
                     return Ok(Translation {
                         gpfn: f.gpfn + off,
@@ -403,6 +407,8 @@ impl<M: Mode> Platform for Running<'_, M> {
         self.mode.write_pte(&mut self.core, mem, gpa, val);
     }
     fn touch_frame(&mut self, mem: &mut GuestMemory, gpfn: u64) {
+        let vm = &mut self.core.vm;
+        vm.stats.guest_frames_touched += u64::from(vm.note_touch(Gpfn(gpfn)));
         self.mode.touch_frame(&mut self.core, mem, gpfn);
     }
     fn read_frame(&mut self, _mem: &mut GuestMemory, gpfn: u64) {

@@ -31,6 +31,7 @@ impl Mode for Nested {
                 tables: &core.host.tables,
                 root: core.vm.eptp,
                 levels: core.vm.ept_levels,
+                leaf_level: core.vm.host_page.leaf_level(),
                 tag: core.vm.ept_tag,
             };
             let res = walk_2d(core.hw, mem, ept, core.vm.guest_root, asid, va, r);

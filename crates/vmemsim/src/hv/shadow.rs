@@ -275,7 +275,7 @@ impl Shadow {
             self.flush_hw(core);
             return;
         }
-        if self.pages[&sp].level > 1 {
+        if self.pages[&sp].level > 1 && se & x86::PS == 0 {
             let child = x86::frame(se);
             let c = self.pages.get_mut(&child).expect("child shadow page");
             c.parents.retain(|&p| p != (sp, idx));
@@ -426,7 +426,16 @@ impl Shadow {
             let mut leaf_sp = sp;
             let mut leaf_idx = idx;
             let mut gpfn = x86::frame(ne);
-            if level == 2 {
+            // A shadow leaf is at most the smaller of the guest page and
+            // the host page: a 2 MiB guest page over 2 MiB (or 1 GiB) host
+            // pages gets a 2 MiB shadow leaf, over 4 KiB host pages a
+            // direct page of 4 KiB entries.
+            let ps = if level == 2 && core.vm.host_page != PageSize::Size4K {
+                x86::PS
+            } else {
+                0
+            };
+            if level == 2 && ps == 0 {
                 let d = self.direct_page(core, gpfn);
                 self.link(core, sp, idx, d);
                 leaf_sp = d;
@@ -437,7 +446,7 @@ impl Shadow {
             let hpfn = core.p2m(gpfn).expect("just backed");
             core.host
                 .tables
-                .write(leaf_sp, leaf_idx, x86::make(hpfn, leaf_flags(ne)));
+                .write(leaf_sp, leaf_idx, x86::make(hpfn, leaf_flags(ne) | ps));
             if core.vm.hosted {
                 // Only a shared host takes frames away (hypervisor swapping).
                 let r = self.rmap.entry(gpfn).or_default();
@@ -638,7 +647,6 @@ impl Mode for Shadow {
             core.walk_done();
             if let Ok(l) = res {
                 let gpfn = core.m2p(l.frame).expect("shadow leaf maps a guest frame");
-                debug_assert_eq!(l.size, PageSize::Size4K);
                 return Ok(Fill::of_leaf(&l, gpfn, l.frame));
             }
             self.shadow_fault(core, mem, va, r)?;

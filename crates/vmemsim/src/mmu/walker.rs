@@ -113,6 +113,9 @@ pub struct EptRef<'a, E> {
     pub root: u64,
     /// Levels of the EPT (the EPTP's page-walk length): 4 or 5.
     pub levels: u8,
+    /// Level of every leaf of this EPT: 1 (4 KiB host pages), 2 (2 MiB)
+    /// or 3 (1 GiB); the host maps all guest memory in pages of one size.
+    pub leaf_level: u8,
     /// Tag of this EPT's nested-TLB and EPT-PSC entries (16 bits).
     pub tag: u16,
 }
@@ -170,6 +173,7 @@ impl Leaf {
         match self.size {
             PageSize::Size4K => self.frame,
             PageSize::Size2M => self.frame + ((va >> 12) & (FRAMES_PER_HUGE - 1)),
+            PageSize::Size1G => self.frame + ((va >> 12) & (PageSize::Size1G.frames() - 1)),
         }
     }
 }
@@ -398,14 +402,22 @@ pub fn walk_2d_tagged<G: TableMem, E: TableMem>(
             let l = leaf_of(e, size);
             let gpfn = l.frame_of(va);
             let (hpfn, granted) = nested_translate(hw, ept, gpfn, r.ept_bits())?;
+            // The TLB entry covers the smaller of the guest page and the
+            // host page backing it [B08].
+            let size = if size == PageSize::Size4K || ept.leaf_level == 1 {
+                PageSize::Size4K
+            } else {
+                PageSize::of_level(size.leaf_level().min(ept.leaf_level))
+            };
+            let off = gpfn & (size.frames() - 1);
             return Ok(Walk2d {
                 leaf: Leaf {
-                    frame: gpfn,
-                    size: PageSize::Size4K,
+                    frame: gpfn - off,
+                    size,
                     write_ok: l.write_ok && granted & ept::W != 0,
                     exec_ok: l.exec_ok && granted & ept::X != 0,
                 },
-                hpfn,
+                hpfn: hpfn - off,
             });
         }
         let next = x86::frame(e);
@@ -418,9 +430,11 @@ pub fn walk_2d_tagged<G: TableMem, E: TableMem>(
 /// A successful 2-D walk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Walk2d {
-    /// The guest translation, splintered to the 4 KiB frame holding the address.
+    /// The guest translation, as large as both the guest page and the host
+    /// page allow (a 2 MiB guest page over 4 KiB host pages is splintered
+    /// to the 4 KiB frame holding the address); `frame` is its first gPFN.
     pub leaf: Leaf,
-    /// hPFN of that frame.
+    /// First hPFN of that translation.
     pub hpfn: u64,
 }
 
@@ -442,13 +456,18 @@ pub fn nested_translate<E: TableMem>(
 ) -> Result<(u64, u64), WalkFault> {
     let tag = Asid::new(ept.tag, 0);
     debug_assert!(gpfn < 1 << 40, "gPFN {gpfn:#x} beyond 52-bit gPAs");
-    let key = gpfn | (u64::from(ept.tag) << NTLB_TAG_SHIFT);
-    let cached = hw.ntlb.lookup(gpfn, key);
+    // The nested TLB caches EPT leaves of their size: one entry per host
+    // page, keyed by its number.
+    let shift = 9 * u32::from(ept.leaf_level - 1);
+    let hpn = gpfn >> shift;
+    let off = gpfn & ((1 << shift) - 1);
+    let key = hpn | (u64::from(ept.tag) << NTLB_TAG_SHIFT);
+    let cached = hw.ntlb.lookup(hpn, key);
     if let Some(v) = cached {
         let rights = v >> NTLB_RIGHTS_SHIFT;
         if rights & need == need {
             hw.rec.lookups().nested_tlb_hits += 1;
-            return Ok((v & !(ept::RWX << NTLB_RIGHTS_SHIFT), rights));
+            return Ok(((v & !(ept::RWX << NTLB_RIGHTS_SHIFT)) + off, rights));
         }
     }
     hw.rec.lookups().nested_tlb_misses += 1;
@@ -464,15 +483,16 @@ pub fn nested_translate<E: TableMem>(
             return Err(WalkFault::EptViolation { gpfn });
         }
         let next = x86::frame(e);
-        if level == 1 {
+        if level == ept.leaf_level {
+            debug_assert!(level == 1 || e & ept::PS != 0, "EPT leaf at level {level}");
             let rights = e & ept::RWX;
             let v = next | (rights << NTLB_RIGHTS_SHIFT);
             if cached.is_some() {
-                hw.ntlb.insert(gpfn, key, v);
+                hw.ntlb.insert(hpn, key, v);
             } else {
-                hw.ntlb.insert_new(gpfn, key, v);
+                hw.ntlb.insert_new(hpn, key, v);
             }
-            return Ok((next, rights));
+            return Ok((next + off, rights));
         }
         hw.ept_pwc.insert_new(tag, gpa, level, next);
         table = next;
