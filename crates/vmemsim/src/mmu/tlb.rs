@@ -126,8 +126,11 @@ impl Tlbs {
         }
     }
 
-    /// [`TlbSet::lookup`].
-    #[inline]
+    /// [`TlbSet::lookup`]. Not inlined, with the variant's lookup inlined
+    /// in it: the per-access call is then one call, as before there were
+    /// two tag widths (an inlined dispatch that calls the lookup costs the
+    /// access loop about a dozen instructions, measured).
+    #[inline(never)]
     pub fn lookup(
         &mut self,
         asid: Asid,
@@ -138,8 +141,8 @@ impl Tlbs {
         each!(self, t => t.lookup(asid, va, fetch, write))
     }
 
-    /// [`TlbSet::insert`].
-    #[inline]
+    /// [`TlbSet::insert`] (one call, as [`Tlbs::lookup`]).
+    #[inline(never)]
     pub fn insert(&mut self, asid: Asid, va: u64, size: PageSize, fetch: bool, e: TlbEntry) {
         each!(self, t => t.insert(asid, va, size, fetch, e))
     }
@@ -253,7 +256,7 @@ impl<K: TlbKey> TlbSet<K> {
     /// Look `va` up for a fetch (`fetch`), a store (`write`) or a load.
     /// An entry that lacks the needed right counts as a miss (the walk that
     /// follows sets the dirty bit or raises the fault).
-    #[inline]
+    #[inline(always)]
     pub fn lookup(
         &mut self,
         asid: Asid,
@@ -318,7 +321,7 @@ impl<K: TlbKey> TlbSet<K> {
     }
 
     /// Fill the STLB and the L1 TLB for the access kind after a walk.
-    #[inline]
+    #[inline(always)]
     pub fn insert(&mut self, asid: Asid, va: u64, size: PageSize, fetch: bool, e: TlbEntry) {
         let huge = size == PageSize::Size2M;
         self.any_huge |= huge;
