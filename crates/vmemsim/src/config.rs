@@ -473,6 +473,19 @@ pub struct CostConfig {
     /// map, submit the write), cycles; the write itself is asynchronous.
     /// Default 5000 (UNVERIFIED).
     pub guest_swap_out_cycles: u64,
+    /// Hypervisor work to swap one guest frame out (`vmemsim host`: pick
+    /// it, clear its EPT entry, submit the write), cycles, beyond the INVEPT
+    /// and reverse-map zaps priced below. Default 5000 (UNVERIFIED).
+    pub host_swap_out_cycles: u64,
+    /// One INVEPT single-context on one pCPU, cycles. Default 1000
+    /// (UNVERIFIED; the SDM gives no latency).
+    pub invept_cycles: u64,
+    /// One INVVPID single-context on one pCPU, cycles. Default 1000
+    /// (UNVERIFIED).
+    pub invvpid_cycles: u64,
+    /// Zapping one shadow entry found through the reverse map when the host
+    /// takes a frame away, cycles. Default 100 (UNVERIFIED).
+    pub rmap_zap_cycles: u64,
 }
 
 impl Default for CostConfig {
@@ -499,6 +512,10 @@ impl Default for CostConfig {
             hypercall_cycles: 300,
             pv_validate_cycles: 100,
             guest_swap_out_cycles: 5000,
+            host_swap_out_cycles: 5000,
+            invept_cycles: 1000,
+            invvpid_cycles: 1000,
+            rmap_zap_cycles: 100,
         }
     }
 }
@@ -854,6 +871,10 @@ impl Config {
             ("cost.hypercall_cycles", c.hypercall_cycles),
             ("cost.pv_validate_cycles", c.pv_validate_cycles),
             ("cost.guest_swap_out_cycles", c.guest_swap_out_cycles),
+            ("cost.host_swap_out_cycles", c.host_swap_out_cycles),
+            ("cost.invept_cycles", c.invept_cycles),
+            ("cost.invvpid_cycles", c.invvpid_cycles),
+            ("cost.rmap_zap_cycles", c.rmap_zap_cycles),
             ("pt_cache.hit_cycles", self.pt_cache.hit_cycles),
             ("pt_cache.miss_cycles", self.pt_cache.miss_cycles),
         ];

@@ -105,6 +105,19 @@ impl CostModel {
         }
     }
 
+    /// Cycles of the host's own work for one VM: `swap_outs` of its frames,
+    /// `invepts` and `invvpids` (single-context, one per pCPU flushed) and
+    /// `rmap_zaps` shadow entries zapped (saturating).
+    pub fn host_work_cycles(&self, swap_outs: u64, invepts: u64, invvpids: u64, rmap_zaps: u64) -> u64 {
+        let c = &self.c;
+        Sum::default()
+            .add(swap_outs, c.host_swap_out_cycles)
+            .add(invepts, c.invept_cycles)
+            .add(invvpids, c.invvpid_cycles)
+            .add(rmap_zaps, c.rmap_zap_cycles)
+            .cycles
+    }
+
     /// Cycles a major fault waits for its read from guest swap.
     pub fn swap_in_cycles(&self) -> u64 {
         self.swap_in_cycles
@@ -245,6 +258,23 @@ mod tests {
     }
 
     #[test]
+    fn host_work_and_guest_swap_are_priced() {
+        let mut cfg = crate::Config::default();
+        cfg.guest.swap_latency_us = 10.0;
+        let m = CostModel::for_config(&cfg);
+        // 10 us at 2.5 GHz = 25,000 cycles per read from guest swap.
+        assert_eq!(m.swap_in_cycles(), 25_000);
+        let s = Stats {
+            guest_swap_ins: 2,
+            guest_swap_outs: 3,
+            ..Default::default()
+        };
+        assert_eq!(m.price(&s).guest_kernel, 2 * 25_000 + 3 * 5000);
+        // 2 swap-outs x 5000 + 3 INVEPT x 1000 + 4 INVVPID x 1000 + 5 zaps x 100.
+        assert_eq!(m.host_work_cycles(2, 3, 4, 5), 10_000 + 3000 + 4000 + 500);
+    }
+
+        #[test]
     fn base_cycles_scale_with_the_cpi() {
         // 1000 instructions at CPI 2.5: 2500 base cycles (rounded).
         let c = CostConfig {

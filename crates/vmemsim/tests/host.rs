@@ -328,9 +328,9 @@ mem_mib = 64
 "#;
 
 /// One VM stores to a page (round 1); the host swaps that page out; the
-/// VM fetches and loads it again (round 2). Returns round 2's counters
-/// and the VM's swap-outs and swap-ins.
-fn swap_out_then_touch(mode: &str) -> (Stats, u64, u64) {
+/// VM fetches and loads it again (round 2). Returns round 2's counters,
+/// the VM's swap-outs and swap-ins, and the host's work for it, cycles.
+fn swap_out_then_touch(mode: &str) -> (Stats, u64, u64, u64) {
     let cfg = host_cfg(&ONE.replace("MODE", mode));
     let mmap = ProcEvent::Mmap {
         addr: DATA,
@@ -354,16 +354,20 @@ fn swap_out_then_touch(mode: &str) -> (Stats, u64, u64) {
     assert_eq!(sim.vm(0).p2m(vmemsim::addr::Gpfn(g)), None);
     assert!(!sim.round().unwrap(), "round 2 ends the input");
     assert_eq!(sim.resolutions(0)[1].0, g, "same gPFN after the swap-in");
+    let work = sim.report().vms[0].host.host_work_cycles;
     let vm = sim.vm(0);
-    (vm.stats.since(&before), vm.host_swap_outs, vm.host_swap_ins)
+    (vm.stats.since(&before), vm.host_swap_outs, vm.host_swap_ins, work)
 }
 
 #[test]
 fn host_swap_out_then_touch_costs_one_ept_violation_nested() {
     // The INVEPT dropped the page's TLB entry; the walk ends at the cleared
     // EPT leaf: one exit, the frame read back, the walk repeated.
-    let (d, outs, ins) = swap_out_then_touch("nested");
+    let (d, outs, ins, work) = swap_out_then_touch("nested");
     assert_eq!((outs, ins), (1, 1));
+    // Priced: one swap-out (5000) and one INVEPT on the one pCPU (1000);
+    // no shadow entries to zap.
+    assert_eq!(work, 5000 + 1000);
     assert_eq!(d.exits_for(ExitReason::EptViolation), 1);
     assert_eq!(d.total_exits(), 1);
     assert_eq!(d.guest_page_faults, 0, "the guest sees nothing");
@@ -373,8 +377,11 @@ fn host_swap_out_then_touch_costs_one_ept_violation_nested() {
 fn host_swap_out_then_touch_costs_one_hidden_fault_shadow() {
     // The reverse map zapped the page's shadow leaf and the VPID flush its
     // TLB entry: the shadow walk misses, one hidden fault refills it.
-    let (d, outs, ins) = swap_out_then_touch("shadow");
+    let (d, outs, ins, work) = swap_out_then_touch("shadow");
     assert_eq!((outs, ins), (1, 1));
+    // Priced: one swap-out (5000), one INVEPT (1000), one shadow leaf
+    // zapped through the reverse map (100).
+    assert_eq!(work, 5000 + 1000 + 100);
     assert_eq!(d.exits_for(ExitReason::ShadowFault), 1);
     assert_eq!(d.total_exits(), 1);
     assert_eq!(d.guest_page_faults, 0);

@@ -232,8 +232,11 @@ impl HostConfig {
     }
 
     /// The built-in host `vmemsim host` runs without `--config`: three VMs
-    /// of different workloads and modes, 256 MiB each, on a host with 70%
-    /// of the memory they were given (537 MiB).
+    /// of different workloads and modes, 128 MiB each with 128 MiB of
+    /// guest swap, on a host with half the memory they were given (192
+    /// MiB). `gups` updates 160 MiB at random, more than its guest holds:
+    /// its guest reclaims and swaps; together the VMs touch more than the
+    /// host holds: the host swaps too (and sees double paging).
     pub fn builtin() -> Self {
         let vm = |name: &str, workload: &str, mode: &str, footprint: u64| VmSection {
             name: name.into(),
@@ -243,7 +246,7 @@ impl HostConfig {
             footprint_mib: Some(footprint),
             seed: None,
             mode: mode.into(),
-            mem_mib: 256,
+            mem_mib: 128,
             min_mib: None,
             max_mib: None,
             shares: None,
@@ -251,23 +254,19 @@ impl HostConfig {
             snapshots: Vec::new(),
         };
         let vms = vec![
-            vm("gups", "random", "nested", 96),
-            vm("scan", "seq", "shadow", 128),
+            vm("gups", "random", "nested", 160),
+            vm("scan", "seq", "shadow", 96),
             vm("build", "procs", "agile", 16),
         ];
         let host = HostSection {
-            mem_mib: 768 * 7 / 10,
+            mem_mib: 384 / 2,
             swap_mib: 1024,
             ..HostSection::default()
         };
-        Self::resolve(
-            host,
-            EsxSection::off(),
-            Config::default(),
-            vms,
-            Path::new("."),
-        )
-        .expect("the built-in host is valid")
+        let mut base = Config::default();
+        base.guest.swap_mib = 128;
+        Self::resolve(host, EsxSection::off(), base, vms, Path::new("."))
+            .expect("the built-in host is valid")
     }
 
     fn resolve(
@@ -600,10 +599,11 @@ mem_mib = 256
     }
 
     #[test]
-    fn builtin_host_has_70_percent_of_the_memory_given() {
+    fn builtin_host_has_half_the_memory_given() {
         let h = HostConfig::builtin();
         let given: u64 = h.vms.iter().map(|v| v.cfg.guest.mem_mib).sum();
-        assert_eq!((given, h.host.mem_mib), (768, 537));
+        assert_eq!((given, h.host.mem_mib), (384, 192));
+        assert!(h.vms.iter().all(|v| v.cfg.guest.swap_mib == 128));
         let modes: std::collections::HashSet<_> = h.vms.iter().map(|v| v.mode).collect();
         assert_eq!(modes.len(), 3);
     }

@@ -87,6 +87,17 @@ pub struct HostVmCounters {
     pub quanta: u64,
     /// Cycles the VM waited for host swap-ins (`host.swap_latency_us` each).
     pub swap_wait_cycles: u64,
+    /// INVEPT single-context for this VM, one per pCPU flushed (host
+    /// swap-outs, migrations).
+    pub invepts: u64,
+    /// INVVPID single-context (migrations; world switches without VPIDs).
+    pub invvpids: u64,
+    /// Shadow entries of this VM zapped through the reverse map (host swap-outs).
+    pub rmap_zaps: u64,
+    /// `cost.host_swap_out_cycles`, `cost.invept_cycles`,
+    /// `cost.invvpid_cycles` and `cost.rmap_zap_cycles` for the above and the
+    /// VM's host swap-outs: the host's own work for the VM, cycles.
+    pub host_work_cycles: u64,
 }
 
 /// One VM's state on the host, type-erased (dispatch once per quantum).
@@ -101,8 +112,9 @@ trait VmDyn {
     ) -> Result<QuantumEnd, SimError>;
     fn vm(&self) -> &Vm;
     /// Swap out guest frame `gpfn` (host side and the mode's mappings);
-    /// false when the swap device is full. The caller flushes.
-    fn swap_out(&mut self, host: &mut HostMemory, gpfn: u64) -> bool;
+    /// the shadow entries zapped, or `None` when the swap device is full.
+    /// The caller flushes.
+    fn swap_out(&mut self, host: &mut HostMemory, gpfn: u64) -> Option<u64>;
     /// True when `gpfn` holds a guest page table (never a victim).
     fn is_table(&self, gpfn: u64) -> bool;
     fn finish(&mut self, hw: &mut Hw, host: &mut HostMemory) -> Option<SwitchReport>;
@@ -228,12 +240,9 @@ impl<M: Mode> VmDyn for VmRun<M> {
     fn vm(&self) -> &Vm {
         &self.machine.vm
     }
-    fn swap_out(&mut self, host: &mut HostMemory, gpfn: u64) -> bool {
-        let Some(h) = self.machine.vm.swap_out(host, crate::addr::Gpfn(gpfn)) else {
-            return false;
-        };
-        self.machine.mode.host_unmap(host, gpfn, h.0);
-        true
+    fn swap_out(&mut self, host: &mut HostMemory, gpfn: u64) -> Option<u64> {
+        let h = self.machine.vm.swap_out(host, crate::addr::Gpfn(gpfn))?;
+        Some(self.machine.mode.host_unmap(host, gpfn, h.0))
     }
     fn is_table(&self, gpfn: u64) -> bool {
         self.guest.mem.contains(gpfn)
@@ -534,16 +543,39 @@ impl HostSim {
             pc.cycles += self.cfg.host.world_switch_cycles;
             if !self.cfg.host.vpid {
                 c.no_vpid_flushes += 1;
+                c.invvpids += 1;
                 pc.hw.invvpid_single(0);
             }
         }
         if self.last_pcpu[v].is_some_and(|l| l != p) {
             let vm = self.vms[v].vm();
             c.migration_flushes += 1;
+            // INVVPID + INVEPT single-context.
+            c.invvpids += 1;
+            c.invepts += 1;
             pc.hw.invept_single(vm.ept_tag, vm.vpid);
         }
         pc.last = Some(v);
         self.last_pcpu[v] = Some(p);
+    }
+
+    /// Price the host's work for every VM since the last call (swap-outs,
+    /// INVEPT, INVVPID, reverse-map zaps) into its counters; returns the
+    /// cycles added (the pCPU that ran the host did the work).
+    fn charge_host_work(&mut self) -> u64 {
+        let mut added = 0;
+        for (w, c) in self.counters.iter_mut().enumerate() {
+            let vm = self.vms[w].vm();
+            let now = self.costs[w].host_work_cycles(
+                vm.host_swap_outs,
+                c.invepts,
+                c.invvpids,
+                c.rmap_zaps,
+            );
+            added += now - c.host_work_cycles;
+            c.host_work_cycles = now;
+        }
+        added
     }
 
     /// Hypervisor swapping of `gpfn` of VM `v` now (tests use it to place
@@ -556,13 +588,16 @@ impl HostSim {
         if vm.p2m(crate::addr::Gpfn(gpfn)).is_none() || self.vms[v].is_table(gpfn) {
             return false;
         }
-        if !self.vms[v].swap_out(&mut self.host, gpfn) {
+        let Some(zaps) = self.vms[v].swap_out(&mut self.host, gpfn) else {
             return false;
-        }
+        };
         let vm = self.vms[v].vm();
         for p in &mut self.pcpus {
             p.hw.invept_single(vm.ept_tag, vm.vpid);
         }
+        let c = &mut self.counters[v];
+        c.rmap_zaps += zaps;
+        c.invepts += self.pcpus.len() as u64;
         true
     }
 
@@ -653,6 +688,7 @@ impl HostSim {
             let d = vm.stats.since(&self.last_stats[v]);
             self.pcpus[p].cycles += self.costs[v].price(&d).total + swap_ins * wait_cycles;
             self.last_stats[v] = vm.stats.clone();
+            self.pcpus[p].cycles += self.charge_host_work();
             match end {
                 QuantumEnd::Preempted => ran.push(v),
                 _ => {
@@ -717,6 +753,7 @@ impl HostSim {
                 let host_cycles = cycles.total
                     + c.world_switches * self.cfg.host.world_switch_cycles
                     + c.swap_wait_cycles
+                    + c.host_work_cycles
                     + self.esx_vm[i].balloon_cycles;
                 VmReport {
                     name: spec.name.clone(),
