@@ -108,7 +108,13 @@ impl CostModel {
     /// Cycles of the host's own work for one VM: `swap_outs` of its frames,
     /// `invepts` and `invvpids` (single-context, one per pCPU flushed) and
     /// `rmap_zaps` shadow entries zapped (saturating).
-    pub fn host_work_cycles(&self, swap_outs: u64, invepts: u64, invvpids: u64, rmap_zaps: u64) -> u64 {
+    pub fn host_work_cycles(
+        &self,
+        swap_outs: u64,
+        invepts: u64,
+        invvpids: u64,
+        rmap_zaps: u64,
+    ) -> u64 {
         let c = &self.c;
         Sum::default()
             .add(swap_outs, c.host_swap_out_cycles)
@@ -274,7 +280,7 @@ mod tests {
         assert_eq!(m.host_work_cycles(2, 3, 4, 5), 10_000 + 3000 + 4000 + 500);
     }
 
-        #[test]
+    #[test]
     fn base_cycles_scale_with_the_cpi() {
         // 1000 instructions at CPI 2.5: 2500 base cycles (rounded).
         let c = CostConfig {

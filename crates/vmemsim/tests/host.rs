@@ -356,7 +356,12 @@ fn swap_out_then_touch(mode: &str) -> (Stats, u64, u64, u64) {
     assert_eq!(sim.resolutions(0)[1].0, g, "same gPFN after the swap-in");
     let work = sim.report().vms[0].host.host_work_cycles;
     let vm = sim.vm(0);
-    (vm.stats.since(&before), vm.host_swap_outs, vm.host_swap_ins, work)
+    (
+        vm.stats.since(&before),
+        vm.host_swap_outs,
+        vm.host_swap_ins,
+        work,
+    )
 }
 
 #[test]
