@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use vmemsim::config::{Config, Virtualization};
 use vmemsim::cost::CostModel;
 use vmemsim::sched::open_trace;
-use vmemsim::sim::{ModeKind, ModeVisitor};
+use vmemsim::sim::ModeKind;
 use vmemsim::stats::{ExitReason, Stats};
 use vmemsim::workload::{WorkloadKind, WorkloadSpec};
-use vmemsim_trace::{AccessKind, ProcEvent, Record};
+use vmemsim_trace::{AccessKind, ProcEvent};
 
-use common::{acc, all_modes, collect, ev, run_checked};
+use common::{acc, all_modes, checked_stats, collect, ev, fork_cow_trace};
 
 const A: u64 = 0x7f00_0000_0000;
 
@@ -23,47 +23,6 @@ fn bt() -> Config {
     let mut c = Config::default();
     c.cpu.virtualization = Virtualization::Bt;
     c
-}
-
-struct Run<'a>(&'a Config, &'a [Record]);
-
-impl ModeVisitor for Run<'_> {
-    type Output = Stats;
-    fn visit<M: vmemsim::hv::Mode>(self, mode: M) -> Stats {
-        run_checked(mode, self.0, self.1).1
-    }
-}
-
-/// The trace of tests/exits.rs's `fork_copy_on_write_munmap_and_exit`.
-fn fork_trace() -> Vec<Record> {
-    use AccessKind::{Load, Store};
-    vec![
-        ev(
-            1,
-            ProcEvent::Mmap {
-                addr: A,
-                len: 4 << 20,
-                prot: 3,
-                flags: 0x22,
-                file: None,
-            },
-        ),
-        acc(1, Store, A),
-        acc(1, Store, A + 0x1000),
-        acc(1, Load, A),
-        ev(1, ProcEvent::Fork { child: 2 }),
-        acc(2, Store, A),
-        acc(1, Load, A + 0x1000),
-        ev(
-            2,
-            ProcEvent::Munmap {
-                addr: A + 0x1000,
-                len: 0x1000,
-            },
-        ),
-        ev(2, ProcEvent::Exit { code: 0 }),
-        acc(1, Store, A),
-    ]
 }
 
 #[test]
@@ -76,11 +35,11 @@ fn shadow_under_bt_traps_then_calls_out_and_pays_system_calls() {
     // call-out: pt_write 1 trap; cr3_write 2 traps + 1 call-out; invlpg 2
     // traps + 3 call-outs. The trace's 4 system calls (mmap, fork, munmap,
     // exit) each pay BT's extra.
-    let t = fork_trace();
-    let vtx = ModeKind::Shadow.with_mode(&Config::default(), Run(&Config::default(), &t));
+    let t = fork_cow_trace(A);
+    let vtx = checked_stats(ModeKind::Shadow, &Config::default(), &t);
     assert_eq!(vtx.vm_exits, [0, 17, 4, 1, 3, 5, 0]);
     let cfg = bt();
-    let s = ModeKind::Shadow.with_mode(&cfg, Run(&cfg, &t));
+    let s = checked_stats(ModeKind::Shadow, &cfg, &t);
     assert_eq!(s.vm_exits, [0; 7], "no VM exit under binary translation");
     assert_eq!(s.bt_traps, [0, 17, 4, 1, 2, 2, 0]);
     assert_eq!(s.bt_callouts, [0, 0, 0, 0, 1, 3, 0]);
@@ -117,7 +76,7 @@ fn an_adapted_pte_store_costs_a_call_out_not_a_trap() {
     // traps, 4 call-outs of 390 cycles each in all (no emulation).
     let mut cfg = bt();
     cfg.shadow.unsync = false;
-    let s = ModeKind::Shadow.with_mode(&cfg, Run(&cfg, &fork_trace()));
+    let s = checked_stats(ModeKind::Shadow, &cfg, &fork_cow_trace(A));
     let pt = ExitReason::PtWrite as usize;
     assert_eq!((s.bt_traps[pt], s.bt_callouts[pt]), (2, 4));
     let m = CostModel::new(&cfg.cost, &cfg.pt_cache);
@@ -126,7 +85,7 @@ fn an_adapted_pte_store_costs_a_call_out_not_a_trap() {
     assert_eq!(m.price(&one).hypervisor, 390);
     // Threshold 0: every instruction is translated from the start.
     cfg.cpu.adapt_threshold = 0;
-    let s = ModeKind::Shadow.with_mode(&cfg, Run(&cfg, &fork_trace()));
+    let s = checked_stats(ModeKind::Shadow, &cfg, &fork_cow_trace(A));
     assert_eq!((s.bt_traps[pt], s.bt_callouts[pt]), (0, 6));
 }
 
@@ -188,8 +147,7 @@ fn bt_changes_cost_never_meaning() {
             let runs = all_modes(&cfg, records);
             let names: Vec<_> = runs.iter().map(|r| r.name).collect();
             assert_eq!(names, ["native", "shadow"]);
-            let vtx =
-                ModeKind::Native.with_mode(&Config::default(), Run(&Config::default(), records));
+            let vtx = checked_stats(ModeKind::Native, &Config::default(), records);
             assert_eq!(runs[1].stats.guest_page_faults, vtx.guest_page_faults);
             assert_eq!(runs[1].stats.total_exits(), 0);
             assert!(runs[1].stats.total_bt_callouts() > 0);
@@ -229,8 +187,8 @@ fn a_system_call_heavy_trace_runs_faster_under_vtx() {
     }
     let vtx_cfg = Config::default();
     let bt_cfg = bt();
-    let vtx = ModeKind::Shadow.with_mode(&vtx_cfg, Run(&vtx_cfg, &t));
-    let b = ModeKind::Shadow.with_mode(&bt_cfg, Run(&bt_cfg, &t));
+    let vtx = checked_stats(ModeKind::Shadow, &vtx_cfg, &t);
+    let b = checked_stats(ModeKind::Shadow, &bt_cfg, &t);
     assert_eq!((vtx.syscalls, b.bt_syscalls), (1001, 1001));
     let price = |cfg: &Config, s: &Stats| CostModel::new(&cfg.cost, &cfg.pt_cache).price(s).total;
     // The interventions of the first touch (as in tests/exits.rs's

@@ -12,42 +12,9 @@ use vmemsim::guest::softwalk;
 use vmemsim::host::config::HostConfig;
 use vmemsim::hostsim::HostSim;
 use vmemsim::sim::ModeKind;
-use vmemsim_trace::{
-    AccessKind, FileId, Fingerprint, MappedFile, ProcEvent, Record, RecordSource, TraceError,
-};
+use vmemsim_trace::{AccessKind, FileId, Fingerprint, MappedFile, ProcEvent, Record};
 
-use common::{acc, collect, ev};
-
-struct Replay(Vec<Record>, usize);
-
-impl RecordSource for Replay {
-    fn next_batch(&mut self, buf: &mut Vec<Record>, max: usize) -> Result<usize, TraceError> {
-        let n = max.min(self.0.len() - self.1);
-        buf.extend_from_slice(&self.0[self.1..self.1 + n]);
-        self.1 += n;
-        Ok(n)
-    }
-}
-
-/// A host of one VM per input, every VM in `mode`, contents tracked.
-fn host(mode: ModeKind, inputs: &[Vec<Record>]) -> HostSim {
-    let mut text = String::from("[host]\nmem_mib = 1024\nvm_quantum_instructions = 5000\n");
-    for i in 0..inputs.len() {
-        text += &format!(
-            "[[vm]]\nname = \"vm{i}\"\nworkload = \"seq\"\nmode = \"{}\"\nmem_mib = 128\n",
-            mode.name()
-        );
-    }
-    let cfg =
-        HostConfig::from_toml(&text, "test.toml", Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let sources = inputs
-        .iter()
-        .map(|r| Box::new(Replay(r.clone(), 0)) as Box<dyn RecordSource>)
-        .collect();
-    HostSim::with_sources(&cfg, sources)
-        .checked()
-        .track_contents()
-}
+use common::{acc, collect, content_host, ev};
 
 fn recording(name: &str) -> Vec<Record> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -129,7 +96,7 @@ fn contents_follow_the_rules_exactly_in_every_mode() {
     ];
     let s1 = after_store(ZERO, 0x10, 8, 1);
     for mode in ModeKind::ALL {
-        let mut sim = host(mode, std::slice::from_ref(&recs));
+        let mut sim = content_host(mode, std::slice::from_ref(&recs), 1024).checked();
         sim.run(&mut |_| {}).unwrap();
         assert_eq!(content_at(&sim, 0, 1, A), ZERO, "{mode:?}");
         assert_eq!(content_at(&sim, 0, 1, A + 0x1000), s1, "{mode:?}");
@@ -180,13 +147,14 @@ fn same_work_same_contents_across_vms_and_modes() {
             [&same, &same, &other]
                 .iter()
                 .map(|r| {
-                    let mut sim = host(mode, &[(*r).clone()]);
+                    let mut sim = content_host(mode, &[(*r).clone()], 1024).checked();
                     sim.run(&mut |_| {}).unwrap();
                     all_contents(&sim, 0)
                 })
                 .collect()
         } else {
-            let mut sim = host(mode, &[same.clone(), same.clone(), other.clone()]);
+            let mut sim =
+                content_host(mode, &[same.clone(), same.clone(), other.clone()], 1024).checked();
             sim.run(&mut |_| {}).unwrap();
             (0..3).map(|i| all_contents(&sim, i)).collect()
         };
@@ -246,7 +214,7 @@ fn builtin_workloads_share_their_binary_text() {
         let sims: Vec<HostSim> = inputs
             .iter()
             .map(|r| {
-                let mut sim = host(mode, std::slice::from_ref(r));
+                let mut sim = content_host(mode, std::slice::from_ref(r), 1024).checked();
                 sim.run(&mut |_| {}).unwrap();
                 sim
             })

@@ -11,12 +11,11 @@
 mod common;
 
 use vmemsim::config::{Config, ShadowConfig};
-use vmemsim::hv::Mode;
-use vmemsim::sim::{ModeKind, ModeVisitor};
+use vmemsim::sim::ModeKind;
 use vmemsim::stats::{ExitReason, Stats};
-use vmemsim_trace::{AccessKind, ProcEvent, Record};
+use vmemsim_trace::{AccessKind, Record};
 
-use common::{acc, ev, run_checked};
+use common::{acc, anon_mmap, checked_stats, fork_cow_trace};
 
 const A: u64 = 0x7f00_0000_0000;
 
@@ -32,15 +31,6 @@ const REASONS: [&str; 7] = [
     "invlpg",
     "hypercall",
 ];
-
-struct Run<'a>(&'a Config, &'a [Record]);
-
-impl ModeVisitor for Run<'_> {
-    type Output = Stats;
-    fn visit<M: Mode>(self, mode: M) -> Stats {
-        run_checked(mode, self.0, self.1).1
-    }
-}
 
 /// Check every mode's exits on `trace` against `want` (one row per mode of
 /// `ModeKind::ALL`, in order).
@@ -66,7 +56,7 @@ fn check_with(cfg: &Config, trace: &[Record], want: &[(ModeKind, Exits)]) {
     );
     let mut wrong = Vec::new();
     for &(kind, exits) in want {
-        let s = kind.with_mode(cfg, Run(cfg, trace));
+        let s = checked_stats(kind, cfg, trace);
         if s.vm_exits != exits {
             wrong.push(format!(
                 "{}: got {:?}, want {exits:?} ({REASONS:?})",
@@ -79,16 +69,7 @@ fn check_with(cfg: &Config, trace: &[Record], want: &[(ModeKind, Exits)]) {
 }
 
 fn mmap_a() -> Record {
-    ev(
-        1,
-        ProcEvent::Mmap {
-            addr: A,
-            len: 4 << 20,
-            prot: 3,
-            flags: 0x22,
-            file: None,
-        },
-    )
+    anon_mmap(1, A, 4 << 20)
 }
 
 use AccessKind::{Load, Store};
@@ -183,24 +164,7 @@ fn fork_copy_on_write_munmap_and_exit() {
     // 6. parent stores A: a #PF on the read-only PTE, no copy (the child
     //    copied); 1 PTE store (shadow +1 pt_write), INVLPG (+1 each);
     //    shadow: injected +1, hidden refill +1; direct: bounced +1, batch +1.
-    let t = [
-        mmap_a(),
-        acc(1, Store, A),
-        acc(1, Store, A + 0x1000),
-        acc(1, Load, A),
-        ev(1, ProcEvent::Fork { child: 2 }),
-        acc(2, Store, A),
-        acc(1, Load, A + 0x1000),
-        ev(
-            2,
-            ProcEvent::Munmap {
-                addr: A + 0x1000,
-                len: 0x1000,
-            },
-        ),
-        ev(2, ProcEvent::Exit { code: 0 }),
-        acc(1, Store, A),
-    ];
+    let t = fork_cow_trace(A);
     check(
         &t,
         &[
@@ -220,31 +184,9 @@ fn fork_copy_on_write_munmap_and_exit() {
     );
 }
 
-/// The trace of `fork_copy_on_write_munmap_and_exit`.
-fn fork_trace() -> Vec<Record> {
-    vec![
-        mmap_a(),
-        acc(1, Store, A),
-        acc(1, Store, A + 0x1000),
-        acc(1, Load, A),
-        ev(1, ProcEvent::Fork { child: 2 }),
-        acc(2, Store, A),
-        acc(1, Load, A + 0x1000),
-        ev(
-            2,
-            ProcEvent::Munmap {
-                addr: A + 0x1000,
-                len: 0x1000,
-            },
-        ),
-        ev(2, ProcEvent::Exit { code: 0 }),
-        acc(1, Store, A),
-    ]
-}
-
 /// Shadow's exits and KVM counters on `trace` with `cfg`.
 fn shadow_run(cfg: &Config, trace: &[Record]) -> Stats {
-    ModeKind::Shadow.with_mode(cfg, Run(cfg, trace))
+    checked_stats(ModeKind::Shadow, cfg, trace)
 }
 
 #[test]
@@ -286,7 +228,7 @@ fn unsync_pt_exits_once_and_resyncs_on_flush_and_cr3() {
     //   (shadow_fault -1).
     // pt_write 6 - 1 - 2 - 1 - 1 = 1 (the PML4E store of the first touch);
     // shadow_fault 16 + 1 - 1 + 1 + 1 - 1 = 17.
-    let s = shadow_run(&cfg, &fork_trace());
+    let s = shadow_run(&cfg, &fork_cow_trace(A));
     assert_eq!(s.vm_exits, [0, 17, 4, 1, 3, 5, 0]);
     assert_eq!(
         (s.shadow_unsyncs, s.shadow_resyncs, s.shadow_flood_zaps),
@@ -307,12 +249,12 @@ fn write_flood_zaps_the_third_emulated_store_since_last_use() {
     // No count reaches 3: no flood, and the exits are the strict table's.
     let mut cfg = Config::default();
     cfg.shadow.unsync = false;
-    let s = shadow_run(&cfg, &fork_trace());
+    let s = shadow_run(&cfg, &fork_cow_trace(A));
     assert_eq!(s.vm_exits, [0, 16, 4, 6, 3, 5, 0]);
     assert_eq!(s.shadow_flood_zaps, 0);
     // Threshold 2: the fork's second store to the parent's PT floods it:
     // the whole shadow PT is zapped (and the TLB flushed).
     cfg.shadow.write_flood_threshold = 2;
-    let s = shadow_run(&cfg, &fork_trace());
+    let s = shadow_run(&cfg, &fork_cow_trace(A));
     assert_eq!(s.shadow_flood_zaps, 1);
 }

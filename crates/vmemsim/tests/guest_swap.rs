@@ -6,12 +6,10 @@
 mod common;
 
 use vmemsim::config::{Config, ShadowConfig};
-use vmemsim::hv::Mode;
-use vmemsim::sim::{run_mode, ModeKind, ModeVisitor};
-use vmemsim::stats::Stats;
+use vmemsim::sim::{run_mode, ModeKind};
 use vmemsim_trace::{AccessKind, ProcEvent, Record};
 
-use common::{acc, all_modes, ev, run_checked};
+use common::{acc, all_modes, anon_mmap, checked_stats, ev};
 
 const A: u64 = 0x7f00_0000_0000;
 
@@ -28,16 +26,7 @@ fn small_guest() -> Config {
 }
 
 fn mmap_a() -> Record {
-    ev(
-        1,
-        ProcEvent::Mmap {
-            addr: A,
-            len: 4 << 20,
-            prot: 3,
-            flags: 0x22,
-            file: None,
-        },
-    )
+    anon_mmap(1, A, 4 << 20)
 }
 
 /// Page A is swapped out by reclaim and touched again:
@@ -92,15 +81,6 @@ fn swap_out_then_touch_is_one_major_fault_in_every_mode() {
     }
 }
 
-struct Run<'a>(&'a Config, &'a [Record]);
-
-impl ModeVisitor for Run<'_> {
-    type Output = Stats;
-    fn visit<M: Mode>(self, mode: M) -> Stats {
-        run_checked(mode, self.0, self.1).1
-    }
-}
-
 /// Exits by reason and mode of [`swap_out_then_touch`] with `with`'s
 /// guest swap, less those of the same trace without swap.
 fn exit_differences(with: &Config) -> Vec<(ModeKind, Vec<i64>)> {
@@ -109,8 +89,8 @@ fn exit_differences(with: &Config) -> Vec<(ModeKind, Vec<i64>)> {
     let t = swap_out_then_touch();
     let mut got = Vec::new();
     for kind in ModeKind::ALL {
-        let a = kind.with_mode(with, Run(with, &t));
-        let b = kind.with_mode(&without, Run(&without, &t));
+        let a = checked_stats(kind, with, &t);
+        let b = checked_stats(kind, &without, &t);
         let d: Vec<i64> = (0..7)
             .map(|i| a.vm_exits[i] as i64 - b.vm_exits[i] as i64)
             .collect();

@@ -13,21 +13,9 @@ use vmemsim::hv::Mode;
 use vmemsim::sim::ModeVisitor;
 use vmemsim::stats::{ExitReason, Stats};
 use vmemsim::{Config, SimError};
-use vmemsim_trace::{AccessKind, ProcEvent, Record, RecordSource, TraceError};
+use vmemsim_trace::{AccessKind, ProcEvent, Record, RecordSource};
 
-use common::{acc, collect, ev, run_checked, Resolutions};
-
-/// Replays records already in memory.
-struct Replay(Vec<Record>, usize);
-
-impl RecordSource for Replay {
-    fn next_batch(&mut self, buf: &mut Vec<Record>, max: usize) -> Result<usize, TraceError> {
-        let n = max.min(self.0.len() - self.1);
-        buf.extend_from_slice(&self.0[self.1..self.1 + n]);
-        self.1 += n;
-        Ok(n)
-    }
-}
+use common::{acc, collect, ev, replay, run_checked, Resolutions};
 
 /// Every VM's input read into memory, and a replay of each for the host
 /// (so the same records can also be run alone).
@@ -37,10 +25,7 @@ fn replayed(cfg: &HostConfig) -> (Vec<Vec<Record>>, Vec<Box<dyn RecordSource>>) 
         .iter()
         .map(|s| collect(vmemsim::hostsim::open_input(s).unwrap().as_mut()))
         .collect();
-    let sources = records
-        .iter()
-        .map(|r| Box::new(Replay(r.clone(), 0)) as Box<dyn RecordSource>)
-        .collect();
+    let sources = records.iter().map(|r| replay(r)).collect();
     (records, sources)
 }
 
@@ -277,7 +262,7 @@ fn two_vm_misses(vpid: bool) -> (u64, u64, u64) {
     a.extend(step(4));
     let mut b = vec![ev(1, mmap)];
     b.extend(step(2));
-    let sources: Vec<Box<dyn RecordSource>> = vec![Box::new(Replay(a, 0)), Box::new(Replay(b, 0))];
+    let sources: Vec<Box<dyn RecordSource>> = vec![replay(&a), replay(&b)];
     let mut sim = HostSim::with_sources(&cfg, sources).checked();
     let r = sim.run(&mut |_| {}).unwrap();
     (
@@ -346,7 +331,7 @@ fn swap_out_then_touch(mode: &str) -> (Stats, u64, u64, u64) {
         acc(1, AccessKind::Fetch, CODE),
         acc(1, AccessKind::Load, DATA),
     ];
-    let mut sim = HostSim::with_sources(&cfg, vec![Box::new(Replay(a, 0))]).checked();
+    let mut sim = HostSim::with_sources(&cfg, vec![replay(&a)]).checked();
     assert!(sim.round().unwrap(), "round 1 ends before the second fetch");
     let before = sim.vm(0).stats.clone();
     let g = sim.resolutions(0)[1].0;
@@ -506,7 +491,7 @@ fn double_paging_is_detected_and_counted_once() {
             acc(1, AccessKind::Load, DATA + 0x1000),
             acc(1, AccessKind::Fetch, CODE),
         ];
-        let mut sim = HostSim::with_sources(&cfg, vec![Box::new(Replay(a, 0))]).checked();
+        let mut sim = HostSim::with_sources(&cfg, vec![replay(&a)]).checked();
         assert!(sim.round().unwrap(), "{mode}: round 1");
         assert_eq!(sim.resolutions(0)[1].0, 520, "{mode}: DATA's gPFN");
         assert!(sim.swap_out(0, 520), "{mode}: the host swaps DATA's frame");

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use vmemsim::config::Config;
 use vmemsim::sched::{open_trace, RoundRobin};
-use vmemsim_trace::{ProcEvent, Record, RecordSource, TraceError};
+use vmemsim_trace::{ProcEvent, Record};
 
-use common::{all_modes_agree, collect};
+use common::{all_modes_agree, collect, Replay};
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -58,17 +58,6 @@ fn committed_recordings_agree_in_every_mode() {
             shadow.total_exits() > nested.total_exits(),
             "{name}: fork/exec-heavy shells exit more under shadow paging"
         );
-    }
-}
-
-struct Replay(Vec<Record>, usize);
-
-impl RecordSource for Replay {
-    fn next_batch(&mut self, buf: &mut Vec<Record>, max: usize) -> Result<usize, TraceError> {
-        let n = max.min(self.0.len() - self.1);
-        buf.extend_from_slice(&self.0[self.1..self.1 + n]);
-        self.1 += n;
-        Ok(n)
     }
 }
 

@@ -7,55 +7,17 @@ mod common;
 
 use std::path::Path;
 
-use vmemsim::host::config::HostConfig;
 use vmemsim::hostsim::sharing::SharingCensus;
 use vmemsim::hostsim::HostSim;
 use vmemsim::sim::ModeKind;
-use vmemsim_trace::{AccessKind, ProcEvent, Record, RecordSource, TraceError};
+use vmemsim_trace::{AccessKind, Record};
 
-use common::{acc, collect, ev};
-
-struct Replay(Vec<Record>, usize);
-
-impl RecordSource for Replay {
-    fn next_batch(&mut self, buf: &mut Vec<Record>, max: usize) -> Result<usize, TraceError> {
-        let n = max.min(self.0.len() - self.1);
-        buf.extend_from_slice(&self.0[self.1..self.1 + n]);
-        self.1 += n;
-        Ok(n)
-    }
-}
-
-fn host(mode: ModeKind, inputs: &[Vec<Record>]) -> HostSim {
-    let mut text = String::from("[host]\nmem_mib = 2048\nvm_quantum_instructions = 5000\n");
-    for i in 0..inputs.len() {
-        text += &format!(
-            "[[vm]]\nname = \"vm{i}\"\nworkload = \"seq\"\nmode = \"{}\"\nmem_mib = 128\n",
-            mode.name()
-        );
-    }
-    let cfg =
-        HostConfig::from_toml(&text, "test.toml", Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let sources = inputs
-        .iter()
-        .map(|r| Box::new(Replay(r.clone(), 0)) as Box<dyn RecordSource>)
-        .collect();
-    HostSim::with_sources(&cfg, sources).track_contents()
-}
+use common::{acc, anon_mmap, collect, content_host};
 
 const A: u64 = 0x7000_0000;
 
 fn mmap(len: u64) -> Record {
-    ev(
-        1,
-        ProcEvent::Mmap {
-            addr: A,
-            len,
-            prot: 3,
-            flags: 0x22,
-            file: None,
-        },
-    )
+    anon_mmap(1, A, len)
 }
 
 /// Two VMs with a page of equal content (the first store of each
@@ -86,14 +48,14 @@ fn equal_pages_of_two_vms_are_found_and_a_store_separates_them() {
                 let sims: Vec<HostSim> = inputs
                     .iter()
                     .map(|r| {
-                        let mut s = host(mode, std::slice::from_ref(r));
+                        let mut s = content_host(mode, std::slice::from_ref(r), 2048);
                         s.run(&mut |_| {}).unwrap();
                         s
                     })
                     .collect();
                 vmemsim::hostsim::sharing::census(&[sims[0].guest(0), sims[1].guest(0)])
             } else {
-                let mut s = host(mode, &inputs);
+                let mut s = content_host(mode, &inputs, 2048);
                 s.run(&mut |_| {}).unwrap();
                 s.sharing_census()
             };
@@ -123,7 +85,7 @@ fn zero_pages_of_many_vms() {
         if mode == ModeKind::Native {
             continue; // two native VMs cannot share a host (see above)
         }
-        let mut s = host(mode, &vec![r.clone(); 5]);
+        let mut s = content_host(mode, &vec![r.clone(); 5], 2048);
         s.run(&mut |_| {}).unwrap();
         let c = s.sharing_census();
         assert_eq!(
@@ -151,7 +113,7 @@ fn n_identical_vms_on_a_real_recording() {
     for mode in [ModeKind::Nested, ModeKind::Shadow, ModeKind::Agile] {
         let mut one: Option<SharingCensus> = None;
         for n in 1..=3u64 {
-            let mut s = host(mode, &vec![recs.clone(); n as usize]);
+            let mut s = content_host(mode, &vec![recs.clone(); n as usize], 2048);
             for _ in 0..40 * n {
                 s.round().unwrap();
             }
@@ -182,7 +144,7 @@ fn experiments() {
     println!("N identical VMs (sh-echo-wc-files, nested, after 40 quanta each):");
     println!("N  in-use  shared%  saved%  saved%-no-zero  zero  file  anon  within  across");
     for n in 1..=10u64 {
-        let mut s = host(ModeKind::Nested, &vec![same.clone(); n as usize]);
+        let mut s = content_host(ModeKind::Nested, &vec![same.clone(); n as usize], 2048);
         for _ in 0..40 * n {
             s.round().unwrap();
         }
@@ -213,7 +175,7 @@ fn experiments() {
     ];
     let k = mixed.len() as u64;
     for mode in [ModeKind::Nested, ModeKind::Shadow] {
-        let mut s = host(mode, &mixed);
+        let mut s = content_host(mode, &mixed, 2048);
         for _ in 0..40 * k {
             s.round().unwrap();
         }

@@ -5,13 +5,15 @@
 #![allow(dead_code)]
 
 use vmemsim::guest::softwalk;
+use vmemsim::host::config::HostConfig;
+use vmemsim::hostsim::HostSim;
 use vmemsim::hv::selective::{Paging, Policy, PolicyInput, Selective};
 use vmemsim::hv::{Mode, SwitchReport};
 use vmemsim::pte::x86;
 use vmemsim::sim::{rights, ModeKind, ModeVisitor, Sim};
 use vmemsim::stats::Stats;
 use vmemsim::Config;
-use vmemsim_trace::{Access, ProcEvent, Record};
+use vmemsim_trace::{Access, AccessKind, ProcEvent, Record, RecordSource, TraceError};
 
 /// Where each access resolved: (gPFN, hPFN), in order.
 pub type Resolutions = Vec<(u64, u64)>;
@@ -239,4 +241,100 @@ pub fn collect(src: &mut dyn vmemsim_trace::RecordSource) -> Vec<Record> {
 /// Silence "unused" for rights in some test binaries.
 pub fn _r() -> vmemsim::mmu::Rights {
     rights(vmemsim_trace::AccessKind::Load)
+}
+
+/// Replays records already in memory (field 1: the next record's index).
+pub struct Replay(pub Vec<Record>, pub usize);
+
+impl RecordSource for Replay {
+    fn next_batch(&mut self, buf: &mut Vec<Record>, max: usize) -> Result<usize, TraceError> {
+        let n = max.min(self.0.len() - self.1);
+        buf.extend_from_slice(&self.0[self.1..self.1 + n]);
+        self.1 += n;
+        Ok(n)
+    }
+}
+
+/// A boxed [`Replay`] of `records`, from the start.
+pub fn replay(records: &[Record]) -> Box<dyn RecordSource> {
+    Box::new(Replay(records.to_vec(), 0))
+}
+
+/// A [`ModeVisitor`] that runs records (field 1) with a configuration
+/// (field 0) through the oracle harness and returns the mode's counters.
+pub struct CheckedStats<'a>(pub &'a Config, pub &'a [Record]);
+
+impl ModeVisitor for CheckedStats<'_> {
+    type Output = Stats;
+    fn visit<M: Mode>(self, mode: M) -> Stats {
+        run_checked(mode, self.0, self.1).1
+    }
+}
+
+/// `kind`'s counters on `records` with `cfg`, every access checked
+/// against the oracle.
+pub fn checked_stats(kind: ModeKind, cfg: &Config, records: &[Record]) -> Stats {
+    kind.with_mode(cfg, CheckedStats(cfg, records))
+}
+
+/// An anonymous private read-write mapping (`PROT_READ | PROT_WRITE`,
+/// `MAP_PRIVATE | MAP_ANONYMOUS`) of `len` bytes at `addr` by `pid`.
+pub fn anon_mmap(pid: u32, addr: u64, len: u64) -> Record {
+    ev(
+        pid,
+        ProcEvent::Mmap {
+            addr,
+            len,
+            prot: 3,
+            flags: 0x22,
+            file: None,
+        },
+    )
+}
+
+/// Process 1 maps 4 MiB at `a`, stores to its first two pages and loads
+/// the first; forks process 2, which stores to page 0 (a copy-on-write
+/// break); process 1 loads page 1; process 2 unmaps page 1 and exits;
+/// process 1 stores to page 0 (read-only since the fork, no copy left to
+/// make). tests/exits.rs derives every mode's exits on it.
+pub fn fork_cow_trace(a: u64) -> Vec<Record> {
+    use AccessKind::{Load, Store};
+    vec![
+        anon_mmap(1, a, 4 << 20),
+        acc(1, Store, a),
+        acc(1, Store, a + 0x1000),
+        acc(1, Load, a),
+        ev(1, ProcEvent::Fork { child: 2 }),
+        acc(2, Store, a),
+        acc(1, Load, a + 0x1000),
+        ev(
+            2,
+            ProcEvent::Munmap {
+                addr: a + 0x1000,
+                len: 0x1000,
+            },
+        ),
+        ev(2, ProcEvent::Exit { code: 0 }),
+        acc(1, Store, a),
+    ]
+}
+
+/// A host of `host_mib` MiB with one VM of 128 MiB per input, every VM
+/// in `mode`, replaying its input, contents tracked (guest/content.rs).
+pub fn content_host(mode: ModeKind, inputs: &[Vec<Record>], host_mib: u64) -> HostSim {
+    let mut text = format!("[host]\nmem_mib = {host_mib}\nvm_quantum_instructions = 5000\n");
+    for i in 0..inputs.len() {
+        text += &format!(
+            "[[vm]]\nname = \"vm{i}\"\nworkload = \"seq\"\nmode = \"{}\"\nmem_mib = 128\n",
+            mode.name()
+        );
+    }
+    let cfg = HostConfig::from_toml(
+        &text,
+        "test.toml",
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
+    .unwrap();
+    let sources = inputs.iter().map(|r| replay(r)).collect();
+    HostSim::with_sources(&cfg, sources).track_contents()
 }
