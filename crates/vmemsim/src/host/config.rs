@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError, GuestConfig, MeasureConfig};
 use crate::esx::{EsxConfig, EsxSection};
+use crate::hostsim::scanner::SharingSection;
 use crate::workload::{WorkloadKind, WorkloadSpec};
 use crate::ModeKind;
 
@@ -165,6 +166,9 @@ pub struct HostConfig {
     pub host: HostSection,
     /// `[esx]` and each VM's min, max and shares (the memory manager).
     pub esx: EsxConfig,
+    /// `[sharing]`: the content-based page-sharing scanner
+    /// ([`crate::hostsim::scanner`]); off without the section.
+    pub sharing: SharingSection,
     /// The machine-wide baseline (every other section, `[cpu]` included).
     pub base: Config,
     /// The VMs, in `[[vm]]` order.
@@ -206,6 +210,7 @@ impl HostConfig {
             .try_into()
             .map_err(|e: toml::de::Error| parse(format!("[host]: {e}")))?;
         let esx = EsxSection::parse(table.remove("esx")).map_err(parse)?;
+        let sharing = SharingSection::parse(table.remove("sharing"))?;
         let vm_sections: Vec<VmSection> = match table.remove("vm") {
             None => Vec::new(),
             Some(v) => v
@@ -215,7 +220,9 @@ impl HostConfig {
         let base: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| parse(e.to_string()))?;
-        Self::resolve(host, esx, base, vm_sections, base_dir)
+        let mut cfg = Self::resolve(host, esx, base, vm_sections, base_dir)?;
+        cfg.sharing = sharing;
+        Ok(cfg)
     }
 
     /// Read, parse and validate a host configuration file.
@@ -444,6 +451,7 @@ impl HostConfig {
         Ok(HostConfig {
             host,
             esx,
+            sharing: SharingSection::off(),
             base,
             vms,
             vm_sections,
@@ -457,6 +465,8 @@ impl HostConfig {
             host: &'a HostSection,
             #[serde(skip_serializing_if = "Option::is_none")]
             esx: Option<&'a EsxSection>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            sharing: Option<&'a SharingSection>,
             vm: &'a [VmSection],
             #[serde(flatten)]
             base: &'a toml::Table,
@@ -467,6 +477,7 @@ impl HostConfig {
         toml::to_string(&Out {
             host: &self.host,
             esx: self.esx.section.enabled.then_some(&self.esx.section),
+            sharing: self.sharing.enabled.then_some(&self.sharing),
             vm: &self.vm_sections,
             base: &base,
         })

@@ -18,7 +18,10 @@
 //! when it cannot). [`HostMemory::overdrawn`] tells when an operation took
 //! more than the reserve held.
 
+use rustc_hash::FxHashMap;
+
 use crate::addr::{Gpfn, Hpfn};
+use crate::guest::content::{ContentId, ZERO};
 use crate::mem::PageStore;
 
 /// First hPFN of the hypervisor's own table pages (hPA 1 TiB): guest
@@ -29,7 +32,34 @@ pub const HV_FRAME_BASE: u64 = 1 << 28;
 pub type VmId = u32;
 
 const NONE: u64 = u64::MAX;
+/// m2p entry of a frame shared copy-on-write: its owners are in `shared`.
+const SHARED: u64 = u64::MAX - 1;
 const GPFN_BITS: u32 = 40;
+
+/// A host frame backing several guest frames read-only (content-based
+/// page sharing [ESX 4]): the content they all hold and who they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedFrame {
+    /// The content id every owner's guest frame holds (guest/content.rs).
+    pub content: ContentId,
+    /// (VM, gPFN) of every guest frame it backs; two or more.
+    pub owners: Vec<(VmId, Gpfn)>,
+}
+
+/// Content-based sharing in one host's memory, counted per VM (index
+/// [`VmId`]) and for the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SharingCounts {
+    /// Host frames shared now (each backing two or more guest frames).
+    pub shared_frames: u64,
+    /// Guest frames backed by a shared frame now.
+    pub sharing_guest_frames: u64,
+    /// Host frames saved now: guest frames backed by shared frames minus
+    /// the shared frames (ESX's "reclaimed").
+    pub saved_frames: u64,
+    /// Of `saved_frames`, those of zero-content frames.
+    pub saved_zero_frames: u64,
+}
 
 /// Frames of one kind: the next never-used hPFN, the end of the range, and
 /// freed frames waiting for reuse.
@@ -73,6 +103,15 @@ pub struct HostMemory {
     pub tables: PageStore,
     swap: FrameRange,
     swap_used: u64,
+    /// Owners of each shared frame (m2p entry [`SHARED`]), by hPFN.
+    shared: FxHashMap<u64, SharedFrame>,
+    /// Frames whose mappings are write-protected because they are or were
+    /// shared, one bit per hPFN: a store to one exits and either copies it
+    /// (still shared) or makes it writable again (its last owner).
+    cow_wp: Vec<u64>,
+    /// Guest frames of each VM backed by a shared frame now (by VM id).
+    vm_sharing: Vec<u64>,
+    counts: SharingCounts,
 }
 
 impl HostMemory {
@@ -88,6 +127,10 @@ impl HostMemory {
             tables: PageStore::new(HV_FRAME_BASE),
             swap: FrameRange::new(0, 0),
             swap_used: 0,
+            shared: FxHashMap::default(),
+            cow_wp: Vec::new(),
+            vm_sharing: Vec::new(),
+            counts: SharingCounts::default(),
         }
     }
 
@@ -204,20 +247,212 @@ impl HostMemory {
     pub fn free_data(&mut self, hpfn: Hpfn) {
         let e = &mut self.m2p[hpfn.0 as usize];
         assert_ne!(*e, NONE, "hPFN {:#x} freed twice", hpfn.0);
+        assert_ne!(*e, SHARED, "shared hPFN {:#x} freed", hpfn.0);
         *e = NONE;
+        if self.cow_protected(hpfn) {
+            self.set_cow_wp(hpfn, false);
+        }
         self.data.free.push(hpfn.0);
         self.used -= 1;
     }
 
-    /// The VM and gPFN a guest-backing `hpfn` belongs to (the m2p map).
+    /// The VM and gPFN a guest-backing `hpfn` belongs to (the m2p map);
+    /// `None` for a free frame and for a shared one (see
+    /// [`HostMemory::owners`]).
     #[inline]
     pub fn m2p(&self, hpfn: Hpfn) -> Option<(VmId, Gpfn)> {
         match self.m2p.get(hpfn.0 as usize) {
-            Some(&e) if e != NONE => {
-                Some(((e >> GPFN_BITS) as VmId, Gpfn(e & ((1 << GPFN_BITS) - 1))))
+            Some(&e) if e < SHARED => Some(unpack(e)),
+            _ => None,
+        }
+    }
+}
+
+fn unpack(e: u64) -> (VmId, Gpfn) {
+    ((e >> GPFN_BITS) as VmId, Gpfn(e & ((1 << GPFN_BITS) - 1)))
+}
+
+fn pack(vm: VmId, g: Gpfn) -> u64 {
+    (u64::from(vm) << GPFN_BITS) | g.0
+}
+
+/// Copy-on-write sharing of guest-backing frames [ESX 4; KSM]. The host
+/// keeps, per shared frame, its content and its owners; the hypervisor
+/// (hostsim) maps every owner read-only and flushes; a store exits and
+/// [`HostMemory::unshare`] gives the writer a private copy.
+impl HostMemory {
+    /// True when `hpfn` backs two or more guest frames.
+    #[inline]
+    pub fn is_shared(&self, hpfn: Hpfn) -> bool {
+        self.m2p.get(hpfn.0 as usize) == Some(&SHARED)
+    }
+
+    /// True when the mappings of `hpfn` are write-protected for sharing
+    /// (it is shared, or was and its last owner has not written it since).
+    /// One bit test: false on every host without sharing.
+    #[inline]
+    pub fn cow_protected(&self, hpfn: Hpfn) -> bool {
+        self.cow_wp
+            .get((hpfn.0 / 64) as usize)
+            .is_some_and(|w| w & (1 << (hpfn.0 % 64)) != 0)
+    }
+
+    fn set_cow_wp(&mut self, hpfn: Hpfn, on: bool) {
+        let w = (hpfn.0 / 64) as usize;
+        if w >= self.cow_wp.len() {
+            self.cow_wp.resize((w + 1).next_power_of_two(), 0);
+        }
+        if on {
+            self.cow_wp[w] |= 1 << (hpfn.0 % 64);
+        } else {
+            self.cow_wp[w] &= !(1 << (hpfn.0 % 64));
+        }
+    }
+
+    /// The last owner of write-protected `hpfn` stores to it: the frame is
+    /// writable again, no copy (its mappings are the caller's to restore).
+    pub fn cow_unprotect(&mut self, hpfn: Hpfn) {
+        debug_assert!(!self.is_shared(hpfn));
+        self.set_cow_wp(hpfn, false);
+    }
+
+    /// The shared frame `hpfn`'s content and owners, if it is shared.
+    pub fn shared_frame(&self, hpfn: Hpfn) -> Option<&SharedFrame> {
+        self.shared.get(&hpfn.0)
+    }
+
+    /// True when `hpfn` backs `vm`'s `gpfn` (alone or shared).
+    pub fn backs(&self, hpfn: Hpfn, vm: VmId, gpfn: Gpfn) -> bool {
+        if self.is_shared(hpfn) {
+            self.shared[&hpfn.0].owners.contains(&(vm, gpfn))
+        } else {
+            self.m2p(hpfn) == Some((vm, gpfn))
+        }
+    }
+
+    /// The one gPFN of `vm` that `hpfn` backs: the m2p entry, or, for a
+    /// shared frame, `vm`'s only owner entry (`None` when `vm` has two or
+    /// more guest frames on it: sharing within a VM; the caller must find
+    /// the gPFN another way).
+    #[inline]
+    pub fn gpfn_of(&self, hpfn: Hpfn, vm: VmId) -> Option<Gpfn> {
+        match self.m2p.get(hpfn.0 as usize) {
+            Some(&e) if e < SHARED => {
+                let (v, g) = unpack(e);
+                (v == vm).then_some(g)
+            }
+            Some(&SHARED) => {
+                let s = &self.shared[&hpfn.0];
+                let mut it = s.owners.iter().filter(|o| o.0 == vm);
+                let first = it.next()?.1;
+                it.next().is_none().then_some(first)
             }
             _ => None,
         }
+    }
+
+    /// Sharing now, for the host (`None`) or one VM.
+    pub fn sharing(&self, vm: Option<VmId>) -> SharingCounts {
+        match vm {
+            None => self.counts.clone(),
+            Some(v) => SharingCounts {
+                sharing_guest_frames: self.vm_sharing.get(v as usize).copied().unwrap_or(0),
+                ..SharingCounts::default()
+            },
+        }
+    }
+
+    fn vm_sharing_add(&mut self, vm: VmId, n: i64) {
+        let i = vm as usize;
+        if i >= self.vm_sharing.len() {
+            self.vm_sharing.resize(i + 1, 0);
+        }
+        self.vm_sharing[i] = self.vm_sharing[i].checked_add_signed(n).expect("count");
+    }
+
+    /// Back the guest frame that private frame `other` backs by `keep`
+    /// instead (both hold `content`), and free `other`: `keep` becomes or
+    /// stays a shared frame, write-protected. Returns the (VM, gPFN) moved.
+    /// The caller remaps it (p2m, EPT, shadow) read-only and flushes, and
+    /// write-protects `keep`'s first owner's mappings when `keep` was
+    /// private.
+    ///
+    /// # Panics
+    /// `other` is free or shared, `keep` is free, or they are the same frame.
+    pub fn share(&mut self, keep: Hpfn, content: ContentId, other: Hpfn) -> (VmId, Gpfn) {
+        assert_ne!(keep, other, "a frame shared with itself");
+        let moved = self.m2p(other).expect("the frame merged is private");
+        if !self.is_shared(keep) {
+            let first = self.m2p(keep).expect("the frame kept backs a guest frame");
+            self.m2p[keep.0 as usize] = SHARED;
+            self.shared.insert(
+                keep.0,
+                SharedFrame {
+                    content,
+                    owners: vec![first],
+                },
+            );
+            self.set_cow_wp(keep, true);
+            self.counts.shared_frames += 1;
+            self.counts.sharing_guest_frames += 1;
+            self.vm_sharing_add(first.0, 1);
+        }
+        let s = self.shared.get_mut(&keep.0).expect("shared");
+        debug_assert_eq!(s.content, content, "frames of different content shared");
+        s.owners.push(moved);
+        self.counts.sharing_guest_frames += 1;
+        self.counts.saved_frames += 1;
+        if content == ZERO {
+            self.counts.saved_zero_frames += 1;
+        }
+        self.vm_sharing_add(moved.0, 1);
+        self.free_data(other);
+        moved
+    }
+
+    /// `vm`'s `gpfn` leaves shared frame `hpfn` (a COW break, or the frame
+    /// released or swapped by that VM): when one owner is left the frame is
+    /// private again (still write-protected until that owner stores).
+    fn leave(&mut self, hpfn: Hpfn, vm: VmId, gpfn: Gpfn) {
+        let s = self.shared.get_mut(&hpfn.0).expect("a shared frame");
+        let i = s
+            .owners
+            .iter()
+            .position(|&o| o == (vm, gpfn))
+            .expect("the frame backs that guest frame");
+        s.owners.swap_remove(i);
+        let zero = s.content == ZERO;
+        let last = (s.owners.len() == 1).then(|| s.owners[0]);
+        self.counts.saved_frames -= 1;
+        self.counts.saved_zero_frames -= u64::from(zero);
+        self.counts.sharing_guest_frames -= 1;
+        self.vm_sharing_add(vm, -1);
+        if let Some(last) = last {
+            self.shared.remove(&hpfn.0);
+            self.m2p[hpfn.0 as usize] = pack(last.0, last.1);
+            self.counts.shared_frames -= 1;
+            self.counts.sharing_guest_frames -= 1;
+            self.vm_sharing_add(last.0, -1);
+        }
+    }
+
+    /// Copy-on-write break: `vm`'s `gpfn` stores to shared `hpfn` and gets
+    /// a private copy, returned (allocated as [`HostMemory::alloc_data`]).
+    pub fn unshare(&mut self, hpfn: Hpfn, vm: VmId, gpfn: Gpfn) -> Hpfn {
+        self.leave(hpfn, vm, gpfn);
+        self.alloc_data(vm, gpfn)
+    }
+
+    /// `vm`'s `gpfn` no longer needs `hpfn` (released to a balloon, or
+    /// swapped out): a private frame is freed (true); a shared one only
+    /// loses that owner (false).
+    pub fn release_owner(&mut self, hpfn: Hpfn, vm: VmId, gpfn: Gpfn) -> bool {
+        if self.is_shared(hpfn) {
+            self.leave(hpfn, vm, gpfn);
+            return false;
+        }
+        self.free_data(hpfn);
+        true
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Vm {
     /// Double paging: frames the host read back from its swap because the
     /// guest was writing them to the guest's swap (each also a swap-in).
     pub double_pagings: u64,
+    /// Content-based sharing of this VM's frames (hostsim/scanner.rs).
+    pub sharing: VmSharing,
     /// Binary translation of the guest kernel (`cpu.virtualization =
     /// "bt"`); `None`: VT-x, every intervention a VM exit.
     pub bt: Option<super::BinaryTranslator>,
@@ -93,6 +95,7 @@ impl Vm {
             host_swap_ins: 0,
             swapped_frames: 0,
             double_pagings: 0,
+            sharing: VmSharing::default(),
             bt: None,
             resident: Vec::new(),
             res_pos: Vec::new(),
@@ -184,7 +187,7 @@ impl Vm {
         let slot = host.swap_alloc()?;
         self.p2m[gpfn.0 as usize] = SWAPPED | slot;
         self.ept_set(host, gpfn, 0);
-        host.free_data(h);
+        host.release_owner(h, self.id, gpfn);
         self.resident_remove(gpfn.0);
         self.backed_frames -= 1;
         self.swapped_frames += 1;
@@ -195,9 +198,10 @@ impl Vm {
     /// The guest gave `gpfn` up (its balloon holds it): free its host frame
     /// (or its host swap slot) and clear its EPT entry; the next touch, after
     /// the balloon deflates, backs a fresh frame. Returns the host frame
-    /// freed, if it was backed. The caller drops the mode's mappings and
-    /// flushes.
-    pub fn release(&mut self, host: &mut HostMemory, gpfn: Gpfn) -> Option<Hpfn> {
+    /// that backed it, if it was backed, and whether that frame was freed
+    /// (not when it is shared: the other owners keep it). The caller drops
+    /// the mode's mappings and flushes.
+    pub fn release(&mut self, host: &mut HostMemory, gpfn: Gpfn) -> Option<(Hpfn, bool)> {
         let e = *self.p2m.get(gpfn.0 as usize)?;
         if e == NONE {
             return None;
@@ -209,10 +213,10 @@ impl Vm {
             self.swapped_frames -= 1;
             return None;
         }
-        host.free_data(Hpfn(e));
+        let freed = host.release_owner(Hpfn(e), self.id, gpfn);
         self.resident_remove(gpfn.0);
         self.backed_frames -= 1;
-        Some(Hpfn(e))
+        Some((Hpfn(e), freed))
     }
 
     /// Back `gpfn` with a frame from `host` if it has none, mapping it RWX
@@ -265,14 +269,67 @@ impl Vm {
 
     /// Map backed `gpfn` in the EPT again, RWX, from the p2m (after its
     /// entry was cleared or made read-only); with huge host pages, the
-    /// whole page holding it.
+    /// whole page holding it. A frame write-protected for sharing
+    /// ([`HostMemory::cow_protected`]) is mapped read-only (R and X).
     pub fn ept_restore(&mut self, host: &mut HostMemory, gpfn: Gpfn) {
         let n = self.host_page.frames();
         let first = Gpfn(gpfn.0 & !(n - 1));
         let h = self.p2m(first).expect("EPT restore of an unbacked frame");
         let ps = if n > 1 { ept::PS } else { 0 };
-        let leaf = x86::make(h.0, ept::RWX | ept::WB | ps);
+        let rights = if host.cow_protected(h) {
+            ept::R | ept::X
+        } else {
+            ept::RWX
+        };
+        let leaf = x86::make(h.0, rights | ept::WB | ps);
         self.ept_set_at(host, first, self.host_page.leaf_level(), leaf);
+    }
+
+    /// Sharing: backed `gpfn` is now backed by shared frame `h` (its own
+    /// frame was merged into it and freed by [`HostMemory::share`]): p2m
+    /// and EPT entry (read-only: R and X) point at `h`. The caller drops
+    /// the mode's mappings of the old frame and flushes.
+    pub fn remap_shared(&mut self, host: &mut HostMemory, gpfn: Gpfn, h: Hpfn) {
+        debug_assert_eq!(self.host_page, PageSize::Size4K);
+        assert!(self.p2m(gpfn).is_some(), "sharing an unbacked frame");
+        self.p2m[gpfn.0 as usize] = h.0;
+        self.ept_set(host, gpfn, x86::make(h.0, ept::R | ept::X | ept::WB));
+        self.sharing.merged += 1;
+    }
+
+    /// Sharing: the EPT entry of backed `gpfn`, if present, loses W (its
+    /// frame just became shared). The caller flushes (INVEPT).
+    pub fn ept_write_protect(&mut self, host: &mut HostMemory, gpfn: Gpfn) {
+        let e = self.ept_entry(host, gpfn);
+        if ept::present(e) && e & ept::W != 0 {
+            self.ept_set(host, gpfn, e & !ept::W);
+        }
+    }
+
+    /// A store to `gpfn`, whose frame is write-protected for sharing
+    /// ([`HostMemory::cow_protected`]), exited: a frame still shared is
+    /// copied to a private one (the COW break; the p2m and a writable EPT
+    /// entry name the copy) and the old frame is returned, for the caller
+    /// to drop the mode's mappings of it and flush; a frame whose other
+    /// owners all left is made writable again in place (`None`).
+    pub fn cow_store(&mut self, host: &mut HostMemory, gpfn: Gpfn) -> Option<Hpfn> {
+        let h = self.p2m(gpfn).expect("a store to an unbacked frame");
+        debug_assert!(host.cow_protected(h));
+        if !host.is_shared(h) {
+            host.cow_unprotect(h);
+            self.ept_restore(host, gpfn);
+            self.sharing.cow_reuses += 1;
+            return None;
+        }
+        let zero = host
+            .shared_frame(h)
+            .is_some_and(|s| s.content == crate::guest::content::ZERO);
+        let copy = host.unshare(h, self.id, gpfn);
+        self.p2m[gpfn.0 as usize] = copy.0;
+        self.ept_set(host, gpfn, x86::make(copy.0, ept::RWX | ept::WB));
+        self.sharing.cow_breaks += 1;
+        self.sharing.cow_zero_breaks += u64::from(zero);
+        Some(h)
     }
 
     /// The EPT leaf entry mapping `gpfn` (0 when none): a PTE, or the PDE
@@ -315,6 +372,28 @@ impl Vm {
         }
         host.tables.write(table, pt_index(gpa, leaf_level), leaf);
     }
+}
+
+/// Per-VM counters of content-based sharing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VmSharing {
+    /// Guest frames of this VM merged into a shared frame (each freed its
+    /// own host frame).
+    pub merged: u64,
+    /// Copy-on-write breaks: stores to a shared frame, each one exit and
+    /// one 4 KiB copy.
+    pub cow_breaks: u64,
+    /// Of `cow_breaks`, breaks of zero-content frames.
+    pub cow_zero_breaks: u64,
+    /// Stores to a formerly shared frame whose other owners all left: one
+    /// exit, made writable in place, no copy.
+    pub cow_reuses: u64,
+    /// Flushes of this VM on one pCPU (INVEPT single-context) after the
+    /// scanner write-protected or remapped its frames (once per pCPU per
+    /// scan burst; also counted in the host's `invepts`).
+    pub scan_flushes: u64,
+    /// Flushes of this VM on its pCPU after a COW break (one each).
+    pub cow_flushes: u64,
 }
 
 #[cfg(test)]

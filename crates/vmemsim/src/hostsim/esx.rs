@@ -103,7 +103,7 @@ impl HostOps for HostSim {
                 break;
             }
             let g = res[sim.rng.gen_range(0..res.len())];
-            if sim.vms[v].is_table(g) {
+            if sim.not_victim(v, g) {
                 // Page tables are never victims; give up once they are
                 // most of what is left.
                 misses += 1;

@@ -37,12 +37,14 @@
 
 pub mod esx;
 pub mod report;
+pub mod scanner;
 pub mod sharing;
 
 use std::collections::VecDeque;
 
 use vmemsim_trace::{Access, AccessKind, Record, RecordSource};
 
+use crate::addr::{Gpfn, Hpfn};
 use crate::cost::CostModel;
 use crate::esx::manager::Manager;
 use crate::guest::balloon::Balloon;
@@ -111,6 +113,15 @@ trait VmDyn {
         check: bool,
     ) -> Result<QuantumEnd, SimError>;
     fn vm(&self) -> &Vm;
+    fn vm_mut(&mut self) -> &mut Vm;
+    /// Sharing: backed `gpfn` (host frame `old`, merged and freed) is now
+    /// backed by shared frame `keep`, read-only; the mode's mappings of
+    /// `old` go. Returns the shadow entries zapped. The caller flushes.
+    fn share_into(&mut self, host: &mut HostMemory, gpfn: u64, old: Hpfn, keep: Hpfn) -> u64;
+    /// Sharing: backed `gpfn`'s frame `h` became shared: every mapping of
+    /// it loses its write right. Returns the shadow entries changed. The
+    /// caller flushes.
+    fn write_protect(&mut self, host: &mut HostMemory, gpfn: u64, h: Hpfn) -> u64;
     /// Swap out guest frame `gpfn` (host side and the mode's mappings);
     /// the shadow entries zapped, or `None` when the swap device is full.
     /// The caller flushes.
@@ -197,7 +208,11 @@ impl<M: Mode> VmRun<M> {
 
 /// The oracle for one access of a VM on a shared host: the gPFN is the
 /// guest's own tables' (a plain software walk), the hPFN the VM's p2m's,
-/// and the host frame belongs to this VM alone (the m2p names it).
+/// and the host frame backs this VM's frame (the m2p names it, or, for a
+/// frame shared by content, its owners do). A shared frame holds what
+/// every owner's guest frame holds, and a store never completes on a
+/// frame that is write-protected for sharing (shared, or not yet made
+/// writable again): it must have broken the sharing first.
 fn check(guest: &GuestOs, vm: &Vm, host: &HostMemory, a: &Access, gpfn: u64, hpfn: u64) {
     let p = guest.current().expect("a process runs");
     let m = softwalk::translate(&guest.mem, p.root, guest.levels(), a.addr)
@@ -207,17 +222,31 @@ fn check(guest: &GuestOs, vm: &Vm, host: &HostMemory, a: &Access, gpfn: u64, hpf
         "VM {}: {a:?}: gPFN differs from the guest tables",
         vm.id
     );
-    let g = crate::addr::Gpfn(gpfn);
+    let g = Gpfn(gpfn);
     assert_eq!(
         vm.p2m(g).map(|h| h.0),
         Some(hpfn),
         "VM {}: {a:?}: hPFN differs from the p2m",
         vm.id
     );
-    assert_eq!(
-        host.m2p(crate::addr::Hpfn(hpfn)),
-        Some((vm.id, g)),
+    let h = Hpfn(hpfn);
+    assert!(
+        host.backs(h, vm.id, g),
         "VM {}: host frame {hpfn:#x} not this VM's",
+        vm.id
+    );
+    if let Some(s) = host.shared_frame(h) {
+        let mine = guest.contents().map(|c| c.get(gpfn));
+        assert_eq!(
+            mine,
+            Some(s.content),
+            "VM {}: {a:?}: shared frame {hpfn:#x} holds other content",
+            vm.id
+        );
+    }
+    assert!(
+        !(a.kind.is_write() && host.cow_protected(h)),
+        "VM {}: {a:?}: store to write-protected shared frame {hpfn:#x} without a break",
         vm.id
     );
 }
@@ -239,6 +268,17 @@ impl<M: Mode> VmDyn for VmRun<M> {
     }
     fn vm(&self) -> &Vm {
         &self.machine.vm
+    }
+    fn vm_mut(&mut self) -> &mut Vm {
+        &mut self.machine.vm
+    }
+    fn share_into(&mut self, host: &mut HostMemory, gpfn: u64, old: Hpfn, keep: Hpfn) -> u64 {
+        self.machine.vm.remap_shared(host, Gpfn(gpfn), keep);
+        self.machine.mode.host_unmap(host, gpfn, old.0)
+    }
+    fn write_protect(&mut self, host: &mut HostMemory, gpfn: u64, h: Hpfn) -> u64 {
+        self.machine.vm.ept_write_protect(host, Gpfn(gpfn));
+        self.machine.mode.host_write_protect(host, gpfn, h.0)
     }
     fn swap_out(&mut self, host: &mut HostMemory, gpfn: u64) -> Option<u64> {
         let h = self.machine.vm.swap_out(host, crate::addr::Gpfn(gpfn))?;
@@ -292,9 +332,9 @@ impl<M: Mode> VmDyn for VmRun<M> {
         let pages = self.balloon.inflate(&mut self.guest, target - b).to_vec();
         let mut freed = 0;
         for &g in &pages {
-            if let Some(h) = self.machine.vm.release(host, crate::addr::Gpfn(g)) {
+            if let Some((h, f)) = self.machine.vm.release(host, crate::addr::Gpfn(g)) {
                 self.machine.mode.host_unmap(host, g, h.0);
-                freed += 1;
+                freed += u64::from(f);
             }
         }
         (pages.len() as u64, 0, freed)
@@ -333,6 +373,8 @@ pub struct HostSim {
     esx: Option<Manager>,
     /// Its per-VM state on the host (balloon target, blocking, counters).
     esx_vm: Vec<esx::EsxVm>,
+    /// The page-sharing scanner (`[sharing]`), if on.
+    scanner: Option<scanner::Scanner>,
 }
 
 impl std::fmt::Debug for HostSim {
@@ -449,6 +491,13 @@ impl HostSim {
             })
             .collect::<Vec<_>>();
         let n = vms.len();
+        let mut vms = vms;
+        if cfg.sharing.enabled {
+            // The scanner compares what the frames hold.
+            for v in &mut vms {
+                v.guest_mut().track_contents();
+            }
+        }
         HostSim {
             pcpus: (0..cfg.host.pcpus)
                 .map(|_| Pcpu {
@@ -484,6 +533,10 @@ impl HostSim {
                 .enabled
                 .then(|| Manager::new(&cfg.esx, cfg.host.seed, cfg.base.cpu.ghz)),
             esx_vm: vec![esx::EsxVm::default(); n],
+            scanner: cfg
+                .sharing
+                .enabled
+                .then(|| scanner::Scanner::new(&cfg.sharing)),
             cfg: cfg.clone(),
             check: false,
         }
@@ -566,12 +619,13 @@ impl HostSim {
         let mut added = 0;
         for (w, c) in self.counters.iter_mut().enumerate() {
             let vm = self.vms[w].vm();
+            // A COW break: the copy and the INVEPT on the VM's pCPU.
             let now = self.costs[w].host_work_cycles(
                 vm.host_swap_outs,
-                c.invepts,
+                c.invepts + vm.sharing.cow_flushes,
                 c.invvpids,
                 c.rmap_zaps,
-            );
+            ) + vm.sharing.cow_breaks * self.cfg.sharing.copy_cycles;
             added += now - c.host_work_cycles;
             c.host_work_cycles = now;
         }
@@ -584,8 +638,7 @@ impl HostSim {
     /// entries are flushed on every pCPU (INVEPT single-context). False when
     /// the frame is not backed, holds a guest page table, or swap is full.
     pub fn swap_out(&mut self, v: usize, gpfn: u64) -> bool {
-        let vm = self.vms[v].vm();
-        if vm.p2m(crate::addr::Gpfn(gpfn)).is_none() || self.vms[v].is_table(gpfn) {
+        if self.not_victim(v, gpfn) {
             return false;
         }
         let Some(zaps) = self.vms[v].swap_out(&mut self.host, gpfn) else {
@@ -599,6 +652,17 @@ impl HostSim {
         c.rmap_zaps += zaps;
         c.invepts += self.pcpus.len() as u64;
         true
+    }
+
+    /// True when VM `v`'s `gpfn` cannot be swapped out: not backed, a guest
+    /// page table, or backed by a shared frame (swapping it would free
+    /// nothing; sharing already reclaimed it).
+    pub(super) fn not_victim(&self, v: usize, gpfn: u64) -> bool {
+        self.vms[v]
+            .vm()
+            .p2m(Gpfn(gpfn))
+            .map_or(true, |h| self.host.is_shared(h))
+            || self.vms[v].is_table(gpfn)
     }
 
     /// Free frames until the pool has twice its reserve: random frames
@@ -618,7 +682,7 @@ impl HostSim {
             }
             let g = res[self.rng.gen_range(0..res.len())];
             let v = victim.expect("a victim");
-            if self.vms[v].is_table(g) {
+            if self.not_victim(v, g) {
                 tries += 1;
                 continue;
             }
@@ -677,7 +741,11 @@ impl HostSim {
                 if end != QuantumEnd::NeedMemory {
                     break end;
                 }
-                self.reclaim(reserve)?;
+                // Share before swap: what sharing frees need not be swapped.
+                self.scan_under_pressure(p);
+                if self.host.free() < reserve {
+                    self.reclaim(reserve)?;
+                }
             };
             let vm = self.vms[v].vm();
             let c = &mut self.counters[v];
@@ -688,6 +756,7 @@ impl HostSim {
             let d = vm.stats.since(&self.last_stats[v]);
             self.pcpus[p].cycles += self.costs[v].price(&d).total + swap_ins * wait_cycles;
             self.last_stats[v] = vm.stats.clone();
+            self.scan(p);
             self.pcpus[p].cycles += self.charge_host_work();
             match end {
                 QuantumEnd::Preempted => ran.push(v),

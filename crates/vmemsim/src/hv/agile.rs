@@ -194,7 +194,7 @@ impl Agile {
                         .map_err(|f| (f, false))?;
                 match step {
                     ShadowStep::Leaf(l) => {
-                        let gpfn = core.m2p(l.frame).expect("shadow leaf maps a guest frame");
+                        let gpfn = core.leaf_gpfn(mem, l.frame, va);
                         return Ok((Fill::of_leaf(&l, gpfn, l.frame), 0));
                     }
                     ShadowStep::Switch { level, hpfn } => {
@@ -236,6 +236,15 @@ impl Mode for Agile {
 
     fn host_mapped(&self, host: &crate::host::HostMemory, gpfn: u64, hpfn: u64) -> bool {
         self.sh.maps_frame(host, gpfn, hpfn)
+    }
+
+    fn host_write_protect(
+        &mut self,
+        host: &mut crate::host::HostMemory,
+        gpfn: u64,
+        hpfn: u64,
+    ) -> u64 {
+        self.sh.write_protect_frame(host, gpfn, hpfn)
     }
 
     fn fill(
@@ -296,8 +305,10 @@ impl Mode for Agile {
             if core.p2m(gpfn).is_none() {
                 core.ept_violation(gpfn);
             }
+            self.sh.cow_touch(core, gpfn, ExitReason::EptViolation);
         } else {
             Shadow::back_on_first_touch(core, gpfn);
+            self.sh.cow_touch(core, gpfn, ExitReason::ShadowFault);
         }
     }
 

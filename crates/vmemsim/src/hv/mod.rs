@@ -124,11 +124,70 @@ impl Core<'_> {
     /// An EPT violation on `gpfn` (VM exit): the hypervisor backs a frame
     /// that has no host frame, or, for one that has, rewrites its EPT entry
     /// from the p2m with full rights (the entry was cleared or read-only).
+    ///
+    /// A present entry that still exits is read-only: the frame is
+    /// write-protected for sharing and the access a store, a
+    /// copy-on-write break ([`Core::cow_store`]).
     pub fn ept_violation(&mut self, gpfn: u64) {
         self.exit(ExitReason::EptViolation);
         if !self.back(gpfn) {
-            self.vm.ept_restore(self.host, Gpfn(gpfn));
+            let g = Gpfn(gpfn);
+            let cow = self.vm.p2m(g).is_some_and(|h| self.host.cow_protected(h))
+                && crate::pte::ept::present(self.vm.ept_entry(self.host, g));
+            if cow {
+                self.cow_store(gpfn);
+            } else {
+                self.vm.ept_restore(self.host, g);
+            }
         }
+    }
+
+    /// The running VM stores to `gpfn`, whose frame is write-protected for
+    /// sharing, in the exit that store caused (EPT violation or shadow
+    /// fault): a still-shared frame is copied to a private one (the COW
+    /// break) and the VM's TLB entries are flushed on this pCPU (INVEPT
+    /// single-context: nested TLB and combined mappings), as KVM flushes
+    /// after breaking a KSM page; returns the old frame, whose shadow
+    /// entries the caller drops. A frame the VM is the last owner of is
+    /// made writable in place (`None`).
+    pub fn cow_store(&mut self, gpfn: u64) -> Option<u64> {
+        let old = self.vm.cow_store(self.host, Gpfn(gpfn))?;
+        self.hw.invept_single(self.vm.ept_tag, self.vm.vpid);
+        self.vm.sharing.cow_flushes += 1;
+        Some(old.0)
+    }
+
+    /// The guest kernel writes its whole frame `gpfn` ([`Mode::touch_frame`])
+    /// and the frame is write-protected for sharing: the store exits
+    /// (`reason`: an EPT violation, or a shadow write fault) and is a COW
+    /// break ([`Core::cow_store`]); returns the old frame if copied.
+    pub fn cow_touch(&mut self, gpfn: u64, reason: ExitReason) -> Option<u64> {
+        if !self.cow_protected(gpfn) {
+            return None;
+        }
+        self.exit(reason);
+        self.cow_store(gpfn)
+    }
+
+    /// True when the running VM's backed `gpfn` is write-protected for
+    /// sharing (a store to it must exit).
+    #[inline]
+    pub fn cow_protected(&self, gpfn: u64) -> bool {
+        self.vm
+            .p2m(Gpfn(gpfn))
+            .is_some_and(|h| self.host.cow_protected(h))
+    }
+
+    /// The gPFN a shadow (or PV) leaf to `hpfn` maps for `va`: the m2p's,
+    /// or, when the VM has several guest frames on one shared frame
+    /// (sharing within a VM), the guest's own tables' (in sync with the
+    /// shadow at every fill).
+    pub fn leaf_gpfn(&self, mem: &GuestMemory, hpfn: u64, va: u64) -> u64 {
+        if let Some(g) = self.m2p(hpfn) {
+            return g;
+        }
+        debug_assert!(self.host.is_shared(Hpfn(hpfn)), "leaf to a free frame");
+        softwalk_gpfn(mem, self.vm.guest_root, self.hw.levels, va)
     }
 
     /// Back `gpfn` with a host frame if needed; true if one was allocated.
@@ -149,11 +208,15 @@ impl Core<'_> {
     /// The running VM's gPFN that `hpfn` backs (the m2p map), if it backs one of its frames.
     #[inline]
     pub fn m2p(&self, hpfn: u64) -> Option<u64> {
-        match self.host.m2p(Hpfn(hpfn)) {
-            Some((vm, g)) if vm == self.vm.id => Some(g.0),
-            _ => None,
-        }
+        self.host.gpfn_of(Hpfn(hpfn), self.vm.id).map(|g| g.0)
     }
+}
+
+/// The gPFN the guest's tables map `va` to (a leaf of a shared frame).
+fn softwalk_gpfn(mem: &GuestMemory, root: u64, levels: u8, va: u64) -> u64 {
+    crate::guest::softwalk::translate(mem, root, levels, va)
+        .expect("a shadow leaf the guest does not map")
+        .gpfn
 }
 
 /// What a successful miss handling puts in the TLB.
@@ -244,6 +307,13 @@ pub trait Mode: 'static {
     /// [`Mode::host_unmap`]. The EPT entry is the host's to check.
     fn host_mapped(&self, _host: &HostMemory, _gpfn: u64, _hpfn: u64) -> bool {
         false
+    }
+    /// Guest frame `gpfn`'s host frame `hpfn` became shared: every mapping
+    /// of the mode's own (shadow leaves, through the reverse map) loses its
+    /// write right; returns how many. The EPT entry is the host's; the
+    /// caller flushes.
+    fn host_write_protect(&mut self, _host: &mut HostMemory, _gpfn: u64, _hpfn: u64) -> u64 {
+        0
     }
     /// The guest finished a batch of page-table changes.
     fn end_pt_update(&mut self, _core: &mut Core, _mem: &mut GuestMemory) {}

@@ -47,6 +47,9 @@ impl Mode for Nested {
     fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
         if core.p2m(gpfn).is_none() {
             core.ept_violation(gpfn);
+        } else {
+            // A shared frame: the store exits and copies it.
+            core.cow_touch(gpfn, crate::stats::ExitReason::EptViolation);
         }
     }
 }

@@ -254,6 +254,14 @@ impl<P: Policy + 'static> Mode for Selective<P> {
     fn host_mapped(&self, host: &crate::host::HostMemory, gpfn: u64, hpfn: u64) -> bool {
         self.shadow.maps_frame(host, gpfn, hpfn)
     }
+    fn host_write_protect(
+        &mut self,
+        host: &mut crate::host::HostMemory,
+        gpfn: u64,
+        hpfn: u64,
+    ) -> u64 {
+        self.shadow.write_protect_frame(host, gpfn, hpfn)
+    }
     fn next_boundary(&self) -> u64 {
         self.next
     }

@@ -188,6 +188,34 @@ impl Shadow {
         n
     }
 
+    /// Guest frame `gpfn`'s host frame `hpfn` became shared: every live
+    /// shadow leaf mapping it (through the reverse map) loses RW. Returns
+    /// the entries changed. The caller flushes the VPID.
+    pub fn write_protect_frame(&mut self, host: &mut HostMemory, gpfn: u64, hpfn: u64) -> u64 {
+        let Some(r) = self.rmap.get(&gpfn) else {
+            return 0;
+        };
+        let mut n = 0;
+        for &(sp, idx) in r {
+            let live = self.pages.get(&sp).is_some_and(|p| p.level == 1);
+            let se = host.tables.read(sp, idx);
+            if live && se & x86::P != 0 && x86::frame(se) == hpfn && se & x86::RW != 0 {
+                host.tables.write(sp, idx, se & !x86::RW);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The guest kernel writes its whole frame `gpfn`, write-protected for
+    /// sharing: the store exits (`reason`) and copies the frame
+    /// ([`Core::cow_touch`]); the shadow leaves of the old frame go.
+    pub(super) fn cow_touch(&mut self, core: &mut Core, gpfn: u64, reason: ExitReason) {
+        if let Some(old) = core.cow_touch(gpfn, reason) {
+            self.unmap_frame(core.host, gpfn, old);
+        }
+    }
+
     /// True when a live shadow leaf maps guest frame `gpfn` to `hpfn`
     /// (through the reverse map, checking each entry as
     /// [`Shadow::unmap_frame`] does).
@@ -443,10 +471,22 @@ impl Shadow {
                 gpfn += (va >> 12) & (FRAMES_PER_HUGE - 1);
             }
             core.back(gpfn);
-            let hpfn = core.p2m(gpfn).expect("just backed");
+            let mut hpfn = core.p2m(gpfn).expect("just backed");
+            let mut flags = leaf_flags(ne) | ps;
+            if core.cow_protected(gpfn) {
+                if r.write {
+                    // A store to a shared frame: this exit breaks it.
+                    if let Some(old) = core.cow_store(gpfn) {
+                        self.unmap_frame(core.host, gpfn, old);
+                        hpfn = core.p2m(gpfn).expect("copied");
+                    }
+                } else {
+                    flags &= !x86::RW;
+                }
+            }
             core.host
                 .tables
-                .write(leaf_sp, leaf_idx, x86::make(hpfn, leaf_flags(ne) | ps));
+                .write(leaf_sp, leaf_idx, x86::make(hpfn, flags));
             if core.vm.hosted {
                 // Only a shared host takes frames away (hypervisor swapping).
                 let r = self.rmap.entry(gpfn).or_default();
@@ -591,7 +631,11 @@ impl Shadow {
             && ge & x86::A != 0
             && core.p2m(x86::frame(ge)) == Some(x86::frame(se));
         let ne = if same {
-            x86::make(x86::frame(se), leaf_flags(ge))
+            let mut f = leaf_flags(ge);
+            if core.host.cow_protected(crate::addr::Hpfn(x86::frame(se))) {
+                f &= !x86::RW;
+            }
+            x86::make(x86::frame(se), f)
         } else {
             0
         };
@@ -625,6 +669,10 @@ impl Mode for Shadow {
         self.maps_frame(host, gpfn, hpfn)
     }
 
+    fn host_write_protect(&mut self, host: &mut HostMemory, gpfn: u64, hpfn: u64) -> u64 {
+        self.write_protect_frame(host, gpfn, hpfn)
+    }
+
     fn fill(
         &mut self,
         core: &mut Core,
@@ -646,7 +694,7 @@ impl Mode for Shadow {
             );
             core.walk_done();
             if let Ok(l) = res {
-                let gpfn = core.m2p(l.frame).expect("shadow leaf maps a guest frame");
+                let gpfn = core.leaf_gpfn(mem, l.frame, va);
                 return Ok(Fill::of_leaf(&l, gpfn, l.frame));
             }
             self.shadow_fault(core, mem, va, r)?;
@@ -689,6 +737,7 @@ impl Mode for Shadow {
             self.unshadow(core, gpfn);
         }
         Self::back_on_first_touch(core, gpfn);
+        self.cow_touch(core, gpfn, ExitReason::ShadowFault);
     }
 
     fn write_cr3(&mut self, core: &mut Core, mem: &mut GuestMemory, root: u64, pcid: u16) {
