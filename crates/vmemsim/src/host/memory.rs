@@ -258,7 +258,7 @@ impl HostMemory {
 
     /// The VM and gPFN a guest-backing `hpfn` belongs to (the m2p map);
     /// `None` for a free frame and for a shared one (see
-    /// [`HostMemory::owners`]).
+    /// [`HostMemory::shared_frame`]).
     #[inline]
     pub fn m2p(&self, hpfn: Hpfn) -> Option<(VmId, Gpfn)> {
         match self.m2p.get(hpfn.0 as usize) {
