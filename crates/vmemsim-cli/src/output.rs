@@ -6,6 +6,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -30,11 +31,17 @@ impl Outputs {
     }
 
     /// Check that `path` may be written as a file: not a directory, its
-    /// directory exists, not an input, and new unless `--force`.
+    /// directory exists, not an input, and new unless `--force`. An
+    /// existing character device or FIFO (`/dev/stdout`, `/dev/null`, a
+    /// named pipe) is a stream, not a file a user could lose: it may be
+    /// written without `--force`.
     ///
     /// # Errors
     /// A message naming the path and what is wrong with it.
     pub fn check_file(&self, path: &Path, what: &str) -> Result<()> {
+        if is_stream(path) {
+            return self.check_not_input(path, what);
+        }
         if path.is_dir() {
             bail!(
                 "{what} {}: is a directory; give a file name",
@@ -67,7 +74,19 @@ impl Outputs {
     ///
     /// # Errors
     /// As [`Outputs::check_file`].
+    ///
+    /// A trace is written to `PATH.partial` and renamed to `PATH`, so it
+    /// cannot go to a device or FIFO: the rename would replace the device
+    /// node (`-o /dev/null --force` would delete `/dev/null`).
     pub fn check_trace(&self, path: &Path, what: &str) -> Result<()> {
+        if is_stream(path) {
+            bail!(
+                "{what} {}: is a device or FIFO, not a file: a trace is written to \
+                 {}.partial and renamed, which would replace it; give a file name",
+                path.display(),
+                path.display()
+            );
+        }
         self.check_file(path, what)?;
         let partial = vmemsim_trace::vmt::partial_path(path);
         self.check_not_input(&partial, what)?;
@@ -136,7 +155,9 @@ impl Outputs {
     pub fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let mut o = OpenOptions::new();
         o.write(true);
-        if self.force {
+        if is_stream(path) {
+            // A device or FIFO: written as it is, nothing to create.
+        } else if self.force {
             o.create(true).truncate(true);
         } else {
             o.create_new(true);
@@ -145,6 +166,14 @@ impl Outputs {
             .and_then(|mut f| f.write_all(bytes))
             .with_context(|| format!("writing {}", path.display()))
     }
+}
+
+/// Whether `path` exists and is a character device or a FIFO (followed
+/// through symbolic links, so `/dev/stdout` counts).
+fn is_stream(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.file_type().is_char_device() || m.file_type().is_fifo())
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -183,6 +212,29 @@ mod tests {
         assert_eq!(std::fs::read(&other).unwrap(), b"keep");
         forced.write(&other, b"new").unwrap();
         assert_eq!(std::fs::read(&other).unwrap(), b"new");
+    }
+
+    #[test]
+    fn devices_take_reports_but_never_traces() {
+        let null = Path::new("/dev/null");
+        if !is_stream(null) {
+            eprintln!("SKIPPED: /dev/null is not a character device here");
+            return;
+        }
+        // A report goes to a device without --force; nothing is lost.
+        let o = Outputs::new(false, []);
+        o.check_file(null, "--json").unwrap();
+        o.write(null, b"{}").unwrap();
+        // A trace would be renamed over the device node: refused, with
+        // and without --force, and the device is still there.
+        for force in [false, true] {
+            let e = Outputs::new(force, [])
+                .check_trace(null, "-o")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("/dev/null: is a device or FIFO"), "{e}");
+        }
+        assert!(is_stream(null));
     }
 
     #[test]
