@@ -6,18 +6,29 @@
 //! [`record`] runs
 //! `valgrind --tool=lackey --trace-mem=yes --trace-syscalls=yes
 //! --trace-children=yes --vgdb=no --log-file=DIR/%p.%n COMMAND...`
-//! with the program's stdin, stdout and stderr left to the user, in a fresh
-//! private directory `DIR` under the system temporary directory.
+//! with the program's stdin, stdout and stderr left to the user; `DIR` is a
+//! fresh private directory under `$TMPDIR` if set, else `/dev/shm`, else
+//! the system temporary directory.
 //!
 //! **One stream per process, streamed.** Every Valgrind instance writes its
-//! own log file: the original process, each forked child (Valgrind reopens
-//! `%p` logs in the child after a fork) and each image started by `execve`
-//! (a new Valgrind instance). A watcher thread scans `DIR` every 2 ms, opens
-//! each new file and unlinks it at once; one thread per file then follows it
-//! like `tail -f`, parses lines with [`crate::lackey::LineParser`] and sends
-//! record batches over a channel. Consumed bytes are released with
-//! `fallocate(PUNCH_HOLE)` every 64 MiB, so the disk holds only the unread
-//! tail of each log, never the whole text.
+//! own log: the original process, each forked child (Valgrind reopens `%p`
+//! logs in the child after a fork) and each image started by `execve` (a
+//! new Valgrind instance). *Log pipes* (module `pipes`): a seccomp filter
+//! in the recorded process tree traps exactly Valgrind's `open` of its log
+//! (the raw `open` call with `O_WRONLY|O_CREAT|O_TRUNC`; the program's own
+//! opens use `openat` and never leave the kernel), and the recorder answers
+//! it with the write end of a new 1 MiB pipe, so no log file exists at all.
+//! Lackey makes one `write(2)` per line; into a pipe that costs about 60%
+//! of a write into a file. Where the filter cannot be installed (not
+//! x86-64 Linux >= 5.14, seccomp forbidden) or with `VMEMSIM_RECORD_LOG_FILES`
+//! set, Valgrind writes log files: a watcher thread scans `DIR` every 2 ms,
+//! opens each new file and unlinks it at once. Either way one thread per
+//! log then follows it like `tail -f`, reading up to 4 MiB at a time and
+//! sleeping 4 ms whenever it has caught up (so reading costs a few system
+//! calls per megabyte), parses lines with [`crate::lackey::LineParser`] and
+//! sends record batches over a channel. A file's consumed bytes are
+//! released with `fallocate(PUNCH_HOLE)` every 16 MiB, so only the unread
+//! tail of each log is ever stored.
 //!
 //! *Why not `--log-socket`* (one TCP connection per Valgrind instance): a
 //! forked child keeps writing into its parent's connection until it execs,
@@ -28,14 +39,16 @@
 //! an exec'd Valgrind opens `PID.1` with `O_TRUNC`; the forked child's
 //! pre-exec log is `PID.2` (or higher), so the name does not collide. When a
 //! process execs twice (or the first process execs), the new instance reuses
-//! the name `PID.1`; since the recorder unlinks every file within a few
-//! milliseconds of its creation and Valgrind takes far longer to start, the
-//! new instance creates a new file instead of truncating the old one.
+//! the name `PID.1`; a pipe has no name to collide, and with files, since
+//! the recorder unlinks every file within a few milliseconds of its
+//! creation and Valgrind takes far longer to start, the new instance
+//! creates a new file instead of truncating the old one.
 //!
 //! A stream ends when lackey printed its closing `Exit code:` line, when a
 //! newer log of the same pid appeared (the process exec'd: its old Valgrind
-//! is gone), or when the process no longer exists (or is a zombie); the
-//! reader then reads to the end once more.
+//! is gone), when every writer closed its pipe, or when the process no
+//! longer exists (or is a zombie; asked of `/proc` every 40 ms while
+//! idle); the reader then reads to the end once more.
 //!
 //! **Order.** One writer thread (the caller's) interleaves the streams in
 //! arrival order and writes them through [`crate::vmt::Writer`]. Two rules
@@ -96,7 +109,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -108,6 +121,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::lackey::{malformed, LineParser};
+
+mod pipes;
 use crate::vmt::{self, FinishStatus};
 use crate::{ProcEvent, ProcessInfo, Record, TraceError};
 
@@ -117,10 +132,32 @@ const BATCH_RECORDS: usize = 1 << 16;
 const CHANNEL_BATCHES: usize = 64;
 /// How long the recorder keeps reading after SIGINT/SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Release consumed log bytes from disk every this many bytes.
-const PUNCH_EVERY_BYTES: u64 = 64 << 20;
+/// Release consumed log bytes every this many bytes (on a tmpfs the log
+/// is memory, so it is released often; a punch costs one system call).
+const PUNCH_EVERY_BYTES: u64 = 16 << 20;
 /// The longest log line accepted (Valgrind's are well under 4 KiB).
 const MAX_LINE_BYTES: usize = 1 << 20;
+/// Bytes asked for per `read(2)` of a log: large, so that reading costs a
+/// few system calls per megabyte of text.
+const READ_BYTES: usize = 4 << 20;
+/// A read shorter than this means the reader has caught up with Valgrind:
+/// it then sleeps [`CAUGHT_UP_SLEEP`] so that the next read finds a large
+/// chunk instead of a few lines (Valgrind writes tens of MB/s at most).
+const SHORT_READ_BYTES: usize = 256 << 10;
+/// How long a reader that caught up waits before reading again.
+const CAUGHT_UP_SLEEP: Duration = Duration::from_millis(4);
+/// How often an idle reader asks `/proc` whether its process still lives
+/// (the cheap end conditions, the closing line and a newer log of the same
+/// pid, are checked on every idle read).
+const ALIVE_CHECK_EVERY: Duration = Duration::from_millis(40);
+/// Where the logs go unless `TMPDIR` is set: a tmpfs, on which Valgrind's
+/// one `write(2)` per log line is cheaper than on a disk file system and no
+/// log text is ever written back to disk.
+const SHM_DIR: &str = "/dev/shm";
+/// Set (to anything) to make Valgrind write log files even where log
+/// pipes work (see the module documentation): for tests of the file path
+/// and for troubleshooting.
+pub const LOG_FILES_ENV: &str = "VMEMSIM_RECORD_LOG_FILES";
 
 /// What to record and where.
 #[derive(Clone, Debug, Default)]
@@ -150,6 +187,11 @@ pub struct RecordSummary {
     pub exit_code: Option<i32>,
     /// Why the trace is marked truncated, `None` when it is complete.
     pub truncated: Option<String>,
+    /// Process logs that came through pipes (see the module documentation).
+    pub log_pipes: usize,
+    /// Process logs that came through files (where pipes are not available,
+    /// or with [`LOG_FILES_ENV`] set).
+    pub log_files: usize,
 }
 
 impl RecordSummary {
@@ -285,6 +327,9 @@ struct Shared {
     abort: AtomicBool,
     /// Stream readers still running.
     readers: AtomicUsize,
+    /// Logs taken as pipes and as files.
+    log_pipes: AtomicUsize,
+    log_files: AtomicUsize,
     /// Fingerprints the files the program opens (for file-backed mmaps).
     files: Arc<crate::lackey::FileIdentifier>,
 }
@@ -328,25 +373,41 @@ fn run(opts: &RecordOptions, keep: Option<&mut Vec<Record>>) -> Result<RecordSum
     result
 }
 
+/// A fresh private directory for the logs: under `$TMPDIR` when it is set,
+/// else under [`SHM_DIR`] when that is usable, else under the system
+/// temporary directory.
 fn make_log_dir() -> Result<PathBuf, TraceError> {
+    if std::env::var_os("TMPDIR").is_none() {
+        if let Ok(d) = make_log_dir_in(Path::new(SHM_DIR)) {
+            return Ok(d);
+        }
+    }
+    make_log_dir_in(&std::env::temp_dir())
+}
+
+fn make_log_dir_in(base: &Path) -> Result<PathBuf, TraceError> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let base = std::env::temp_dir();
     for i in 0..100u32 {
         let d = base.join(format!(
             "vmemsim-record-{}-{nanos:x}-{i}",
             std::process::id()
         ));
-        match std::fs::create_dir(&d) {
+        // Private: the logs show the program's addresses and file names.
+        let made = {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(&d)
+        };
+        match made {
             Ok(()) => return Ok(d),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(TraceError::io(&d, e)),
         }
     }
     Err(TraceError::io(
-        &base,
+        base,
         std::io::Error::other("cannot create a private log directory"),
     ))
 }
@@ -374,13 +435,22 @@ fn run_in(
     log_arg.push(dir.join("%p.%n"));
     let mut cmd = Command::new(valgrind);
     let hand_terminal = terminal.is_some();
+    let trap = if std::env::var_os(LOG_FILES_ENV).is_some() {
+        None
+    } else {
+        pipes::Trap::new()
+    };
+    let trap_child = trap.as_ref().map(pipes::Trap::child_side);
     // SAFETY: the closure runs in the child between fork and exec and
     // calls only async-signal-safe functions (setpgid, prctl, sigprocmask,
-    // tcsetpgrp, getpid).
+    // tcsetpgrp, getpid, seccomp, sendmsg, close).
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
             in_child_before_exec(hand_terminal);
+            if let Some(t) = &trap_child {
+                t.install();
+            }
             Ok(())
         });
     }
@@ -412,11 +482,15 @@ fn run_in(
     // The group's id is the root's pid (setpgid(0, 0) in the child).
     let group = libc::pid_t::try_from(root_pid).unwrap_or(0);
     let watchdog = Watchdog::start(group);
+    // After the watchdog's fork, so that only the recorder holds it.
+    let listener = trap.and_then(|t| t.listener(dir));
 
     let shared = Arc::new(Shared {
         root_done: AtomicBool::new(false),
         abort: AtomicBool::new(false),
         readers: AtomicUsize::new(0),
+        log_pipes: AtomicUsize::new(0),
+        log_files: AtomicUsize::new(0),
         // The program starts in the recorder's working directory.
         files: Arc::new(crate::lackey::FileIdentifier::new(
             std::env::current_dir().unwrap_or_default(),
@@ -428,7 +502,7 @@ fn run_in(
     let watcher = {
         let shared = Arc::clone(&shared);
         let dir = dir.to_path_buf();
-        thread::spawn(move || watch(&dir, &tx, &shared))
+        thread::spawn(move || watch(&dir, listener.as_ref(), &tx, &shared))
     };
 
     let mut order = Order::new(root_pid, keep);
@@ -546,6 +620,8 @@ fn run_in(
         bytes_written: ws.bytes_written,
         exit_code,
         truncated,
+        log_pipes: shared.log_pipes.load(Ordering::SeqCst),
+        log_files: shared.log_files.load(Ordering::SeqCst),
     })
 }
 
@@ -682,44 +758,62 @@ impl Watchdog {
     }
 }
 
-/// The watcher: finds new log files, opens and unlinks them, and starts one
-/// reader thread per file.
-fn watch(dir: &Path, tx: &SyncSender<Msg>, shared: &Arc<Shared>) {
+/// `PID.SEQ` (a log's name) -> `(PID, SEQ)`.
+fn log_name(name: &str) -> Option<(u32, u32)> {
+    let (pid, seq) = name.split_once('.')?;
+    Some((pid.parse().ok()?, seq.parse().ok()?))
+}
+
+/// The watcher: takes each new log (a pipe from `listener`, or a file that
+/// appeared in `dir`: opened and unlinked), and starts one reader thread
+/// per log.
+fn watch(
+    dir: &Path,
+    listener: Option<&pipes::Listener>,
+    tx: &SyncSender<Msg>,
+    shared: &Arc<Shared>,
+) {
     let mut next_id = 0usize;
     let mut latest: HashMap<u32, Arc<AtomicBool>> = HashMap::new();
     let mut handles = Vec::new();
+    let mut piped: Vec<pipes::LogPipe> = Vec::new();
     loop {
         // Read the flags before scanning, so a file created after the last
         // reader ended is still seen by this final scan.
         let quiet =
             shared.root_done.load(Ordering::SeqCst) && shared.readers.load(Ordering::SeqCst) == 0;
         let aborting = shared.abort.load(Ordering::SeqCst);
-        let mut found: Vec<(u32, u32, PathBuf)> = Vec::new();
+        // Pipes in the order their `open`s happened.
+        let mut found: Vec<(u32, File, PathBuf)> = Vec::new();
+        for p in piped.drain(..) {
+            if let Some((pid, _)) = log_name(&p.name) {
+                shared.log_pipes.fetch_add(1, Ordering::SeqCst);
+                found.push((pid, p.read, dir.join(&p.name)));
+            }
+        }
+        let mut files: Vec<(u32, u32, PathBuf)> = Vec::new();
         if let Ok(rd) = std::fs::read_dir(dir) {
             for entry in rd.flatten() {
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                let mut parts = name.splitn(2, '.');
-                let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
-                let seq = parts.next().and_then(|s| s.parse::<u32>().ok());
-                if let (Some(pid), Some(seq)) = (pid, seq) {
-                    found.push((pid, seq, entry.path()));
+                if let Some((pid, seq)) = log_name(&entry.file_name().to_string_lossy()) {
+                    files.push((pid, seq, entry.path()));
                 }
             }
         }
         // A forked child's pre-exec log (`PID.k`, k >= 2) comes before the
         // log of the image it exec'd (`PID.1`).
-        found.sort_by_key(|&(pid, seq, _)| (pid, if seq == 1 { u32::MAX } else { seq }));
+        files.sort_by_key(|&(pid, seq, _)| (pid, if seq == 1 { u32::MAX } else { seq }));
+        for (pid, _seq, path) in files {
+            if let Ok(file) = File::open(&path) {
+                let _ = std::fs::remove_file(&path);
+                shared.log_files.fetch_add(1, Ordering::SeqCst);
+                found.push((pid, file, path));
+            }
+        }
         let none_new = found.is_empty();
         // Announce every new stream before any of their readers starts, so
         // the writer knows all traced parents before a child's preamble.
         let mut opened = Vec::with_capacity(found.len());
-        for (pid, _seq, path) in found {
-            let file = match File::open(&path) {
-                Ok(f) => f,
-                Err(_) => continue,
-            };
-            let _ = std::fs::remove_file(&path);
+        for (pid, file, path) in found {
             let id = next_id;
             next_id += 1;
             let superseded = Arc::new(AtomicBool::new(false));
@@ -753,7 +847,11 @@ fn watch(dir: &Path, tx: &SyncSender<Msg>, shared: &Arc<Shared>) {
         if none_new && (quiet || (aborting && shared.readers.load(Ordering::SeqCst) == 0)) {
             break;
         }
-        thread::sleep(Duration::from_millis(2));
+        match listener {
+            // Answers each log `open` at once (the process waits in it).
+            Some(l) => l.serve(Duration::from_millis(2), &mut piped),
+            None => thread::sleep(Duration::from_millis(2)),
+        }
     }
     for h in handles {
         let _ = h.join();
@@ -774,6 +872,12 @@ fn alive(pid: u32) -> bool {
 }
 
 /// Follow one log file to its end, sending parsed batches.
+///
+/// Reads in chunks of up to [`READ_BYTES`]; a reader that has caught up
+/// with Valgrind sleeps [`CAUGHT_UP_SLEEP`] before reading again, so the
+/// text costs a few system calls per megabyte rather than one per wake-up.
+/// When the stream has ended (see the module documentation) the file is
+/// read once more to its end, so nothing written before is missed.
 fn follow(
     id: usize,
     pid: u32,
@@ -784,17 +888,29 @@ fn follow(
     tx: &SyncSender<Msg>,
 ) -> Result<(), TraceError> {
     let mut parser = LineParser::new(Some(pid)).with_files(Arc::clone(&shared.files));
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; READ_BYTES];
     let (mut start, mut end) = (0usize, 0usize);
     let mut file_pos = 0u64; // file offset of buf[0]
     let mut punched = 0u64;
     let mut line_no = 0u64;
     let mut batch: Vec<Record> = Vec::with_capacity(BATCH_RECORDS);
     let mut sent_info = false;
-    let mut idle_ms = 1u64;
     let mut last_pass = false;
+    let mut alive_checked = Instant::now();
     let fd = file.as_raw_fd();
-    let mut punch_ok = file.metadata().map(|m| m.nlink() <= 1).unwrap_or(false);
+    let meta = file.metadata().ok();
+    let is_pipe = meta.as_ref().is_some_and(|m| m.file_type().is_fifo());
+    let mut punch_ok = !is_pipe && meta.is_some_and(|m| m.nlink() <= 1);
+    // A small pipe (the 1 MiB asked for was refused) fills sooner.
+    // SAFETY: F_GETPIPE_SZ on our own descriptor.
+    let small_pipe = is_pipe && unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) } < pipes::PIPE_BYTES;
+    let caught_up_sleep = if small_pipe {
+        Duration::from_millis(1)
+    } else {
+        CAUGHT_UP_SLEEP
+    };
+    // Every writer of the pipe closed it.
+    let mut pipe_ended = false;
     let send = |batch: &mut Vec<Record>| -> bool {
         if batch.is_empty() {
             return true;
@@ -804,26 +920,24 @@ fn follow(
     };
     loop {
         if end == buf.len() {
-            if start == 0 {
-                if buf.len() >= MAX_LINE_BYTES {
-                    return Err(malformed(
-                        path,
-                        line_no + 1,
-                        "expected a line shorter than 1 MiB",
-                        &buf[..80],
-                    ));
-                }
-                buf.resize(buf.len() * 2, 0);
-            } else {
-                buf.copy_within(start..end, 0);
-                file_pos += start as u64;
-                end -= start;
-                start = 0;
-            }
+            // The unparsed tail is shorter than a line may be (checked
+            // below), so it is not the whole buffer: move it to the front.
+            buf.copy_within(start..end, 0);
+            file_pos += start as u64;
+            end -= start;
+            start = 0;
         }
-        let n = file
-            .read(&mut buf[end..])
-            .map_err(|e| TraceError::io(path, e))?;
+        let n = match file.read(&mut buf[end..]) {
+            Ok(0) if is_pipe => {
+                pipe_ended = true;
+                0
+            }
+            Ok(n) => n,
+            // An empty pipe (its read end is non-blocking).
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(TraceError::io(path, e)),
+        };
         if n == 0 {
             if !send(&mut batch) {
                 return Ok(());
@@ -831,23 +945,25 @@ fn follow(
             if last_pass {
                 break;
             }
-            let done = parser.is_closed()
+            let mut done = pipe_ended
+                || parser.is_closed()
                 || superseded.load(Ordering::SeqCst)
-                || shared.abort.load(Ordering::SeqCst)
-                || !alive(pid);
+                || shared.abort.load(Ordering::SeqCst);
+            if !done && alive_checked.elapsed() >= ALIVE_CHECK_EVERY {
+                alive_checked = Instant::now();
+                done = !alive(pid);
+            }
             if done {
                 // Read once more: everything written before the writer went
                 // away is in the file now.
                 last_pass = true;
                 continue;
             }
-            thread::sleep(Duration::from_millis(idle_ms));
-            idle_ms = (idle_ms * 2).min(20);
+            thread::sleep(caught_up_sleep);
             continue;
         }
-        idle_ms = 1;
         end += n;
-        while let Some(nl) = buf[start..end].iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', &buf[start..end]) {
             let line = &buf[start..start + nl];
             line_no += 1;
             parser
@@ -866,9 +982,17 @@ fn follow(
                 }
             }
             start += nl + 1;
+            if batch.len() >= BATCH_RECORDS && !send(&mut batch) {
+                return Ok(());
+            }
         }
-        if batch.len() >= BATCH_RECORDS && !send(&mut batch) {
-            return Ok(());
+        if end - start > MAX_LINE_BYTES {
+            return Err(malformed(
+                path,
+                line_no + 1,
+                "expected a line shorter than 1 MiB",
+                &buf[start..start + 80],
+            ));
         }
         let consumed = file_pos + start as u64;
         if punch_ok && consumed.saturating_sub(punched) >= PUNCH_EVERY_BYTES {
@@ -890,11 +1014,13 @@ fn follow(
         if shared.abort.load(Ordering::SeqCst) && last_pass {
             break;
         }
+        if n < SHORT_READ_BYTES && !last_pass {
+            // Caught up: let Valgrind write a larger chunk first.
+            thread::sleep(caught_up_sleep);
+        }
     }
     if start < end {
         // A last line without its newline (a process killed mid-write).
-        line_no += 1;
-        let _ = line_no;
         // Ignored if it does not parse: it was cut off.
         let _ = parser.parse_line(&buf[start..end], &mut batch);
     }
