@@ -150,6 +150,12 @@ const CAUGHT_UP_SLEEP: Duration = Duration::from_millis(4);
 /// (the cheap end conditions, the closing line and a newer log of the same
 /// pid, are checked on every idle read).
 const ALIVE_CHECK_EVERY: Duration = Duration::from_millis(40);
+/// How often the watcher looks for new log files: well before a process
+/// that execs can start its new Valgrind and reuse its log's name.
+const FILE_SCAN_EVERY: Duration = Duration::from_millis(2);
+/// How often it looks when every log so far came as a pipe (a log `open`
+/// wakes it at once): only to notice the end of the recording.
+const PIPES_ONLY_SCAN_EVERY: Duration = Duration::from_millis(40);
 /// Where the logs go unless `TMPDIR` is set: a tmpfs, on which Valgrind's
 /// one `write(2)` per log line is cheaper than on a disk file system and no
 /// log text is ever written back to disk.
@@ -848,9 +854,17 @@ fn watch(
             break;
         }
         match listener {
-            // Answers each log `open` at once (the process waits in it).
-            Some(l) => l.serve(Duration::from_millis(2), &mut piped),
-            None => thread::sleep(Duration::from_millis(2)),
+            // Answers each log `open` at once (the process waits in it);
+            // the directory needs scanning often only once a log is a file.
+            Some(l) => {
+                let wait = if l.let_a_file_through() {
+                    FILE_SCAN_EVERY
+                } else {
+                    PIPES_ONLY_SCAN_EVERY
+                };
+                l.serve(wait, &mut piped);
+            }
+            None => thread::sleep(FILE_SCAN_EVERY),
         }
     }
     for h in handles {

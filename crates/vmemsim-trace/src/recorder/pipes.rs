@@ -135,7 +135,11 @@ impl Trap {
         let fd = recv_fd(self.parent.as_raw_fd())?;
         let mut prefix = dir.as_os_str().as_encoded_bytes().to_vec();
         prefix.push(b'/');
-        Some(Listener { fd, prefix })
+        Some(Listener {
+            fd,
+            prefix,
+            let_through: std::cell::Cell::new(false),
+        })
     }
 }
 
@@ -174,6 +178,9 @@ pub(super) struct Listener {
     fd: OwnedFd,
     /// `DIR/`: opens of paths under it are logs.
     prefix: Vec<u8>,
+    /// A log `open` was let through (no pipe could be made): that log is a
+    /// file, which the watcher must take within milliseconds.
+    let_through: std::cell::Cell<bool>,
 }
 
 /// A log opened as a pipe: the file name asked for and the read end.
@@ -183,6 +190,11 @@ pub(super) struct LogPipe {
 }
 
 impl Listener {
+    /// True once a log was let through as a file.
+    pub(super) fn let_a_file_through(&self) -> bool {
+        self.let_through.get()
+    }
+
     /// Wait up to `timeout` for a trapped `open`, answer every pending one
     /// and append the pipes made, in the order the opens happened.
     pub(super) fn serve(&self, timeout: Duration, out: &mut Vec<LogPipe>) {
@@ -235,6 +247,7 @@ impl Listener {
                 });
                 return;
             }
+            self.let_through.set(true);
         }
         let resp = libc::seccomp_notif_resp {
             id: req.id,
