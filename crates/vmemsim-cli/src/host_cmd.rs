@@ -58,6 +58,9 @@ pub fn run(
         if cfg.esx.section.enabled {
             charts.push(crate::esx_chart::CHART.to_string());
         }
+        if cfg.sharing.enabled {
+            charts.push(crate::sharing_chart::CHART.to_string());
+        }
         outputs.check_dir(dir, &charts, "--svg")?;
     }
     let mut tasks: Vec<Task<'_, Out>> = Vec::new();
@@ -109,16 +112,30 @@ pub fn run(
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("SVG chart written to {}", path.display());
         }
+        if report.sharing.is_some() {
+            let path = dir.join(crate::sharing_chart::CHART);
+            crate::sharing_chart::write(&report, &path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("SVG chart written to {}", path.display());
+        }
     }
     let source = config.map_or_else(
         || "the built-in host (`vmemsim host --config FILE` runs yours)".to_string(),
         |p| p.display().to_string(),
     );
-    let esx = report.esx.as_ref().map_or_else(String::new, |e| {
-        let names: Vec<&str> = report.vms.iter().map(|v| v.name.as_str()).collect();
-        e.to_table(&names)
-    });
-    Ok(format!("{}{esx}config: {source}\n", report.to_table()))
+    let names: Vec<&str> = report.vms.iter().map(|v| v.name.as_str()).collect();
+    let esx = report
+        .esx
+        .as_ref()
+        .map_or_else(String::new, |e| e.to_table(&names));
+    let sharing = report
+        .sharing
+        .as_ref()
+        .map_or_else(String::new, |s| s.to_table(&names, report.ghz));
+    Ok(format!(
+        "{}{esx}{sharing}config: {source}\n",
+        report.to_table()
+    ))
 }
 
 /// Colours of the VMs' areas, cycled.

@@ -19,6 +19,7 @@ mod jobs;
 mod measure_flags;
 mod merge;
 mod output;
+mod sharing_chart;
 mod snapshot_cmd;
 mod sweep;
 

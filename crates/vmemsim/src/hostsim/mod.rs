@@ -39,6 +39,7 @@ pub mod esx;
 pub mod report;
 pub mod scanner;
 pub mod sharing;
+pub mod sharing_report;
 
 use std::collections::VecDeque;
 
@@ -770,6 +771,7 @@ impl HostSim {
         let now = self.now();
         if now >= self.next_sample || self.queue.is_empty() {
             self.series.push(self.sample(now));
+            self.sharing_sample(now);
             self.next_sample = now + self.cfg.host.sample_cycles;
         }
         Ok(!self.queue.is_empty())
@@ -856,6 +858,7 @@ impl HostSim {
             vms,
             series,
             esx: self.esx_report(),
+            sharing: self.sharing_report(),
         }
     }
 }

@@ -162,6 +162,9 @@ pub struct HostReport {
     /// What the ESX memory manager did (`[esx]` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub esx: Option<super::EsxHostReport>,
+    /// What content-based page sharing did (`[sharing]` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<super::sharing_report::SharingReport>,
 }
 
 impl HostReport {
@@ -282,6 +285,7 @@ mod tests {
             vms: vec![vm],
             series: Vec::new(),
             esx: None,
+            sharing: None,
         };
         let t = r.to_table();
         let lines: Vec<&str> = t.lines().collect();

@@ -34,6 +34,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use super::sharing_report::{SharingReport, SharingSample, VmSharingReport};
 use super::HostSim;
 use crate::addr::{Gpfn, Hpfn, PageSize};
 use crate::config::ConfigError;
@@ -173,6 +174,8 @@ pub struct Scanner {
     order: Vec<(VmId, u64)>,
     pos: usize,
     table: FxHashMap<ContentId, Slot>,
+    /// Sharing over time.
+    series: Vec<SharingSample>,
     /// `stats.cycles` when a share-before-swap pass last found nothing.
     futile_at: Option<u64>,
     /// Counters.
@@ -189,6 +192,7 @@ impl Scanner {
             pos: 0,
             table: FxHashMap::default(),
             futile_at: None,
+            series: Vec::new(),
             stats: ScannerStats::default(),
         }
     }
@@ -373,6 +377,38 @@ impl HostSim {
         }
         self.pcpus[p].cycles += sc.stats.cpu_cycles - cpu_before;
         shares
+    }
+
+    /// Record sharing at host time `now` (with each memory sample).
+    pub(super) fn sharing_sample(&mut self, now: u64) {
+        let Some(sc) = &mut self.scanner else {
+            return;
+        };
+        let h = self.host.sharing(None);
+        sc.series.push(SharingSample {
+            seconds: self.cfg.base.cpu.seconds(now),
+            saved_frames: h.saved_frames,
+            saved_zero_frames: h.saved_zero_frames,
+            vm_sharing_frames: (0..self.vms.len())
+                .map(|v| self.host.sharing(Some(v as VmId)).sharing_guest_frames)
+                .collect(),
+        });
+    }
+
+    /// The sharing report so far (`None` without `[sharing]`).
+    pub(super) fn sharing_report(&self) -> Option<SharingReport> {
+        let sc = self.scanner.as_ref()?;
+        Some(SharingReport {
+            host: self.host.sharing(None),
+            scanner: sc.stats.clone(),
+            vms: (0..self.vms.len())
+                .map(|v| VmSharingReport {
+                    sharing_frames: self.host.sharing(Some(v as VmId)).sharing_guest_frames,
+                    counters: self.vms[v].vm().sharing.clone(),
+                })
+                .collect(),
+            series: sc.series.clone(),
+        })
     }
 
     /// What the scanner did so far (`None` without `[sharing]`).

@@ -1,0 +1,92 @@
+//! The page-sharing chart (`vmemsim host --svg DIR` with `[sharing]`):
+//! host memory saved by sharing (solid) and its zero pages (dashed), and
+//! each VM's guest frames on shared frames (thin), MiB over host time.
+
+use std::path::Path;
+
+use anyhow::Result;
+use plotters::prelude::*;
+use vmemsim::hostsim::HostReport;
+
+/// File name of the chart in `--svg DIR`.
+pub const CHART: &str = "host-sharing.svg";
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(0x4e, 0x79, 0xa7),
+    RGBColor(0xf2, 0x8e, 0x2b),
+    RGBColor(0x59, 0xa1, 0x4f),
+    RGBColor(0xe1, 0x57, 0x59),
+    RGBColor(0x76, 0xb7, 0xb2),
+    RGBColor(0xb0, 0x7a, 0xa1),
+];
+
+/// Write the chart of `r` (nothing without a sharing report) to `path`.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write(r: &HostReport, path: &Path) -> Result<()> {
+    let Some(sh) = &r.sharing else {
+        return Ok(());
+    };
+    let series = &sh.series;
+    let mib = |f: u64| f as f64 / 256.0;
+    let t_end = series.last().map_or(1.0, |p| p.seconds).max(1e-9);
+    let top = series
+        .iter()
+        .flat_map(|p| p.vm_sharing_frames.iter().copied().chain([p.saved_frames]))
+        .max()
+        .map_or(1.0, mib)
+        .max(0.1)
+        * 1.05;
+    let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "page sharing: host memory saved (solid; zero pages dashed), guest memory on shared frames per VM",
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..t_end, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("host time, s")
+        .y_desc("MiB")
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(
+            series.iter().map(|p| (p.seconds, mib(p.saved_frames))),
+            BLACK.stroke_width(3),
+        ))?
+        .label("saved (host)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3)));
+    chart
+        .draw_series(DashedLineSeries::new(
+            series.iter().map(|p| (p.seconds, mib(p.saved_zero_frames))),
+            8,
+            5,
+            BLACK.stroke_width(2),
+        ))?
+        .label("saved: zero pages")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    for (i, v) in r.vms.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                series
+                    .iter()
+                    .map(|p| (p.seconds, mib(p.vm_sharing_frames[i]))),
+                c.stroke_width(1),
+            ))?
+            .label(format!("{}: on shared frames", v.name))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
