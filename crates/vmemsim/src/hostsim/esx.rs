@@ -94,6 +94,8 @@ impl HostOps for HostSim {
         self.flush_vm(v);
     }
     fn swap_out(&mut self, v: usize, n: u64) -> u64 {
+        // Share before swap [ESX 4]: the least-loaded pCPU runs the scan.
+        self.scan_under_pressure(self.idlest_pcpu());
         let sim = self;
         let mut done = 0;
         let mut misses = 0u64;

@@ -286,6 +286,14 @@ impl HostSim {
         shares
     }
 
+    /// The pCPU with the least host time (where host work outside a
+    /// VM's quantum runs).
+    pub(super) fn idlest_pcpu(&self) -> usize {
+        (0..self.pcpus.len())
+            .min_by_key(|&p| self.pcpus[p].cycles)
+            .unwrap_or(0)
+    }
+
     /// One whole cycle now, beyond the rate (tests and experiments place
     /// a scan with it): every frame backed now visited once; the CPU time
     /// goes on pCPU 0. Returns the frames shared (0 without `[sharing]`).
