@@ -141,6 +141,16 @@ fn two_vms_share_an_equal_page_and_one_store_breaks_it() {
             "{mode:?}"
         );
         assert_eq!(s.vm(0).p2m(g0), Some(old), "{mode:?}: one host frame");
+        let split = s.host().sharing_split();
+        assert_eq!(
+            (
+                split.saved_by_kind,
+                split.saved_within_vm,
+                split.saved_across_vms
+            ),
+            ([1, 0, 1, 0], 0, 2),
+            "{mode:?}: one zero and one anonymous frame saved, across VMs"
+        );
         let st = s.scanner_stats().unwrap().clone();
         assert_eq!(
             (
@@ -230,6 +240,16 @@ fn a_zero_page_is_shared_by_many_vms() {
             "{mode:?}"
         );
         assert_eq!(shared, 49);
+        // 9 of each VM's 10 frames within it, 4 across (as the census).
+        let split = s.host().sharing_split();
+        assert_eq!(
+            (
+                split.saved_by_kind,
+                split.saved_within_vm,
+                split.saved_across_vms
+            ),
+            ([49, 0, 0, 0], 45, 4)
+        );
         assert_eq!(s.host().used(), used - 49, "{mode:?}: 49 host frames freed");
         let st = s.scanner_stats().unwrap();
         assert_eq!((st.shares, st.zero_shares), (49, 49));

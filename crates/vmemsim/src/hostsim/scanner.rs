@@ -366,7 +366,12 @@ impl HostSim {
                 self.counters[v2 as usize].rmap_zaps += zaps;
                 flush[v2 as usize] = true;
             }
-            let moved = self.host.share(keep, c, h);
+            let kind = self.vms[v]
+                .guest()
+                .contents()
+                .expect("scanned guests track contents")
+                .kind(g.0);
+            let moved = self.host.share(keep, c, kind, h);
             debug_assert_eq!(moved, (v as VmId, g));
             let zaps = self.vms[v].share_into(&mut self.host, g.0, h, keep);
             self.counters[v].rmap_zaps += zaps;
@@ -408,6 +413,7 @@ impl HostSim {
         let sc = self.scanner.as_ref()?;
         Some(SharingReport {
             host: self.host.sharing(None),
+            split: self.host.sharing_split(),
             scanner: sc.stats.clone(),
             vms: (0..self.vms.len())
                 .map(|v| VmSharingReport {

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::scanner::ScannerStats;
-use crate::host::memory::SharingCounts;
+use crate::host::memory::{SharingCounts, SharingSplit};
 use crate::host::vm::VmSharing;
 
 /// One VM's sharing at the end of the run.
@@ -39,6 +39,8 @@ pub struct SharingSample {
 pub struct SharingReport {
     /// The host's counts at the end.
     pub host: SharingCounts,
+    /// The saving at the end by kind and within / across VMs.
+    pub split: SharingSplit,
     /// What the scanner did.
     pub scanner: ScannerStats,
     /// Per VM, in configuration order.
@@ -75,6 +77,17 @@ impl SharingReport {
             sc.zero_shares,
             sc.compares,
             sc.cpu_cycles as f64 / (ghz * 1e9),
+        );
+        let k = &self.split.saved_by_kind;
+        let _ = writeln!(
+            s,
+            "  saved by kind: zero {:.1}, file {:.1}, anonymous {:.1}, snapshot {:.1} MiB; within a VM {:.1}, across VMs {:.1} MiB",
+            mib(k[0]),
+            mib(k[1]),
+            mib(k[2]),
+            mib(k[3]),
+            mib(self.split.saved_within_vm),
+            mib(self.split.saved_across_vms),
         );
         let _ = writeln!(
             s,
