@@ -48,7 +48,12 @@ enum Command {
     Compare {
         #[command(flatten)]
         input: Input,
-        /// Modes to run, comma separated (default: all).
+        /// Modes to run, comma separated: native, nested, shadow, direct,
+        /// agile, selective-w11, selective (x86, hardware walker),
+        /// swtlb-native, swtlb-vmm (software-managed MIPS-style TLB).
+        /// Default: every mode the configuration can run (all, or only the
+        /// swtlb ones with `[cpu] tlb = "software"`, native and shadow and
+        /// swtlb-native with `[cpu] virtualization = "bt"`).
         #[arg(long, value_delimiter = ',')]
         modes: Vec<String>,
     },
@@ -56,7 +61,8 @@ enum Command {
     Run {
         #[command(flatten)]
         input: Input,
-        /// The mode.
+        /// The mode (as `compare --modes`: native, nested, shadow, direct,
+        /// agile, selective-w11, selective, swtlb-native, swtlb-vmm).
         #[arg(long)]
         mode: String,
     },

@@ -165,7 +165,7 @@ fn bench_prints_best_and_median_per_mode() {
         .skip(1)
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert_eq!(rows.len(), 7, "{out}");
+    assert_eq!(rows.len(), vmemsim::sim::ModeKind::ALL.len(), "{out}");
     for r in &rows {
         assert_eq!(r[0], "seq");
         let best: f64 = r[3].parse().unwrap();
@@ -299,4 +299,40 @@ fn parallel_compare_is_identical_to_serial() {
         assert!(outputs[0].0 == outputs[1].0, "tables differ for {args:?}");
         assert!(outputs[0].1 == outputs[1].1, "JSON differs for {args:?}");
     }
+}
+
+#[test]
+fn a_software_managed_tlb_runs_only_its_modes() {
+    // `[cpu] tlb = "software"`: compare runs swtlb-native and swtlb-vmm
+    // only, on a committed recording; an x86 mode is an error naming the key.
+    let cfg = tmp("swtlb.toml");
+    std::fs::write(&cfg, "[cpu]\ntlb = \"software\"\n").unwrap();
+    let trace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/sh-echo-wc.vmt");
+    let o = vmemsim(&[
+        "compare",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8(o.stdout).unwrap();
+    let header = table
+        .lines()
+        .find(|l| l.contains("swtlb-native"))
+        .expect("a header row");
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["swtlb-native", "swtlb-vmm"]
+    );
+    assert!(table.contains("traps per TLB miss"), "{table}");
+    let o = vmemsim(&["run", "--mode", "nested", "--config", cfg.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "config key `cpu.tlb` = \"software\": mode `nested` needs a hardware page walker"
+        ),
+        "{err}"
+    );
 }

@@ -98,6 +98,25 @@ pub struct CpuConfig {
     /// store, CR3 write and INVLPG/INVPCID are one instruction each here.
     /// Default 2 (UNVERIFIED: \[AA06\] gives no number).
     pub adapt_threshold: u32,
+    /// Who refills the TLB on a miss: `"hardware"` (an x86 page walker) or
+    /// `"software"` (MIPS style: a miss raises an exception, the kernel's
+    /// refill handler walks its table and writes the entry with a TLB-write
+    /// instruction [MIPS R4000 User's Manual, ch. 4-5]). The `swtlb-native`
+    /// and `swtlb-vmm` modes always run on a software-managed TLB; with
+    /// `"software"` they are the only modes (the others need a hardware
+    /// walker: a config error), so `compare` runs just them. Default
+    /// `"hardware"`: every mode runs as its name says.
+    pub tlb: TlbManagement,
+}
+
+/// Who refills the TLB on a miss (`cpu.tlb`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlbManagement {
+    /// A hardware page walker (x86).
+    Hardware,
+    /// A software-managed TLB (MIPS style): no walker, a refill exception.
+    Software,
 }
 
 /// CPU virtualization technique (`cpu.virtualization`).
@@ -119,6 +138,7 @@ impl Default for CpuConfig {
             ghz: 2.5,
             virtualization: Virtualization::Vtx,
             adapt_threshold: 2,
+            tlb: TlbManagement::Hardware,
         }
     }
 }
@@ -486,6 +506,33 @@ pub struct CostConfig {
     /// Zapping one shadow entry found through the reverse map when the host
     /// takes a frame away, cycles. Default 100 (UNVERIFIED).
     pub rmap_zap_cycles: u64,
+    /// Software-managed TLB: taking one TLB refill exception in the guest
+    /// kernel natively (pipeline flush, vector, the ERET back), cycles.
+    /// Default 20 (UNVERIFIED: an exception entry and return on a simple
+    /// in-order pipeline; the MIPS R4000 manual gives the refill vector,
+    /// not its latency).
+    pub tlb_refill_exception_cycles: u64,
+    /// Software-managed TLB: the refill handler's instructions besides its
+    /// page-table loads (read BadVAddr, index each level, move the PTE to
+    /// EntryLo), cycles; the loads are priced as page-walk references
+    /// (`pt_cache`). Default 20 (UNVERIFIED: Linux's MIPS refill handler
+    /// for a 4-level table is about 20 instructions, `arch/mips/mm/tlbex.c`).
+    pub tlb_refill_handler_cycles: u64,
+    /// Software-managed TLB: one TLB-write instruction (TLBWR) on the real
+    /// TLB, cycles. Default 5 (UNVERIFIED).
+    pub tlb_write_cycles: u64,
+    /// `swtlb-vmm`: the VMM handling a trapped TLB miss (look it up in its
+    /// copy of the guest's TLB, then refill from it or reflect the
+    /// exception to the guest's refill handler), cycles beyond the trap
+    /// round trip `vm_exit_cycles`. Default 300 (UNVERIFIED: as
+    /// `invlpg_exit_cycles`, a small emulation).
+    pub tlb_miss_trap_cycles: u64,
+    /// `swtlb-vmm`: the VMM emulating the guest's trapped TLB write
+    /// (decode it, keep the entry in its copy of the guest's TLB, translate
+    /// the guest frame to a machine frame through the pmap, write the real
+    /// TLB), cycles beyond the trap round trip. Default 500 (UNVERIFIED: as
+    /// `cr3_exit_cycles`).
+    pub tlb_write_trap_cycles: u64,
 }
 
 impl Default for CostConfig {
@@ -516,6 +563,11 @@ impl Default for CostConfig {
             invept_cycles: 1000,
             invvpid_cycles: 1000,
             rmap_zap_cycles: 100,
+            tlb_refill_exception_cycles: 20,
+            tlb_refill_handler_cycles: 20,
+            tlb_write_cycles: 5,
+            tlb_miss_trap_cycles: 300,
+            tlb_write_trap_cycles: 500,
         }
     }
 }
@@ -875,6 +927,17 @@ impl Config {
             ("cost.invept_cycles", c.invept_cycles),
             ("cost.invvpid_cycles", c.invvpid_cycles),
             ("cost.rmap_zap_cycles", c.rmap_zap_cycles),
+            (
+                "cost.tlb_refill_exception_cycles",
+                c.tlb_refill_exception_cycles,
+            ),
+            (
+                "cost.tlb_refill_handler_cycles",
+                c.tlb_refill_handler_cycles,
+            ),
+            ("cost.tlb_write_cycles", c.tlb_write_cycles),
+            ("cost.tlb_miss_trap_cycles", c.tlb_miss_trap_cycles),
+            ("cost.tlb_write_trap_cycles", c.tlb_write_trap_cycles),
             ("pt_cache.hit_cycles", self.pt_cache.hit_cycles),
             ("pt_cache.miss_cycles", self.pt_cache.miss_cycles),
         ];

@@ -140,6 +140,8 @@ impl CostModel {
             ExitReason::Cr3Write => c.cr3_exit_cycles,
             ExitReason::Invlpg => c.invlpg_exit_cycles,
             ExitReason::Hypercall => c.hypercall_cycles,
+            ExitReason::TlbMiss => c.tlb_miss_trap_cycles,
+            ExitReason::TlbWrite => c.tlb_write_trap_cycles,
         }
     }
 
@@ -165,10 +167,19 @@ impl CostModel {
         };
         let stlb = Sum::default().add(s.stlb_hits, c.stlb_hit_cycles);
         let hits = s.walk_ref_cache_hits;
+        // A software-managed TLB's refill (exception, handler, its loads
+        // through the same caches, the TLB write) is what a walk is to a
+        // hardware-walked TLB.
+        let load_hits = s.tlb_refill_load_hits;
         let walks = Sum::default()
             .add(hits, self.ref_hit)
-            .add(s.walk_refs().saturating_sub(hits), self.ref_miss);
-        let hypervisor = ExitReason::ALL
+            .add(s.walk_refs().saturating_sub(hits), self.ref_miss)
+            .add(load_hits, self.ref_hit)
+            .add(s.tlb_refill_loads.saturating_sub(load_hits), self.ref_miss)
+            .add(s.tlb_refill_exceptions, c.tlb_refill_exception_cycles)
+            .add(s.tlb_refills, c.tlb_refill_handler_cycles)
+            .add(s.tlb_writes, c.tlb_write_cycles);
+        let hypervisor = ExitReason::EVERY
             .iter()
             .fold(Sum::default(), |sum, &r| {
                 sum.add(
@@ -278,6 +289,29 @@ mod tests {
         assert_eq!(m.price(&s).guest_kernel, 2 * 25_000 + 3 * 5000);
         // 2 swap-outs x 5000 + 3 INVEPT x 1000 + 4 INVVPID x 1000 + 5 zaps x 100.
         assert_eq!(m.host_work_cycles(2, 3, 4, 5), 10_000 + 3000 + 4000 + 500);
+    }
+
+    #[test]
+    fn software_tlb_refills_and_traps_are_priced() {
+        let m = CostModel::new(&CostConfig::default(), &PtCacheConfig::default());
+        let mut s = Stats {
+            tlb_refills: 2,
+            tlb_refill_exceptions: 3,
+            tlb_refill_loads: 11,
+            tlb_refill_load_hits: 7,
+            tlb_writes: 5,
+            ..Default::default()
+        };
+        s.exit(ExitReason::TlbMiss);
+        s.exit(ExitReason::TlbWrite);
+        s.exit(ExitReason::TlbWrite);
+        let c = m.price(&s);
+        // Loads: 7 hits x 14 + 4 misses x 200; 3 exceptions x 20, 2
+        // handlers x 20, 5 TLB writes x 5.
+        assert_eq!(c.walks, 98 + 800 + 60 + 40 + 25);
+        // One trapped miss (1200 + 300), two trapped writes (1200 + 500).
+        assert_eq!(c.hypervisor, 1500 + 2 * 1700);
+        assert_eq!(s.total_exits(), 3);
     }
 
     #[test]

@@ -71,7 +71,11 @@ pub struct ModeRow<'a> {
     /// Agile paging: walks by where they switched to nested (agile only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub walks_by_switch: Option<BTreeMap<&'static str, u64>>,
-    /// VM exits by reason.
+    /// Software-managed TLB modes (`swtlb-*`) only: refills, loads, TLB
+    /// writes, traps per miss, overhead against `swtlb-native`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swtlb: Option<SwTlbRow>,
+    /// VM exits by reason (`tlb_miss` and `tlb_write` only where not 0).
     pub vm_exits: BTreeMap<&'static str, u64>,
     /// All VM exits.
     pub vm_exits_total: u64,
@@ -88,6 +92,26 @@ pub struct ModeRow<'a> {
     /// Switches, time in each mode and the per-period series, for switching modes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switching: Option<&'a crate::hv::selective::SwitchReport>,
+}
+
+/// What a software-managed TLB did (JSON `swtlb` of the `swtlb-*` modes).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SwTlbRow {
+    /// Runs of the guest kernel's refill handler.
+    pub refills: u64,
+    /// Refill exceptions the hardware delivered to the guest kernel (native).
+    pub refill_exceptions: u64,
+    /// The handler's page-table loads, line-cache hits, misses.
+    pub refill_loads: Lookups,
+    /// Writes of the real TLB.
+    pub tlb_writes: u64,
+    /// Misses the VMM refilled from its copy of the guest's TLB.
+    pub vmm_refills: u64,
+    /// `tlb_miss` and `tlb_write` exits per STLB miss.
+    pub traps_per_tlb_miss: f64,
+    /// `cycles / swtlb-native cycles - 1`, when `swtlb-native` ran on the
+    /// same workload.
+    pub overhead_vs_swtlb_native: Option<f64>,
 }
 
 /// Lookups of one structure.
@@ -183,9 +207,13 @@ pub fn overhead_vs_native(w: &WorkloadResult, m: &ModeResult) -> Option<f64> {
 }
 
 fn native_cycles(w: &WorkloadResult) -> Option<u64> {
+    cycles_of(w, ModeKind::Native)
+}
+
+fn cycles_of(w: &WorkloadResult, mode: ModeKind) -> Option<u64> {
     w.modes
         .iter()
-        .find(|m| m.mode == ModeKind::Native)
+        .find(|m| m.mode == mode)
         .map(|m| m.cycles.total)
 }
 
@@ -202,6 +230,17 @@ pub fn mode_row<'a>(
     workload: &'a str,
     m: &'a ModeResult,
     native_cycles: Option<u64>,
+) -> ModeRow<'a> {
+    mode_row_with(workload, m, native_cycles, None)
+}
+
+/// [`mode_row`] with the `swtlb-native` run's total on the same workload
+/// (`swtlb_native_cycles`, if any), for the `swtlb-*` modes' overhead.
+pub fn mode_row_with<'a>(
+    workload: &'a str,
+    m: &'a ModeResult,
+    native_cycles: Option<u64>,
+    swtlb_native_cycles: Option<u64>,
 ) -> ModeRow<'a> {
     let s = &m.stats;
     ModeRow {
@@ -225,9 +264,27 @@ pub fn mode_row<'a>(
         pt_line_cache: Lookups::of(s.walk_refs(), s.walk_refs() - s.walk_ref_cache_hits),
         walks_by_switch: (m.mode == ModeKind::Agile)
             .then(|| SWITCH_LEVELS.into_iter().zip(s.walks_by_switch).collect()),
+        swtlb: m.mode.software_tlb().then(|| SwTlbRow {
+            refills: s.tlb_refills,
+            refill_exceptions: s.tlb_refill_exceptions,
+            refill_loads: Lookups::of(
+                s.tlb_refill_loads,
+                s.tlb_refill_loads - s.tlb_refill_load_hits,
+            ),
+            tlb_writes: s.tlb_writes,
+            vmm_refills: s.vmm_tlb_refills,
+            traps_per_tlb_miss: s.swtlb_traps_per_miss(),
+            overhead_vs_swtlb_native: overhead(m.cycles.total, swtlb_native_cycles),
+        }),
         vm_exits: ExitReason::ALL
             .iter()
             .map(|&r| (r.name(), s.exits_for(r)))
+            .chain(
+                ExitReason::SWTLB
+                    .iter()
+                    .map(|&r| (r.name(), s.exits_for(r)))
+                    .filter(|&(_, n)| n > 0),
+            )
             .collect(),
         vm_exits_total: s.total_exits(),
         guest_page_faults: s.guest_page_faults,
@@ -244,8 +301,9 @@ pub fn to_json(cfg: &Config, results: &[WorkloadResult]) -> String {
     let mut rows = Vec::new();
     for w in results {
         let native = native_cycles(w);
+        let swtlb_native = cycles_of(w, ModeKind::SwtlbNative);
         for m in &w.modes {
-            rows.push(mode_row(&w.workload, m, native));
+            rows.push(mode_row_with(&w.workload, m, native, swtlb_native));
         }
     }
     let doc = JsonReport {
@@ -335,8 +393,24 @@ pub fn to_table(w: &WorkloadResult) -> String {
             &count(|s| s.accessed_bits_cleared),
         );
     }
+    if w.modes.iter().any(|m| m.stats.tlb_refills > 0) {
+        // Software-managed TLB modes only.
+        row("TLB refill handler runs", &count(|s| s.tlb_refills));
+        row("  refill exceptions", &count(|s| s.tlb_refill_exceptions));
+        row("  handler loads", &count(|s| s.tlb_refill_loads));
+        row("    line-cache hits", &count(|s| s.tlb_refill_load_hits));
+        row("  TLB writes", &count(|s| s.tlb_writes));
+        row("  VMM refills (no guest)", &count(|s| s.vmm_tlb_refills));
+        row("  traps per TLB miss", &|m| {
+            if m.mode.software_tlb() {
+                format!("{:.2}", m.stats.swtlb_traps_per_miss())
+            } else {
+                "-".into()
+            }
+        });
+    }
     row("VM exits", &|m| m.stats.total_exits().to_string());
-    for r in ExitReason::ALL {
+    for r in ExitReason::EVERY {
         if w.modes.iter().any(|m| m.stats.exits_for(r) > 0) {
             row(&format!("  {}", r.name()), &|m| {
                 m.stats.exits_for(r).to_string()
@@ -415,6 +489,16 @@ pub fn to_table(w: &WorkloadResult) -> String {
             None => "-".into(),
         },
     );
+    let swtlb_native = cycles_of(w, ModeKind::SwtlbNative);
+    if swtlb_native.is_some() && w.modes.iter().any(|m| m.mode == ModeKind::SwtlbVmm) {
+        row(
+            "overhead vs swtlb-native",
+            &|m| match overhead(m.cycles.total, swtlb_native) {
+                Some(o) if m.mode.software_tlb() => format!("{:+.2}%", o * 100.0),
+                _ => "-".into(),
+            },
+        );
+    }
     out
 }
 

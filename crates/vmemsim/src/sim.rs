@@ -5,13 +5,14 @@
 use serde::Serialize;
 use vmemsim_trace::{Access, AccessKind, ProcEvent, Record, RecordSource};
 
-use crate::config::{Config, Virtualization};
+use crate::config::{Config, TlbManagement, Virtualization};
 use crate::cost::{CostModel, Cycles};
 use crate::guest::GuestOs;
 use crate::host::{HostMemory, Vm};
 use crate::hv::selective::{predictive_mode, w11_mode};
 use crate::hv::{
-    Agile, Direct, Machine, Mode, Native, Nested, Running, Shadow, SwitchReport, Translation,
+    Agile, Direct, Machine, Mode, Native, Nested, Running, Shadow, SwTlbNative, SwTlbVmm,
+    SwitchReport, Translation,
 };
 use crate::mmu::{Hw, Rights};
 use crate::stats::Stats;
@@ -37,11 +38,19 @@ pub enum ModeKind {
     SelectiveW11,
     /// Switching between nested and shadow with our cost-predicting policy.
     Selective,
+    /// A software-managed (MIPS-style) TLB, no VM: a miss is a refill
+    /// exception and the kernel's handler walks its table.
+    SwtlbNative,
+    /// A software-managed TLB virtualized by trap-and-emulate: the miss
+    /// and the handler's TLB write trap into the VMM (pmap, guest TLB copy).
+    SwtlbVmm,
 }
 
 impl ModeKind {
     /// Every mode, in report order (native first: the baseline).
-    pub const ALL: [ModeKind; 7] = [
+    /// The x86 modes (hardware walker) first, then the software-managed
+    /// TLB's family, its native first.
+    pub const ALL: [ModeKind; 9] = [
         ModeKind::Native,
         ModeKind::Nested,
         ModeKind::Shadow,
@@ -49,6 +58,8 @@ impl ModeKind {
         ModeKind::Agile,
         ModeKind::SelectiveW11,
         ModeKind::Selective,
+        ModeKind::SwtlbNative,
+        ModeKind::SwtlbVmm,
     ];
 
     /// Command-line and report name.
@@ -61,6 +72,29 @@ impl ModeKind {
             ModeKind::Agile => "agile",
             ModeKind::SelectiveW11 => "selective-w11",
             ModeKind::Selective => "selective",
+            ModeKind::SwtlbNative => "swtlb-native",
+            ModeKind::SwtlbVmm => "swtlb-vmm",
+        }
+    }
+
+    /// True for the modes that run a VM (false for `native` and
+    /// `swtlb-native`, which run the guest as the OS: gPA = hPA).
+    pub fn is_virtualized(self) -> bool {
+        !matches!(self, ModeKind::Native | ModeKind::SwtlbNative)
+    }
+
+    /// True for the modes of a software-managed TLB (`swtlb-*`).
+    pub fn software_tlb(self) -> bool {
+        matches!(self, ModeKind::SwtlbNative | ModeKind::SwtlbVmm)
+    }
+
+    /// The native baseline of this mode's family: `swtlb-native` for the
+    /// software-managed TLB's modes, `native` for the others.
+    pub fn family_native(self) -> ModeKind {
+        if self.software_tlb() {
+            ModeKind::SwtlbNative
+        } else {
+            ModeKind::Native
         }
     }
 
@@ -104,6 +138,8 @@ impl ModeKind {
             ModeKind::Agile => v.visit(Agile::new(cfg)),
             ModeKind::SelectiveW11 => v.visit(w11_mode(cfg)),
             ModeKind::Selective => v.visit(predictive_mode(cfg)),
+            ModeKind::SwtlbNative => v.visit(SwTlbNative),
+            ModeKind::SwtlbVmm => v.visit(SwTlbVmm::new(cfg)),
         }
     }
 }
@@ -261,35 +297,60 @@ pub fn binary_translator<M: Mode>(cfg: &Config) -> Option<crate::host::BinaryTra
 }
 
 impl ModeKind {
-    /// True when this mode can run with `cfg`'s CPU virtualization: binary
-    /// translation only runs shadow paging (and native, which has no VMM).
+    /// True when this mode can run with `cfg`'s CPU: binary translation
+    /// only runs shadow paging (and the native modes, which have no VMM);
+    /// a software-managed TLB (`cpu.tlb = "software"`) only the `swtlb-*`
+    /// modes, and `swtlb-vmm` is trap-and-emulate (`cpu.virtualization =
+    /// "vtx"`).
     pub fn runs_with(self, cfg: &Config) -> bool {
-        cfg.cpu.virtualization == Virtualization::Vtx
-            || matches!(self, ModeKind::Native | ModeKind::Shadow)
+        self.check(cfg).is_ok()
     }
 
     /// Check that this mode can run with `cfg`.
     ///
     /// # Errors
-    /// [`SimError::Config`] naming `cpu.virtualization` and why the mode
-    /// needs VT-x.
+    /// [`SimError::Config`] naming `cpu.tlb` or `cpu.virtualization` and
+    /// why the mode cannot run with it.
     pub fn check(self, cfg: &Config) -> Result<(), SimError> {
-        if self.runs_with(cfg) {
+        let invalid = |key: &str, value: &str, why: String| {
+            Err(SimError::Config(crate::config::ConfigError::Invalid {
+                key: key.into(),
+                value: value.into(),
+                why,
+            }))
+        };
+        if cfg.cpu.tlb == TlbManagement::Software && !self.software_tlb() {
+            return invalid(
+                "cpu.tlb",
+                "\"software\"",
+                format!(
+                    "mode `{}` needs a hardware page walker (x86); with a software-managed \
+                     TLB the modes are `swtlb-native` and `swtlb-vmm`",
+                    self.name()
+                ),
+            );
+        }
+        if cfg.cpu.virtualization == Virtualization::Vtx || !self.is_virtualized() {
             return Ok(());
         }
         let why = match self {
+            ModeKind::Shadow => return Ok(()),
             ModeKind::Direct => "a paravirtual (Xen PV) guest kernel is not binary-translated",
+            ModeKind::SwtlbVmm => {
+                "the software-managed TLB is virtualized by trap-and-emulate \
+                 (cpu.virtualization = \"vtx\")"
+            }
             _ => "nested paging needs hardware virtualization (VT-x / AMD-V)",
         };
-        Err(SimError::Config(crate::config::ConfigError::Invalid {
-            key: "cpu.virtualization".into(),
-            value: "\"bt\"".into(),
-            why: format!(
+        invalid(
+            "cpu.virtualization",
+            "\"bt\"",
+            format!(
                 "mode `{}` cannot run under binary translation: {why}; \
-                 binary translation runs `shadow` (and `native`)",
+                 binary translation runs `shadow` (and `native`, `swtlb-native`)",
                 self.name()
             ),
-        }))
+        )
     }
 }
 

@@ -24,6 +24,15 @@ pub enum ExitReason {
     Invlpg,
     /// A hypercall (paravirtual modes).
     Hypercall,
+    /// `swtlb-vmm`: a TLB miss exception trapped by the VMM, which refills
+    /// the real TLB from its copy of the guest's TLB or reflects the
+    /// exception to the guest's refill handler; also the guest kernel's
+    /// first store to a frame with no machine frame yet (the VMM backs it).
+    TlbMiss,
+    /// `swtlb-vmm`: the guest refill handler's TLB write (TLBWR), trapped
+    /// and emulated: any instruction that accesses the TLB must trap
+    /// \[Hennessy & Patterson, VM chapter\].
+    TlbWrite,
 }
 
 impl ExitReason {
@@ -37,6 +46,25 @@ impl ExitReason {
         ExitReason::Invlpg,
         ExitReason::Hypercall,
     ];
+    /// The exits of a VMM over a software-managed TLB (`swtlb-vmm`), counted
+    /// apart from [`ExitReason::ALL`] (in [`Stats::swtlb_exits`], left out
+    /// of the JSON while 0) so that the reports of the x86 modes keep
+    /// their form.
+    pub const SWTLB: [ExitReason; 2] = [ExitReason::TlbMiss, ExitReason::TlbWrite];
+
+    /// Every reason: [`ExitReason::ALL`] then [`ExitReason::SWTLB`].
+    pub const EVERY: [ExitReason; 9] = [
+        ExitReason::EptViolation,
+        ExitReason::ShadowFault,
+        ExitReason::GuestFault,
+        ExitReason::PtWrite,
+        ExitReason::Cr3Write,
+        ExitReason::Invlpg,
+        ExitReason::Hypercall,
+        ExitReason::TlbMiss,
+        ExitReason::TlbWrite,
+    ];
+
     /// snake_case name used in tables and JSON.
     pub fn name(self) -> &'static str {
         match self {
@@ -47,6 +75,8 @@ impl ExitReason {
             ExitReason::Cr3Write => "cr3_write",
             ExitReason::Invlpg => "invlpg",
             ExitReason::Hypercall => "hypercall",
+            ExitReason::TlbMiss => "tlb_miss",
+            ExitReason::TlbWrite => "tlb_write",
         }
     }
 }
@@ -101,6 +131,40 @@ pub struct Stats {
     pub walks_by_switch: [u64; 5],
     /// VM exits by reason, indexed as [`ExitReason::ALL`].
     pub vm_exits: [u64; 7],
+    /// `swtlb-vmm`'s exits (traps into the VMM) by reason, indexed as
+    /// [`ExitReason::SWTLB`]: `[tlb_miss, tlb_write]` (left out of the JSON
+    /// while 0).
+    #[serde(default, skip_serializing_if = "is_zero2")]
+    pub swtlb_exits: [u64; 2],
+    /// Software-managed TLB: runs of the guest kernel's TLB refill handler
+    /// (natively on each refill exception; under `swtlb-vmm` on each
+    /// exception the VMM reflects to it). Left out of the JSON while 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tlb_refills: u64,
+    /// Software-managed TLB: refill exceptions delivered to the guest
+    /// kernel by the hardware (native only: under `swtlb-vmm` the exception
+    /// enters the VMM, a `tlb_miss` exit). Left out of the JSON while 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tlb_refill_exceptions: u64,
+    /// Software-managed TLB: page-table loads of the refill handler (one
+    /// per level walked, through the data caches: the page-table line
+    /// cache). Not page-walk references. Left out of the JSON while 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tlb_refill_loads: u64,
+    /// Of those: loads whose line was in the page-table line cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tlb_refill_load_hits: u64,
+    /// Software-managed TLB: writes of the real TLB (TLBWR: by the guest
+    /// kernel natively, by the VMM under `swtlb-vmm`). Left out of the
+    /// JSON while 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tlb_writes: u64,
+    /// `swtlb-vmm`: TLB misses the VMM refilled from its copy of the
+    /// guest's TLB without reflecting them (the real TLB had dropped an
+    /// entry the guest's TLB still holds, e.g. one 4 KiB piece of a guest
+    /// 2 MiB page over 4 KiB host pages). Left out of the JSON while 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vmm_tlb_refills: u64,
     /// Guest page faults (#PF the guest OS handles), same in every mode.
     pub guest_page_faults: u64,
     /// Of those: demand-zero faults (first touch).
@@ -205,7 +269,11 @@ impl Stats {
     /// Count one VM exit.
     #[inline]
     pub fn exit(&mut self, r: ExitReason) {
-        self.vm_exits[r as usize] += 1;
+        match r {
+            ExitReason::TlbMiss => self.swtlb_exits[0] += 1,
+            ExitReason::TlbWrite => self.swtlb_exits[1] += 1,
+            _ => self.vm_exits[r as usize] += 1,
+        }
     }
 
     /// Binary translation: trapped interventions of all reasons.
@@ -220,12 +288,22 @@ impl Stats {
 
     /// Exits of one reason.
     pub fn exits_for(&self, r: ExitReason) -> u64 {
-        self.vm_exits[r as usize]
+        match r {
+            ExitReason::TlbMiss => self.swtlb_exits[0],
+            ExitReason::TlbWrite => self.swtlb_exits[1],
+            _ => self.vm_exits[r as usize],
+        }
     }
 
     /// All VM exits.
     pub fn total_exits(&self) -> u64 {
-        self.vm_exits.iter().sum()
+        self.vm_exits.iter().sum::<u64>() + self.swtlb_exits.iter().sum::<u64>()
+    }
+
+    /// Software-managed TLB: traps into the VMM per TLB miss (`tlb_miss`
+    /// and `tlb_write` exits per STLB miss; 0 when no miss).
+    pub fn swtlb_traps_per_miss(&self) -> f64 {
+        ratio(self.swtlb_exits.iter().sum(), self.tlb_misses)
     }
 
     /// All walk references.
@@ -318,7 +396,13 @@ impl Stats {
             forks,
             execs,
             exits,
-            vma_events
+            vma_events,
+            tlb_refills,
+            tlb_refill_exceptions,
+            tlb_refill_loads,
+            tlb_refill_load_hits,
+            tlb_writes,
+            vmm_tlb_refills
         );
         sub_each!(
             walk_refs_by_dim,
@@ -326,6 +410,7 @@ impl Stats {
             ept_psc_hits,
             walks_by_switch,
             vm_exits,
+            swtlb_exits,
             bt_traps,
             bt_callouts
         );
@@ -336,6 +421,11 @@ impl Stats {
 /// JSON while it is 0 (reports of other configurations stay as they were).
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// [`is_zero`] for a pair of counters.
+fn is_zero2(n: &[u64; 2]) -> bool {
+    *n == [0, 0]
 }
 
 fn ratio(n: u64, d: u64) -> f64 {
@@ -370,6 +460,13 @@ mod tests {
         one.psc_pml5e_hits = 1;
         one.guest_frames_touched = 1;
         one.ept_psc_pml5e_hits = 1;
+        one.swtlb_exits = [1, 1];
+        one.tlb_refills = 1;
+        one.tlb_refill_exceptions = 1;
+        one.tlb_refill_loads = 1;
+        one.tlb_refill_load_hits = 1;
+        one.tlb_writes = 1;
+        one.vmm_tlb_refills = 1;
         assert_ne!(one, Stats::default());
         // An interval of nothing is all zeros: `since` misses no counter.
         assert_eq!(one.since(&one), Stats::default());

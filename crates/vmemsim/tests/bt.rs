@@ -99,7 +99,9 @@ fn bt_with_nested_paging_is_a_config_error() {
     for kind in ModeKind::ALL {
         let r = vmemsim::run_mode(kind, &cfg, &mut spec.source(), &mut |_| {});
         match kind {
-            ModeKind::Native | ModeKind::Shadow => assert!(r.is_ok(), "{}", kind.name()),
+            ModeKind::Native | ModeKind::Shadow | ModeKind::SwtlbNative => {
+                assert!(r.is_ok(), "{}", kind.name())
+            }
             _ => {
                 let e = r.expect_err("an error").to_string();
                 assert!(
@@ -146,7 +148,7 @@ fn bt_changes_cost_never_meaning() {
             cfg.shadow.unsync = unsync;
             let runs = all_modes(&cfg, records);
             let names: Vec<_> = runs.iter().map(|r| r.name).collect();
-            assert_eq!(names, ["native", "shadow"]);
+            assert_eq!(names, ["native", "shadow", "swtlb-native"]);
             let vtx = checked_stats(ModeKind::Native, &Config::default(), records);
             assert_eq!(runs[1].stats.guest_page_faults, vtx.guest_page_faults);
             assert_eq!(runs[1].stats.total_exits(), 0);

@@ -107,6 +107,11 @@ fn first_touch() {
             (Agile, [4, 1, 0, 0, 1, 0, 0]),
             (SelectiveW11, [5, 0, 0, 0, 0, 0, 0]),
             (Selective, [5, 0, 0, 0, 0, 0, 0]),
+            // The software-managed TLB's modes: nothing natively; under the
+            // VMM the CR3 load (the ASID change) traps. Its TLB traps are
+            // in tests/swtlb.rs.
+            (SwtlbNative, [0; 7]),
+            (SwtlbVmm, [0, 0, 0, 0, 1, 0, 0]),
         ],
     );
 }
@@ -137,6 +142,8 @@ fn second_page_in_the_same_table() {
             (Agile, [5, 1, 0, 0, 1, 0, 0]),
             (SelectiveW11, [6, 0, 0, 0, 0, 0, 0]),
             (Selective, [6, 0, 0, 0, 0, 0, 0]),
+            (SwtlbNative, [0; 7]),
+            (SwtlbVmm, [0, 0, 0, 0, 1, 0, 0]),
         ],
     );
 }
@@ -180,6 +187,9 @@ fn fork_copy_on_write_munmap_and_exit() {
             (Agile, [10, 1, 0, 0, 3, 5, 0]),
             (SelectiveW11, [11, 0, 0, 0, 0, 0, 0]),
             (Selective, [11, 0, 0, 0, 0, 0, 0]),
+            (SwtlbNative, [0; 7]),
+            // cr3 1 + 1 + 1; invlpg (TLB invalidations) as shadow's.
+            (SwtlbVmm, [0, 0, 0, 0, 3, 5, 0]),
         ],
     );
 }

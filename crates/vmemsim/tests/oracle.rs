@@ -44,6 +44,48 @@ fn builtin_workloads_agree_in_every_mode() {
 }
 
 #[test]
+fn software_tlb_modes_agree_on_builtins() {
+    // `cpu.tlb = "software"`: only the swtlb modes run, checked against
+    // the oracle and each other, with 4 KiB and 2 MiB guest pages over 4
+    // KiB and 2 MiB host pages and 5-level tables.
+    use vmemsim::addr::PageSize;
+    for (huge, host, levels) in [
+        (false, PageSize::Size4K, 4),
+        (true, PageSize::Size4K, 4),
+        (true, PageSize::Size2M, 4),
+        (false, PageSize::Size4K, 5),
+    ] {
+        let mut cfg = Config::default();
+        cfg.cpu.tlb = vmemsim::config::TlbManagement::Software;
+        cfg.guest.huge_pages = huge;
+        cfg.host.page_size = host;
+        cfg.guest.levels = levels;
+        for kind in WorkloadKind::ALL {
+            let runs = common::all_modes(&cfg, &small(kind));
+            let [n, v] = [&runs[0], &runs[1]];
+            assert_eq!((n.name, v.name), ("swtlb-native", "swtlb-vmm"));
+            let (n, v) = (&n.stats, &v.stats);
+            assert_eq!(n.total_exits(), 0, "{kind:?}: no VMM natively");
+            assert_eq!(n.walks + v.walks, 0, "{kind:?}: no hardware walker");
+            // Every refill the guest's handler runs ends in a TLB write or
+            // a guest fault; under the VMM the write traps.
+            assert_eq!(n.tlb_refills, n.tlb_refill_exceptions, "{kind:?}");
+            assert_eq!(
+                v.exits_for(ExitReason::TlbWrite),
+                v.tlb_writes - v.vmm_tlb_refills,
+                "{kind:?}"
+            );
+            assert_eq!(
+                v.exits_for(ExitReason::PtWrite),
+                0,
+                "{kind:?}: PTE stores never trap"
+            );
+            assert_eq!(n.guest_page_faults, v.guest_page_faults);
+        }
+    }
+}
+
+#[test]
 fn builtin_workloads_agree_with_5_level_guests_and_epts() {
     for (guest, ept) in [(5, 5), (5, 4), (4, 5)] {
         let mut cfg = Config::default();

@@ -179,6 +179,37 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// A software-managed TLB (`cpu.tlb = "software"`: only `swtlb-native`
+    /// and `swtlb-vmm` run) with tiny TLBs, so that entries are evicted all
+    /// the time and the VMM refills from its copy of the guest's TLB
+    /// (guest 2 MiB pages over 4 KiB host pages), over 4 KiB and 2 MiB host
+    /// pages: both modes match the oracle and each other.
+    #[test]
+    fn software_tlb_modes_match_the_oracle(
+        ops in prop::collection::vec(op(), 1..120),
+        huge in any::<bool>(),
+        pcid in any::<bool>(),
+        host in prop::sample::select(vec![PageSize::Size4K, PageSize::Size2M]),
+    ) {
+        let mut cfg = Config::default();
+        cfg.cpu.tlb = vmemsim::config::TlbManagement::Software;
+        cfg.guest.huge_pages = huge;
+        cfg.guest.pcid = pcid;
+        cfg.guest.mem_mib = 256;
+        cfg.host.page_size = host;
+        let tiny = vmemsim::config::Geometry::new(4, 2);
+        cfg.tlb.l1d_4k = tiny;
+        cfg.tlb.l1d_2m = tiny;
+        cfg.tlb.stlb = vmemsim::config::Geometry::new(8, 2);
+        let runs = common::all_modes(&cfg, &records(&ops));
+        let names: Vec<_> = runs.iter().map(|r| r.name).collect();
+        prop_assert_eq!(names, vec!["swtlb-native", "swtlb-vmm"]);
+    }
+}
+
 /// `[shadow]` settings: unsync and write flooding each on or off, flood
 /// thresholds from 1 (every emulated store zaps) to 3 (KVM's).
 fn shadow_config() -> impl Strategy<Value = ShadowConfig> {

@@ -485,7 +485,7 @@ impl HostSim {
                 vm.host_page = spec.cfg.host.page_size;
                 vm.track_resident();
                 vm.flush_on_exit = !cfg.host.vpid;
-                vm.bt = (spec.mode != ModeKind::Native
+                vm.bt = (spec.mode.is_virtualized()
                     && spec.cfg.cpu.virtualization == crate::config::Virtualization::Bt)
                     .then(|| crate::host::BinaryTranslator::new(spec.cfg.cpu.adapt_threshold));
                 spec.mode.with_mode(&spec.cfg, Build { spec, vm, src })
@@ -519,7 +519,12 @@ impl HostSim {
             swappable: cfg
                 .vms
                 .iter()
-                .map(|v| !matches!(v.mode, ModeKind::Direct | ModeKind::Native))
+                .map(|v| {
+                    !matches!(
+                        v.mode,
+                        ModeKind::Direct | ModeKind::Native | ModeKind::SwtlbNative
+                    )
+                })
                 .collect(),
             rng: Xoshiro256PlusPlus::seed_from_u64(cfg.host.seed),
             queue: (0..n).collect(),

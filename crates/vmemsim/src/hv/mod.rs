@@ -12,6 +12,7 @@ pub mod native;
 pub mod nested;
 pub mod selective;
 pub mod shadow;
+pub mod swtlb;
 
 pub use agile::Agile;
 pub use direct::Direct;
@@ -19,6 +20,7 @@ pub use native::Native;
 pub use nested::Nested;
 pub use selective::{Selective, SwitchReport};
 pub use shadow::Shadow;
+pub use swtlb::{SwTlbNative, SwTlbVmm};
 
 use crate::addr::{Gpa, Gpfn, Gva, Hpfn, PageSize};
 use crate::guest::{GuestMemory, GuestOs, Platform};
@@ -77,7 +79,9 @@ impl Core<'_> {
     pub fn exit(&mut self, r: ExitReason) {
         if let Some(bt) = &mut self.vm.bt {
             // Binary translation: a trap into the VMM or a call-out, no
-            // world switch (and so no flush).
+            // world switch (and so no flush). (A software-managed TLB is
+            // virtualized by trap-and-emulate only: `ModeKind::check`.)
+            debug_assert!(!ExitReason::SWTLB.contains(&r), "{r:?} under BT");
             bt.intervene(&mut self.vm.stats, r);
             return;
         }

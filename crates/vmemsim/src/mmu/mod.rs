@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod line_cache;
 pub mod pwc;
+pub mod swtlb;
 pub mod tlb;
 pub mod walk;
 pub mod walker;

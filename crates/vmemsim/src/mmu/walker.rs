@@ -507,13 +507,13 @@ const NTLB_RIGHTS_SHIFT: u32 = 61;
 /// and its size bits).
 const NTLB_TAG_SHIFT: u32 = 44;
 
-enum Check {
+pub(crate) enum Check {
     NotPresent,
     Protection,
 }
 
 impl Check {
-    fn at(self, level: u8) -> WalkFault {
+    pub(crate) fn at(self, level: u8) -> WalkFault {
         match self {
             Check::NotPresent => WalkFault::NotPresent { level },
             Check::Protection => WalkFault::Protection { level },
@@ -523,7 +523,7 @@ impl Check {
 
 /// Check rights on one entry; set A (and D on a leaf for a write) in memory.
 #[inline]
-fn check_and_mark<T: TableMem>(
+pub(crate) fn check_and_mark<T: TableMem>(
     tables: &mut T,
     table: u64,
     idx: usize,
@@ -550,7 +550,7 @@ fn check_and_mark<T: TableMem>(
 /// The page size when entry `e` at `level` maps a page ([`x86::is_leaf`]);
 /// `None` when it points to a next-level table.
 #[inline]
-fn leaf_size(level: u8, e: u64) -> Option<PageSize> {
+pub(crate) fn leaf_size(level: u8, e: u64) -> Option<PageSize> {
     match level {
         _ if !x86::is_leaf(level, e) => None,
         1 => Some(PageSize::Size4K),
@@ -559,7 +559,7 @@ fn leaf_size(level: u8, e: u64) -> Option<PageSize> {
 }
 
 #[inline]
-fn leaf_of(e: u64, size: PageSize) -> Leaf {
+pub(crate) fn leaf_of(e: u64, size: PageSize) -> Leaf {
     Leaf {
         frame: x86::frame(e),
         size,

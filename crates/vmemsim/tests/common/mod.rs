@@ -130,7 +130,8 @@ pub fn short_periods(cfg: &Config) -> Config {
 /// Run `records` through every mode of [`ModeKind::ALL`] that `cfg` can
 /// run (native first), then a switch-every-period selective, each access checked against the
 /// oracle; assert all agree on every gPA, that every virtualized mode gives
-/// the same hPA as nested, and the same guest faults and PTE stores. Every
+/// the same hPA as nested (or, with `cpu.tlb = "software"`, as
+/// swtlb-vmm), and the same guest faults and PTE stores. Every
 /// mode runs with [`short_periods`] (static modes do not read them), so
 /// switching modes switch within a small test trace.
 pub fn all_modes(cfg: &Config, records: &[Record]) -> Vec<ModeRun> {
@@ -145,28 +146,42 @@ pub fn all_modes(cfg: &Config, records: &[Record]) -> Vec<ModeRun> {
             },
         )
     };
-    // Under binary translation only the modes it can run (native, shadow).
-    let mut runs: Vec<(Resolutions, ModeRun)> = ModeKind::ALL
+    // Under binary translation only the modes it can run (native, shadow,
+    // swtlb-native); with a software-managed TLB only the swtlb modes.
+    let mut runs: Vec<(bool, Resolutions, ModeRun)> = ModeKind::ALL
         .into_iter()
         .filter(|kind| kind.runs_with(&sc))
-        .map(|kind| run(kind.name(), kind.with_mode(&sc, Checked(&sc, records))))
+        .map(|kind| {
+            let (r, m) = run(kind.name(), kind.with_mode(&sc, Checked(&sc, records)));
+            (kind.is_virtualized(), r, m)
+        })
         .collect();
     if ModeKind::Nested.runs_with(&sc) {
-        assert_eq!(runs[1].1.name, "nested", "hPAs are compared with nested's");
-        runs.push(run(
+        assert_eq!(runs[1].2.name, "nested", "hPAs are compared with nested's");
+        let (r, m) = run(
             "selective-alternate",
             run_checked_report(Selective::with_policy(Alternate, &sc), &sc, records),
-        ));
+        );
+        runs.push((true, r, m));
     }
-    let (rn, native) = &runs[0];
-    let (re, _) = &runs[1];
-    for (r, m) in &runs[1..] {
+    let (_, rn, native) = &runs[0];
+    assert!(
+        !runs[0].0,
+        "{}: the first mode is a native one",
+        native.name
+    );
+    // hPAs are compared with the first virtualized mode's (nested, or
+    // swtlb-vmm with a software-managed TLB); native modes have gPA = hPA.
+    let re = runs.iter().find(|r| r.0).map(|r| &r.1);
+    for (virtualized, r, m) in &runs[1..] {
         assert_eq!(rn.len(), r.len(), "{}: access count", m.name);
         for (i, (n, x)) in rn.iter().zip(r).enumerate() {
             assert_eq!(n.0, x.0, "access {i}: native and {} gPFN differ", m.name);
         }
-        for (i, (e, x)) in re.iter().zip(r).enumerate() {
-            assert_eq!(e.1, x.1, "access {i}: nested and {} hPFN differ", m.name);
+        if let (true, Some(re)) = (virtualized, re) {
+            for (i, (e, x)) in re.iter().zip(r).enumerate() {
+                assert_eq!(e.1, x.1, "access {i}: {} hPFN differs", m.name);
+            }
         }
         let (s, sn) = (&m.stats, &native.stats);
         assert_eq!(
@@ -194,7 +209,7 @@ pub fn all_modes(cfg: &Config, records: &[Record]) -> Vec<ModeRun> {
             m.name
         );
     }
-    runs.into_iter().map(|(_, m)| m).collect()
+    runs.into_iter().map(|(_, _, m)| m).collect()
 }
 
 /// [`run_checked_report`] as a [`ModeVisitor`]: with the configuration
