@@ -7,41 +7,22 @@ mod common;
 use vmemsim::addr::PageSize;
 use vmemsim::config::{Config, Geometry, TlbManagement, Virtualization};
 use vmemsim::cost::CostModel;
-use vmemsim::hv::Mode;
-use vmemsim::sim::{ModeKind, ModeVisitor};
+use vmemsim::sim::ModeKind;
 use vmemsim::stats::{ExitReason, Stats};
 use vmemsim::workload::{WorkloadKind, WorkloadSpec};
-use vmemsim_trace::{AccessKind, ProcEvent, Record};
+use vmemsim_trace::{AccessKind, Record};
 
-use common::{acc, ev, run_checked};
+use common::{acc, anon_mmap, checked_stats, fork_cow_trace};
 use AccessKind::{Load, Store};
 
 const A: u64 = 0x7f00_0000_0000;
 
-struct Run<'a>(&'a Config, &'a [Record]);
-
-impl ModeVisitor for Run<'_> {
-    type Output = Stats;
-    fn visit<M: Mode>(self, mode: M) -> Stats {
-        run_checked(mode, self.0, self.1).1
-    }
-}
-
 fn stats(kind: ModeKind, cfg: &Config, t: &[Record]) -> Stats {
-    kind.with_mode(cfg, Run(cfg, t))
+    checked_stats(kind, cfg, t)
 }
 
 fn mmap_a(len: u64) -> Record {
-    ev(
-        1,
-        ProcEvent::Mmap {
-            addr: A,
-            len,
-            prot: 3,
-            flags: 0x22,
-            file: None,
-        },
-    )
+    anon_mmap(1, A, len)
 }
 
 /// A one-entry L1 DTLB and STLB (walk caches irrelevant: there is no
@@ -137,21 +118,7 @@ fn exits_by_reason_on_first_touch_second_page_and_fork() {
         acc(1, Store, A + 0x1000),
         acc(1, Load, A),
     ];
-    let mut fork = second.to_vec();
-    fork.extend([
-        ev(1, ProcEvent::Fork { child: 2 }),
-        acc(2, Store, A),
-        acc(1, Load, A + 0x1000),
-        ev(
-            2,
-            ProcEvent::Munmap {
-                addr: A + 0x1000,
-                len: 0x1000,
-            },
-        ),
-        ev(2, ProcEvent::Exit { code: 0 }),
-        acc(1, Store, A),
-    ]);
+    let fork = fork_cow_trace(A);
     // fork trace, by step: the fork's 4 child tables (+4 tlb_miss backing)
     // and the parent's PCID flush (+1 invlpg); the child's store: CR3 load
     // (+1 cr3), a miss whose walk ends at the read-only leaf: a COW #PF
