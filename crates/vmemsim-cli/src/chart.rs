@@ -40,8 +40,8 @@ const COMPONENTS: [Component; 5] = [
     }),
 ];
 
-/// Colour of each exit reason, in [`ExitReason::ALL`] order.
-const EXIT_COLORS: [RGBColor; 7] = [
+/// Colour of each exit reason, in [`ExitReason::EVERY`] order.
+const EXIT_COLORS: [RGBColor; 9] = [
     RGBColor(0x4e, 0x79, 0xa7),
     RGBColor(0xf2, 0x8e, 0x2b),
     RGBColor(0xe1, 0x57, 0x59),
@@ -49,6 +49,8 @@ const EXIT_COLORS: [RGBColor; 7] = [
     RGBColor(0x59, 0xa1, 0x4f),
     RGBColor(0xed, 0xc9, 0x48),
     RGBColor(0xb0, 0x7a, 0xa1),
+    RGBColor(0xff, 0x9d, 0xa7),
+    RGBColor(0x9c, 0x75, 0x5f),
 ];
 
 /// Colour of nested and shadow periods in timelines.
@@ -324,7 +326,7 @@ fn cycles_svg(w: &WorkloadResult) -> Result<String> {
 
 /// VM exits by reason, one stacked bar per mode, the total above.
 fn exits_svg(w: &WorkloadResult) -> Result<String> {
-    let reasons = ExitReason::ALL
+    let reasons = ExitReason::EVERY
         .iter()
         .zip(EXIT_COLORS)
         .filter(|(&r, _)| w.modes.iter().any(|m| m.stats.exits_for(r) > 0));

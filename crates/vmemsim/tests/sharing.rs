@@ -71,10 +71,11 @@ fn mmap(len: u64) -> Record {
     )
 }
 
-/// Modes whose frames the scanner shares (native and direct are never
-/// scanned: no second translation to write-protect / pinned PV memory).
+/// Modes whose frames the scanner shares (the native modes and direct
+/// are never scanned: no second translation to write-protect / pinned PV
+/// memory).
 fn shares(mode: ModeKind) -> bool {
-    !matches!(mode, ModeKind::Native | ModeKind::Direct)
+    mode.is_virtualized() && mode != ModeKind::Direct
 }
 
 /// The gPFN VM `i` of `s` maps `va` to (pid 1).
@@ -113,7 +114,7 @@ fn two_vms_share_an_equal_page_and_one_store_breaks_it() {
         r
     };
     for mode in ModeKind::ALL {
-        if mode == ModeKind::Native {
+        if !mode.is_virtualized() {
             // Two native VMs cannot share a host (VPID 0); never scanned.
             continue;
         }
@@ -169,12 +170,19 @@ fn two_vms_share_an_equal_page_and_one_store_breaks_it() {
         let exits1 = s.vm(1).stats.total_exits();
         while s.round().unwrap() {}
         let after = s.report();
+        // swtlb-vmm: the scan's flush emptied VM 0's real TLB, so its
+        // second fetch misses too and the VMM refills it from its copy of
+        // the guest TLB (a tlb_miss trap) before the store's tlb_miss trap
+        // breaks the sharing (a refill from the copy, no reflection).
+        let want = if mode == ModeKind::SwtlbVmm { 2 } else { 1 };
         assert_eq!(
             s.vm(0).stats.total_exits() - exits0,
-            1,
+            want,
             "{mode:?}: one exit for the store"
         );
-        assert_eq!(s.vm(1).stats.total_exits(), exits1, "{mode:?}");
+        // (VM 1's second fetch likewise: its frames were remapped and its
+        // TLB flushed.)
+        assert_eq!(s.vm(1).stats.total_exits(), exits1 + want - 1, "{mode:?}");
         let sh = &s.vm(0).sharing;
         assert_eq!(
             (sh.cow_breaks, sh.cow_zero_breaks, sh.cow_reuses),
@@ -216,7 +224,7 @@ fn a_zero_page_is_shared_by_many_vms() {
     let mut r = vec![mmap(1 << 20)];
     r.extend((0..10).map(|i| acc(1, AccessKind::Load, A + i * 4096)));
     for mode in ModeKind::ALL {
-        if mode == ModeKind::Native {
+        if !mode.is_virtualized() {
             continue; // two native VMs cannot share a host
         }
         let mut s = host(mode, &vec![r.clone(); 5], 100_000, "rate_pages_per_s = 1");
@@ -278,7 +286,7 @@ fn the_scanners_rate_limit_is_honoured() {
         .as_mut(),
     );
     for mode in ModeKind::ALL {
-        if mode == ModeKind::Native {
+        if !mode.is_virtualized() {
             continue;
         }
         let rate = 2e4;
@@ -343,7 +351,7 @@ fn every_vm_reads_its_own_content_with_sharing_in_every_mode() {
             &[2]
         };
         for &pcpus in pcpus {
-            let (m1, m2) = if mode == ModeKind::Native {
+            let (m1, m2) = if !mode.is_virtualized() {
                 ("nested", "nested")
             } else {
                 (mode.name(), mode.name())

@@ -207,7 +207,8 @@ impl HostSim {
     /// True when VM `v`'s frames may be shared.
     fn can_share(&self, v: usize) -> bool {
         let spec = &self.cfg.vms[v];
-        !matches!(spec.mode, ModeKind::Direct | ModeKind::Native)
+        spec.mode.is_virtualized()
+            && spec.mode != ModeKind::Direct
             && spec.cfg.host.page_size == PageSize::Size4K
     }
 

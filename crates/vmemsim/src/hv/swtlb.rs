@@ -148,7 +148,20 @@ impl SwTlbVmm {
         // Guest huge pages are aligned, so this is the first frame of the
         // real entry's page.
         let gpfn = frame & !(size.frames() - 1);
-        if !core.back(frame) && core.vm.hosted {
+        let mut write_ok = write_ok;
+        if core.back(frame) {
+            // Just backed (the host had taken it away): nothing to check.
+        } else if core.cow_protected(frame) {
+            // The frame is shared copy-on-write (`vmemsim host`'s
+            // scanner): a store breaks the sharing in this trap; a load
+            // gets an entry without the write right, so a later store
+            // misses and comes back here.
+            if r.write {
+                core.cow_store(frame);
+            } else {
+                write_ok = false;
+            }
+        } else if core.vm.hosted {
             // On a shared host the host may have invalidated the frame's
             // pmap entry (kept in the VM's EPT: idle sampling): the VMM
             // makes it valid again, as an EPT violation would, and the
@@ -245,6 +258,9 @@ impl Mode for SwTlbVmm {
             // no machine frame behind it: the VMM backs it.
             core.exit(ExitReason::TlbMiss);
             core.back(gpfn);
+        } else {
+            // A frame shared copy-on-write: the store traps and copies it.
+            core.cow_touch(gpfn, ExitReason::TlbMiss);
         }
     }
 
