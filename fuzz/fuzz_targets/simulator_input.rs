@@ -107,7 +107,7 @@ pub fn check(data: &[u8]) {
     let mut cfg = Config::default();
     // Small guests run out of memory too; 2 MiB pages and PCIDs toggle.
     cfg.guest.mem_mib = 64;
-    cfg.guest.huge_pages = data[0] & 1 != 0;
+    cfg.guest.huge_pages = (data[0] & 1 != 0).into();
     cfg.guest.pcid = data[0] & 2 != 0;
     cfg.selective.period_instructions = 64;
     cfg.agile.interval_instructions = 64;

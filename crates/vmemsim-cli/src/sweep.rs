@@ -695,7 +695,10 @@ mod tests {
             ]
         );
         assert_eq!(p.points[1].cfg.tlb.stlb.entries, 1024);
-        assert!(p.points[2].cfg.guest.huge_pages);
+        assert_eq!(
+            p.points[2].cfg.guest.huge_pages,
+            vmemsim::config::HugePages::Huge2M
+        );
         let keys: HashSet<&str> = p.runs.iter().map(|r| r.key.as_str()).collect();
         assert_eq!(keys.len(), 24, "every run has its own key");
         assert_eq!(

@@ -188,9 +188,13 @@ impl Default for HostPagingConfig {
 pub struct GuestConfig {
     /// Guest-physical memory in MiB. Default 8192.
     pub mem_mib: u64,
-    /// Back anonymous VMAs with 2 MiB pages where a whole aligned 2 MiB range
-    /// fits in the VMA (like Linux THP "always"). Default false.
-    pub huge_pages: bool,
+    /// Guest page sizes the kernel uses for anonymous memory
+    /// ([`HugePages`]): `"none"` (4 KiB only, default), `"2m"` (2 MiB
+    /// pages where a whole aligned 2 MiB range fits in the VMA, like Linux
+    /// THP "always") or `"1g"` (also 1 GiB pages where a whole aligned
+    /// 1 GiB range fits, as from a hugetlbfs pool). `true` / `false` are
+    /// accepted for `"2m"` / `"none"`.
+    pub huge_pages: HugePages,
     /// Tag TLB entries with PCIDs so a CR3 write need not flush (Linux
     /// since 4.14). Default true.
     pub pcid: bool,
@@ -219,11 +223,98 @@ pub struct GuestConfig {
     pub levels: u8,
 }
 
+/// Which huge pages the guest kernel gives anonymous memory
+/// (`guest.huge_pages`). Written as `"none"`, `"2m"` or `"1g"`; the
+/// booleans of earlier configs stay accepted (`true` = `"2m"`, `false` =
+/// `"none"`).
+///
+/// The rule for a page of each size is Linux's: a fault gets a 2 MiB page
+/// when the 2 MiB-aligned range around it lies wholly in one recorded
+/// (not implicit) VMA (THP "always": `transhuge_vma_suitable`,
+/// `mm/huge_memory.c`), and with `"1g"` a 1 GiB page when the 1 GiB-aligned
+/// range does. Linux has no 1 GiB THP for anonymous memory: 1 GiB pages
+/// come from a hugetlbfs pool (`hugepagesz=1G hugepages=N`,
+/// Documentation/admin-guide/mm/hugetlbpage.rst), whose mappings are
+/// 1 GiB-aligned and sized; `"1g"` models a program whose large aligned
+/// anonymous ranges come from such a pool (libhugetlbfs-style), the rest
+/// from THP. A 1 GiB page that a munmap or mprotect cuts is split into
+/// 2 MiB pages (then 4 KiB ones), as a PUD split does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+pub enum HugePages {
+    /// 4 KiB pages only.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// 2 MiB pages where they fit, else 4 KiB.
+    #[serde(rename = "2m")]
+    Huge2M,
+    /// 1 GiB pages where they fit, else 2 MiB, else 4 KiB.
+    #[serde(rename = "1g")]
+    Huge1G,
+}
+
+impl HugePages {
+    /// The largest guest page level in use: 1 (4 KiB), 2 (2 MiB) or 3 (1 GiB).
+    pub fn max_level(self) -> u8 {
+        match self {
+            HugePages::None => 1,
+            HugePages::Huge2M => 2,
+            HugePages::Huge1G => 3,
+        }
+    }
+    /// As written in a config.
+    pub fn name(self) -> &'static str {
+        match self {
+            HugePages::None => "none",
+            HugePages::Huge2M => "2m",
+            HugePages::Huge1G => "1g",
+        }
+    }
+}
+
+/// The boolean of earlier configs: `true` is 2 MiB pages.
+impl From<bool> for HugePages {
+    fn from(huge: bool) -> Self {
+        if huge {
+            HugePages::Huge2M
+        } else {
+            HugePages::None
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HugePages {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = HugePages;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"none\", \"2m\" or \"1g\" (or true / false for \"2m\" / \"none\")")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<HugePages, E> {
+                Ok(v.into())
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HugePages, E> {
+                match v {
+                    "none" => Ok(HugePages::None),
+                    "2m" => Ok(HugePages::Huge2M),
+                    "1g" => Ok(HugePages::Huge1G),
+                    _ => Err(E::custom(format!(
+                        "guest.huge_pages = \"{v}\": expected \"none\", \"2m\" or \"1g\" \
+                         (or true / false for \"2m\" / \"none\")"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl Default for GuestConfig {
     fn default() -> Self {
         GuestConfig {
             mem_mib: 8192,
-            huge_pages: false,
+            huge_pages: HugePages::None,
             pcid: true,
             invlpg_ceiling_pages: 33,
             swap_mib: 0,
@@ -317,7 +408,17 @@ pub struct TlbConfig {
     /// L1 ITLB for 2 MiB pages. Default 8 entries, fully associative (UNVERIFIED).
     pub l1i_2m: Geometry,
     /// Unified second-level TLB (STLB). Default 512 entries, 4-way \[AP16\].
+    /// It holds 4 KiB, 2 MiB and 1 GiB entries (a simplification: Sandy
+    /// Bridge's holds 4 KiB ones only, Skylake's 4 KiB and 2 MiB ones with
+    /// 1 GiB ones in a separate array).
     pub stlb: Geometry,
+    /// L1 DTLB for 1 GiB pages. Default 4 entries, fully associative
+    /// (Sandy Bridge \[AP16\] Table III).
+    pub l1d_1g: Geometry,
+    /// L1 ITLB for 1 GiB pages. Default none (0 entries): Sandy Bridge's
+    /// ITLB has no 1 GiB entries (UNVERIFIED); fetches from a 1 GiB page
+    /// use STLB entries.
+    pub l1i_1g: Geometry,
 }
 
 impl Default for TlbConfig {
@@ -328,6 +429,8 @@ impl Default for TlbConfig {
             l1i_4k: Geometry::new(128, 4),
             l1i_2m: Geometry::new(8, 8),
             stlb: Geometry::new(512, 4),
+            l1d_1g: Geometry::new(4, 4),
+            l1i_1g: Geometry::new(0, 1),
         }
     }
 }
@@ -782,6 +885,8 @@ impl Config {
             ("tlb.l1i_4k", t.l1i_4k),
             ("tlb.l1i_2m", t.l1i_2m),
             ("tlb.stlb", t.stlb),
+            ("tlb.l1d_1g", t.l1d_1g),
+            ("tlb.l1i_1g", t.l1i_1g),
         ] {
             g.validate(k)?;
         }
@@ -1144,9 +1249,35 @@ mod tests {
     }
 
     #[test]
+    fn huge_pages_is_a_size_or_a_boolean() {
+        for (v, want) in [
+            ("\"none\"", HugePages::None),
+            ("\"2m\"", HugePages::Huge2M),
+            ("\"1g\"", HugePages::Huge1G),
+            ("true", HugePages::Huge2M),
+            ("false", HugePages::None),
+        ] {
+            let c = Config::from_toml(&format!("[guest]\nhuge_pages = {v}\n"), "x").unwrap();
+            assert_eq!(c.guest.huge_pages, want, "{v}");
+        }
+        // Serialized as the size, so a dumped config reads back the same.
+        let c = Config::from_toml("[guest]\nhuge_pages = \"1g\"\n", "x").unwrap();
+        let dumped = toml::to_string(&c).unwrap();
+        assert!(dumped.contains("huge_pages = \"1g\""), "{dumped}");
+        assert_eq!(Config::from_toml(&dumped, "x").unwrap(), c);
+        for bad in ["\"4m\"", "\"2M\"", "1"] {
+            let e = Config::from_toml(&format!("[guest]\nhuge_pages = {bad}\n"), "x")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("huge_pages"), "{bad}: {e}");
+            assert!(e.contains("\"none\", \"2m\" or \"1g\""), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn partial_sections_keep_defaults() {
         let c = Config::from_toml("[guest]\nhuge_pages = true\n", "x").unwrap();
-        assert!(c.guest.huge_pages);
+        assert_eq!(c.guest.huge_pages, HugePages::Huge2M);
         assert_eq!(c.guest.mem_mib, 8192);
         assert_eq!(c.tlb.stlb, Geometry::new(512, 4));
     }

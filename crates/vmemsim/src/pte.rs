@@ -13,7 +13,7 @@ pub mod x86 {
     pub const A: u64 = 1 << 5;
     /// Dirty: set by the walker on the first write (leaf entries only).
     pub const D: u64 = 1 << 6;
-    /// Page size: in a PDE, maps a 2 MiB page.
+    /// Page size: in a PDE, maps a 2 MiB page; in a PDPTE, a 1 GiB page.
     pub const PS: u64 = 1 << 7;
     /// Execute-disable.
     pub const NX: u64 = 1 << 63;
@@ -21,11 +21,17 @@ pub mod x86 {
     pub const FRAME: u64 = 0x000f_ffff_ffff_f000;
 
     /// True when entry `e` at `level` (1 = PTE .. 4 = PML4E) maps a page
-    /// rather than a next-level table: every PTE, and a PDE with PS set
-    /// (2 MiB) [SDM Vol. 3 4.5]. 1 GiB pages are not modeled.
+    /// rather than a next-level table: every PTE, and a PDE (2 MiB) or
+    /// PDPTE (1 GiB) with PS set [SDM Vol. 3 4.5, Tables 4-15 and 4-17].
     #[inline]
     pub fn is_leaf(level: u8, e: u64) -> bool {
-        level == 1 || (level == 2 && e & PS != 0)
+        level == 1 || ((level == 2 || level == 3) && e & PS != 0)
+    }
+
+    /// 4 KiB frames mapped by one leaf at `level` (1, 512, 262144).
+    #[inline]
+    pub fn leaf_frames(level: u8) -> u64 {
+        1 << (9 * (u32::from(level) - 1))
     }
 
     /// Frame number in the entry.

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use vmemsim_trace::{Access, AccessKind, ProcEvent, Record, RecordSource};
 
-use crate::config::{Config, TlbManagement, Virtualization};
+use crate::config::{Config, HugePages, TlbManagement, Virtualization};
 use crate::cost::{CostModel, Cycles};
 use crate::guest::GuestOs;
 use crate::host::{HostMemory, Vm};
@@ -301,7 +301,8 @@ impl ModeKind {
     /// only runs shadow paging (and the native modes, which have no VMM);
     /// a software-managed TLB (`cpu.tlb = "software"`) only the `swtlb-*`
     /// modes, and `swtlb-vmm` is trap-and-emulate (`cpu.virtualization =
-    /// "vtx"`).
+    /// "vtx"`); a Xen PV guest (`direct`) has no 1 GiB pages (see
+    /// [`crate::hv::direct`]).
     pub fn runs_with(self, cfg: &Config) -> bool {
         self.check(cfg).is_ok()
     }
@@ -309,7 +310,7 @@ impl ModeKind {
     /// Check that this mode can run with `cfg`.
     ///
     /// # Errors
-    /// [`SimError::Config`] naming `cpu.tlb` or `cpu.virtualization` and
+    /// [`SimError::Config`] naming `cpu.tlb`, `guest.huge_pages` or `cpu.virtualization` and
     /// why the mode cannot run with it.
     pub fn check(self, cfg: &Config) -> Result<(), SimError> {
         let invalid = |key: &str, value: &str, why: String| {
@@ -328,6 +329,15 @@ impl ModeKind {
                      TLB the modes are `swtlb-native` and `swtlb-vmm`",
                     self.name()
                 ),
+            );
+        }
+        if self == ModeKind::Direct && cfg.guest.huge_pages == HugePages::Huge1G {
+            return invalid(
+                "guest.huge_pages",
+                "\"1g\"",
+                "mode `direct` cannot run a guest with 1 GiB pages: Xen hides 1 GiB pages \
+                 (CPUID PDPE1GB) from PV guests; use \"2m\" or \"none\""
+                    .into(),
             );
         }
         if cfg.cpu.virtualization == Virtualization::Vtx || !self.is_virtualized() {

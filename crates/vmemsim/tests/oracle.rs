@@ -3,7 +3,7 @@
 
 mod common;
 
-use vmemsim::config::Config;
+use vmemsim::config::{Config, HugePages};
 use vmemsim::stats::ExitReason;
 use vmemsim::workload::{WorkloadKind, WorkloadSpec};
 use vmemsim_trace::{AccessKind, ProcEvent};
@@ -91,7 +91,7 @@ fn builtin_workloads_agree_with_5_level_guests_and_epts() {
         let mut cfg = Config::default();
         cfg.guest.levels = guest;
         cfg.host.ept_levels = ept;
-        cfg.guest.huge_pages = guest == ept;
+        cfg.guest.huge_pages = (guest == ept).into();
         for kind in WorkloadKind::ALL {
             let [n, e, _] = all_modes_agree(&cfg, &small(kind));
             // The same guest behaviour whatever the levels; walks get longer.
@@ -118,7 +118,7 @@ fn builtin_workloads_agree_over_huge_host_pages() {
         for (huge, levels) in [(false, 4), (true, 4), (true, 5)] {
             let mut cfg = Config::default();
             cfg.host.page_size = host;
-            cfg.guest.huge_pages = huge;
+            cfg.guest.huge_pages = huge.into();
             cfg.guest.levels = levels;
             cfg.host.ept_levels = levels;
             for kind in WorkloadKind::ALL {
@@ -135,7 +135,7 @@ fn builtin_workloads_agree_over_huge_host_pages() {
 #[test]
 fn builtin_workloads_agree_with_2m_pages_and_without_pcid() {
     let mut cfg = Config::default();
-    cfg.guest.huge_pages = true;
+    cfg.guest.huge_pages = HugePages::Huge2M;
     cfg.guest.pcid = false;
     for kind in WorkloadKind::ALL {
         all_modes_agree(&cfg, &small(kind));
@@ -341,4 +341,87 @@ fn direct_mode_batches_validated_updates() {
         d.exits_for(ExitReason::Hypercall) < d.pv_pte_updates,
         "updates are batched"
     );
+}
+
+/// A process with 2 GiB of anonymous memory (two 1 GiB guest pages):
+/// stores in both gigabytes, a fork whose stores copy a gigabyte on write,
+/// an munmap and an mprotect that split a gigabyte (to 2 MiB, then 4 KiB
+/// pages), and accesses after each.
+fn giant_trace(base: u64) -> Vec<vmemsim_trace::Record> {
+    const G: u64 = 1 << 30;
+    let mmap = |addr, len| ProcEvent::Mmap {
+        addr,
+        len,
+        prot: 3,
+        flags: 0x22,
+        file: None,
+    };
+    let mut r = vec![ev(1, mmap(base, 2 * G))];
+    for off in [0, 8 << 20, G + 4096, G + (700 << 20)] {
+        r.push(acc(1, AccessKind::Store, base + off));
+    }
+    r.push(ev(1, ProcEvent::Fork { child: 2 }));
+    r.push(acc(2, AccessKind::Store, base + G + 64));
+    r.push(acc(2, AccessKind::Load, base + 8));
+    r.push(acc(1, AccessKind::Load, base + G + 64));
+    r.push(ev(
+        1,
+        ProcEvent::Munmap {
+            addr: base + (300 << 20),
+            len: 4096,
+        },
+    ));
+    r.push(ev(
+        2,
+        ProcEvent::Mprotect {
+            addr: base + G + (2 << 20),
+            len: 2 << 20,
+            prot: 1,
+        },
+    ));
+    for (pid, off) in [
+        (1, 0),
+        (1, 301 << 20),
+        (1, 299 << 20),
+        (2, G + (3 << 20)),
+        (2, G + 4096),
+    ] {
+        r.push(acc(pid, AccessKind::Load, base + off));
+        r.push(acc(pid, AccessKind::Store, base + off + 8));
+    }
+    r.push(ev(2, ProcEvent::Exit { code: 0 }));
+    r.push(acc(1, AccessKind::Store, base + G + (900 << 20)));
+    r
+}
+
+#[test]
+fn one_gib_guest_pages_agree_in_every_mode() {
+    use vmemsim::addr::PageSize;
+    for host in [PageSize::Size4K, PageSize::Size2M, PageSize::Size1G] {
+        for levels in [4u8, 5] {
+            let mut cfg = Config::default();
+            cfg.guest.huge_pages = HugePages::Huge1G;
+            cfg.guest.mem_mib = 6144;
+            cfg.guest.levels = levels;
+            cfg.host.ept_levels = levels;
+            cfg.host.page_size = host;
+            let base = if levels == 5 {
+                1 << 50
+            } else {
+                0x7f00_0000_0000
+            };
+            let [n, e, s] = all_modes_agree(&cfg, &giant_trace(base));
+            // Copies on write: the child's store in the second gigabyte
+            // copies all of it (262144 frames); the munmap split the
+            // parent's first gigabyte, still shared, into 2 MiB pages and
+            // the one at 300 MiB into 4 KiB pages, so the parent's stores
+            // at 0 and 299 MiB copy a 2 MiB page each (512 + 512) and at
+            // 301 MiB one 4 KiB page; the child's own gigabyte, split by
+            // its mprotect, and the parent's second gigabyte after the
+            // child's exit are no longer shared: 262144 + 1025.
+            assert_eq!(n.frames_copied, 262144 + 1025, "{host:?} {levels}");
+            assert_eq!(e.frames_copied, n.frames_copied);
+            assert_eq!(s.guest_page_faults, n.guest_page_faults);
+        }
+    }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use proptest::prelude::*;
 use vmemsim::addr::PageSize;
-use vmemsim::config::{Config, ShadowConfig};
+use vmemsim::config::{Config, HugePages, ShadowConfig};
 use vmemsim_trace::{AccessKind, ProcEvent, Record};
 
 use common::{acc, all_modes_agree, ev};
@@ -59,13 +59,21 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Turn ops into records; fork children get fresh pids that later ops address.
 fn records(ops: &[Op]) -> Vec<Record> {
+    records_at(ops, 1)
+}
+
+/// [`records`] with every page number and count scaled by `stride`: with
+/// 128 the window is 1 GiB (1 GiB-aligned at `BASE`), so a guest with
+/// 1 GiB pages maps it with one until a map, unmap or protect splits it.
+fn records_at(ops: &[Op], stride: u64) -> Vec<Record> {
+    let page_bytes = 4096 * stride;
     let mut next = 10u32;
     let mut alias = std::collections::HashMap::new();
     let mut out = vec![ev(
         1,
         ProcEvent::Mmap {
             addr: BASE,
-            len: PAGES * 4096,
+            len: PAGES * page_bytes,
             prot: 3,
             flags: 0x22,
             file: None,
@@ -76,7 +84,7 @@ fn records(ops: &[Op]) -> Vec<Record> {
         match *o {
             Op::Access { pid, page, kind } => {
                 let kind = AccessKind::from_u8(kind).unwrap();
-                out.push(acc(real(pid, &alias), kind, BASE + page * 4096 + 8));
+                out.push(acc(real(pid, &alias), kind, BASE + page * page_bytes + 8));
             }
             Op::Map {
                 pid,
@@ -86,8 +94,8 @@ fn records(ops: &[Op]) -> Vec<Record> {
             } => out.push(ev(
                 real(pid, &alias),
                 ProcEvent::Mmap {
-                    addr: BASE + page * 4096,
-                    len: pages * 4096,
+                    addr: BASE + page * page_bytes,
+                    len: pages * page_bytes,
                     prot,
                     flags: 0x22,
                     file: None,
@@ -96,8 +104,8 @@ fn records(ops: &[Op]) -> Vec<Record> {
             Op::Unmap { pid, page, pages } => out.push(ev(
                 real(pid, &alias),
                 ProcEvent::Munmap {
-                    addr: BASE + page * 4096,
-                    len: pages * 4096,
+                    addr: BASE + page * page_bytes,
+                    len: pages * page_bytes,
                 },
             )),
             Op::Protect {
@@ -108,8 +116,8 @@ fn records(ops: &[Op]) -> Vec<Record> {
             } => out.push(ev(
                 real(pid, &alias),
                 ProcEvent::Mprotect {
-                    addr: BASE + page * 4096,
-                    len: pages * 4096,
+                    addr: BASE + page * page_bytes,
+                    len: pages * page_bytes,
                     prot,
                 },
             )),
@@ -143,7 +151,7 @@ proptest! {
         huge in any::<bool>(),
         levels in prop::sample::select(vec![(5u8, 5u8), (5, 4), (4, 5)]),
     ) {
-        modes_agree_at(&ops, huge, true, levels, PageSize::Size4K, ShadowConfig::default());
+        modes_agree_at(&ops, huge.into(), true, levels, PageSize::Size4K, ShadowConfig::default());
     }
 
     #[test]
@@ -155,7 +163,7 @@ proptest! {
         levels in prop::sample::select(vec![(4u8, 4u8), (5, 5)]),
         shadow in shadow_config(),
     ) {
-        modes_agree_at(&ops, huge, pcid, levels, host, shadow);
+        modes_agree_at(&ops, huge.into(), pcid, levels, host, shadow);
     }
 }
 
@@ -169,7 +177,7 @@ proptest! {
     #[test]
     fn every_mode_matches_the_oracle_under_guest_reclaim(ops in prop::collection::vec(op(), 1..120), huge in any::<bool>(), pcid in any::<bool>()) {
         let mut cfg = Config::default();
-        cfg.guest.huge_pages = huge;
+        cfg.guest.huge_pages = huge.into();
         cfg.guest.pcid = pcid;
         cfg.guest.mem_mib = 64;
         cfg.guest.swap_mib = 64;
@@ -227,7 +235,14 @@ fn modes_agree_on(ops: &[Op], huge_pages: bool, pcid: bool) {
 
 /// [`modes_agree_on`] with `[shadow]` settings `shadow`.
 fn modes_agree_on_with(ops: &[Op], huge_pages: bool, pcid: bool, shadow: ShadowConfig) {
-    modes_agree_at(ops, huge_pages, pcid, (4, 4), PageSize::Size4K, shadow);
+    modes_agree_at(
+        ops,
+        huge_pages.into(),
+        pcid,
+        (4, 4),
+        PageSize::Size4K,
+        shadow,
+    );
 }
 
 /// [`modes_agree_on_with`] with a guest of `levels.0` paging levels over an
@@ -235,7 +250,7 @@ fn modes_agree_on_with(ops: &[Op], huge_pages: bool, pcid: bool, shadow: ShadowC
 /// lies above 2^47 (PML5 index 1), where only 5-level paging has user space.
 fn modes_agree_at(
     ops: &[Op],
-    huge_pages: bool,
+    huge_pages: HugePages,
     pcid: bool,
     levels: (u8, u8),
     host: PageSize,
@@ -252,7 +267,14 @@ fn modes_agree_at(
     cfg.host.page_size = host;
     cfg.guest.levels = levels.0;
     cfg.host.ept_levels = levels.1;
-    let mut recs = records(ops);
+    let stride = if huge_pages == HugePages::Huge1G {
+        // Room for a few 1 GiB pages and their copies on write.
+        cfg.guest.mem_mib = cfg.guest.mem_mib.max(4096);
+        128
+    } else {
+        1
+    };
+    let mut recs = records_at(ops, stride);
     if levels.0 == 5 {
         for r in &mut recs {
             match r {
@@ -267,6 +289,24 @@ fn modes_agree_at(
         }
     }
     all_modes_agree(&cfg, &recs);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    /// Guest 1 GiB pages (a 1 GiB window) over every host page size, 4 and
+    /// 5 levels: 1 GiB leaves, their splits to 2 MiB and 4 KiB by map,
+    /// unmap and protect, and their copy on write after a fork. Few cases:
+    /// each touch of a 1 GiB page touches 262144 frames in every mode.
+    #[test]
+    fn every_mode_matches_the_oracle_with_1g_guest_pages(
+        ops in prop::collection::vec(op(), 1..40),
+        pcid in any::<bool>(),
+        host in prop::sample::select(vec![PageSize::Size4K, PageSize::Size2M, PageSize::Size1G]),
+        levels in prop::sample::select(vec![(4u8, 4u8), (5, 5), (4, 5)]),
+    ) {
+        modes_agree_at(&ops, HugePages::Huge1G, pcid, levels, host, ShadowConfig::default());
+    }
 }
 
 /// Base of the window of a 5-level guest: PML5 index 1, above 2^47.

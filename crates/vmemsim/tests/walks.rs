@@ -2,7 +2,7 @@
 
 mod common;
 
-use vmemsim::config::{Config, WalkCacheConfig};
+use vmemsim::config::{Config, HugePages, WalkCacheConfig};
 use vmemsim::guest::softwalk;
 use vmemsim::hv::{Agile, Direct, Mode, Native, Nested, Shadow};
 use vmemsim::mmu::Dim;
@@ -16,12 +16,17 @@ const B: u64 = A + 0x1000;
 
 /// Map a 4 MiB area for process 1 and touch pages A and B (faults included).
 fn map_and_touch_a_and_b<M: Mode>(sim: &mut Sim<M>) {
+    map_len_and_touch_a_and_b(sim, 4 << 20);
+}
+
+/// Map `len` bytes at `A` (1 GiB-aligned) for process 1 and touch pages A and B.
+fn map_len_and_touch_a_and_b<M: Mode>(sim: &mut Sim<M>, len: u64) {
     let setup = [
         ev(
             1,
             ProcEvent::Mmap {
                 addr: A,
-                len: 4 << 20,
+                len,
                 prot: 3,
                 flags: 0x22,
                 file: None,
@@ -42,8 +47,13 @@ fn map_and_touch_a_and_b<M: Mode>(sim: &mut Sim<M>) {
 /// then return the walk references of one more access to `A`, and then of
 /// one to `B` after flushing only the TLBs.
 fn cold_then_warm<M: Mode>(mode: M, cfg: &Config) -> (u64, u64, [u64; 3]) {
+    cold_then_warm_len(mode, cfg, 4 << 20)
+}
+
+/// [`cold_then_warm`] over a mapping of `len` bytes at `A`.
+fn cold_then_warm_len<M: Mode>(mode: M, cfg: &Config, len: u64) -> (u64, u64, [u64; 3]) {
     let mut sim = Sim::new(mode, cfg);
-    map_and_touch_a_and_b(&mut sim);
+    map_len_and_touch_a_and_b(&mut sim, len);
     sim.hw.flush_translation_caches();
     let before = sim.stats().clone();
     sim.access(&load(A), &mut |_, _| {}).unwrap();
@@ -102,7 +112,7 @@ fn cold_nested_walk_is_24_references() {
 fn nested_2m_guest_page_over_4k_ept_is_19_references() {
     // 3 guest levels x (4 + 1) + 4 for the final gPA.
     let mut cfg = caches_off();
-    cfg.guest.huge_pages = true;
+    cfg.guest.huge_pages = HugePages::Huge2M;
     let (cold, _, dims) = cold_then_warm(Nested, &cfg);
     assert_eq!(cold, 19);
     assert_eq!(dims[Dim::Guest as usize], 3);
@@ -111,7 +121,7 @@ fn nested_2m_guest_page_over_4k_ept_is_19_references() {
 #[test]
 fn native_2m_page_is_3_references() {
     let mut cfg = caches_off();
-    cfg.guest.huge_pages = true;
+    cfg.guest.huge_pages = HugePages::Huge2M;
     assert_eq!(cold_then_warm(Native, &cfg).0, 3);
 }
 
@@ -148,7 +158,7 @@ fn cold_direct_walk_is_4_references() {
 #[test]
 fn direct_2m_guest_page_is_splintered_to_4_references() {
     let mut cfg = caches_off();
-    cfg.guest.huge_pages = true;
+    cfg.guest.huge_pages = HugePages::Huge2M;
     assert_eq!(
         cold_then_warm(Direct::new(&cfg.pv, cfg.guest.mem_mib), &cfg).0,
         4
@@ -666,7 +676,7 @@ fn five_level_guest_maps_above_the_4_level_user_top() {
 fn host_pages(host: vmemsim::addr::PageSize, guest_2m: bool) -> Config {
     let mut cfg = caches_off();
     cfg.host.page_size = host;
-    cfg.guest.huge_pages = guest_2m;
+    cfg.guest.huge_pages = guest_2m.into();
     cfg
 }
 
@@ -768,4 +778,121 @@ fn huge_host_pages_back_whole_aligned_pages_and_count_the_bloat() {
     // all in gPA's first 2 MiB above the guest kernel's (gPFN 512..1024):
     // one host page backed, 512 - 6 frames of it never touched.
     assert_eq!((s.guest_frames_touched, s.host_frames_backed), (6, 512));
+}
+
+/// [`caches_off`] with host pages of `host` and guest 1 GiB pages.
+fn giant_over(host: vmemsim::addr::PageSize) -> Config {
+    let mut cfg = caches_off();
+    cfg.host.page_size = host;
+    cfg.guest.huge_pages = HugePages::Huge1G;
+    cfg
+}
+
+const GIB: u64 = 1 << 30;
+
+#[test]
+fn cold_walks_of_1g_guest_pages() {
+    use vmemsim::addr::PageSize::{Size1G, Size2M, Size4K};
+    // A 1 GiB mapping at A (1 GiB-aligned) gets one 1 GiB guest page: the
+    // guest walk reads the PML4E and the PDPTE (PS set), 2 levels.
+    // Native: 2 references.
+    let (cold, warm, dims) = cold_then_warm_len(Native, &giant_over(Size4K), GIB);
+    assert_eq!((cold, warm, dims), (2, 2, [2, 0, 0]));
+    // Nested, n guest levels over m EPT levels walked: n x (m + 1) + m.
+    // Guest 1 GiB over host 1 GiB (EPT leaves at the PDPTE, m = 2): 2 x 3 + 2 = 8.
+    let (cold, _, dims) = cold_then_warm_len(Nested, &giant_over(Size1G), GIB);
+    assert_eq!((cold, dims), (8, [2, 6, 0]));
+    // Over 2 MiB host pages (m = 3): 2 x 4 + 3 = 11.
+    let (cold, _, dims) = cold_then_warm_len(Nested, &giant_over(Size2M), GIB);
+    assert_eq!((cold, dims), (11, [2, 9, 0]));
+    // Over 4 KiB host pages (m = 4): 2 x 5 + 4 = 14.
+    let (cold, _, dims) = cold_then_warm_len(Nested, &giant_over(Size4K), GIB);
+    assert_eq!((cold, dims), (14, [2, 12, 0]));
+    // Shadow: the shadow leaf is the smaller of guest and host page, one
+    // shadow level per size: 1 GiB leaf at the PDPTE (2), 2 MiB at a
+    // direct PD (3), 4 KiB at a direct PT under it (4).
+    for (host, refs) in [(Size1G, 2), (Size2M, 3), (Size4K, 4)] {
+        let (cold, _, dims) = cold_then_warm_len(Shadow::new(), &giant_over(host), GIB);
+        assert_eq!((cold, dims[Dim::Shadow as usize]), (refs, refs), "{host:?}");
+    }
+    // A mapping of 1 GiB - 4 KiB cannot hold the aligned gigabyte: 2 MiB
+    // pages (the THP rule), natively 3 references.
+    let (cold, _, _) = cold_then_warm_len(Native, &giant_over(Size4K), GIB - 4096);
+    assert_eq!(cold, 3);
+}
+
+#[test]
+fn tlb_entries_of_1g_guest_pages_cover_the_smaller_page() {
+    use vmemsim::addr::PageSize::{Size1G, Size2M, Size4K};
+    // After A and B, an access 512 MiB further (same 1 GiB guest page, another
+    // host page unless host pages are 1 GiB) hits the TLB only when its
+    // entry covers 1 GiB. Over smaller host pages nested walks once; shadow
+    // takes a hidden fault for the new direct entry, then walks again.
+    let far = load(A + (512 << 20));
+    for (host, walks, shadow_walks) in [(Size1G, 0u64, 0u64), (Size2M, 1, 2), (Size4K, 1, 2)] {
+        let cfg = giant_over(host);
+        let mut sim = Sim::new(Nested, &cfg);
+        map_len_and_touch_a_and_b(&mut sim, GIB);
+        let before = sim.stats().clone();
+        sim.access(&far, &mut |_, _| {}).unwrap();
+        let d = sim.stats().since(&before);
+        assert_eq!(
+            (d.walks, d.guest_page_faults),
+            (walks, 0),
+            "nested {host:?}"
+        );
+        let mut sim = Sim::new(Shadow::new(), &cfg);
+        map_len_and_touch_a_and_b(&mut sim, GIB);
+        let before = sim.stats().clone();
+        sim.access(&far, &mut |_, _| {}).unwrap();
+        assert_eq!(
+            sim.stats().since(&before).walks,
+            shadow_walks,
+            "shadow {host:?}"
+        );
+    }
+    // Natively one 1 GiB entry: no walk.
+    let mut sim = Sim::new(Native, &giant_over(Size4K));
+    map_len_and_touch_a_and_b(&mut sim, GIB);
+    let before = sim.stats().clone();
+    sim.access(&far, &mut |_, _| {}).unwrap();
+    assert_eq!(sim.stats().since(&before).walks, 0);
+}
+
+#[test]
+fn a_1g_guest_page_is_one_fault_and_splits_on_munmap() {
+    // The first touch maps the whole gigabyte (262144 frames zeroed, one
+    // demand fault); unmapping its first 4 KiB splits it into 2 MiB pages
+    // and the first of those into 4 KiB pages: the rest stays mapped.
+    let mut sim = Sim::new(Native, &giant_over(vmemsim::addr::PageSize::Size4K));
+    map_len_and_touch_a_and_b(&mut sim, GIB);
+    let s = sim.stats().clone();
+    // Zeroed: the root and the PDPT (one table each) and the 1 GiB page.
+    assert_eq!((s.demand_faults, s.frames_zeroed), (1, 2 + 262144));
+    let root = sim.guest.current().unwrap().root;
+    let m = softwalk::translate(&sim.guest.mem, root, 4, B).unwrap();
+    assert_eq!(m.level, 3);
+    sim.event(1, &ProcEvent::Munmap { addr: A, len: 4096 })
+        .unwrap();
+    assert!(softwalk::translate(&sim.guest.mem, root, 4, A).is_none());
+    let m2 = softwalk::translate(&sim.guest.mem, root, 4, B).unwrap();
+    assert_eq!(
+        (m2.level, m2.gpfn),
+        (1, m.gpfn),
+        "same frame, now a 4 KiB leaf"
+    );
+    let far = softwalk::translate(&sim.guest.mem, root, 4, A + (512 << 20)).unwrap();
+    assert_eq!(far.level, 2);
+}
+
+#[test]
+fn direct_paging_rejects_1g_guest_pages() {
+    let cfg = giant_over(vmemsim::addr::PageSize::Size4K);
+    let e = vmemsim::ModeKind::Direct
+        .check(&cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("guest.huge_pages") && e.contains("PV"), "{e}");
+    assert!(!vmemsim::ModeKind::Direct.runs_with(&cfg));
+    assert!(vmemsim::ModeKind::Nested.runs_with(&cfg));
 }

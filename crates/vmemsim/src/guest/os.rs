@@ -10,7 +10,7 @@ use super::softwalk;
 use super::swap;
 use super::vma::{Vmas, PROT_EXEC, PROT_READ, PROT_RWX, PROT_WRITE};
 use super::{GuestMemory, Platform};
-use crate::addr::{pt_index, Gpa, Gva, FRAMES_PER_HUGE, HUGE_SIZE, PAGE_SIZE};
+use crate::addr::{pt_index, Gpa, Gva, HUGE_SIZE, PAGE_SIZE};
 use crate::config::GuestConfig;
 use crate::mmu::{Rights, TableMem};
 use crate::pte::x86;
@@ -449,23 +449,39 @@ impl GuestOs {
                 (None, false) => None,
             }
         });
-        let huge_ok = self.cfg.huge_pages && {
-            let base = va & !(HUGE_SIZE - 1);
-            matches!(p.vmas.find(base), Some(v) if v.end - base >= HUGE_SIZE && !v.implicit)
+        // The largest page the VMA allows at `va` (Linux's rule, see
+        // `HugePages`): its aligned range lies wholly in one recorded VMA.
+        let fits = |level: u8| {
+            let size = HUGE_SIZE << (9 * (u32::from(level) - 2));
+            let base = va & !(size - 1);
+            matches!(p.vmas.find(base), Some(v) if v.end - base >= size && !v.implicit)
         };
+        let max_level = self.cfg.huge_pages.max_level();
+        let huge_ok = [
+            false,
+            false,
+            max_level >= 2 && fits(2),
+            max_level >= 3 && fits(3),
+        ];
         let (root, pcid) = (p.root, p.pcid);
         let mut table = root;
         for level in (2..=self.cfg.levels).rev() {
             let idx = pt_index(va, level);
             let e = self.mem.read(table, idx);
             if e & x86::P == 0 {
-                if level == 2 && huge_ok {
-                    if let Some(base) = self.frames.alloc_2m() {
-                        for f in base..base + FRAMES_PER_HUGE {
+                if level <= 3 && huge_ok[usize::from(level)] {
+                    let alloc = if level == 3 {
+                        self.frames.alloc_1g()
+                    } else {
+                        self.frames.alloc_2m()
+                    };
+                    if let Some(base) = alloc {
+                        let n = x86::leaf_frames(level);
+                        for f in base..base + n {
                             plat.touch_frame(&mut self.mem, f);
                         }
-                        self.fill(base, FRAMES_PER_HUGE, va & !(HUGE_SIZE - 1), file);
-                        plat.stats().frames_zeroed += FRAMES_PER_HUGE;
+                        self.fill(base, n, va & !(n * PAGE_SIZE - 1), file);
+                        plat.stats().frames_zeroed += n;
                         plat.stats().demand_faults += 1;
                         self.write_pte(
                             plat,
@@ -482,8 +498,8 @@ impl GuestOs {
                 table = t;
                 continue;
             }
-            if level == 2 && e & x86::PS != 0 {
-                return self.fault_on_present(plat, pid, pcid, table, idx, e, va, r, true);
+            if x86::is_leaf(level, e) {
+                return self.fault_on_present(plat, pid, pcid, table, idx, e, va, r, level);
             }
             table = x86::frame(e);
         }
@@ -501,10 +517,11 @@ impl GuestOs {
             plat.end_pt_update(&mut self.mem);
             return Ok(());
         }
-        self.fault_on_present(plat, pid, pcid, table, idx, e, va, r, false)
+        self.fault_on_present(plat, pid, pcid, table, idx, e, va, r, 1)
     }
 
-    /// A fault on a present leaf: copy-on-write, or a right the VMA now grants.
+    /// A fault on a present leaf at `level` (1 = 4 KiB, 2 = 2 MiB, 3 =
+    /// 1 GiB): copy-on-write, or a right the VMA now grants.
     #[allow(clippy::too_many_arguments)]
     fn fault_on_present<P: Platform>(
         &mut self,
@@ -516,9 +533,10 @@ impl GuestOs {
         e: u64,
         va: u64,
         r: Rights,
-        huge: bool,
+        level: u8,
     ) -> Result<(), SimError> {
-        let n = if huge { FRAMES_PER_HUGE } else { 1 };
+        let huge = level > 1;
+        let n = x86::leaf_frames(level);
         let mut new = e | x86::A;
         if r.fetch {
             new &= !x86::NX;
@@ -528,7 +546,19 @@ impl GuestOs {
             plat.stats().cow_faults += 1;
             if self.frames.refs(old) > 1 {
                 let copy = if huge {
-                    self.frames.alloc_2m().ok_or_else(|| self.out_of_memory())?
+                    let big = if level == 3 {
+                        self.frames.alloc_1g()
+                    } else {
+                        self.frames.alloc_2m()
+                    };
+                    let Some(big) = big else {
+                        // No free page of that size: split the shared leaf
+                        // and copy the smaller page on the next fault (as
+                        // Linux's huge-page write fault falls back to a split).
+                        let base = va & !(n * PAGE_SIZE - 1);
+                        return self.split_huge(plat, pid, pcid, table, idx, e, base, level);
+                    };
+                    big
                 } else {
                     self.take_4k(plat)?
                 };
@@ -551,8 +581,8 @@ impl GuestOs {
         self.write_pte(plat, table, idx, new);
         plat.end_pt_update(&mut self.mem);
         if huge {
-            // The TLB may hold a 2 MiB page as 512 splintered 4 KiB entries
-            // (EPT or shadow maps 4 KiB): one INVLPG would miss most.
+            // The TLB may hold a huge page as splintered smaller entries
+            // (EPT or shadow maps smaller pages): one INVLPG would miss most.
             plat.stats().tlb_flushes += 1;
             plat.flush_pcid(pcid);
         } else {
@@ -637,7 +667,7 @@ impl GuestOs {
                 continue;
             }
             if x86::is_leaf(level, e) {
-                let n = if level == 2 { FRAMES_PER_HUGE } else { 1 };
+                let n = x86::leaf_frames(level);
                 self.frames.get(x86::frame(e), n);
                 if level == 1 {
                     self.rmap_add(x86::frame(e), child, va);
@@ -671,7 +701,7 @@ impl GuestOs {
                 continue;
             }
             if x86::is_leaf(level, e) {
-                let n = if level == 2 { FRAMES_PER_HUGE } else { 1 };
+                let n = x86::leaf_frames(level);
                 self.frames.put(x86::frame(e), n);
                 if level == 1 {
                     self.rmap_remove(x86::frame(e), pid, va);
@@ -920,15 +950,16 @@ impl GuestOs {
                     va = (va & !(span - 1)).saturating_add(span);
                     continue;
                 }
-                if level == 2 {
-                    // A 2 MiB leaf: split it unless the range covers all of it.
-                    let base = va & !(HUGE_SIZE - 1);
-                    if base < s || e - base < HUGE_SIZE {
-                        self.split_huge(plat, pid, pcid, table, idx, entry, base)?;
+                let n = x86::leaf_frames(level);
+                if level > 1 {
+                    // A huge leaf: split it unless the range covers all of it.
+                    let size = n * PAGE_SIZE;
+                    let base = va & !(size - 1);
+                    if base < s || e - base < size {
+                        self.split_huge(plat, pid, pcid, table, idx, entry, base, level)?;
                         continue;
                     }
                 }
-                let n = if level == 2 { FRAMES_PER_HUGE } else { 1 };
                 let new = f(entry);
                 if new != Some(entry) {
                     match new {
@@ -962,8 +993,10 @@ impl GuestOs {
         Ok(())
     }
 
-    /// Replace the 2 MiB leaf `entry` at (`table`, `idx`) by a table of 512
-    /// 4 KiB leaves mapping the same frames with the same rights.
+    /// Replace the huge leaf `entry` at (`table`, `idx`, `level` 2 or 3)
+    /// by a table of 512 leaves one level down mapping the same frames with
+    /// the same rights: 4 KiB leaves for a 2 MiB page, 2 MiB leaves for a
+    /// 1 GiB page (Linux `__split_huge_pud` then `__split_huge_pmd`).
     #[allow(clippy::too_many_arguments)]
     fn split_huge<P: Platform>(
         &mut self,
@@ -974,13 +1007,21 @@ impl GuestOs {
         idx: usize,
         entry: u64,
         va: u64,
+        level: u8,
     ) -> Result<(), SimError> {
         let t = self.alloc_table(plat)?;
         let base = x86::frame(entry);
-        let flags = entry & !x86::FRAME & !x86::PS;
-        for i in 0..512 {
-            self.write_pte(plat, t, i, x86::make(base + i as u64, flags));
-            self.rmap_add(base + i as u64, pid, va + i as u64 * PAGE_SIZE);
+        let step = x86::leaf_frames(level - 1);
+        let flags = if level == 3 {
+            entry & !x86::FRAME
+        } else {
+            entry & !x86::FRAME & !x86::PS
+        };
+        for i in 0..512u64 {
+            self.write_pte(plat, t, i as usize, x86::make(base + i * step, flags));
+            if level == 2 {
+                self.rmap_add(base + i, pid, va + i * PAGE_SIZE);
+            }
         }
         self.write_pte(plat, table, idx, x86::make(t, TABLE_FLAGS));
         // Like Linux's __split_huge_pmd (pmdp_invalidate + flush): the PDE

@@ -2,7 +2,7 @@
 //! effects. The oracle every mode is checked against, and what a hypervisor
 //! uses to read guest tables.
 
-use crate::addr::{pt_index, FRAMES_PER_HUGE};
+use crate::addr::pt_index;
 use crate::mmu::TableMem;
 use crate::pte::x86;
 
@@ -13,7 +13,7 @@ pub struct GuestMapping {
     pub gpfn: u64,
     /// The leaf entry.
     pub pte: u64,
-    /// Level of the leaf (1 = 4 KiB PTE, 2 = 2 MiB PDE).
+    /// Level of the leaf (1 = 4 KiB PTE, 2 = 2 MiB PDE, 3 = 1 GiB PDPTE).
     pub level: u8,
     /// gPFN of the table holding the leaf, and the index in it.
     pub table: u64,
@@ -31,12 +31,8 @@ pub fn translate<T: TableMem>(mem: &T, root: u64, levels: u8, va: u64) -> Option
         if e & x86::P == 0 {
             return None;
         }
-        if level == 1 || (level == 2 && e & x86::PS != 0) {
-            let off = if level == 2 {
-                (va >> 12) & (FRAMES_PER_HUGE - 1)
-            } else {
-                0
-            };
+        if x86::is_leaf(level, e) {
+            let off = (va >> 12) & (x86::leaf_frames(level) - 1);
             return Some(GuestMapping {
                 gpfn: x86::frame(e) + off,
                 pte: e,
@@ -88,7 +84,7 @@ pub fn path<T: TableMem>(mem: &T, root: u64, levels: u8, va: u64) -> GuestPath {
         let e = mem.read(table, idx);
         p.steps[p.len] = (table, idx, e);
         p.len += 1;
-        if e & x86::P == 0 || level == 1 || (level == 2 && e & x86::PS != 0) {
+        if e & x86::P == 0 || x86::is_leaf(level, e) {
             break;
         }
         table = x86::frame(e);

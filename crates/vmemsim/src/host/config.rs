@@ -543,8 +543,9 @@ mem_mib = 256
     fn parses_vms_with_overrides() {
         let h = parse(TWO).unwrap();
         assert_eq!(h.vms.len(), 2);
-        assert!(h.vms[0].cfg.guest.huge_pages);
-        assert!(!h.vms[1].cfg.guest.huge_pages);
+        use crate::config::HugePages;
+        assert_eq!(h.vms[0].cfg.guest.huge_pages, HugePages::Huge2M);
+        assert_eq!(h.vms[1].cfg.guest.huge_pages, HugePages::None);
         assert_eq!(h.vms[1].cfg.guest.mem_mib, 256);
         assert_eq!(h.vms[1].mode, ModeKind::Shadow);
         assert!(matches!(h.vms[1].input, VmInput::Builtin(s) if s.footprint_mib == 8));

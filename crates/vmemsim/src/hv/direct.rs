@@ -23,10 +23,18 @@
 //! - the hardware sets A/D in the machine tables; as the guest's view is the
 //!   same table, they are copied back into the guest's entries (no cost).
 //!
-//! Guest 2 MiB pages: Xen PV does not give guests superpages by default,
-//! and a 2 MiB guest page need not be contiguous in host frames, so the
+//! Guest huge pages: Xen does not give PV guests superpages. Its CPUID
+//! policy hides PSE from PV guests (marked `S`, HVM only, in
+//! `xen/include/public/arch-x86/cpufeatureset.h`) and 1 GiB pages
+//! (`PAGE1GB`, marked `H`, HVM with HAP only); 2 MiB PV superpages existed
+//! only behind the `allowsuperpage` boot option (Xen 4.0 to 4.6, needing
+//! machine-contiguous frames) and were then removed. The model keeps the
+//! guest's 2 MiB pages so that every mode runs the same guest: the
 //! hypervisor splinters a guest PDE with PS into a machine page of 512
-//! 4 KiB entries (a hypervisor frame).
+//! 4 KiB entries (a hypervisor frame), so machine tables map 4 KiB pages
+//! only, whatever `[host] page_size` is. A guest with 1 GiB pages
+//! (`guest.huge_pages = "1g"`) does not exist under PV: `direct` rejects
+//! that config ([`crate::sim::ModeKind::check`]).
 //!
 //! Guest page faults have no hidden part (no shadow to fill) but a PV guest
 //! receives #PF through Xen's trap bounce, so each counts as an exit

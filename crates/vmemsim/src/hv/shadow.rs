@@ -9,8 +9,11 @@
 //!
 //! Shadow pages are keyed by the guest table they shadow (KVM keys them by
 //! (gfn, role) [KVM mmu.rst]), so shadows stay cached per guest CR3 across
-//! context switches. A guest 2 MiB page is backed by 4 KiB host frames, so
-//! its shadow is a "direct" shadow page of 512 4 KiB entries, as in KVM.
+//! context switches. A shadow leaf is at most the smaller of the guest page
+//! and the host page backing it: a guest 2 MiB page over 4 KiB host frames
+//! is shadowed by a "direct" shadow page of 512 4 KiB entries, a 1 GiB one
+//! by a direct PD (of 2 MiB leaves over 2 MiB host pages, or of direct PTs
+//! over 4 KiB ones), as KVM's direct shadow pages.
 //!
 //! Two mechanisms of today's KVM, each switched by `[shadow]`
 //! ([`ShadowConfig`], both on by default):
@@ -40,7 +43,7 @@ use rustc_hash::FxHashMap;
 
 use super::agile::NestedTables;
 use super::{Core, Fill, GuestFault, Mode};
-use crate::addr::{pt_index, Gpa, Gva, PageSize, FRAMES_PER_HUGE};
+use crate::addr::{pt_index, Gpa, Gva};
 use crate::config::ShadowConfig;
 use crate::guest::{softwalk, GuestMemory};
 use crate::host::HostMemory;
@@ -53,11 +56,12 @@ const SHADOW_TABLE_FLAGS: u64 = x86::P | x86::RW | x86::US | x86::A;
 
 #[derive(Debug)]
 pub(super) struct ShadowPage {
-    /// Guest table it shadows (or first gPFN of the 2 MiB page for a direct page).
+    /// Guest table it shadows (or, for a direct page, the first gPFN of the
+    /// part of a guest huge page it maps).
     pub(super) gpfn: u64,
     /// Level of its entries (1 = PTEs).
     pub(super) level: u8,
-    /// Shadows a guest 2 MiB page with 4 KiB entries.
+    /// Maps part of a guest huge page with smaller entries (a direct page).
     pub(super) direct: bool,
     /// Shadow entries pointing at it: (shadow page hPFN, index).
     parents: Vec<(u64, usize)>,
@@ -88,8 +92,8 @@ pub struct Shadow {
     cfg: ShadowConfig,
     /// Guest table gPFN -> shadow page hPFN.
     pub(super) sp_of: FxHashMap<u64, u64>,
-    /// First gPFN of a guest 2 MiB page -> direct shadow page hPFN.
-    direct_of: FxHashMap<u64, u64>,
+    /// (first gPFN, level) of a direct shadow page -> its hPFN.
+    direct_of: FxHashMap<(u64, u8), u64>,
     /// Shadow page hPFN -> what it shadows.
     pub(super) pages: FxHashMap<u64, ShadowPage>,
     /// Write-protected guest frames (shadowed guest tables), by gPFN.
@@ -261,13 +265,14 @@ impl Shadow {
         sp
     }
 
-    fn direct_page(&mut self, core: &mut Core, base_gpfn: u64) -> u64 {
-        if let Some(&sp) = self.direct_of.get(&base_gpfn) {
+    fn direct_page(&mut self, core: &mut Core, base_gpfn: u64, level: u8) -> u64 {
+        if let Some(&sp) = self.direct_of.get(&(base_gpfn, level)) {
             return sp;
         }
         let sp = core.host.alloc_table();
-        self.pages.insert(sp, ShadowPage::new(base_gpfn, 1, true));
-        self.direct_of.insert(base_gpfn, sp);
+        self.pages
+            .insert(sp, ShadowPage::new(base_gpfn, level, true));
+        self.direct_of.insert((base_gpfn, level), sp);
         sp
     }
 
@@ -308,7 +313,7 @@ impl Shadow {
             let c = self.pages.get_mut(&child).expect("child shadow page");
             c.parents.retain(|&p| p != (sp, idx));
             if c.direct {
-                let base = c.gpfn;
+                let base = (c.gpfn, c.level);
                 self.free_page(core, child);
                 self.direct_of.remove(&base);
             }
@@ -340,7 +345,7 @@ impl Shadow {
                 if let Some(c) = self.pages.get_mut(&child) {
                     c.parents.retain(|&p| p != (sp, idx));
                     if c.direct {
-                        let base = c.gpfn;
+                        let base = (c.gpfn, c.level);
                         self.free_page(core, child);
                         self.direct_of.remove(&base);
                     }
@@ -455,21 +460,22 @@ impl Shadow {
             let mut leaf_idx = idx;
             let mut gpfn = x86::frame(ne);
             // A shadow leaf is at most the smaller of the guest page and
-            // the host page: a 2 MiB guest page over 2 MiB (or 1 GiB) host
-            // pages gets a 2 MiB shadow leaf, over 4 KiB host pages a
-            // direct page of 4 KiB entries.
-            let ps = if level == 2 && core.vm.host_page != PageSize::Size4K {
-                x86::PS
-            } else {
-                0
-            };
-            if level == 2 && ps == 0 {
-                let d = self.direct_page(core, gpfn);
-                self.link(core, sp, idx, d);
+            // the host page: a huge guest page over smaller host pages gets
+            // direct shadow pages down to the host page's level (a 1 GiB
+            // guest page over 4 KiB host pages: a direct PD, then a direct
+            // PT of 4 KiB entries), as KVM's direct shadow pages.
+            let target = level.min(core.vm.host_page.leaf_level());
+            let mut lvl = level;
+            while lvl > target {
+                let d = self.direct_page(core, gpfn, lvl - 1);
+                self.link(core, leaf_sp, leaf_idx, d);
                 leaf_sp = d;
-                leaf_idx = pt_index(va, 1);
-                gpfn += (va >> 12) & (FRAMES_PER_HUGE - 1);
+                leaf_idx = pt_index(va, lvl - 1);
+                gpfn +=
+                    ((va >> 12) & (x86::leaf_frames(lvl) - 1)) & !(x86::leaf_frames(lvl - 1) - 1);
+                lvl -= 1;
             }
+            let ps = if target > 1 { x86::PS } else { 0 };
             core.back(gpfn);
             let mut hpfn = core.p2m(gpfn).expect("just backed");
             let mut flags = leaf_flags(ne) | ps;

@@ -2,7 +2,7 @@
 //! all tagged with an address-space id (VPID and PCID).
 
 use super::cache::{Key, SetAssoc};
-use crate::addr::{PageSize, FRAMES_PER_HUGE, HUGE_SHIFT, PAGE_SHIFT};
+use crate::addr::{PageSize, GIANT_SHIFT, HUGE_SHIFT, PAGE_SHIFT};
 use crate::config::TlbConfig;
 
 /// Address-space id that tags TLB and PWC entries: `vpid << 12 | pcid`,
@@ -171,11 +171,14 @@ impl Tlbs {
 /// The arrays of a TLB hierarchy with tags of type `K`.
 #[derive(Clone, Debug)]
 pub struct TlbSet<K: TlbKey> {
-    l1d: [SetAssoc<TlbEntry, K>; 2],
-    l1i: [SetAssoc<TlbEntry, K>; 2],
+    /// By page size: 4 KiB, 2 MiB, 1 GiB.
+    l1d: [SetAssoc<TlbEntry, K>; 3],
+    l1i: [SetAssoc<TlbEntry, K>; 3],
     stlb: SetAssoc<TlbEntry, K>,
     /// A 2 MiB entry was ever inserted: until then lookups skip the 2 MiB probes.
     any_huge: bool,
+    /// A 1 GiB entry was ever inserted: until then lookups skip the 1 GiB probes.
+    any_giant: bool,
     /// The last lookup missed without finding its page at all (not even an
     /// entry lacking a right): `(asid, 4 KiB page number, fetch)`. The fill
     /// after the walk then needs no scan; any other change forgets it.
@@ -184,22 +187,29 @@ pub struct TlbSet<K: TlbKey> {
 
 /// A TLB tag: page number, page size and [`Asid`], packed.
 pub trait TlbKey: Key {
-    /// The tag of page `vpn` (in units of its size), 2 MiB when `huge`, in `asid`.
-    fn make(vpn: u64, huge: bool, asid: Asid) -> Self;
+    /// The tag of page `vpn` (in units of its size) of size class `size`
+    /// (0 = 4 KiB, 1 = 2 MiB, 2 = 1 GiB), in `asid`.
+    fn make(vpn: u64, size: u8, asid: Asid) -> Self;
     /// The ASID in the tag.
     fn asid(self) -> u32;
 }
 
 /// Where a 64-bit TLB tag keeps its [`Asid`]: above the 36 bits of page
 /// number and size (a 4 KiB page number of a 4-level gVA below 2^47 has 35
-/// bits, and bit 35 marks a 2 MiB entry, whose page number has 26).
+/// bits; bit 35 marks a huge entry, whose page number has at most 26 bits,
+/// and bit 34 a 1 GiB one among them, whose page number has 17).
 const KEY_ASID_SHIFT: u32 = 64 - ASID_BITS;
 
 impl TlbKey for u64 {
     #[inline]
-    fn make(vpn: u64, huge: bool, asid: Asid) -> Self {
+    fn make(vpn: u64, size: u8, asid: Asid) -> Self {
         debug_assert!(vpn < 1 << 35, "page number {vpn:#x} beyond a 4-level gVA");
-        vpn | (u64::from(huge) << 35) | (u64::from(asid.0) << KEY_ASID_SHIFT)
+        let size_bits = match size {
+            0 => 0,
+            1 => 1 << 35,
+            _ => 3 << 34,
+        };
+        vpn | size_bits | (u64::from(asid.0) << KEY_ASID_SHIFT)
     }
     #[inline]
     fn asid(self) -> u32 {
@@ -208,13 +218,13 @@ impl TlbKey for u64 {
 }
 
 /// A 128-bit TLB tag (5-level paging): the page number (44 bits for a
-/// 4 KiB page of a gVA below 2^56) in bits 0..44, the 2 MiB mark at bit
-/// 44, the ASID from bit 64.
+/// 4 KiB page of a gVA below 2^56) in bits 0..44, the size class at bits
+/// 44..46, the ASID from bit 64.
 impl TlbKey for u128 {
     #[inline]
-    fn make(vpn: u64, huge: bool, asid: Asid) -> Self {
+    fn make(vpn: u64, size: u8, asid: Asid) -> Self {
         debug_assert!(vpn < 1 << 44, "page number {vpn:#x} beyond a 5-level gVA");
-        u128::from(vpn) | (u128::from(huge) << 44) | (u128::from(asid.0) << 64)
+        u128::from(vpn) | (u128::from(size) << 44) | (u128::from(asid.0) << 64)
     }
     #[inline]
     fn asid(self) -> u32 {
@@ -223,8 +233,8 @@ impl TlbKey for u128 {
 }
 
 #[inline]
-fn key<K: TlbKey>(vpn: u64, huge: bool, asid: Asid) -> K {
-    K::make(vpn, huge, asid)
+fn key<K: TlbKey>(vpn: u64, size: u8, asid: Asid) -> K {
+    K::make(vpn, size, asid)
 }
 
 #[inline]
@@ -245,10 +255,19 @@ impl<K: TlbKey> TlbSet<K> {
     /// Empty TLBs with the configured geometries.
     pub fn new(c: &TlbConfig) -> Self {
         TlbSet {
-            l1d: [SetAssoc::new(c.l1d_4k), SetAssoc::new(c.l1d_2m)],
-            l1i: [SetAssoc::new(c.l1i_4k), SetAssoc::new(c.l1i_2m)],
+            l1d: [
+                SetAssoc::new(c.l1d_4k),
+                SetAssoc::new(c.l1d_2m),
+                SetAssoc::new(c.l1d_1g),
+            ],
+            l1i: [
+                SetAssoc::new(c.l1i_4k),
+                SetAssoc::new(c.l1i_2m),
+                SetAssoc::new(c.l1i_1g),
+            ],
             stlb: SetAssoc::new(c.stlb),
             any_huge: false,
+            any_giant: false,
             clean_miss: None,
         }
     }
@@ -266,11 +285,12 @@ impl<K: TlbKey> TlbSet<K> {
     ) -> (TlbLevel, Option<TlbHit>) {
         let vpn = va >> PAGE_SHIFT;
         let hvpn = va >> HUGE_SHIFT;
+        let gvpn = va >> GIANT_SHIFT;
         let usable = |e: &TlbEntry| (!write || e.write_ok()) && (!fetch || e.exec_ok());
         self.clean_miss = None;
         let mut found = false;
         let l1 = if fetch { &mut self.l1i } else { &mut self.l1d };
-        if let Some(e) = l1[0].lookup(vpn, key::<K>(vpn, false, asid)) {
+        if let Some(e) = l1[0].lookup(vpn, key::<K>(vpn, 0, asid)) {
             found = true;
             if usable(&e) {
                 return (
@@ -283,17 +303,25 @@ impl<K: TlbKey> TlbSet<K> {
             }
         }
         if self.any_huge {
-            if let Some(e) = l1[1].lookup(hvpn, key::<K>(hvpn, true, asid)) {
+            if let Some(e) = l1[1].lookup(hvpn, key::<K>(hvpn, 1, asid)) {
                 found = true;
                 if usable(&e) {
-                    return (TlbLevel::L1, Some(split(e, vpn)));
+                    return (TlbLevel::L1, Some(split(e, vpn, HUGE_SHIFT)));
                 }
             }
         }
-        if let Some(e) = self.stlb.lookup(vpn, key::<K>(vpn, false, asid)) {
+        if self.any_giant {
+            if let Some(e) = l1[2].lookup(gvpn, key::<K>(gvpn, 2, asid)) {
+                found = true;
+                if usable(&e) {
+                    return (TlbLevel::L1, Some(split(e, vpn, GIANT_SHIFT)));
+                }
+            }
+        }
+        if let Some(e) = self.stlb.lookup(vpn, key::<K>(vpn, 0, asid)) {
             found = true;
             if usable(&e) {
-                l1[0].insert(vpn, key::<K>(vpn, false, asid), e);
+                l1[0].insert(vpn, key::<K>(vpn, 0, asid), e);
                 return (
                     TlbLevel::Stlb,
                     Some(TlbHit {
@@ -304,17 +332,26 @@ impl<K: TlbKey> TlbSet<K> {
             }
         }
         if self.any_huge {
-            if let Some(e) = self.stlb.lookup(hvpn, key::<K>(hvpn, true, asid)) {
+            if let Some(e) = self.stlb.lookup(hvpn, key::<K>(hvpn, 1, asid)) {
                 found = true;
                 if usable(&e) {
-                    l1[1].insert(hvpn, key::<K>(hvpn, true, asid), e);
-                    return (TlbLevel::Stlb, Some(split(e, vpn)));
+                    l1[1].insert(hvpn, key::<K>(hvpn, 1, asid), e);
+                    return (TlbLevel::Stlb, Some(split(e, vpn, HUGE_SHIFT)));
+                }
+            }
+        }
+        if self.any_giant {
+            if let Some(e) = self.stlb.lookup(gvpn, key::<K>(gvpn, 2, asid)) {
+                found = true;
+                if usable(&e) {
+                    l1[2].insert(gvpn, key::<K>(gvpn, 2, asid), e);
+                    return (TlbLevel::Stlb, Some(split(e, vpn, GIANT_SHIFT)));
                 }
             }
         }
         if !found {
-            // Every probe missed (the 2 MiB ones are skipped only while no
-            // 2 MiB entry exists), so neither page size is cached anywhere.
+            // Every probe missed (the huge ones are skipped only while no
+            // entry of their size exists), so no page size is cached anywhere.
             self.clean_miss = Some((asid.0, vpn, fetch));
         }
         (TlbLevel::Miss, None)
@@ -323,30 +360,31 @@ impl<K: TlbKey> TlbSet<K> {
     /// Fill the STLB and the L1 TLB for the access kind after a walk.
     #[inline(always)]
     pub fn insert(&mut self, asid: Asid, va: u64, size: PageSize, fetch: bool, e: TlbEntry) {
-        let huge = size == PageSize::Size2M;
-        self.any_huge |= huge;
+        let class = size.leaf_level() - 1;
+        self.any_huge |= class == 1;
+        self.any_giant |= class == 2;
         let vpn = va >> size.shift();
-        let k = key::<K>(vpn, huge, asid);
+        let k = key::<K>(vpn, class, asid);
         let l1 = if fetch { &mut self.l1i } else { &mut self.l1d };
         if self.clean_miss.take() == Some((asid.0, va >> PAGE_SHIFT, fetch)) {
             self.stlb.insert_new(vpn, k, e);
-            l1[usize::from(huge)].insert_new(vpn, k, e);
+            l1[usize::from(class)].insert_new(vpn, k, e);
         } else {
             self.stlb.insert(vpn, k, e);
-            l1[usize::from(huge)].insert(vpn, k, e);
+            l1[usize::from(class)].insert(vpn, k, e);
         }
     }
 
-    /// INVLPG: drop the entries for `va` in `asid`, both page sizes.
+    /// INVLPG: drop the entries for `va` in `asid`, every page size.
     pub fn invlpg(&mut self, asid: Asid, va: u64) {
         self.clean_miss = None;
-        let vpn = va >> PAGE_SHIFT;
-        let hvpn = va >> HUGE_SHIFT;
-        for c in [&mut self.l1d[0], &mut self.l1i[0], &mut self.stlb] {
-            c.remove(vpn, key::<K>(vpn, false, asid));
-        }
-        for c in [&mut self.l1d[1], &mut self.l1i[1], &mut self.stlb] {
-            c.remove(hvpn, key::<K>(hvpn, true, asid));
+        for (class, shift) in [(0u8, PAGE_SHIFT), (1, HUGE_SHIFT), (2, GIANT_SHIFT)] {
+            let i = usize::from(class);
+            let vpn = va >> shift;
+            let [d, ins, stlb] = [&mut self.l1d[i], &mut self.l1i[i], &mut self.stlb];
+            for c in [d, ins, stlb] {
+                c.remove(vpn, key::<K>(vpn, class, asid));
+            }
         }
     }
 
@@ -374,9 +412,10 @@ impl<K: TlbKey> TlbSet<K> {
     }
 }
 
+/// The 4 KiB frames of page `vpn` in the huge entry `e` of `1 << shift` bytes.
 #[inline]
-fn split(e: TlbEntry, vpn: u64) -> TlbHit {
-    let off = vpn & (FRAMES_PER_HUGE - 1);
+fn split(e: TlbEntry, vpn: u64, shift: u32) -> TlbHit {
+    let off = vpn & ((1 << (shift - PAGE_SHIFT)) - 1);
     TlbHit {
         gpfn: e.gpfn() + off,
         hpfn: e.hpfn() + off,
@@ -477,5 +516,35 @@ mod tests {
         assert_eq!(hit.unwrap().gpfn, 1029);
         t.invlpg(a, 0x41_0000);
         assert_eq!(t.lookup(a, 0x40_0000, false, false).0, TlbLevel::Miss);
+    }
+
+    #[test]
+    fn giant_entry_covers_1g_apart_from_2m_entries_and_invlpg_drops_it() {
+        for levels in [4, 5] {
+            let mut t = Tlbs::new(&TlbConfig::default(), levels);
+            let a = Asid::new(3, 7);
+            let g = 0x7f00_0000_0000u64; // 1 GiB-aligned
+            t.insert(a, g, PageSize::Size1G, false, entry(1 << 18));
+            // A 2 MiB entry with the same page number in 2 MiB units as the
+            // 1 GiB one has in 1 GiB units must not alias it.
+            t.insert(a, (g >> 30) << 21, PageSize::Size2M, false, entry(7 << 9));
+            let (lvl, hit) = t.lookup(a, g + (700 << 20) + 5 * 4096, false, false);
+            assert_eq!(lvl, TlbLevel::L1);
+            assert_eq!(hit.unwrap().gpfn, (1 << 18) + (700 << 8) + 5);
+            assert_eq!(
+                t.lookup(a, (g >> 30) << 21, false, false).1.unwrap().gpfn,
+                7 << 9
+            );
+            // Evicted from the 4-entry L1 array by four more gigabytes, it is
+            // found in the STLB.
+            for i in 1..=4u64 {
+                t.insert(a, g + (i << 30), PageSize::Size1G, false, entry(i << 18));
+            }
+            assert_eq!(t.lookup(a, g + 4096, false, false).0, TlbLevel::Stlb);
+            // A fetch finds no 1 GiB ITLB array (0 entries) but the STLB.
+            assert_eq!(t.lookup(a, g + 4096, true, false).0, TlbLevel::Stlb);
+            t.invlpg(a, g + (3 << 29));
+            assert_eq!(t.lookup(a, g, false, false).0, TlbLevel::Miss, "{levels}");
+        }
     }
 }

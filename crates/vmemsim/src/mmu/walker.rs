@@ -554,7 +554,8 @@ pub(crate) fn leaf_size(level: u8, e: u64) -> Option<PageSize> {
     match level {
         _ if !x86::is_leaf(level, e) => None,
         1 => Some(PageSize::Size4K),
-        _ => Some(PageSize::Size2M),
+        2 => Some(PageSize::Size2M),
+        _ => Some(PageSize::Size1G),
     }
 }
 
