@@ -543,7 +543,7 @@ mod tests {
             assert_eq!(t.lookup(a, g + 4096, false, false).0, TlbLevel::Stlb);
             // A fetch finds no 1 GiB ITLB array (0 entries) but the STLB.
             assert_eq!(t.lookup(a, g + 4096, true, false).0, TlbLevel::Stlb);
-            t.invlpg(a, g + (3 << 29));
+            t.invlpg(a, g + (3 << 28));
             assert_eq!(t.lookup(a, g, false, false).0, TlbLevel::Miss, "{levels}");
         }
     }
