@@ -423,6 +423,11 @@ fn set_key(table: &mut toml::Table, key: &str, value: &toml::Value) -> Result<()
             bail!("`{key}` is a section; give one of its keys (`vmemsim config --dump` lists them)")
         }
         (toml::Value::Float(_), toml::Value::Integer(i)) => toml::Value::Float(*i as f64),
+        // `guest.huge_pages` is a size ("none", "2m", "1g") that still reads
+        // the booleans of earlier configs.
+        (toml::Value::String(_), toml::Value::Boolean(_)) if key == "guest.huge_pages" => {
+            value.clone()
+        }
         (o, v) if o.same_type(v) => v.clone(),
         (o, _) => bail!("expected a value of type {}, like {o}", o.type_str()),
     };
