@@ -65,7 +65,13 @@ impl Hw {
     /// [`Pwc::lookup`]), counted in the walk record.
     #[inline]
     pub fn psc_lookup(&mut self, asid: Asid, va: u64) -> Option<(u8, u64)> {
-        let hit = self.pwc.lookup(asid, va, self.levels);
+        self.psc_lookup_in(Runtime, asid, va)
+    }
+
+    /// [`Hw::psc_lookup`] with the paging levels of geometry `g`.
+    #[inline]
+    fn psc_lookup_in<G: Geometry>(&mut self, g: G, asid: Asid, va: u64) -> Option<(u8, u64)> {
+        let hit = self.pwc.lookup(asid, va, g.levels(self));
         self.rec.lookups().psc[CacheLookups::slot(hit)] += 1;
         hit
     }
@@ -215,7 +221,29 @@ pub fn walk_1d<T: TableMem>(
     va: u64,
     r: Rights,
 ) -> Result<Leaf, WalkFault> {
-    let (level, table) = hw.psc_lookup(asid, va).unwrap_or((hw.levels, root));
+    if hw.levels == 4 {
+        walk_1d_in(Default4, hw, tables, dim, root, asid, va, r)
+    } else {
+        walk_1d_in(Runtime, hw, tables, dim, root, asid, va, r)
+    }
+}
+
+/// [`walk_1d`] in geometry `g`.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn walk_1d_in<G: Geometry, T: TableMem>(
+    g: G,
+    hw: &mut Hw,
+    tables: &mut T,
+    dim: Dim,
+    root: u64,
+    asid: Asid,
+    va: u64,
+    r: Rights,
+) -> Result<Leaf, WalkFault> {
+    let (level, table) = hw
+        .psc_lookup_in(g, asid, va)
+        .unwrap_or((g.levels(hw), root));
     match walk_1d_from(hw, tables, dim, level, table, asid, va, r)? {
         ShadowStep::Leaf(l) => Ok(l),
         ShadowStep::Switch { .. } => {
@@ -247,8 +275,19 @@ pub fn walk_2d<G: TableMem, E: TableMem>(
     va: u64,
     r: Rights,
 ) -> Result<Walk2d, WalkFault> {
-    let (level, table) = hw.psc_lookup(asid, va).unwrap_or((hw.levels, root));
-    walk_2d_from(hw, guest, ept, level, table, asid, va, r)
+    if Default4::matches(hw, &ept) {
+        let g = Default4;
+        let (level, table) = hw
+            .psc_lookup_in(g, asid, va)
+            .unwrap_or((g.levels(hw), root));
+        walk_2d_in(g, hw, guest, ept, level, table, None, 0, asid, va, r)
+    } else {
+        let g = Runtime;
+        let (level, table) = hw
+            .psc_lookup_in(g, asid, va)
+            .unwrap_or((g.levels(hw), root));
+        walk_2d_in(g, hw, guest, ept, level, table, None, 0, asid, va, r)
+    }
 }
 
 /// The rest of a 2-D walk from guest table gPFN `table` at `level` (4 = the
@@ -385,6 +424,33 @@ pub fn walk_2d_tagged<G: TableMem, E: TableMem>(
     va: u64,
     r: Rights,
 ) -> Result<Walk2d, WalkFault> {
+    if Default4::matches(hw, &ept) {
+        walk_2d_in(
+            Default4, hw, guest, ept, level, table, table_hpfn, psc_tag, asid, va, r,
+        )
+    } else {
+        walk_2d_in(
+            Runtime, hw, guest, ept, level, table, table_hpfn, psc_tag, asid, va, r,
+        )
+    }
+}
+
+/// [`walk_2d_tagged`] in geometry `g`.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn walk_2d_in<G: Geometry, Gm: TableMem, E: TableMem>(
+    g: G,
+    hw: &mut Hw,
+    guest: &mut Gm,
+    ept: EptRef<'_, E>,
+    level: u8,
+    table: u64,
+    table_hpfn: Option<u64>,
+    psc_tag: u64,
+    asid: Asid,
+    va: u64,
+    r: Rights,
+) -> Result<Walk2d, WalkFault> {
     let (mut level, mut table, mut known) = (level, table, table_hpfn);
     loop {
         // Read the guest entry first: it depends only on the gPFN, so the
@@ -393,7 +459,7 @@ pub fn walk_2d_tagged<G: TableMem, E: TableMem>(
         let e = guest.read(table, idx);
         let table_hpfn = match known.take() {
             Some(h) => h,
-            None => nested_translate(hw, ept, table, ept::R)?.0,
+            None => nested_translate_in(g, hw, ept, table, ept::R)?.0,
         };
         hw.reference((table_hpfn << 12) | (idx as u64 * 8), level, Dim::Guest);
         let leaf = leaf_size(level, e);
@@ -401,13 +467,14 @@ pub fn walk_2d_tagged<G: TableMem, E: TableMem>(
         if let Some(size) = leaf {
             let l = leaf_of(e, size);
             let gpfn = l.frame_of(va);
-            let (hpfn, granted) = nested_translate(hw, ept, gpfn, r.ept_bits())?;
+            let (hpfn, granted) = nested_translate_in(g, hw, ept, gpfn, r.ept_bits())?;
             // The TLB entry covers the smaller of the guest page and the
             // host page backing it [B08].
-            let size = if size == PageSize::Size4K || ept.leaf_level == 1 {
+            let ept_leaf = g.ept_leaf(&ept);
+            let size = if size == PageSize::Size4K || ept_leaf == 1 {
                 PageSize::Size4K
             } else {
-                PageSize::of_level(size.leaf_level().min(ept.leaf_level))
+                PageSize::of_level(size.leaf_level().min(ept_leaf))
             };
             let off = gpfn & (size.frames() - 1);
             return Ok(Walk2d {
@@ -454,11 +521,28 @@ pub fn nested_translate<E: TableMem>(
     gpfn: u64,
     need: u64,
 ) -> Result<(u64, u64), WalkFault> {
+    if Default4::matches(hw, &ept) {
+        nested_translate_in(Default4, hw, ept, gpfn, need)
+    } else {
+        nested_translate_in(Runtime, hw, ept, gpfn, need)
+    }
+}
+
+/// [`nested_translate`] in geometry `g`.
+#[inline]
+fn nested_translate_in<G: Geometry, E: TableMem>(
+    g: G,
+    hw: &mut Hw,
+    ept: EptRef<'_, E>,
+    gpfn: u64,
+    need: u64,
+) -> Result<(u64, u64), WalkFault> {
     let tag = Asid::new(ept.tag, 0);
     debug_assert!(gpfn < 1 << 40, "gPFN {gpfn:#x} beyond 52-bit gPAs");
+    let (ept_levels, ept_leaf) = (g.ept_levels(&ept), g.ept_leaf(&ept));
     // The nested TLB caches EPT leaves of their size: one entry per host
     // page, keyed by its number.
-    let shift = 9 * u32::from(ept.leaf_level - 1);
+    let shift = 9 * u32::from(ept_leaf - 1);
     let hpn = gpfn >> shift;
     let off = gpfn & ((1 << shift) - 1);
     let key = hpn | (u64::from(ept.tag) << NTLB_TAG_SHIFT);
@@ -472,9 +556,9 @@ pub fn nested_translate<E: TableMem>(
     }
     hw.rec.lookups().nested_tlb_misses += 1;
     let gpa = gpfn << 12;
-    let ept_hit = hw.ept_pwc.lookup(tag, gpa, ept.levels);
+    let ept_hit = hw.ept_pwc.lookup(tag, gpa, ept_levels);
     hw.rec.lookups().ept_psc[CacheLookups::slot(ept_hit)] += 1;
-    let (mut level, mut table) = ept_hit.unwrap_or((ept.levels, ept.root));
+    let (mut level, mut table) = ept_hit.unwrap_or((ept_levels, ept.root));
     loop {
         let idx = pt_index(gpa, level);
         let e = ept.tables.read(table, idx);
@@ -483,7 +567,7 @@ pub fn nested_translate<E: TableMem>(
             return Err(WalkFault::EptViolation { gpfn });
         }
         let next = x86::frame(e);
-        if level == ept.leaf_level {
+        if level == ept_leaf {
             debug_assert!(level == 1 || e & ept::PS != 0, "EPT leaf at level {level}");
             let rights = e & ept::RWX;
             let v = next | (rights << NTLB_RIGHTS_SHIFT);
@@ -497,6 +581,69 @@ pub fn nested_translate<E: TableMem>(
         hw.ept_pwc.insert_new(tag, gpa, level, next);
         table = next;
         level -= 1;
+    }
+}
+
+/// The paging geometry of a walk: guest levels, EPT levels and the EPT
+/// leaf level. The walkers are monomorphized per geometry, once with the
+/// default's values as constants ([`Default4`]: 4-level guest tables over
+/// a 4-level EPT of 4 KiB leaves) and once reading them at run time
+/// ([`Runtime`]), so the default walk does no level or host-page
+/// arithmetic for the 5-level and huge-host-page support. Each walk picks
+/// one with a few compares ([`Default4::matches`]).
+trait Geometry: Copy {
+    /// Levels of the guest / 1-D tables.
+    fn levels(self, hw: &Hw) -> u8;
+    /// Levels of the EPT.
+    fn ept_levels<E>(self, ept: &EptRef<'_, E>) -> u8;
+    /// Level of the EPT's leaves (1 = 4 KiB host pages).
+    fn ept_leaf<E>(self, ept: &EptRef<'_, E>) -> u8;
+}
+
+/// The default geometry, as constants.
+#[derive(Clone, Copy)]
+struct Default4;
+
+impl Default4 {
+    /// True when the hardware and `ept` have the default geometry.
+    #[inline]
+    fn matches<E>(hw: &Hw, ept: &EptRef<'_, E>) -> bool {
+        hw.levels == 4 && ept.levels == 4 && ept.leaf_level == 1
+    }
+}
+
+impl Geometry for Default4 {
+    #[inline(always)]
+    fn levels(self, hw: &Hw) -> u8 {
+        debug_assert_eq!(hw.levels, 4);
+        4
+    }
+    #[inline(always)]
+    fn ept_levels<E>(self, _: &EptRef<'_, E>) -> u8 {
+        4
+    }
+    #[inline(always)]
+    fn ept_leaf<E>(self, _: &EptRef<'_, E>) -> u8 {
+        1
+    }
+}
+
+/// Any geometry, read from the hardware state and the EPT.
+#[derive(Clone, Copy)]
+struct Runtime;
+
+impl Geometry for Runtime {
+    #[inline(always)]
+    fn levels(self, hw: &Hw) -> u8 {
+        hw.levels
+    }
+    #[inline(always)]
+    fn ept_levels<E>(self, ept: &EptRef<'_, E>) -> u8 {
+        ept.levels
+    }
+    #[inline(always)]
+    fn ept_leaf<E>(self, ept: &EptRef<'_, E>) -> u8 {
+        ept.leaf_level
     }
 }
 
