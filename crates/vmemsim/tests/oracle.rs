@@ -57,7 +57,7 @@ fn software_tlb_modes_agree_on_builtins() {
     ] {
         let mut cfg = Config::default();
         cfg.cpu.tlb = vmemsim::config::TlbManagement::Software;
-        cfg.guest.huge_pages = huge;
+        cfg.guest.huge_pages = huge.into();
         cfg.host.page_size = host;
         cfg.guest.levels = levels;
         for kind in WorkloadKind::ALL {

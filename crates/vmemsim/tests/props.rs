@@ -204,7 +204,7 @@ proptest! {
     ) {
         let mut cfg = Config::default();
         cfg.cpu.tlb = vmemsim::config::TlbManagement::Software;
-        cfg.guest.huge_pages = huge;
+        cfg.guest.huge_pages = huge.into();
         cfg.guest.pcid = pcid;
         cfg.guest.mem_mib = 256;
         cfg.host.page_size = host;

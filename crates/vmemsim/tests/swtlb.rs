@@ -157,7 +157,7 @@ fn the_vmm_refills_a_splintered_huge_page_from_its_guest_tlb_copy() {
     // guest's TLB: 1 trap (tlb_miss), a VMM refill, no reflection, no
     // guest TLB write. Natively the TLB entry is 2 MiB: no miss at all.
     let mut cfg = Config::default();
-    cfg.guest.huge_pages = true;
+    cfg.guest.huge_pages = vmemsim::config::HugePages::Huge2M;
     let before = [mmap_a(4 << 20), acc(1, Store, A)];
     let mut after = before.to_vec();
     after.push(acc(1, Store, A + 0x1000));
