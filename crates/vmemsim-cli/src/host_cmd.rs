@@ -12,6 +12,7 @@ use vmemsim::run_mode;
 use vmemsim::sim::ModeResult;
 
 use crate::jobs::{self, Task};
+use crate::measure_flags::MeasureFlags;
 use crate::output::Outputs;
 
 /// File name of the memory chart in `--svg DIR`.
@@ -33,13 +34,17 @@ pub fn run(
     json: Option<&Path>,
     svg: Option<&Path>,
     alone: bool,
+    measure: MeasureFlags,
     threads: usize,
     force: bool,
 ) -> Result<String> {
-    let cfg = match config {
+    let mut cfg = match config {
         Some(p) => HostConfig::load(p)?,
         None => HostConfig::builtin(),
     };
+    let mut window = cfg.base.measure.clone();
+    measure.apply(&mut window);
+    cfg.set_measure(&window);
     // Outputs are checked before any work: never an input, never an
     // existing file without --force.
     let traces = cfg.vms.iter().filter_map(|v| match &v.input {

@@ -107,6 +107,9 @@ enum Command {
         /// Skip running each VM alone (no slowdown column).
         #[arg(long)]
         no_alone: bool,
+        /// The measured window, per VM on its own instruction count.
+        #[command(flatten)]
+        measure: measure_flags::MeasureFlags,
         /// Worker threads for the host run and the VMs' alone runs.
         #[arg(short = 'j', long, default_value_t = jobs::default_threads())]
         jobs: usize,
@@ -309,6 +312,7 @@ fn real_main() -> Result<i32> {
             json,
             svg,
             no_alone,
+            measure,
             jobs,
         } => {
             let text = host_cmd::run(
@@ -316,6 +320,7 @@ fn real_main() -> Result<i32> {
                 json.as_deref(),
                 svg.as_deref(),
                 !no_alone,
+                measure,
                 jobs,
                 force,
             )?;

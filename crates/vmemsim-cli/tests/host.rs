@@ -187,3 +187,43 @@ fn esx_host_prints_the_manager_table_chart_and_json() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("esx.idle_tax"));
 }
+
+/// `--warmup-instructions` / `--sim-instructions` on `vmemsim host`: each
+/// VM is measured on its own instructions (the table says which), and the
+/// flags override `[measure]` of the file.
+#[test]
+fn host_measures_each_vm_in_the_window_of_the_flags() {
+    let text = small_host().replace(
+        "[[vm]]\nname = \"real\"",
+        "[measure]\nwarmup_instructions = 1\n[[vm]]\nname = \"real\"",
+    );
+    let cfg = write_cfg("window.toml", &text);
+    let json = tmp("window.json");
+    let o = vmemsim(&[
+        "host",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--warmup-instructions",
+        "2000",
+        "--sim-instructions",
+        "3000",
+        "--json",
+        json.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8(o.stdout).unwrap();
+    for name in ["real", "scan"] {
+        let want = format!("  {name}: instructions 2000..5000 (warm-up 2000, 3000 measured)");
+        assert!(table.contains(&want), "{want}: {table}");
+    }
+    assert!(table.contains("host time and memory series: the whole run"));
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for v in j["host"]["vms"].as_array().unwrap() {
+        assert_eq!(v["stats"]["instructions"], 3000);
+        assert_eq!(v["window"]["warmup_instructions"], 2000);
+        // The VM alone ran the same window.
+        assert!(v["alone"]["cycles"].as_u64().unwrap() > 0);
+    }
+}

@@ -598,3 +598,141 @@ mem_mib = 64
         assert_eq!(key(s), key(&a), "{}", spec.name);
     }
 }
+
+/// One VM on a host with room to spare (one pCPU: no world switch, no
+/// swapping), measured in a window on its own instructions.
+const WINDOWED: &str = r#"
+[host]
+mem_mib = 1024
+vm_quantum_instructions = 7000
+[measure]
+warmup_instructions = WARM
+sim_instructions = SIM
+[[vm]]
+name = "a"
+INPUT
+mode = "MODE"
+mem_mib = 128
+"#;
+
+#[test]
+fn a_vms_window_on_an_idle_host_equals_run_with_the_same_window() {
+    // The VM's window (warm-up, then measure, on its own instruction count)
+    // is exactly `vmemsim run`'s on the same input, mode and window: every
+    // counter, the priced cycles, and the window report; with nothing else
+    // on the host its host cycles add nothing. On the real recording and a
+    // built-in, in every mode; the window also cuts the run short (the
+    // recording has 3.8 M instructions, the window ends at 0.3 M).
+    let inputs = [
+        (
+            "trace = \"../../tests/data/sh-ls-wc.vmt\"",
+            100_000,
+            200_000,
+        ),
+        (
+            "workload = \"random\"\naccesses = 120000\nfootprint_mib = 16",
+            20_000,
+            30_000,
+        ),
+    ];
+    for (input, warm, sim) in inputs {
+        for mode in vmemsim::ModeKind::ALL {
+            let cfg = host_cfg(
+                &WINDOWED
+                    .replace("INPUT", input)
+                    .replace("MODE", mode.name())
+                    .replace("WARM", &warm.to_string())
+                    .replace("SIM", &sim.to_string()),
+            );
+            let r = HostSim::new(&cfg).unwrap().run(&mut |_| {}).unwrap();
+            let spec = &cfg.vms[0];
+            let mut src = vmemsim::hostsim::open_input(spec).unwrap();
+            let run = vmemsim::run_mode(spec.mode, &spec.cfg, src.as_mut(), &mut |_| {}).unwrap();
+            let v = &r.vms[0];
+            let what = format!("{}: {input}", mode.name());
+            assert_eq!(v.stats.instructions, sim, "{what}");
+            let mut hosted = v.stats.clone();
+            if mode == vmemsim::ModeKind::Native {
+                // A native run alone has no host under it (no frames
+                // backed); on a host its frames come from the pool.
+                assert!(hosted.host_frames_backed > 0, "{what}");
+                hosted.host_frames_backed = 0;
+            }
+            assert_eq!(hosted, run.stats, "{what}: counters");
+            assert_eq!(v.cycles.total, run.cycles.total, "{what}: cycles");
+            assert_eq!(v.window, run.window, "{what}: window");
+            assert_eq!(
+                (v.window.warmup_instructions, v.window.measured_instructions),
+                (warm, sim),
+                "{what}"
+            );
+            assert_eq!(v.host.world_switches, 0, "{what}");
+            assert_eq!(v.host_cycles, v.cycles.total, "{what}: host adds nothing");
+        }
+    }
+}
+
+#[test]
+fn each_vm_of_a_busy_host_is_measured_on_its_own_instructions() {
+    // Three time-sliced VMs with a window of 10000 instructions after 5000:
+    // each VM's window ends at its own 15000th instruction (not the host's),
+    // and its guest faults in the window are those of the VM run alone
+    // with the same window (meaning is per VM; TLB misses may differ:
+    // other VMs share the pCPU). Host counters cover the window too: the
+    // quanta counted are fewer than the whole run's.
+    let text = THREE.replace("PCPUS", "1").replace("VPID", "true").replace(
+        "[[vm]]\nname = \"real\"",
+        "[measure]\nwarmup_instructions = 5000\nsim_instructions = 10000\n[[vm]]\nname = \"real\"",
+    );
+    let cfg = host_cfg(&text);
+    let whole = host_cfg(&THREE.replace("PCPUS", "1").replace("VPID", "true"));
+    let r = HostSim::new(&cfg).unwrap().run(&mut |_| {}).unwrap();
+    let rw = HostSim::new(&whole).unwrap().run(&mut |_| {}).unwrap();
+    for (i, spec) in cfg.vms.iter().enumerate() {
+        let mut src = vmemsim::hostsim::open_input(spec).unwrap();
+        let alone = vmemsim::run_mode(spec.mode, &spec.cfg, src.as_mut(), &mut |_| {}).unwrap();
+        let v = &r.vms[i];
+        assert_eq!(v.stats.instructions, 10_000, "{}", spec.name);
+        assert_eq!(v.window, alone.window, "{}", spec.name);
+        assert_eq!(
+            v.stats.guest_page_faults, alone.stats.guest_page_faults,
+            "{}",
+            spec.name
+        );
+        assert_eq!(
+            v.stats.guest_pte_writes, alone.stats.guest_pte_writes,
+            "{}",
+            spec.name
+        );
+        // 10000 instructions in quanta of 3000: the window spans at most 5.
+        assert!(
+            (1..=5).contains(&v.host.quanta) && v.host.quanta < rw.vms[i].host.quanta,
+            "{}: {} quanta in the window, {} in the whole run",
+            spec.name,
+            v.host.quanta,
+            rw.vms[i].host.quanta
+        );
+    }
+    let t = r.to_table();
+    assert!(
+        t.contains("real: instructions 5000..15000 (warm-up 5000, 10000 measured)"),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_host_whose_vm_ends_in_its_warm_up_names_the_vm() {
+    let cfg = host_cfg(
+        &WINDOWED
+            .replace("INPUT", "workload = \"seq\"\naccesses = 1000")
+            .replace("MODE", "nested")
+            .replace("WARM", "100000")
+            .replace("SIM", "0"),
+    );
+    let e = HostSim::new(&cfg).unwrap().run(&mut |_| {}).unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.contains("VM \"a\"") && e.contains("within the warm-up of 100000"),
+        "{e}"
+    );
+}

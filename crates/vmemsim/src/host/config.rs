@@ -295,13 +295,6 @@ impl HostConfig {
                  them) is not modelled",
             ));
         }
-        if base.measure != MeasureConfig::default() {
-            return Err(invalid(
-                "measure",
-                "(set)",
-                "a measured window is not supported by `vmemsim host` yet; remove [measure]",
-            ));
-        }
         let h = &host;
         if h.mem_mib == 0 || h.mem_mib > 1 << 20 {
             return Err(invalid(
@@ -456,6 +449,16 @@ impl HostConfig {
             vms,
             vm_sections,
         })
+    }
+
+    /// Set every VM's measured window (`--warmup-instructions`,
+    /// `--sim-instructions` over `[measure]`): each VM warms up and
+    /// measures on its own instruction count.
+    pub fn set_measure(&mut self, m: &MeasureConfig) {
+        self.base.measure = m.clone();
+        for v in &mut self.vms {
+            v.cfg.measure = m.clone();
+        }
     }
 
     /// The resolved configuration as TOML (embedded in the JSON report).

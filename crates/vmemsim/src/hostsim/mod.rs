@@ -57,6 +57,7 @@ use crate::mmu::Hw;
 use crate::pte::ept;
 use crate::sim::{apply_access, apply_event, ModeVisitor, BATCH};
 use crate::stats::Stats;
+use crate::window::{Mark, Window, WindowReport};
 use crate::ModeKind;
 use crate::SimError;
 use rand::{Rng, SeedableRng};
@@ -75,6 +76,10 @@ enum QuantumEnd {
     /// The host pool fell below its reserve before the next record: the
     /// host must reclaim, then resume the quantum.
     NeedMemory,
+    /// The VM's measured window opened before the next record (its
+    /// warm-up is over): the host snapshots its counters, then resumes
+    /// the quantum.
+    WindowStart,
 }
 
 /// Per-VM host counters (beyond the mode's [`Stats`]).
@@ -101,6 +106,46 @@ pub struct HostVmCounters {
     /// `cost.invvpid_cycles` and `cost.rmap_zap_cycles` for the above and the
     /// VM's host swap-outs: the host's own work for the VM, cycles.
     pub host_work_cycles: u64,
+}
+
+impl HostVmCounters {
+    /// Counts since `earlier` (a snapshot of the same VM's counters).
+    fn since(&self, earlier: &Self) -> Self {
+        HostVmCounters {
+            world_switches: self.world_switches - earlier.world_switches,
+            no_vpid_flushes: self.no_vpid_flushes - earlier.no_vpid_flushes,
+            migration_flushes: self.migration_flushes - earlier.migration_flushes,
+            quanta: self.quanta - earlier.quanta,
+            swap_wait_cycles: self.swap_wait_cycles - earlier.swap_wait_cycles,
+            invepts: self.invepts - earlier.invepts,
+            invvpids: self.invvpids - earlier.invvpids,
+            rmap_zaps: self.rmap_zaps - earlier.rmap_zaps,
+            host_work_cycles: self.host_work_cycles - earlier.host_work_cycles,
+        }
+    }
+}
+
+/// A VM's host-side counts at one moment (a measured window's start or
+/// end), subtracted to give the window's.
+#[derive(Clone, Debug, Default)]
+struct HostCounts {
+    counters: HostVmCounters,
+    host_swap_outs: u64,
+    host_swap_ins: u64,
+    double_pagings: u64,
+    balloon_cycles: u64,
+}
+
+impl HostCounts {
+    fn since(&self, earlier: &Self) -> Self {
+        HostCounts {
+            counters: self.counters.since(&earlier.counters),
+            host_swap_outs: self.host_swap_outs - earlier.host_swap_outs,
+            host_swap_ins: self.host_swap_ins - earlier.host_swap_ins,
+            double_pagings: self.double_pagings - earlier.double_pagings,
+            balloon_cycles: self.balloon_cycles - earlier.balloon_cycles,
+        }
+    }
 }
 
 /// One VM's state on the host, type-erased (dispatch once per quantum).
@@ -131,6 +176,10 @@ trait VmDyn {
     fn is_table(&self, gpfn: u64) -> bool;
     fn finish(&mut self, hw: &mut Hw, host: &mut HostMemory) -> Option<SwitchReport>;
     fn resolutions(&mut self) -> Vec<(u64, u64)>;
+    /// The counters of the VM's measured window and what it covered.
+    fn measured(&self) -> Result<(Stats, WindowReport), SimError>;
+    /// True once the measured window has closed (`sim_instructions` done).
+    fn window_closed(&self) -> bool;
     fn guest(&self) -> &GuestOs;
     fn guest_mut(&mut self) -> &mut GuestOs;
     /// Idle sampling: drop every mapping of backed `gpfn` (EPT entry and
@@ -158,6 +207,10 @@ struct VmRun<M: Mode> {
     /// (gPFN, hPFN) of every access, kept only when checking (tests).
     seen: Vec<(u64, u64)>,
     balloon: Balloon,
+    /// The measured window, on this VM's own instruction count.
+    window: Window,
+    /// Counters when the window closed (the VM stops there).
+    closed: Option<Stats>,
 }
 
 impl<M: Mode> VmRun<M> {
@@ -179,8 +232,26 @@ impl<M: Mode> VmRun<M> {
             }
             let i = self.pos;
             if let Record::Access(a) = &self.buf[i] {
-                if a.kind == AccessKind::Fetch && self.machine.vm.stats.instructions >= until {
-                    return Ok(QuantumEnd::Preempted);
+                if a.kind == AccessKind::Fetch {
+                    let n = self.machine.vm.stats.instructions;
+                    // The window first, as `Sim::run` checks it: a VM
+                    // whose window closes stops there, not a quantum later.
+                    if self.window.due(n) {
+                        match self.window.mark(&self.machine.vm.stats) {
+                            Mark::Start => {
+                                let run = self.machine.on(hw, host);
+                                run.mode.window_start(&run.core);
+                                return Ok(QuantumEnd::WindowStart);
+                            }
+                            Mark::Stop => {
+                                self.closed = Some(self.machine.vm.stats.clone());
+                                return Ok(QuantumEnd::Done);
+                            }
+                        }
+                    }
+                    if n >= until {
+                        return Ok(QuantumEnd::Preempted);
+                    }
                 }
             }
             if host.free() < reserve {
@@ -294,6 +365,13 @@ impl<M: Mode> VmDyn for VmRun<M> {
     fn resolutions(&mut self) -> Vec<(u64, u64)> {
         std::mem::take(&mut self.seen)
     }
+    fn measured(&self) -> Result<(Stats, WindowReport), SimError> {
+        self.window
+            .measured(self.closed.as_ref().unwrap_or(&self.machine.vm.stats))
+    }
+    fn window_closed(&self) -> bool {
+        self.closed.is_some()
+    }
     fn guest(&self) -> &GuestOs {
         &self.guest
     }
@@ -376,6 +454,10 @@ pub struct HostSim {
     esx_vm: Vec<esx::EsxVm>,
     /// The page-sharing scanner (`[sharing]`), if on.
     scanner: Option<scanner::Scanner>,
+    /// Each VM's host counts when its measured window opened (`None`
+    /// during the warm-up) and when it closed.
+    window_start: Vec<Option<HostCounts>>,
+    window_end: Vec<Option<HostCounts>>,
 }
 
 impl std::fmt::Debug for HostSim {
@@ -408,6 +490,8 @@ impl ModeVisitor for Build<'_> {
             pos: 0,
             seen: Vec::new(),
             balloon: Balloon::default(),
+            window: Window::new(&self.spec.cfg.measure),
+            closed: None,
         })
     }
 }
@@ -543,6 +627,12 @@ impl HostSim {
                 .sharing
                 .enabled
                 .then(|| scanner::Scanner::new(&cfg.sharing)),
+            window_start: cfg
+                .vms
+                .iter()
+                .map(|v| (v.cfg.measure.warmup_instructions == 0).then(HostCounts::default))
+                .collect(),
+            window_end: vec![None; n],
             cfg: cfg.clone(),
             check: false,
         }
@@ -616,6 +706,46 @@ impl HostSim {
         }
         pc.last = Some(v);
         self.last_pcpu[v] = Some(p);
+    }
+
+    /// Add VM `v`'s run on pCPU `p` since `before` (its exit flushes and
+    /// host swap-ins then; updated) to its counters and the pCPU's clock:
+    /// flushes without VPIDs, swap-in waits, priced cycles, host work.
+    fn account(&mut self, p: usize, v: usize, before: &mut (u64, u64), wait_cycles: u64) {
+        let vm = self.vms[v].vm();
+        let c = &mut self.counters[v];
+        c.no_vpid_flushes += vm.exit_flushes - before.0;
+        let swap_ins = vm.host_swap_ins - before.1;
+        c.swap_wait_cycles += swap_ins * wait_cycles;
+        let d = vm.stats.since(&self.last_stats[v]);
+        self.pcpus[p].cycles += self.costs[v].price(&d).total + swap_ins * wait_cycles;
+        self.last_stats[v] = vm.stats.clone();
+        *before = (vm.exit_flushes, vm.host_swap_ins);
+        self.pcpus[p].cycles += self.charge_host_work();
+    }
+
+    /// VM `v`'s host-side counts now.
+    fn host_counts(&self, v: usize) -> HostCounts {
+        let vm = self.vms[v].vm();
+        HostCounts {
+            counters: self.counters[v].clone(),
+            host_swap_outs: vm.host_swap_outs,
+            host_swap_ins: vm.host_swap_ins,
+            double_pagings: vm.double_pagings,
+            balloon_cycles: self.esx_vm[v].balloon_cycles,
+        }
+    }
+
+    /// VM `v`'s host-side counts in its measured window (zero while it
+    /// is still warming up).
+    fn window_counts(&self, v: usize) -> HostCounts {
+        match &self.window_start[v] {
+            None => HostCounts::default(),
+            Some(start) => self.window_end[v]
+                .clone()
+                .unwrap_or_else(|| self.host_counts(v))
+                .since(start),
+        }
     }
 
     /// Price the host's work for every VM since the last call (swap-outs,
@@ -724,7 +854,7 @@ impl HostSim {
             };
             self.enter(p, v);
             self.esx_balloon(p, v);
-            let before = (
+            let mut before = (
                 self.vms[v].vm().exit_flushes,
                 self.vms[v].vm().host_swap_ins,
             );
@@ -744,24 +874,27 @@ impl HostSim {
                     });
                 }
                 self.peak_used = self.peak_used.max(self.host.used());
-                if end != QuantumEnd::NeedMemory {
-                    break end;
-                }
-                // Share before swap: what sharing frees need not be swapped.
-                self.scan_under_pressure(p);
-                if self.host.free() < reserve {
-                    self.reclaim(reserve)?;
+                match end {
+                    QuantumEnd::NeedMemory => {
+                        // Share before swap: what sharing frees need not be swapped.
+                        self.scan_under_pressure(p);
+                        if self.host.free() < reserve {
+                            self.reclaim(reserve)?;
+                        }
+                    }
+                    QuantumEnd::WindowStart => {
+                        // Counts up to here belong to the warm-up.
+                        self.account(p, v, &mut before, wait_cycles);
+                        self.window_start[v] = Some(self.host_counts(v));
+                    }
+                    _ => break end,
                 }
             };
-            let vm = self.vms[v].vm();
-            let c = &mut self.counters[v];
-            c.no_vpid_flushes += vm.exit_flushes - before.0;
-            c.quanta += 1;
-            let swap_ins = vm.host_swap_ins - before.1;
-            c.swap_wait_cycles += swap_ins * wait_cycles;
-            let d = vm.stats.since(&self.last_stats[v]);
-            self.pcpus[p].cycles += self.costs[v].price(&d).total + swap_ins * wait_cycles;
-            self.last_stats[v] = vm.stats.clone();
+            self.account(p, v, &mut before, wait_cycles);
+            self.counters[v].quanta += 1;
+            if self.vms[v].window_closed() {
+                self.window_end[v] = Some(self.host_counts(v));
+            }
             self.scan(p);
             self.pcpus[p].cycles += self.charge_host_work();
             match end {
@@ -791,6 +924,11 @@ impl HostSim {
     pub fn run(&mut self, progress: &mut dyn FnMut(u64)) -> Result<HostReport, SimError> {
         while self.round()? {
             progress(self.vms.iter().map(|v| v.vm().stats.instructions).sum());
+        }
+        for (v, spec) in self.vms.iter().zip(&self.cfg.vms) {
+            if let Err(e) = v.measured() {
+                return Err(SimError::Workload(format!("VM \"{}\": {e}", spec.name)));
+            }
         }
         Ok(self.report())
     }
@@ -824,28 +962,41 @@ impl HostSim {
             .enumerate()
             .map(|(i, ((v, spec), switching))| {
                 let vm = v.vm();
-                let c = &self.counters[i];
-                let cycles = self.costs[i].price(&vm.stats);
+                // Counters of the VM's own measured window (a VM still
+                // warming up has measured nothing yet).
+                let (stats, window) = v.measured().unwrap_or_else(|_| {
+                    let m = &spec.cfg.measure;
+                    let w = WindowReport {
+                        warmup_instructions: m.warmup_instructions,
+                        sim_instructions: m.sim_instructions,
+                        ..WindowReport::default()
+                    };
+                    (Stats::default(), w)
+                });
+                let w = self.window_counts(i);
+                let c = &w.counters;
+                let cycles = self.costs[i].price(&stats);
                 let host_cycles = cycles.total
                     + c.world_switches * self.cfg.host.world_switch_cycles
                     + c.swap_wait_cycles
                     + c.host_work_cycles
-                    + self.esx_vm[i].balloon_cycles;
+                    + w.balloon_cycles;
                 VmReport {
                     name: spec.name.clone(),
                     mode: spec.mode,
                     input: spec.describe(),
                     mem_mib: spec.cfg.guest.mem_mib,
                     vpid: vm.vpid,
-                    stats: vm.stats.clone(),
+                    stats,
+                    window,
                     cycles,
                     host: c.clone(),
                     host_cycles,
                     seconds: host_cycles as f64 / (ghz * 1e9),
                     frames: vm.backed_frames,
-                    host_swap_outs: vm.host_swap_outs,
-                    host_swap_ins: vm.host_swap_ins,
-                    double_pagings: vm.double_pagings,
+                    host_swap_outs: w.host_swap_outs,
+                    host_swap_ins: w.host_swap_ins,
+                    double_pagings: w.double_pagings,
                     switching,
                     alone: None,
                 }

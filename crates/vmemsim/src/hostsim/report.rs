@@ -12,6 +12,7 @@ use crate::host::config::HostConfig;
 use crate::hv::SwitchReport;
 use crate::sim::ModeResult;
 use crate::stats::Stats;
+use crate::window::WindowReport;
 use crate::ModeKind;
 
 /// The same VM run alone on an unconstrained host (`vmemsim run`).
@@ -38,8 +39,11 @@ pub struct VmReport {
     pub mem_mib: u64,
     /// Its VPID (0 with VPIDs off, or native).
     pub vpid: u16,
-    /// The mode's counters.
+    /// The mode's counters, of the VM's measured window.
     pub stats: Stats,
+    /// Which of the VM's own instructions `stats` and the host counters
+    /// below cover (`[measure]`, counted on this VM's instructions).
+    pub window: WindowReport,
     /// Those counters priced.
     pub cycles: Cycles,
     /// Host counters: world switches, flushes, quanta.
@@ -225,6 +229,17 @@ impl HostReport {
         for v in &self.vms {
             let _ = writeln!(s, "  {}: {}", v.name, v.input);
         }
+        if self.vms.iter().any(|v| v.window != WindowReport::default()) {
+            // Per VM on its own instruction count, as ChampSim counts a
+            // core's; host time and the memory series cover the whole run.
+            let _ = writeln!(
+                s,
+                "measured (each VM's own instructions; host time and memory series: the whole run):"
+            );
+            for v in &self.vms {
+                let _ = writeln!(s, "  {}: {}", v.name, v.window.describe());
+            }
+        }
         s
     }
 
@@ -262,6 +277,7 @@ mod tests {
                 major_faults: 321,
                 ..Stats::default()
             },
+            window: WindowReport::default(),
             cycles: Cycles::default(),
             host: HostVmCounters::default(),
             host_cycles: 98_765_432_100,
