@@ -736,3 +736,81 @@ fn a_host_whose_vm_ends_in_its_warm_up_names_the_vm() {
         "{e}"
     );
 }
+
+/// A host with one VM of every mode and a second native VM (two bare-metal
+/// partitions, the same gVAs in each): every access of every VM is checked
+/// against its own guest tables, p2m and m2p inside the host run, and
+/// resolves to the gPFNs of the VM run alone. The two native VMs run
+/// `random` with different seeds: the same gVAs (one heap VMA at the same
+/// place) map to different gPFNs in each, so a TLB entry of one used by
+/// the other resolves to a gPFN its guest does not map there. The real
+/// recording (on the second VM) is cut to its first 100000 records.
+fn every_mode_and_two_natives_agree_with_alone(pcpus: u32, vpid: bool) {
+    let mut text = format!(
+        "[host]\nmem_mib = 2048\nvm_quantum_instructions = 1500\npcpus = {pcpus}\nvpid = {vpid}\n"
+    );
+    let mut vms: Vec<(String, vmemsim::ModeKind)> = vmemsim::ModeKind::ALL
+        .iter()
+        .map(|m| (m.name().to_string(), *m))
+        .collect();
+    vms.push(("native2".into(), vmemsim::ModeKind::Native));
+    for (k, (name, mode)) in vms.iter().enumerate() {
+        let input = if k == 1 {
+            "trace = \"../../tests/data/sh-ls-wc.vmt\"".to_string()
+        } else {
+            format!("workload = \"random\"\naccesses = 30000\nfootprint_mib = 4\nseed = {k}")
+        };
+        text += &format!(
+            "[[vm]]\nname = \"{name}\"\n{input}\nmode = \"{}\"\nmem_mib = 64\n",
+            mode.name()
+        );
+    }
+    let cfg = host_cfg(&text);
+    let (mut records, _) = replayed(&cfg);
+    records[1].truncate(100_000);
+    let sources = records
+        .iter()
+        .map(|r| Box::new(Replay(r.clone(), 0)) as Box<dyn RecordSource>)
+        .collect();
+    let mut sim = HostSim::with_sources(&cfg, sources).checked();
+    let report = sim.run(&mut |_| {}).unwrap();
+    let tags: std::collections::HashSet<u16> = report.vms.iter().map(|v| v.vpid).collect();
+    assert_eq!(
+        tags.len(),
+        if vpid { vms.len() } else { 1 },
+        "one tag per VM with VPIDs, all 0 without"
+    );
+    for (i, spec) in cfg.vms.iter().enumerate() {
+        let (alone, alone_stats) = spec
+            .mode
+            .with_mode(&spec.cfg, Alone(&spec.cfg, &records[i]));
+        let hosted = sim.resolutions(i);
+        assert_eq!(hosted.len(), alone.len(), "{}: access count", spec.name);
+        assert!(
+            hosted.iter().zip(&alone).all(|(h, a)| h.0 == a.0),
+            "{}: gPFNs as alone",
+            spec.name
+        );
+        assert_eq!(
+            report.vms[i].stats.guest_page_faults, alone_stats.guest_page_faults,
+            "{}",
+            spec.name
+        );
+        assert!(report.vms[i].host.world_switches > 0, "{}", spec.name);
+    }
+}
+
+#[test]
+fn every_mode_and_two_native_vms_on_one_pcpu_with_vpids() {
+    every_mode_and_two_natives_agree_with_alone(1, true);
+}
+
+#[test]
+fn every_mode_and_two_native_vms_on_one_pcpu_without_vpids() {
+    every_mode_and_two_natives_agree_with_alone(1, false);
+}
+
+#[test]
+fn every_mode_and_two_native_vms_on_two_pcpus() {
+    every_mode_and_two_natives_agree_with_alone(2, true);
+}

@@ -18,7 +18,8 @@ const SWAPPED: u64 = 1 << 62;
 pub struct Vm {
     /// Index on the host (owner tag in the m2p map).
     pub id: VmId,
-    /// VPID tagging this VM's TLB and PSC entries (0: native, or VPIDs off).
+    /// VPID tagging this VM's TLB and PSC entries (0: VPIDs off, or a
+    /// native run alone; a native VM on a host has its own, as every VM).
     pub vpid: u16,
     /// Tag of this VM's guest-physical mappings in the nested TLB and EPT
     /// PSCs (hardware tags them by EPTP [SDM 29.4.1]): `id + 1`.

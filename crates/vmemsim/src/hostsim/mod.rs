@@ -477,10 +477,11 @@ struct Build<'a> {
 impl ModeVisitor for Build<'_> {
     type Output = Box<dyn VmDyn>;
     fn visit<M: Mode>(self, mode: M) -> Box<dyn VmDyn> {
-        let mut vm = self.vm;
-        if !M::VIRTUALIZED {
-            vm.vpid = 0;
-        }
+        // A native VM keeps its own tag: on a shared host a bare-metal
+        // partition is a context the host tells apart from the others, as
+        // a host kernel gives each process its own PCID; with one tag for
+        // all (VPID 0) two natives would hit each other's TLB entries.
+        let vm = self.vm;
         Box::new(VmRun {
             guest: GuestOs::new(&self.spec.cfg.guest).named(format!("VM \"{}\"", self.spec.name)),
             machine: Machine::new(mode, vm),

@@ -37,7 +37,7 @@ pub struct VmReport {
     pub input: String,
     /// Guest memory, MiB.
     pub mem_mib: u64,
-    /// Its VPID (0 with VPIDs off, or native).
+    /// Its VPID (0 with VPIDs off; a native VM's tags its context the same way).
     pub vpid: u16,
     /// The mode's counters, of the VM's measured window.
     pub stats: Stats,
