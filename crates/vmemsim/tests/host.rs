@@ -768,10 +768,7 @@ fn every_mode_and_two_natives_agree_with_alone(pcpus: u32, vpid: bool) {
     let cfg = host_cfg(&text);
     let (mut records, _) = replayed(&cfg);
     records[1].truncate(100_000);
-    let sources = records
-        .iter()
-        .map(|r| Box::new(Replay(r.clone(), 0)) as Box<dyn RecordSource>)
-        .collect();
+    let sources = records.iter().map(|r| replay(r)).collect();
     let mut sim = HostSim::with_sources(&cfg, sources).checked();
     let report = sim.run(&mut |_| {}).unwrap();
     let tags: std::collections::HashSet<u16> = report.vms.iter().map(|v| v.vpid).collect();
