@@ -94,6 +94,8 @@ fn host_reports_per_vm_with_slowdown_json_and_svg() {
     let t2 = String::from_utf8(o2.stdout).unwrap();
     let first_line = |t: &str| t.lines().next().unwrap().to_string();
     assert_eq!(first_line(&table), first_line(&t2));
+    // No window asked: no window lines.
+    assert!(!table.contains("measured ("), "{table}");
 }
 
 #[test]

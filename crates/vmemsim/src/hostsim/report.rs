@@ -229,7 +229,8 @@ impl HostReport {
         for v in &self.vms {
             let _ = writeln!(s, "  {}: {}", v.name, v.input);
         }
-        if self.vms.iter().any(|v| v.window != WindowReport::default()) {
+        let windowed = |w: &WindowReport| w.warmup_instructions > 0 || w.sim_instructions > 0;
+        if self.vms.iter().any(|v| windowed(&v.window)) {
             // Per VM on its own instruction count, as ChampSim counts a
             // core's; host time and the memory series cover the whole run.
             let _ = writeln!(
