@@ -122,6 +122,11 @@ enum Command {
         /// Configuration file to resolve.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// A host configuration (`vmemsim host`): `[host]`, `[esx]`,
+        /// `[[vm]]` and the baseline; every key with its default without
+        /// `--config`.
+        #[arg(long)]
+        host: bool,
     },
     /// Record a real program under Valgrind into a .vmt trace. Exit status:
     /// 0 complete and the program exited 0; 1 complete but the program
@@ -327,8 +332,17 @@ fn real_main() -> Result<i32> {
             out!("{text}");
             Ok(0)
         }
-        Command::Config { dump: _, config } => {
-            out!("{}", load_config(config.as_deref())?.to_toml());
+        Command::Config {
+            dump: _,
+            config,
+            host,
+        } => {
+            let text = match (host, config.as_deref()) {
+                (true, Some(p)) => vmemsim::host::config::HostConfig::load(p)?.to_toml(),
+                (true, None) => vmemsim::host::config::HostConfig::defaults_toml(),
+                (false, p) => load_config(p)?.to_toml(),
+            };
+            out!("{text}");
             Ok(0)
         }
         Command::Record {

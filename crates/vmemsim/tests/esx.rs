@@ -5,6 +5,12 @@
 //! 1. The idle memory tax (paper 5.4): with tau = 0 two VMs of equal
 //!    shares end with equal memory; with tau = 0.75 memory moves to the
 //!    active VM and its throughput rises.
+//! 2. Ballooning vs a statically smaller VM (paper 3.2): a VM ballooned
+//!    from M to about M/2 runs about as fast as one booted with M/2 (small
+//!    overhead); its balloon takes frames the guest uses, which the guest
+//!    reclaims through its own swap.
+//! 3. Swapping vs ballooning (paper 3, 6.2): double paging only where the
+//!    host swaps without ballooning.
 //! 4. Mode interaction: the same under nested and shadow paging, where
 //!    idle sampling costs EPT violations or shadow faults.
 
@@ -101,4 +107,142 @@ fn idle_memory_tax_moves_memory_to_the_active_vm_in_both_modes() {
             }
         }
     }
+}
+
+#[test]
+fn a_ballooned_vm_runs_about_as_fast_as_a_small_one() {
+    for mode in ["nested", "shadow"] {
+        let reduced = [
+            ("accesses = 3000000", "accesses = 1000000"),
+            ("mode = \"nested\"", &*format!("mode = \"{mode}\"")),
+        ];
+        let b = run("balloon-vs-small.toml", &reduced);
+        let s = run("small-vm.toml", &reduced);
+        let (eb, es) = (
+            &b.esx.as_ref().unwrap().vms[0],
+            &s.esx.as_ref().unwrap().vms[0],
+        );
+        // The balloon really inflated, took frames the guest used (its
+        // guest swapped them out) and so freed host frames.
+        assert!(
+            eb.inflated > 0 && eb.balloon_frames_freed > 0,
+            "{mode}: balloon {eb:?}"
+        );
+        assert!(b.vms[0].stats.guest_swap_outs > 0, "{mode}");
+        assert_eq!((es.inflated, es.balloon_frames_freed), (0, 0), "{mode}");
+        // Its guest ends with about M/2: within 8 MiB of the small VM's.
+        let mib = |f: u64| f as f64 / 256.0;
+        assert!(
+            (mib(b.vms[0].frames) - mib(s.vms[0].frames)).abs() < 8.0,
+            "{mode}: {} vs {} MiB",
+            mib(b.vms[0].frames),
+            mib(s.vms[0].frames)
+        );
+        // Small overhead (paper: 1.4% to 4.4%): within 10% either way.
+        let overhead = b.vms[0].seconds / s.vms[0].seconds - 1.0;
+        assert!(overhead.abs() < 0.10, "{mode}: overhead {overhead:.3}");
+    }
+}
+
+#[test]
+fn double_paging_only_where_the_host_swaps_without_ballooning() {
+    // Full size, but the real recording cut to 1.5 M instructions.
+    let reduced = [("[host]", "[measure]\nsim_instructions = 1500000\n[host]")];
+    let at = |reclaim: &str| {
+        let mut e = reduced.to_vec();
+        let to = format!("reclaim = \"{reclaim}\"");
+        e.push(("reclaim = \"states\"", &to));
+        run("swap-vs-balloon.toml", &e)
+    };
+    let dbl = |r: &HostReport| -> Vec<u64> { r.vms.iter().map(|v| v.double_pagings).collect() };
+    let swap = at("swap");
+    let balloon = at("balloon");
+    let states = at("states");
+    // Host swapping alone: the GUPS guest (it reclaims all the time)
+    // picks frames the host swapped out: double paging.
+    assert!(dbl(&swap)[0] > 0, "swap: {:?}", dbl(&swap));
+    // Ballooning makes the guests page with their own policy: the host
+    // never swapped their frames, so they never page twice.
+    for r in [&balloon, &states] {
+        assert!(dbl(r).iter().all(|&d| d == 0), "{:?}", dbl(r));
+        let e = r.esx.as_ref().unwrap();
+        assert!(e.vms.iter().any(|v| v.balloon_frames_freed > 0));
+    }
+    // The ESX table and JSON carry it per VM.
+    let e = swap.esx.as_ref().unwrap();
+    assert_eq!(
+        e.vms.iter().map(|v| v.double_pagings).collect::<Vec<_>>(),
+        dbl(&swap)
+    );
+    let names: Vec<&str> = swap.vms.iter().map(|v| v.name.as_str()).collect();
+    assert!(e.to_table(&names).contains("dbl.page"));
+}
+
+#[test]
+fn the_managers_own_flushes_and_zaps_are_counted_and_priced() {
+    // Idle sampling invalidates frames and flushes each VM once a period
+    // (INVEPT single-context on the one pCPU); in shadow mode it zaps
+    // shadow leaves through the reverse map. Both are in the VM's host
+    // counters and priced: with no host swapping (a host with room), the
+    // host work is exactly invepts x 1000 + zaps x 100 (cost.invept_cycles,
+    // cost.rmap_zap_cycles).
+    for mode in ["nested", "shadow"] {
+        let r = run(
+            "small-vm.toml",
+            &[
+                ("accesses = 3000000", "accesses = 100000"),
+                ("mode = \"nested\"", &*format!("mode = \"{mode}\"")),
+            ],
+        );
+        let v = &r.vms[0];
+        let e = &r.esx.as_ref().unwrap().vms[0];
+        let periods = r.esx.as_ref().unwrap().manager.counters[0].sample_periods;
+        assert!(periods > 0 && e.invepts >= periods, "{mode}: {e:?}");
+        assert_eq!((v.host_swap_outs, v.host.invepts), (0, e.invepts), "{mode}");
+        assert_eq!(v.host.rmap_zaps, e.rmap_zaps, "{mode}");
+        assert_eq!(
+            e.rmap_zaps > 0,
+            mode == "shadow",
+            "{mode}: zaps {}",
+            e.rmap_zaps
+        );
+        assert_eq!(
+            v.host.host_work_cycles,
+            e.invepts * 1000 + e.rmap_zaps * 100,
+            "{mode}"
+        );
+    }
+}
+
+#[test]
+fn sampling_on_each_vms_own_clock_samples_a_busy_vm_more_often() {
+    // esx.sample_clock = "vm": periods count each VM's own execution time
+    // (ESX's choice). The active VM (GUPS, waiting for swap-ins) gains
+    // execution time far faster than the idle one (a 16-page loop): more
+    // of its periods end. On the host clock both end the same number.
+    let reduced = ("accesses = 3000000", "accesses = 1000000");
+    let periods = |clock: &str| {
+        let r = run(
+            "idle-tax.toml",
+            &[
+                reduced,
+                (
+                    "idle_tax = 0.75",
+                    &*format!("idle_tax = 0.75\nsample_clock = \"{clock}\""),
+                ),
+            ],
+        );
+        let c = &r.esx.as_ref().unwrap().manager.counters;
+        (c[0].sample_periods, c[1].sample_periods)
+    };
+    let (idle, active) = periods("vm");
+    assert!(
+        active > 2 * idle,
+        "own clocks: idle {idle}, active {active}"
+    );
+    let (idle, active) = periods("host");
+    assert!(
+        idle.abs_diff(active) <= 1,
+        "host clock: idle {idle}, active {active}"
+    );
 }

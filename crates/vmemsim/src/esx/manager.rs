@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
 
-use super::config::{EsxConfig, Reclaim};
+use super::config::{EsxConfig, Reclaim, SampleClock};
 use super::idle::{IdleEstimate, Sample};
 use super::shares::{self, Claim};
 use super::states::{State, StateMachine, Transition};
@@ -50,6 +50,14 @@ pub trait HostView {
     fn host_swapped(&self, v: usize) -> u64;
     /// Pages of the VM in its own (guest) swap now.
     fn guest_swapped(&self, v: usize) -> u64;
+    /// The VM's own execution time so far, cycles (what it ran on a pCPU,
+    /// swap-in waits included): its sampling periods count this ([ESX 5.3:
+    /// "a configurable sampling period defined in units of VM execution
+    /// time"], with `esx.sample_clock = "vm"`). `None` (the default):
+    /// host time.
+    fn vm_cycles(&self, _v: usize) -> Option<u64> {
+        None
+    }
 }
 
 /// What the manager does to the host.
@@ -160,7 +168,10 @@ pub struct Manager {
     hz: f64,
     /// Periods in host cycles: sampling, allocation, balloon poll.
     periods: [u64; 3],
+    /// Next allocation and poll, host cycles (`next[0]` unused).
     next: [u64; 3],
+    /// Per VM: end of its sampling period, in its own execution time.
+    next_sample: Vec<u64>,
     last_point: f64,
     rng: Xoshiro256PlusPlus,
     series: Vec<Point>,
@@ -181,6 +192,7 @@ impl Manager {
                 cycles(s.balloon_poll_s),
             ],
             next: [0; 3],
+            next_sample: vec![0; cfg.vms.len()],
             sm: StateMachine::new(s.thresholds()),
             vms: cfg
                 .vms
@@ -257,10 +269,7 @@ impl Manager {
     /// Host time is `now` cycles: end and start sampling periods,
     /// recompute targets, poll (state, balloons, swapping, blocking) as due.
     pub fn tick(&mut self, now: u64, host: &mut dyn HostOps) {
-        if now >= self.next[0] {
-            self.sample(host);
-            self.next[0] = now + self.periods[0];
-        }
+        self.sample(now, host);
         if now >= self.next[1] {
             self.allocate(host);
             self.next[1] = now + self.periods[1];
@@ -271,13 +280,23 @@ impl Manager {
         }
     }
 
-    /// End the current sampling period of every managed VM and start the next.
-    fn sample(&mut self, host: &mut dyn HostOps) {
+    /// For every managed VM whose sampling period is over (in its own
+    /// execution time; host time `now` when the host does not say), end
+    /// the period and start the next.
+    fn sample(&mut self, now: u64, host: &mut dyn HostOps) {
         let n = self.cfg.section.sample_pages;
         for v in 0..self.vms.len() {
             if !host.managed(v) {
                 continue;
             }
+            let t = match self.cfg.section.sample_clock {
+                SampleClock::Vm => host.vm_cycles(v).unwrap_or(now),
+                SampleClock::Host => now,
+            };
+            if t < self.next_sample[v] {
+                continue;
+            }
+            self.next_sample[v] = t + self.periods[0];
             let s = &mut self.vms[v];
             if s.sample.sampled() > 0 {
                 for &g in s.sample.frames().to_vec().iter() {

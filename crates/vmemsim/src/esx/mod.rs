@@ -14,5 +14,5 @@ pub mod manager;
 pub mod shares;
 pub mod states;
 
-pub use config::{EsxConfig, EsxSection, Reclaim, VmAlloc};
+pub use config::{EsxConfig, EsxSection, Reclaim, SampleClock, VmAlloc};
 pub use states::{State, StateMachine, Thresholds};

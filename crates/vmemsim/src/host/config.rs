@@ -461,6 +461,57 @@ impl HostConfig {
         }
     }
 
+    /// Every key of a host configuration with its default, as TOML
+    /// (`vmemsim config --dump --host`): `[host]`, `[esx]` (on, as when
+    /// the section is written), one example `[[vm]]` whose optional keys
+    /// show their defaults, and the ordinary sections, the baseline of
+    /// every VM (their `[host]` keys are `[host]`'s here).
+    pub fn defaults_toml() -> String {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            host: HostSection,
+            esx: EsxSection,
+            vm: [VmSection; 1],
+            #[serde(flatten)]
+            base: &'a toml::Table,
+        }
+        let mut base = toml::Table::try_from(Config::default()).expect("config serializes");
+        base.remove("host");
+        let w = WorkloadSpec::default_for(WorkloadKind::Random);
+        let mem_mib = 1024;
+        let vm = VmSection {
+            name: "vm0".into(),
+            workload: Some(w.kind.name().into()),
+            trace: None,
+            accesses: Some(w.accesses),
+            footprint_mib: Some(w.footprint_mib),
+            seed: Some(w.seed),
+            mode: ModeKind::Nested.name().into(),
+            mem_mib,
+            min_mib: Some(0),
+            max_mib: Some(mem_mib),
+            shares: Some(crate::esx::config::DEFAULT_SHARES_PER_MIB * mem_mib as f64),
+            guest: None,
+            snapshots: Vec::new(),
+        };
+        let body = toml::to_string(&Out {
+            host: HostSection::default(),
+            esx: EsxSection::default(),
+            vm: [vm],
+            base: &base,
+        })
+        .expect("host config serializes");
+        format!(
+            "# A host configuration's keys with their defaults (docs/host.md, docs/esx.md).\n\
+             # [[vm]]: one table per VM; name, mode, mem_mib and one of workload / trace\n\
+             # are required; accesses, footprint_mib and seed are the workload's defaults\n\
+             # (random shown); min_mib 0, max_mib = mem_mib, shares 10 per MiB of mem_mib;\n\
+             # [vm.guest] overrides [guest] for that VM; snapshots = [FILES] (none).\n\
+             # [esx] is off unless written; with it, admission control needs host swap\n\
+             # for every VM's max_mib - min_mib.\n{body}"
+        )
+    }
+
     /// The resolved configuration as TOML (embedded in the JSON report).
     pub fn to_toml(&self) -> String {
         #[derive(Serialize)]
@@ -611,6 +662,37 @@ mem_mib = 256
             let e = parse(&text).unwrap_err();
             assert!(e.contains(want), "{want}: {e}");
         }
+    }
+
+    #[test]
+    fn defaults_dump_parses_back_to_the_defaults() {
+        let text = HostConfig::defaults_toml();
+        for key in [
+            "[host]",
+            "vm_quantum_instructions = 100000",
+            "swap_latency_us = 100.0",
+            "[esx]",
+            "idle_tax = 0.75",
+            "sample_pages = 100",
+            "[[vm]]",
+            "shares = 10240.0",
+            "[guest]",
+            "[measure]",
+        ] {
+            assert!(text.contains(key), "{key}: {text}");
+        }
+        // With [esx] on, admission control needs host swap for the VM's
+        // max - min; otherwise the dump is a valid host.
+        let h = parse(&text.replacen("swap_mib = 0", "swap_mib = 1024", 1)).unwrap();
+        assert_eq!(
+            h.host,
+            HostSection {
+                swap_mib: 1024,
+                ..HostSection::default()
+            }
+        );
+        assert_eq!(h.esx.section, EsxSection::default());
+        assert_eq!(h.vms[0].cfg.guest.mem_mib, 1024);
     }
 
     #[test]

@@ -37,6 +37,20 @@ pub struct EsxVm {
     pub balloon_cycles: u64,
     /// Turns skipped while blocked.
     pub blocked_turns: u64,
+    /// The manager's own INVEPT single-context for this VM, one per pCPU
+    /// flushed (after idle sampling's invalidations and balloon inflates);
+    /// also in the VM's host counters, priced at `cost.invept_cycles`.
+    pub invepts: u64,
+    /// Shadow entries of this VM the manager zapped through the reverse
+    /// map (sampling, balloon); also in the host counters, priced at
+    /// `cost.rmap_zap_cycles`.
+    pub rmap_zaps: u64,
+    /// Double paging [ESX 3]: frames the host read back from its swap only
+    /// for the guest to write them to its own (at report time, the VM's
+    /// `double_pagings`).
+    pub double_pagings: u64,
+    /// Pages the guest wrote to its own swap (at report time).
+    pub guest_swap_outs: u64,
 }
 
 // The manager is taken out of the host while it acts on it.
@@ -80,18 +94,22 @@ impl HostView for HostSim {
     fn host_swapped(&self, v: usize) -> u64 {
         self.vms[v].vm().swapped_frames
     }
-    fn guest_swapped(&self, _v: usize) -> u64 {
-        // Guest swap arrives with the guest reclaim of issue 8.
-        0
+    fn guest_swapped(&self, v: usize) -> u64 {
+        self.vms[v].guest().swapped_pages()
+    }
+    fn vm_cycles(&self, v: usize) -> Option<u64> {
+        Some(self.vm_cycles[v])
     }
 }
 
 impl HostOps for HostSim {
     fn invalidate(&mut self, v: usize, gpfn: u64) {
-        self.vms[v].invalidate(&mut self.host, gpfn);
+        let zaps = self.vms[v].invalidate(&mut self.host, gpfn);
+        self.esx_vm[v].rmap_zaps += zaps;
+        self.counters[v].rmap_zaps += zaps;
     }
     fn flush(&mut self, v: usize) {
-        self.flush_vm(v);
+        self.esx_flush(v);
     }
     fn swap_out(&mut self, v: usize, n: u64) -> u64 {
         // Share before swap [ESX 4]: the least-loaded pCPU runs the scan.
@@ -139,6 +157,15 @@ impl HostSim {
         }
     }
 
+    /// The manager flushes VM `v` on every pCPU: counted as its own
+    /// INVEPTs (and in the host counters, so priced).
+    fn esx_flush(&mut self, v: usize) {
+        self.flush_vm(v);
+        let n = self.pcpus.len() as u64;
+        self.esx_vm[v].invepts += n;
+        self.counters[v].invepts += n;
+    }
+
     /// Let the manager act at the current host time (between quanta).
     pub(super) fn esx_tick(&mut self) {
         let Some(mut m) = self.esx.take() else {
@@ -157,11 +184,13 @@ impl HostSim {
         if self.esx.is_none() || self.vms[v].balloon_size() == target {
             return;
         }
-        let (inflated, deflated, freed) =
+        let (inflated, deflated, freed, zaps) =
             self.vms[v].balloon_to(&mut self.pcpus[p].hw, &mut self.host, target);
         if freed > 0 {
-            self.flush_vm(v);
+            self.esx_flush(v);
         }
+        self.esx_vm[v].rmap_zaps += zaps;
+        self.counters[v].rmap_zaps += zaps;
         let e = &mut self.esx_vm[v];
         e.inflated += inflated;
         e.deflated += deflated;
@@ -189,9 +218,14 @@ impl HostSim {
     /// What the manager did, up to now (`None` without `[esx]`).
     pub fn esx_report(&self) -> Option<EsxHostReport> {
         let mut m = self.esx.clone()?;
+        let mut vms = self.esx_vm.clone();
+        for (e, v) in vms.iter_mut().zip(&self.vms) {
+            e.double_pagings = v.vm().double_pagings;
+            e.guest_swap_outs = v.vm().stats.guest_swap_outs;
+        }
         Some(EsxHostReport {
             manager: m.report(self.now(), self),
-            vms: self.esx_vm.clone(),
+            vms,
         })
     }
 
@@ -232,7 +266,7 @@ impl EsxHostReport {
         let m = &self.manager;
         let mib = |f: u64| f as f64 / 256.0;
         let mut out = format!(
-            "ESX memory manager: idle tax {}, reclaim {:?}\n{:<10} {:>7} {:>7} {:>8} {:>9} {:>10} {:>6} {:>11} {:>10} {:>9} {:>10} {:>8} {:>8}\n",
+            "ESX memory manager: idle tax {}, reclaim {:?}\n{:<10} {:>7} {:>7} {:>8} {:>9} {:>10} {:>6} {:>11} {:>10} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8}\n",
             m.idle_tax,
             m.reclaim,
             "vm",
@@ -248,6 +282,8 @@ impl EsxHostReport {
             "sampled",
             "touched",
             "blocked",
+            "g.swapout",
+            "dbl.page",
         );
         let last = m.series.last();
         for (v, name) in names.iter().enumerate() {
@@ -255,7 +291,7 @@ impl EsxHostReport {
             let c = &m.counters[v];
             let _ = writeln!(
                 out,
-                "{:<10} {:>7.1} {:>7.1} {:>8.0} {:>9.1} {:>10.1} {:>6.2} {:>11.1} {:>10.1} {:>9} {:>10} {:>8} {:>8}",
+                "{:<10} {:>7.1} {:>7.1} {:>8.0} {:>9.1} {:>10.1} {:>6.2} {:>11.1} {:>10.1} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8}",
                 name,
                 mib(m.min[v]),
                 mib(m.max[v]),
@@ -269,6 +305,8 @@ impl EsxHostReport {
                 c.sampled_frames,
                 c.touched_frames,
                 c.blocked_polls,
+                self.vms[v].guest_swap_outs,
+                self.vms[v].double_pagings,
             );
         }
         let s = m.seconds_in;

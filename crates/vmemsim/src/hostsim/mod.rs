@@ -183,17 +183,23 @@ trait VmDyn {
     fn guest(&self) -> &GuestOs;
     fn guest_mut(&mut self) -> &mut GuestOs;
     /// Idle sampling: drop every mapping of backed `gpfn` (EPT entry and
-    /// the mode's own, e.g. shadow leaves) so the next access traps. The
-    /// caller flushes.
-    fn invalidate(&mut self, host: &mut HostMemory, gpfn: u64);
+    /// the mode's own, e.g. shadow leaves) so the next access traps;
+    /// returns the shadow entries zapped. The caller flushes.
+    fn invalidate(&mut self, host: &mut HostMemory, gpfn: u64) -> u64;
     /// True when backed `gpfn` is mapped (EPT entry or a mode mapping).
     fn mapped(&self, host: &HostMemory, gpfn: u64) -> bool;
     /// Pages in the guest's balloon.
     fn balloon_size(&self) -> u64;
     /// Move the balloon to `target` pages, the guest reclaiming with its
     /// own policy when it lacks free frames (running on `hw`): (inflated,
-    /// deflated, host frames freed). The caller flushes.
-    fn balloon_to(&mut self, hw: &mut Hw, host: &mut HostMemory, target: u64) -> (u64, u64, u64);
+    /// deflated, host frames freed, shadow entries zapped). The caller
+    /// flushes.
+    fn balloon_to(
+        &mut self,
+        hw: &mut Hw,
+        host: &mut HostMemory,
+        target: u64,
+    ) -> (u64, u64, u64, u64);
 }
 
 /// A VM of mode `M`: its guest, machine and input.
@@ -378,13 +384,13 @@ impl<M: Mode> VmDyn for VmRun<M> {
     fn guest_mut(&mut self) -> &mut GuestOs {
         &mut self.guest
     }
-    fn invalidate(&mut self, host: &mut HostMemory, gpfn: u64) {
+    fn invalidate(&mut self, host: &mut HostMemory, gpfn: u64) -> u64 {
         let g = crate::addr::Gpfn(gpfn);
         let Some(h) = self.machine.vm.p2m(g) else {
-            return;
+            return 0;
         };
         self.machine.vm.ept_set(host, g, 0);
-        self.machine.mode.host_unmap(host, gpfn, h.0);
+        self.machine.mode.host_unmap(host, gpfn, h.0)
     }
     fn mapped(&self, host: &HostMemory, gpfn: u64) -> bool {
         let g = crate::addr::Gpfn(gpfn);
@@ -396,10 +402,15 @@ impl<M: Mode> VmDyn for VmRun<M> {
     fn balloon_size(&self) -> u64 {
         self.guest.balloon_size()
     }
-    fn balloon_to(&mut self, hw: &mut Hw, host: &mut HostMemory, target: u64) -> (u64, u64, u64) {
+    fn balloon_to(
+        &mut self,
+        hw: &mut Hw,
+        host: &mut HostMemory,
+        target: u64,
+    ) -> (u64, u64, u64, u64) {
         let b = self.guest.balloon_size();
         if target <= b {
-            return (0, self.balloon.deflate(&mut self.guest, b - target), 0);
+            return (0, self.balloon.deflate(&mut self.guest, b - target), 0, 0);
         }
         // The balloon's allocations put the guest under pressure: it
         // reclaims (swaps) with its own policy [ESX 3.2]; a no-op for a
@@ -409,14 +420,14 @@ impl<M: Mode> VmDyn for VmRun<M> {
             self.guest.reclaim(&mut m);
         }
         let pages = self.balloon.inflate(&mut self.guest, target - b).to_vec();
-        let mut freed = 0;
+        let (mut freed, mut zaps) = (0, 0);
         for &g in &pages {
             if let Some((h, f)) = self.machine.vm.release(host, crate::addr::Gpfn(g)) {
-                self.machine.mode.host_unmap(host, g, h.0);
+                zaps += self.machine.mode.host_unmap(host, g, h.0);
                 freed += u64::from(f);
             }
         }
-        (pages.len() as u64, 0, freed)
+        (pages.len() as u64, 0, freed, zaps)
     }
 }
 
@@ -458,6 +469,9 @@ pub struct HostSim {
     /// during the warm-up) and when it closed.
     window_start: Vec<Option<HostCounts>>,
     window_end: Vec<Option<HostCounts>>,
+    /// Each VM's own execution time, cycles (priced quanta and swap-in
+    /// waits): the ESX manager's sampling periods count it.
+    vm_cycles: Vec<u64>,
 }
 
 impl std::fmt::Debug for HostSim {
@@ -634,6 +648,7 @@ impl HostSim {
                 .map(|v| (v.cfg.measure.warmup_instructions == 0).then(HostCounts::default))
                 .collect(),
             window_end: vec![None; n],
+            vm_cycles: vec![0; n],
             cfg: cfg.clone(),
             check: false,
         }
@@ -719,7 +734,9 @@ impl HostSim {
         let swap_ins = vm.host_swap_ins - before.1;
         c.swap_wait_cycles += swap_ins * wait_cycles;
         let d = vm.stats.since(&self.last_stats[v]);
-        self.pcpus[p].cycles += self.costs[v].price(&d).total + swap_ins * wait_cycles;
+        let ran = self.costs[v].price(&d).total + swap_ins * wait_cycles;
+        self.pcpus[p].cycles += ran;
+        self.vm_cycles[v] += ran;
         self.last_stats[v] = vm.stats.clone();
         *before = (vm.exit_flushes, vm.host_swap_ins);
         self.pcpus[p].cycles += self.charge_host_work();
@@ -905,6 +922,8 @@ impl HostSim {
                 }
             }
             self.esx_tick();
+            // The manager's own INVEPTs and zaps, on the pCPU that ran it.
+            self.pcpus[p].cycles += self.charge_host_work();
         }
         self.queue.extend(ran);
         let now = self.now();
