@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
-use crate::host::config::{HostSection, VmSection};
+use crate::host::config::{invalid, HostSection, VmSection};
 
 use super::states::Thresholds;
 
@@ -255,18 +255,6 @@ pub struct EsxConfig {
     pub section: EsxSection,
     /// Per VM, in `[[vm]]` order.
     pub vms: Vec<VmAlloc>,
-}
-
-fn invalid(
-    key: impl Into<String>,
-    value: impl std::fmt::Display,
-    why: impl Into<String>,
-) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        value: value.to_string(),
-        why: why.into(),
-    }
 }
 
 fn mib(frames: u64) -> String {

@@ -177,7 +177,9 @@ pub struct HostConfig {
     pub vm_sections: Vec<VmSection>,
 }
 
-fn invalid(
+/// [`ConfigError::Invalid`] naming `key`, its `value` and what it must be
+/// (the host's and `[esx]`'s checks alike).
+pub(crate) fn invalid(
     key: impl Into<String>,
     value: impl std::fmt::Display,
     why: impl Into<String>,
