@@ -10,17 +10,10 @@ use plotters::prelude::*;
 use vmemsim::esx::State;
 use vmemsim::hostsim::HostReport;
 
+use crate::chart::VM_COLORS;
+
 /// File name of the chart in `--svg DIR`.
 pub const CHART: &str = "esx-memory.svg";
-
-const COLORS: [RGBColor; 6] = [
-    RGBColor(0x4e, 0x79, 0xa7),
-    RGBColor(0xf2, 0x8e, 0x2b),
-    RGBColor(0x59, 0xa1, 0x4f),
-    RGBColor(0xe1, 0x57, 0x59),
-    RGBColor(0x76, 0xb7, 0xb2),
-    RGBColor(0xb0, 0x7a, 0xa1),
-];
 
 fn band(s: State) -> RGBColor {
     match s {
@@ -40,23 +33,15 @@ pub fn write(r: &HostReport, path: &Path) -> Result<()> {
         return Ok(());
     };
     let series = &e.manager.series;
-    let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
+    let root = crate::chart::host_canvas(path)?;
     let t_end = series.last().map_or(1.0, |p| p.seconds).max(1e-9);
     let mib = |f: u64| f as f64 / 256.0;
     let top = e.manager.max.iter().copied().max().map_or(1.0, mib) * 1.05;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "memory per VM (allocation solid, target dashed, balloon dotted), tau = {}",
-                e.manager.idle_tax
-            ),
-            ("sans-serif", 18),
-        )
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_end, 0.0..top)?;
+    let caption = format!(
+        "memory per VM (allocation solid, target dashed, balloon dotted), tau = {}",
+        e.manager.idle_tax
+    );
+    let mut chart = crate::chart::host_axes(&root, &caption, 18, t_end, top)?;
     // State bands: a point's state holds until the next point's time.
     let mut i = 0;
     while i < series.len() {
@@ -79,7 +64,7 @@ pub fn write(r: &HostReport, path: &Path) -> Result<()> {
         .y_desc("MiB")
         .draw()?;
     for (v, vm) in r.vms.iter().enumerate() {
-        let c = COLORS[v % COLORS.len()];
+        let c = VM_COLORS[v % VM_COLORS.len()];
         let pts = |f: &dyn Fn(&vmemsim::esx::manager::VmPoint) -> u64| -> Vec<(f64, f64)> {
             series
                 .iter()

@@ -11,6 +11,7 @@ use vmemsim::hostsim::{open_input, HostReport, HostSim};
 use vmemsim::run_mode;
 use vmemsim::sim::ModeResult;
 
+use crate::chart::VM_COLORS;
 use crate::jobs::{self, Task};
 use crate::measure_flags::MeasureFlags;
 use crate::output::Outputs;
@@ -143,29 +144,19 @@ pub fn run(
     ))
 }
 
-/// Colours of the VMs' areas, cycled.
-const COLORS: [RGBColor; 6] = [
-    RGBColor(0x4e, 0x79, 0xa7),
-    RGBColor(0xf2, 0x8e, 0x2b),
-    RGBColor(0x59, 0xa1, 0x4f),
-    RGBColor(0xe1, 0x57, 0x59),
-    RGBColor(0x76, 0xb7, 0xb2),
-    RGBColor(0xb0, 0x7a, 0xa1),
-];
-
 /// Host memory over time as stacked areas (as in [ESX]'s figures): each
 /// VM's frames, the hypervisor's table pages, and free memory on top, MiB.
 fn memory_chart(r: &HostReport, path: &Path) -> Result<()> {
-    let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
+    let root = crate::chart::host_canvas(path)?;
     let t_end = r.series.last().map_or(1.0, |s| s.seconds).max(1e-9);
     let total = r.frames as f64 / 256.0;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("host memory by VM (stacked), MiB", ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_end, 0.0..total * 1.02)?;
+    let mut chart = crate::chart::host_axes(
+        &root,
+        "host memory by VM (stacked), MiB",
+        20,
+        t_end,
+        total * 1.02,
+    )?;
     chart
         .configure_mesh()
         .x_desc("host time, s")
@@ -186,7 +177,10 @@ fn memory_chart(r: &HostReport, path: &Path) -> Result<()> {
     };
     for layer in (0..layers).rev() {
         let (name, color) = if layer < r.vms.len() {
-            (r.vms[layer].name.clone(), COLORS[layer % COLORS.len()])
+            (
+                r.vms[layer].name.clone(),
+                VM_COLORS[layer % VM_COLORS.len()],
+            )
         } else if layer == r.vms.len() {
             ("hypervisor tables".to_string(), RGBColor(0x9c, 0x75, 0x5f))
         } else {
