@@ -229,3 +229,36 @@ fn host_measures_each_vm_in_the_window_of_the_flags() {
         assert!(v["alone"]["cycles"].as_u64().unwrap() > 0);
     }
 }
+
+#[test]
+fn config_dump_host_shows_every_host_key_with_its_default() {
+    let o = vmemsim(&["config", "--dump", "--host"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = String::from_utf8(o.stdout).unwrap();
+    for key in [
+        "[host]",
+        "mem_mib = 1024",
+        "vm_quantum_instructions = 100000",
+        "[esx]",
+        "idle_tax = 0.75",
+        "sample_clock = \"host\"",
+        "[[vm]]",
+        "[measure]",
+    ] {
+        assert!(t.contains(key), "{key}: {t}");
+    }
+    // A host file, resolved.
+    let cfg = write_cfg("dump.toml", &small_host());
+    let o = vmemsim(&[
+        "config",
+        "--dump",
+        "--host",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let t = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        t.contains("mem_mib = 192") && t.contains("name = \"scan\""),
+        "{t}"
+    );
+}
