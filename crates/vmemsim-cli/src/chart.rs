@@ -447,6 +447,42 @@ fn timeline_svg(workload: &str, mode: ModeKind, sw: &SwitchReport) -> Result<Str
     Ok(out)
 }
 
+/// Colours of the VMs in the host charts (`host-memory.svg`,
+/// `esx-memory.svg`), cycled.
+pub const VM_COLORS: [RGBColor; 6] = [
+    RGBColor(0x4e, 0x79, 0xa7),
+    RGBColor(0xf2, 0x8e, 0x2b),
+    RGBColor(0x59, 0xa1, 0x4f),
+    RGBColor(0xe1, 0x57, 0x59),
+    RGBColor(0x76, 0xb7, 0xb2),
+    RGBColor(0xb0, 0x7a, 0xa1),
+];
+
+/// A host chart's canvas: the 1000 x 560 px SVG drawing area of `path`,
+/// filled white.
+pub fn host_canvas(path: &Path) -> Result<DrawingArea<SVGBackend<'_>, Shift>> {
+    let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    Ok(root)
+}
+
+/// A host chart's axes on `root`: host time from 0 to `t_end` seconds
+/// against 0 to `top` MiB, under `caption` (`caption_px` high).
+pub fn host_axes<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+    caption_px: u32,
+    t_end: f64,
+    top: f64,
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    Ok(ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", caption_px))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..t_end, 0.0..top)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,40 +601,4 @@ mod tests {
         assert_eq!(si(12_345_678.0), "12.3M");
         assert_eq!(si(450e9), "450G");
     }
-}
-
-/// Colours of the VMs in the host charts (`host-memory.svg`,
-/// `esx-memory.svg`), cycled.
-pub const VM_COLORS: [RGBColor; 6] = [
-    RGBColor(0x4e, 0x79, 0xa7),
-    RGBColor(0xf2, 0x8e, 0x2b),
-    RGBColor(0x59, 0xa1, 0x4f),
-    RGBColor(0xe1, 0x57, 0x59),
-    RGBColor(0x76, 0xb7, 0xb2),
-    RGBColor(0xb0, 0x7a, 0xa1),
-];
-
-/// A host chart's canvas: the 1000 x 560 px SVG drawing area of `path`,
-/// filled white.
-pub fn host_canvas(path: &Path) -> Result<DrawingArea<SVGBackend<'_>, Shift>> {
-    let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
-    Ok(root)
-}
-
-/// A host chart's axes on `root`: host time from 0 to `t_end` seconds
-/// against 0 to `top` MiB, under `caption` (`caption_px` high).
-pub fn host_axes<'a, 'b>(
-    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
-    caption: &str,
-    caption_px: u32,
-    t_end: f64,
-    top: f64,
-) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
-    Ok(ChartBuilder::on(root)
-        .caption(caption, ("sans-serif", caption_px))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_end, 0.0..top)?)
 }
