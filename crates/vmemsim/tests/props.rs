@@ -573,7 +573,7 @@ fn reclaim_after_fork_and_partial_unmap_of_a_2m_page() {
         },
     ];
     let mut cfg = Config::default();
-    cfg.guest.huge_pages = true;
+    cfg.guest.huge_pages = true.into();
     cfg.guest.pcid = false;
     cfg.guest.mem_mib = 64;
     cfg.guest.swap_mib = 64;
