@@ -383,15 +383,17 @@ fn regression_split_of_shared_huge_page() {
     modes_agree_on(&ops, true, false);
 }
 
-/// A case proptest found (2026-12-01, in a branch; it fails on main too):
-/// loads, maps, unmaps, forks and exits with 2 MiB pages, no PCIDs, under
-/// guest reclaim. KNOWN BUG, not fixed: shadow resolves record 43 (a load
-/// of pid 13) through a shadow entry the guest no longer maps ("resolved
-/// but the guest does not map it"): a stale shadow leaf after reclaim of a
-/// frame of a 2 MiB page split by munmap and shared by fork. Run it with
-/// `cargo test -p vmemsim --test props -- --ignored`.
+/// A case proptest found (2026-12-01): loads, maps, unmaps, forks and
+/// exits with 2 MiB pages, no PCIDs, under guest reclaim. Shadow resolved
+/// record 43 (a load of pid 13) through a stale shadow leaf. Guest PT
+/// 0x20f (a frame of a split 2 MiB page, reused as a table) had an unsync
+/// shadow page that had left the unsync list when it was unlinked; the
+/// fill of record 40 linked it again (resynced, still unsync) but did not
+/// put it back on the list, so reclaim's unprotected stores to the PT (A
+/// cleared, then a swap entry, in another process's context, so no INVLPG)
+/// were never resynced at pid 13's CR3 load. Fixed: a relinked unsync page
+/// goes back on the list (KVM's `kvm_mmu_mark_parents_unsync`).
 #[test]
-#[ignore = "known bug: stale shadow leaf after reclaim of a split, forked 2 MiB page"]
 fn reclaim_after_fork_and_partial_unmap_of_a_2m_page() {
     let ops = vec![
         Op::Access {

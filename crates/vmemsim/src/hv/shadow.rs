@@ -448,8 +448,15 @@ impl Shadow {
                 let linked = se & x86::P != 0 && x86::frame(se) == child;
                 if !linked && self.pages[&child].unsync {
                     // KVM syncs an unsync page it links again, leaving it
-                    // unsync and writable (`kvm_mmu_get_page`).
+                    // unsync and writable (`kvm_mmu_get_page`), and marks
+                    // its new parents as having an unsync child
+                    // (`kvm_mmu_mark_parents_unsync`), so the next TLB
+                    // flush or CR3 load resyncs it again. Here: back on the
+                    // unsync list, which left it when it was unlinked.
                     self.resync_page(core, mem, child, false);
+                    if !self.unsync.contains(&child) {
+                        self.unsync.push(child);
+                    }
                 }
                 self.link(core, sp, idx, child);
                 self.used(child);
