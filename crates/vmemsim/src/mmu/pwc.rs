@@ -43,20 +43,31 @@ impl Pwc {
     /// The PML5E cache is consulted only for 5-level tables.
     #[inline]
     pub fn lookup(&mut self, asid: Asid, addr: u64, levels: u8) -> Option<(u8, u64)> {
+        match self.deepest(asid, addr, levels) {
+            (0, _) => None,
+            hit => Some(hit),
+        }
+    }
+
+    /// [`Self::lookup`] as `(level, frame)`, level 0 for no hit: a pair
+    /// the call returns in two registers (the `Option` would go through
+    /// memory), and one call for all the caches.
+    #[inline(never)]
+    fn deepest(&mut self, asid: Asid, addr: u64, levels: u8) -> (u8, u64) {
         let [pde, pdpte, pml4e, pml5e] = &mut self.caches;
         for (i, c) in [pde, pdpte, pml4e].into_iter().enumerate() {
             let prefix = addr >> (21 + 9 * i as u32);
             if let Some(frame) = c.lookup(prefix, key(prefix, asid)) {
-                return Some((i as u8 + 1, frame));
+                return (i as u8 + 1, frame);
             }
         }
         if levels == 5 {
             let prefix = addr >> 48;
             if let Some(frame) = pml5e.lookup(prefix, key(prefix, asid)) {
-                return Some((4, frame));
+                return (4, frame);
             }
         }
-        None
+        (0, 0)
     }
 
     /// The cache holding entries of `level` (2 = PDE, 3 = PDPTE, 4 =

@@ -528,8 +528,9 @@ pub fn nested_translate<E: TableMem>(
     }
 }
 
-/// [`nested_translate`] in geometry `g`.
-#[inline]
+/// [`nested_translate`] in geometry `g`: the nested-TLB lookup inline in
+/// the walk, the EPT walk behind it out of line ([`ept_walk`]).
+#[inline(always)]
 fn nested_translate_in<G: Geometry, E: TableMem>(
     g: G,
     hw: &mut Hw,
@@ -537,12 +538,10 @@ fn nested_translate_in<G: Geometry, E: TableMem>(
     gpfn: u64,
     need: u64,
 ) -> Result<(u64, u64), WalkFault> {
-    let tag = Asid::new(ept.tag, 0);
     debug_assert!(gpfn < 1 << 40, "gPFN {gpfn:#x} beyond 52-bit gPAs");
-    let (ept_levels, ept_leaf) = (g.ept_levels(&ept), g.ept_leaf(&ept));
     // The nested TLB caches EPT leaves of their size: one entry per host
     // page, keyed by its number.
-    let shift = 9 * u32::from(ept_leaf - 1);
+    let shift = 9 * u32::from(g.ept_leaf(&ept) - 1);
     let hpn = gpfn >> shift;
     let off = gpfn & ((1 << shift) - 1);
     let key = hpn | (u64::from(ept.tag) << NTLB_TAG_SHIFT);
@@ -554,6 +553,36 @@ fn nested_translate_in<G: Geometry, E: TableMem>(
             return Ok(((v & !(ept::RWX << NTLB_RIGHTS_SHIFT)) + off, rights));
         }
     }
+    match ept_walk(g, hw, ept, gpfn, need, cached.is_some()) {
+        (_, EPT_DENIED) => Err(WalkFault::EptViolation { gpfn }),
+        ok => Ok(ok),
+    }
+}
+
+/// What [`ept_walk`] returns as the rights of a walk that found no leaf
+/// with the needed rights (no real rights value: those are 3 bits).
+const EPT_DENIED: u64 = u64::MAX;
+
+/// The nested TLB missed `gpfn` (or, `stale`, held it without a right
+/// `need` asks for): walk the EPT from the deepest EPT PSC hit, fill the
+/// nested TLB and the EPT PSCs, and return `(hPFN, rights of the leaf)`,
+/// or `(0, EPT_DENIED)` for an EPT violation. A pair, so the result comes
+/// back in registers.
+#[inline(never)]
+fn ept_walk<G: Geometry, E: TableMem>(
+    g: G,
+    hw: &mut Hw,
+    ept: EptRef<'_, E>,
+    gpfn: u64,
+    need: u64,
+    stale: bool,
+) -> (u64, u64) {
+    let tag = Asid::new(ept.tag, 0);
+    let (ept_levels, ept_leaf) = (g.ept_levels(&ept), g.ept_leaf(&ept));
+    let shift = 9 * u32::from(ept_leaf - 1);
+    let hpn = gpfn >> shift;
+    let off = gpfn & ((1 << shift) - 1);
+    let key = hpn | (u64::from(ept.tag) << NTLB_TAG_SHIFT);
     hw.rec.lookups().nested_tlb_misses += 1;
     let gpa = gpfn << 12;
     let ept_hit = hw.ept_pwc.lookup(tag, gpa, ept_levels);
@@ -564,19 +593,19 @@ fn nested_translate_in<G: Geometry, E: TableMem>(
         let e = ept.tables.read(table, idx);
         hw.reference((table << 12) | (idx as u64 * 8), level, Dim::Nested);
         if e & need != need {
-            return Err(WalkFault::EptViolation { gpfn });
+            return (0, EPT_DENIED);
         }
         let next = x86::frame(e);
         if level == ept_leaf {
             debug_assert!(level == 1 || e & ept::PS != 0, "EPT leaf at level {level}");
             let rights = e & ept::RWX;
             let v = next | (rights << NTLB_RIGHTS_SHIFT);
-            if cached.is_some() {
+            if stale {
                 hw.ntlb.insert(hpn, key, v);
             } else {
                 hw.ntlb.insert_new(hpn, key, v);
             }
-            return Ok((next + off, rights));
+            return (next + off, rights);
         }
         hw.ept_pwc.insert_new(tag, gpa, level, next);
         table = next;
