@@ -239,6 +239,83 @@ impl LineParser {
         }
     }
 
+    /// Parse the plain access lines at the start of `buf` in one pass, without
+    /// searching for each line's end first: the recorder's and the
+    /// [`Reader`]'s fast path. Stops before the first line that is anything
+    /// else (an event, a message, an access line with unusual spacing, a
+    /// `\r`, a malformed one), before a line that may be cut off (less than
+    /// [`FAST_WINDOW`] bytes before the end of `buf`), and once `out` holds
+    /// `limit` records. Returns the bytes consumed (whole lines with their
+    /// `\n`) and the lines parsed; each line gives one record.
+    ///
+    /// Whatever it stops at goes through [`parse_line`](Self::parse_line),
+    /// which gives the same record for every line accepted here (a property
+    /// test checks it) and the error for a malformed one.
+    #[inline]
+    pub fn parse_access_lines(
+        &self,
+        buf: &[u8],
+        out: &mut Vec<Record>,
+        limit: usize,
+    ) -> (usize, u64) {
+        let pid = self.pid();
+        let mut pos = 0;
+        let mut lines = 0;
+        while out.len() < limit && buf.len() - pos >= FAST_WINDOW {
+            let w: &[u8; FAST_WINDOW] = buf[pos..pos + FAST_WINDOW]
+                .try_into()
+                .expect("a window of FAST_WINDOW bytes");
+            let (kind, mut i) = match (w[0], w[1]) {
+                (b'I', _) => (AccessKind::Fetch, 1),
+                (b' ', b'L') => (AccessKind::Load, 2),
+                (b' ', b'S') => (AccessKind::Store, 2),
+                (b' ', b'M') => (AccessKind::Modify, 2),
+                _ => break,
+            };
+            // Lackey writes one or two spaces; up to 8 stay in the window.
+            let spaces_end = i + 8;
+            while i < spaces_end && w[i] == b' ' {
+                i += 1;
+            }
+            let hex = i;
+            let mut addr = 0u64;
+            // One digit more than allowed, to tell 16 digits from 17.
+            while i < hex + 17 {
+                let d = HEX_DIGIT[usize::from(w[i])];
+                if d == NOT_HEX {
+                    break;
+                }
+                addr = (addr << 4) | u64::from(d);
+                i += 1;
+            }
+            if !(1..=16).contains(&(i - hex)) || w[i] != b',' {
+                break;
+            }
+            i += 1;
+            let dec = i;
+            let mut size = 0u32;
+            while i < dec + 6 && w[i].is_ascii_digit() {
+                size = size * 10 + u32::from(w[i] - b'0');
+                i += 1;
+            }
+            if !(1..=5).contains(&(i - dec)) || w[i] != b'\n' {
+                break;
+            }
+            let Ok(size) = u16::try_from(size) else {
+                break;
+            };
+            out.push(Record::Access(Access {
+                addr,
+                pid,
+                size,
+                kind,
+            }));
+            pos += i + 1;
+            lines += 1;
+        }
+        (pos, lines)
+    }
+
     /// End of the stream: a pending `execve` (printed without a result) means
     /// the exec succeeded and the new image logs elsewhere, so an `Exec`
     /// event is appended.
@@ -758,6 +835,10 @@ const HEX_DIGIT: [u8; 256] = {
     }
     t
 };
+/// Bytes [`LineParser::parse_access_lines`] needs in view to parse a line
+/// without bounds checks per byte: the longest line it accepts (kind, 8
+/// spaces, 16 hex digits, comma, 5 digits, newline: 34 bytes) with room.
+pub const FAST_WINDOW: usize = 48;
 /// Marks a byte that is no hex digit in [`HEX_DIGIT`].
 const NOT_HEX: u8 = 0xff;
 
@@ -963,6 +1044,18 @@ impl RecordSource for Reader {
             }
             if self.done {
                 break;
+            }
+            // Plain access lines straight from the reader's buffer (one
+            // record each, so `target` is never passed).
+            let avail = self
+                .src
+                .fill_buf()
+                .map_err(|e| TraceError::io(&self.path, e))?;
+            let (used, lines) = self.parser.parse_access_lines(avail, buf, target);
+            if used > 0 {
+                self.src.consume(used);
+                self.line_no += lines;
+                continue;
             }
             self.line.clear();
             let n = self
@@ -1369,7 +1462,120 @@ mod tests {
         );
     }
 
+    /// Parse `text` with the one-pass line parser where it applies and
+    /// [`LineParser::parse_line`] for the rest, as the recorder does:
+    /// records, and the lines each path took.
+    fn parse_fast_and_slow(text: &[u8]) -> (Vec<Result<Record, &'static str>>, u64, u64) {
+        let mut p = LineParser::new(Some(7));
+        let (mut out, mut fast, mut slow) = (Vec::new(), 0, 0);
+        let mut recs = Vec::new();
+        let mut pos = 0;
+        loop {
+            let (used, lines) = p.parse_access_lines(&text[pos..], &mut recs, usize::MAX);
+            pos += used;
+            fast += lines;
+            out.extend(recs.drain(..).map(Ok));
+            let Some(nl) = memchr::memchr(b'\n', &text[pos..]) else {
+                break;
+            };
+            slow += 1;
+            match p.parse_line(&text[pos..pos + nl], &mut recs) {
+                Ok(()) => out.extend(recs.drain(..).map(Ok)),
+                Err(e) => out.push(Err(e)),
+            }
+            pos += nl + 1;
+        }
+        (out, fast, slow)
+    }
+
+    /// Every line through [`LineParser::parse_line`] alone.
+    fn parse_slow(text: &[u8]) -> Vec<Result<Record, &'static str>> {
+        let mut p = LineParser::new(Some(7));
+        let mut out = Vec::new();
+        let mut recs = Vec::new();
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            let Some(line) = line.strip_suffix(b"\n") else {
+                break;
+            };
+            match p.parse_line(line, &mut recs) {
+                Ok(()) => out.extend(recs.drain(..).map(Ok)),
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_one_pass_line_parser_takes_valgrinds_lines_and_leaves_the_rest() {
+        // Lines as lackey writes them take the fast path; the edges (17 hex
+        // digits, size 65536, six size digits, a `\r`, nine spaces, an
+        // event) go through `parse_line`, with the same records and errors.
+        let mut text = Vec::new();
+        for _ in 0..4 {
+            text.extend_from_slice(
+                b"I  04016a8,3\n L 1ffefffd58,8\n S 04a2b040,16\n M 1ffefffd40,4\n",
+            );
+        }
+        let edges: &[&[u8]] = &[
+            b" L ffffffffffffffff,64\n",
+            b" L 1ffffffffffffffff,8\n",
+            b" L 10,65535\n",
+            b" L 10,65536\n",
+            b" L 10,000008\n",
+            b" L 10,8\r\n",
+            b" L          10,8\n",
+            b"I04016a8,3\n",
+            b"SYSCALL[3686,1](12) sys_brk ( 0x0 ) --> [pre-success] Success(0x4035000)\n",
+            b" X 10,8\n",
+        ];
+        for e in edges {
+            text.extend_from_slice(e);
+            text.extend_from_slice(b"I  04016a8,3\n");
+        }
+        let (fast_path, fast, slow) = parse_fast_and_slow(&text);
+        assert_eq!(fast_path, parse_slow(&text));
+        // 16 + 2 * 10 = 36 lines. `parse_line` takes the 7 edges the fast
+        // path refuses (17 digits, 65536, six digits, `\r`, ten spaces, the
+        // syscall, ` X`) and the 2 `I` lines after the last two edges: from
+        // the one after the syscall on, 13 + 8 + 13 = 34 bytes are left,
+        // fewer than FAST_WINDOW (48). The other 27 lines take the fast path.
+        assert_eq!((fast, slow), (27, 9));
+    }
+
+    use proptest::strategy::Strategy as _;
+
     proptest::proptest! {
+        #[test]
+        fn the_one_pass_line_parser_agrees_with_parse_line_on_any_text(
+            lines in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["I", "I  ", " L ", " S ", " M ", " L", " X ", ""]),
+                    proptest::prop_oneof![
+                        // Near Valgrind's form: hex digits, a comma, digits.
+                        (
+                            proptest::string::string_regex(" {0,9}[0-9a-fA-F]{0,17}").unwrap(),
+                            proptest::string::string_regex(",[0-9]{0,6}\r?").unwrap(),
+                        )
+                            .prop_map(|(a, b)| format!("{a}{b}").into_bytes()),
+                        proptest::collection::vec(
+                            proptest::sample::select(b"  0123456789abcdefABCDEFx,,-\r".to_vec()),
+                            0..24,
+                        ),
+                    ],
+                ),
+                0..40,
+            )
+        ) {
+            let mut text = Vec::new();
+            for (kind, body) in &lines {
+                text.extend_from_slice(kind.as_bytes());
+                text.extend_from_slice(body);
+                text.push(b'\n');
+            }
+            let (fast_path, _, _) = parse_fast_and_slow(&text);
+            proptest::prop_assert_eq!(fast_path, parse_slow(&text));
+        }
+
         #[test]
         fn the_one_pass_access_parser_agrees_on_any_bytes(
             line in proptest::collection::vec(

@@ -656,9 +656,7 @@ fn convert_inner(
         if source.next_batch(&mut buf, 1 << 16)? == 0 {
             break;
         }
-        for r in &buf {
-            w.push(r)?;
-        }
+        w.push_all(&buf)?;
     }
     // Formats that discover processes while reading know more now.
     let known: Vec<ProcessInfo> = w.processes().to_vec();

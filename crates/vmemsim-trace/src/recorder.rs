@@ -977,7 +977,24 @@ fn follow(
             continue;
         }
         end += n;
-        while let Some(nl) = memchr::memchr(b'\n', &buf[start..end]) {
+        loop {
+            if sent_info {
+                // The bulk of the text: plain access lines in one pass.
+                let (used, lines) =
+                    parser.parse_access_lines(&buf[start..end], &mut batch, BATCH_RECORDS);
+                start += used;
+                line_no += lines;
+                if batch.len() >= BATCH_RECORDS {
+                    if !send(&mut batch) {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+            // Anything else, one line at a time.
+            let Some(nl) = memchr::memchr(b'\n', &buf[start..end]) else {
+                break;
+            };
             let line = &buf[start..start + nl];
             line_no += 1;
             parser
@@ -1215,9 +1232,9 @@ impl<'k> Order<'k> {
 
     /// Write records; a written fork event lets the child's streams advance.
     fn write(&mut self, records: &[Record], w: &mut vmt::Writer) -> Result<(), TraceError> {
+        w.push_all(records)?;
         let mut children = Vec::new();
         for r in records {
-            w.push(r)?;
             if let Record::Event(e) = r {
                 let (pid, ProcEvent::Fork { child }) = (&e.pid, &e.kind) else {
                     continue;

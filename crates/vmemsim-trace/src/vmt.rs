@@ -26,7 +26,6 @@
 //! [`Writer::finish`]; a crashed recording leaves only the `.partial` file,
 //! which the [`Reader`] still reads up to its last whole block.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -491,7 +490,8 @@ pub struct Writer {
     state: CodecState,
     blocks: Vec<BlockIndex>,
     counts: Counts,
-    pages: HashSet<(u32, u64)>,
+    /// Distinct (pid, page) pairs touched, for the footprint.
+    pages: rustc_hash::FxHashSet<(u32, u64)>,
     last_page: [(u32, u64); 2],
     processes: Vec<ProcessInfo>,
     /// Files mapped so far, and where each is in `files`.
@@ -547,7 +547,7 @@ impl Writer {
             state: CodecState::new(),
             blocks: Vec::new(),
             counts: Counts::default(),
-            pages: HashSet::new(),
+            pages: rustc_hash::FxHashSet::default(),
             last_page: [(u32::MAX, u64::MAX); 2],
             processes: Vec::new(),
             files: Vec::new(),
@@ -569,21 +569,34 @@ impl Writer {
     /// # Errors
     /// [`TraceError::Io`] when writing a full block fails.
     pub fn push(&mut self, record: &Record) -> Result<(), TraceError> {
+        self.push_all(std::slice::from_ref(record))
+    }
+
+    /// Append records in order, as [`Writer::push`] of each would (the same
+    /// bytes), with the per-call work done once: the recorder's and
+    /// `convert`'s way to write a batch.
+    ///
+    /// # Errors
+    /// [`TraceError::Io`] when writing a full block fails (the records
+    /// before it are in the trace).
+    pub fn push_all(&mut self, records: &[Record]) -> Result<(), TraceError> {
         if let Some(e) = self.deferred_error.take() {
             return Err(e);
         }
-        match record {
-            Record::Access(a) => self.push_access(a),
-            Record::Event(e) => self.push_event(e),
-        }
-        self.block_records += 1;
-        if self.block_records >= self.block_records_target || self.raw_len() >= RAW_FLUSH {
-            self.flush_block()?;
+        for record in records {
+            match record {
+                Record::Access(a) => self.push_access(a),
+                Record::Event(e) => self.push_event(e),
+            }
+            self.block_records += 1;
+            if self.block_records >= self.block_records_target || self.raw_len() >= RAW_FLUSH {
+                self.flush_block()?;
+            }
         }
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn push_access(&mut self, a: &Access) {
         if a.pid != self.state.pid {
             self.state.switch(a.pid);
@@ -643,6 +656,7 @@ impl Writer {
         }
     }
 
+    #[inline(never)]
     fn push_event(&mut self, e: &Event) {
         self.tags.push(TAG_EVENT);
         let r = &mut self.body;
@@ -738,6 +752,7 @@ impl Writer {
         4 + self.tags.len() + self.body.len()
     }
 
+    #[inline(never)]
     fn flush_block(&mut self) -> Result<(), TraceError> {
         if self.tags.is_empty() {
             return Ok(());
