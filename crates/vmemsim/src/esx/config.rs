@@ -33,6 +33,21 @@ pub enum SampleClock {
     Vm,
 }
 
+/// How a VM is charged for a host frame shared (by content) with others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SharedCharge {
+    /// A frame shared by `k` guest frames costs each `1/k`: a VM's
+    /// allocation is its consumed memory (vSphere's "consumed": machine
+    /// memory accounting for the savings of sharing), so frames sharing
+    /// saved are reclaimed memory [ESX 4, 5].
+    Fractional,
+    /// Every guest frame backed costs a whole frame, shared or not
+    /// (vSphere's "granted"): sharing lowers the host's free memory but no
+    /// VM's allocation (the simulator's behaviour before this key).
+    Full,
+}
+
 /// The `[esx]` section. Periods are the paper's, in its seconds; the
 /// simulator runs them `time_scale` times shorter (see [`EsxSection::time_scale`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,6 +103,10 @@ pub struct EsxSection {
     /// time many times slower than a busy one, and the idle VM of
     /// experiment 1 ended before its first period: docs/esx.md).
     pub sample_clock: SampleClock,
+    /// What a VM's allocation `P` counts of frames shared by content
+    /// (`[sharing]`): `fractional` (default, ESX's consumed memory) or
+    /// `full` (granted memory). No effect without sharing.
+    pub shared_charge: SharedCharge,
 }
 
 impl Default for EsxSection {
@@ -109,6 +128,7 @@ impl Default for EsxSection {
             hysteresis_pct: 1.0,
             reclaim: Reclaim::States,
             sample_clock: SampleClock::Host,
+            shared_charge: SharedCharge::Fractional,
             balloon_max_pct: 65.0,
             balloon_page_cycles: 1200,
         }

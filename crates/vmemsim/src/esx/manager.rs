@@ -35,8 +35,16 @@ pub trait HostView {
     /// True for VMs the manager may sample, balloon and swap (not direct
     /// or native VMs: pinned memory, or no second translation).
     fn managed(&self, v: usize) -> bool;
-    /// Frames backed now (the allocation P).
+    /// Guest frames backed now (ESX's "granted" memory), shared or not.
     fn backed(&self, v: usize) -> u64;
+    /// Host frames the VM consumes now: the allocation `P` of its
+    /// shares-per-page ratio, compared with its target. A frame shared by
+    /// `k` guest frames counts `1/k` for each (ESX's consumed memory,
+    /// rounded to a frame), so what sharing saved is memory reclaimed from
+    /// the VM [ESX 4, 5]. Default: [`HostView::backed`] (no sharing).
+    fn consumed(&self, v: usize) -> u64 {
+        self.backed(v)
+    }
     /// Backed frames that may be sampled or swapped (not guest page tables).
     fn candidates(&self, v: usize) -> Vec<u64>;
     /// True when `gpfn` is mapped again (the guest touched it since
@@ -88,8 +96,11 @@ struct VmState {
 /// One VM at one point of the time series.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct VmPoint {
-    /// Frames backed (allocation), 4 KiB.
+    /// Frames backed (allocation, ESX's "granted"), 4 KiB.
     pub alloc: u64,
+    /// Host frames consumed ([`HostView::consumed`]: shared frames count
+    /// `1/k` per sharer), 4 KiB; `alloc` without sharing.
+    pub consumed: u64,
     /// Target allocation, frames.
     pub target: u64,
     /// Estimated active fraction.
@@ -237,7 +248,7 @@ impl Manager {
             .enumerate()
             .map(|(v, a)| Claim {
                 shares: a.shares,
-                pages: host.backed(v),
+                pages: host.consumed(v),
                 active: self.active(v),
                 min: a.min,
                 max: a.max,
@@ -341,7 +352,8 @@ impl Manager {
             }
             let a = self.cfg.vms[v];
             let cap = (a.max as f64 * sec.balloon_max_pct / 100.0) as u64;
-            let p = host.backed(v);
+            // Consumed, not granted: frames sharing saved are not excess.
+            let p = host.consumed(v);
             let target = self.vms[v].target;
             let b = host.balloon(v);
             let excess = p.saturating_sub(target);
@@ -374,7 +386,7 @@ impl Manager {
             if swap > 0 {
                 self.counters[v].target_swap_outs += host.swap_out(v, swap);
             }
-            let blocked = state == State::Low && host.backed(v) > target;
+            let blocked = state == State::Low && host.consumed(v) > target;
             if blocked != self.vms[v].blocked {
                 self.vms[v].blocked = blocked;
                 host.set_blocked(v, blocked);
@@ -398,6 +410,7 @@ impl Manager {
                 s.last_accesses = acc;
                 VmPoint {
                     alloc: host.backed(v),
+                    consumed: host.consumed(v),
                     target: s.target,
                     active: s.est.estimate(s.sample.touched(), s.sample.sampled()),
                     balloon: host.balloon(v),
@@ -456,6 +469,8 @@ mod tests {
         blocked: Vec<bool>,
         /// Swap slots left (unlimited when `None`).
         swap_left: Option<u64>,
+        /// Consumed frames (sharing), when not the backed ones.
+        consumed: Option<Vec<u64>>,
     }
 
     impl Fake {
@@ -472,6 +487,7 @@ mod tests {
                 swapped: vec![0; n],
                 blocked: vec![false; n],
                 swap_left: None,
+                consumed: None,
             }
         }
     }
@@ -481,7 +497,11 @@ mod tests {
             self.capacity
         }
         fn free_frames(&self) -> u64 {
-            self.capacity - self.backed.iter().sum::<u64>()
+            let used = (0..self.backed.len()).map(|v| self.consumed(v));
+            self.capacity - used.sum::<u64>()
+        }
+        fn consumed(&self, v: usize) -> u64 {
+            self.consumed.as_ref().map_or(self.backed[v], |c| c[v])
         }
         fn table_frames(&self) -> u64 {
             0
@@ -677,6 +697,46 @@ mod tests {
         );
         assert_eq!(r.counters[0].blocked_polls, 1);
         assert_eq!(r.series.len(), 7, "a point per poll and one at the end");
+    }
+
+    /// Frames saved by sharing are reclaimed memory: the excess over the
+    /// target, the shares-per-page ratio and the blocking test count
+    /// consumed frames, not granted ones. Two equal VMs (tau 0, all
+    /// active): targets 940 each, as in `soft_balloons_hard_swaps_low_blocks`
+    /// (1880 / 2; at tau 0 equal shares give equal targets whatever P).
+    /// VM 1 is granted 1010 guest frames but, sharing, consumes 970: free =
+    /// 2000 - 951 - 970 = 79 (3.95%): soft. Balloons inflate by the
+    /// excess: VM 0 951 - 940 = 11; VM 1 970 - 940 = 30 (70 by granted frames).
+    #[test]
+    fn sharing_savings_are_not_excess() {
+        let mut host = Fake::new(2000, &[951, 1010], &[true, true]);
+        host.consumed = Some(vec![951, 970]);
+        let mut m = Manager::new(&cfg(0.0, Reclaim::States), 1, 1.0);
+        m.tick(0, &mut host);
+        assert_eq!(m.state(), State::Soft);
+        assert_eq!((m.target(0), m.target(1)), (940, 940));
+        assert_eq!(host.balloon_target, vec![Some(11), Some(30)]);
+        // The victim: lowest rho = S / P at tau 0. P = consumed: 40 / 970
+        // below 40 / 951, VM 1; with VM 0 at 980 consumed, VM 0 (granted
+        // frames, 951 vs 1010, would still say VM 1).
+        assert_eq!(m.victim(&host, |_| true), Some(1));
+        host.consumed = Some(vec![980, 970]);
+        assert_eq!(m.victim(&host, |_| true), Some(0));
+        host.consumed = None;
+        assert_eq!(m.victim(&host, |_| true), Some(1));
+        // Low (free 2000 - 940 - 1045 = 15, 0.75%), no swap left: only
+        // the VM consuming more than its target (1045 > 940) is blocked;
+        // VM 0 is granted 1000 (> 940) but consumes 940.
+        let mut low = Fake::new(2000, &[1000, 1000], &[true, true]);
+        low.consumed = Some(vec![940, 1045]);
+        low.swap_left = Some(0);
+        let mut m = Manager::new(&cfg(0.0, Reclaim::States), 1, 1.0);
+        m.tick(0, &mut low);
+        assert_eq!(m.state(), State::Low);
+        assert_eq!(low.blocked, vec![false, true]);
+        let r = m.report(0, &low);
+        let p = &r.series.last().unwrap().vms;
+        assert_eq!((p[0].alloc, p[0].consumed), (1000, 940));
     }
 
     #[test]

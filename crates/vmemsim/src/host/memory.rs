@@ -393,6 +393,30 @@ impl HostMemory {
         s
     }
 
+    /// Each VM's charge for the shared frames backing its guest frames,
+    /// in frames, indexed by [`VmId`] (`vms` entries): a shared frame
+    /// backing `k` guest frames charges each of them `1/k`, so a VM with
+    /// `m` of them pays `m/k` and the charges of all VMs add up to the
+    /// shared frames. This is ESX's consumed memory: "the amount of
+    /// machine memory allocated to the VM, accounting for savings from
+    /// shared memory" (vSphere Resource Management, "Measuring and
+    /// Differentiating Types of Memory Usage": a shared block counts as
+    /// `1/k` for each of its `k` sharers). One pass over the shared frames
+    /// (none without sharing); deterministic (the map's order follows the
+    /// run's history, not a random seed).
+    pub fn shared_charges(&self, vms: usize) -> Vec<f64> {
+        let mut c = vec![0.0; vms];
+        for f in self.shared.values() {
+            let k = f.owners.len() as f64;
+            for o in &f.owners {
+                if let Some(x) = c.get_mut(o.0 as usize) {
+                    *x += 1.0 / k;
+                }
+            }
+        }
+        c
+    }
+
     fn vm_sharing_add(&mut self, vm: VmId, n: i64) {
         let i = vm as usize;
         if i >= self.vm_sharing.len() {

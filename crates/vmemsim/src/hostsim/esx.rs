@@ -7,6 +7,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::HostSim;
+use crate::esx::config::SharedCharge;
 use crate::esx::manager::{EsxReport, HostOps, HostView};
 use crate::esx::shares::{self, Claim};
 
@@ -72,6 +73,13 @@ impl HostView for HostSim {
     }
     fn backed(&self, v: usize) -> u64 {
         self.vms[v].vm().backed_frames
+    }
+    fn consumed(&self, v: usize) -> u64 {
+        let full = self.cfg.esx.section.shared_charge == SharedCharge::Full;
+        if self.scanner.is_none() || full {
+            return self.backed(v);
+        }
+        self.consumed_frames()[v].round() as u64
     }
     fn candidates(&self, v: usize) -> Vec<u64> {
         let r = &self.vms[v];
@@ -229,13 +237,12 @@ impl HostSim {
         })
     }
 
-    /// The VM to swap from when the reserve is gone: the lowest
-    /// shares-per-page ratio [ESX 5.2] among swappable VMs with resident
-    /// frames, above their min; active fractions from the manager's
-    /// estimates, or 1 without an `[esx]` section (rho = shares / pages).
-    pub(super) fn reclaim_victim(&self) -> Option<usize> {
-        let tau = self.cfg.esx.section.idle_tax;
-        let claims: Vec<Claim> = match &self.esx {
+    /// The VMs as the allocator sees them now, in `[[vm]]` order: shares,
+    /// consumed frames as the allocation `P` ([`HostSim::consumed_frames`],
+    /// rounded: what sharing saved is not charged), the manager's active
+    /// fraction (1 without an `[esx]` section), min and max.
+    pub fn claims(&self) -> Vec<Claim> {
+        match &self.esx {
             Some(m) => m.claims(self),
             None => self
                 .cfg
@@ -245,13 +252,22 @@ impl HostSim {
                 .enumerate()
                 .map(|(v, a)| Claim {
                     shares: a.shares,
-                    pages: self.vms[v].vm().backed_frames,
+                    pages: HostView::consumed(self, v),
                     active: 1.0,
                     min: a.min,
                     max: a.max,
                 })
                 .collect(),
-        };
+        }
+    }
+
+    /// The VM to swap from when the reserve is gone: the lowest
+    /// shares-per-page ratio [ESX 5.2] among swappable VMs with resident
+    /// frames, above their min ([`HostSim::claims`]; without an `[esx]`
+    /// section rho = shares / consumed pages).
+    pub(super) fn reclaim_victim(&self) -> Option<usize> {
+        let tau = self.cfg.esx.section.idle_tax;
+        let claims = self.claims();
         shares::victim(&claims, tau, |v| {
             self.swappable[v] && !self.vms[v].vm().resident().is_empty()
         })
@@ -266,7 +282,7 @@ impl EsxHostReport {
         let m = &self.manager;
         let mib = |f: u64| f as f64 / 256.0;
         let mut out = format!(
-            "ESX memory manager: idle tax {}, reclaim {:?}\n{:<10} {:>7} {:>7} {:>8} {:>9} {:>10} {:>6} {:>11} {:>10} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8}\n",
+            "ESX memory manager: idle tax {}, reclaim {:?}\n{:<10} {:>7} {:>7} {:>8} {:>9} {:>9} {:>10} {:>6} {:>11} {:>10} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8}\n",
             m.idle_tax,
             m.reclaim,
             "vm",
@@ -274,6 +290,7 @@ impl EsxHostReport {
             "max MiB",
             "shares",
             "alloc MiB",
+            "cons. MiB",
             "target MiB",
             "f",
             "balloon MiB",
@@ -291,12 +308,13 @@ impl EsxHostReport {
             let c = &m.counters[v];
             let _ = writeln!(
                 out,
-                "{:<10} {:>7.1} {:>7.1} {:>8.0} {:>9.1} {:>10.1} {:>6.2} {:>11.1} {:>10.1} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8}",
+                "{:<10} {:>7.1} {:>7.1} {:>8.0} {:>9.1} {:>9.1} {:>10.1} {:>6.2} {:>11.1} {:>10.1} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8}",
                 name,
                 mib(m.min[v]),
                 mib(m.max[v]),
                 m.shares[v],
                 p.map_or(0.0, |p| mib(p.alloc)),
+                p.map_or(0.0, |p| mib(p.consumed)),
                 p.map_or(0.0, |p| mib(p.target)),
                 p.map_or(1.0, |p| p.active),
                 p.map_or(0.0, |p| mib(p.balloon)),

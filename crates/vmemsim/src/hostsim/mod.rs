@@ -694,6 +694,27 @@ impl HostSim {
         sharing::census(&guests)
     }
 
+    /// Each VM's consumed host memory now, frames (ESX's "consumed"
+    /// memory): its private backed frames plus its charge for the shared
+    /// frames it maps (`1/k` of a frame per guest frame on a frame shared
+    /// by `k`; [`HostMemory::shared_charges`]). Without sharing, its
+    /// backed frames. The VMs' consumed frames add up to the guest frames
+    /// the host backs (used frames less the hypervisor's tables). The ESX
+    /// manager's allocations, shares-per-page ratios and reclamation
+    /// count this, so frames sharing saved are reclaimed memory.
+    pub fn consumed_frames(&self) -> Vec<f64> {
+        let charges = self.host.shared_charges(self.vms.len());
+        self.vms
+            .iter()
+            .zip(charges)
+            .map(|(v, c)| {
+                let vm = v.vm();
+                let on_shared = self.host.sharing(Some(vm.id)).sharing_guest_frames;
+                (vm.backed_frames - on_shared) as f64 + c
+            })
+            .collect()
+    }
+
     /// Host memory.
     pub fn host(&self) -> &HostMemory {
         &self.host
