@@ -1,6 +1,8 @@
 //! The page-sharing chart (`vmemsim host --svg DIR` with `[sharing]`):
-//! host memory saved by sharing (solid) and its zero pages (dashed), and
-//! each VM's guest frames on shared frames (thin), MiB over host time.
+//! host memory saved by sharing (solid), by kind (zero pages dashed
+//! black; file, anonymous and snapshot pages, and the part saved within
+//! one VM, short dashes), and each VM's guest frames on shared frames
+//! (thin), MiB over host time.
 
 use std::path::Path;
 
@@ -19,6 +21,9 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(0x76, 0xb7, 0xb2),
     RGBColor(0xb0, 0x7a, 0xa1),
 ];
+
+/// One line of the chart: what it plots of a sample, frames.
+type KindOf = fn(&vmemsim::hostsim::sharing_report::SharingSample) -> u64;
 
 /// Write the chart of `r` (nothing without a sharing report) to `path`.
 ///
@@ -42,7 +47,7 @@ pub fn write(r: &HostReport, path: &Path) -> Result<()> {
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "page sharing: host memory saved (solid; zero pages dashed), guest memory on shared frames per VM",
+            "page sharing: host memory saved (solid), by kind and within a VM (dashed), guest memory on shared frames per VM",
             ("sans-serif", 16),
         )
         .margin(10)
@@ -70,6 +75,33 @@ pub fn write(r: &HostReport, path: &Path) -> Result<()> {
         ))?
         .label("saved: zero pages")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    // The saving by kind and within one VM, over time (the table's
+    // second sharing line at every sample).
+    let kinds: [(&str, RGBColor, KindOf); 4] = [
+        ("saved: file pages", RGBColor(0x8c, 0x56, 0x4b), |p| {
+            p.split.saved_by_kind[1]
+        }),
+        ("saved: anonymous", RGBColor(0x9d, 0x9d, 0x9d), |p| {
+            p.split.saved_by_kind[2]
+        }),
+        ("saved: snapshot pages", RGBColor(0xbc, 0xbd, 0x22), |p| {
+            p.split.saved_by_kind[3]
+        }),
+        ("saved within a VM", RGBColor(0x17, 0xbe, 0xcf), |p| {
+            p.split.saved_within_vm
+        }),
+    ];
+    for (name, c, f) in kinds {
+        chart
+            .draw_series(DashedLineSeries::new(
+                series.iter().map(|p| (p.seconds, mib(f(p)))),
+                4,
+                3,
+                c.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
     for (i, v) in r.vms.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
         chart

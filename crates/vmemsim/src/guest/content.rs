@@ -50,16 +50,24 @@ pub enum ContentKind {
     File = 1,
     /// Written by a store (or copied from a written frame).
     Anon = 2,
-    /// A page of a snapshot of a real process.
+    /// A page of a snapshot of a real process, in an anonymous VMA (heap,
+    /// stack, `.bss`, or memory not backed by a file).
     Snapshot = 3,
     /// A guest page table.
     PageTable = 4,
+    /// A page of a snapshot of a real process, in a VMA mapping a file
+    /// (text, read-only data, relocated data of a library).
+    SnapshotFile = 5,
 }
 
 impl ContentKind {
-    /// Index in per-kind arrays (zero, file, anon, snapshot; page tables 4).
+    /// Index in per-kind arrays (zero, file, anon, snapshot; page tables
+    /// 4): both snapshot kinds are 3.
     pub fn index(self) -> usize {
-        self as usize
+        match self {
+            ContentKind::SnapshotFile => 3,
+            k => k as usize,
+        }
     }
     fn from_u8(v: u8) -> ContentKind {
         match v {
@@ -67,6 +75,7 @@ impl ContentKind {
             1 => ContentKind::File,
             2 => ContentKind::Anon,
             3 => ContentKind::Snapshot,
+            5 => ContentKind::SnapshotFile,
             _ => ContentKind::PageTable,
         }
     }

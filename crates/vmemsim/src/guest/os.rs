@@ -231,7 +231,12 @@ impl GuestOs {
         for i in 0..n {
             let vpn = (va >> 12) + i;
             if let Some(id) = c.take_preset(pid, vpn) {
-                c.set(f + i, id, content::ContentKind::Snapshot);
+                let kind = if vma.is_some() {
+                    content::ContentKind::SnapshotFile
+                } else {
+                    content::ContentKind::Snapshot
+                };
+                c.set(f + i, id, kind);
                 continue;
             }
             let id = match vma {

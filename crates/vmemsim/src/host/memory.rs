@@ -54,6 +54,9 @@ pub struct SharingSplit {
     /// Frames saved by kind of content: zero, file (or image), anonymous,
     /// snapshot.
     pub saved_by_kind: [u64; 4],
+    /// Of `saved_by_kind[3]` (snapshot pages), those in VMAs mapping a
+    /// file (the rest are anonymous memory of the real program).
+    pub saved_snapshot_file: u64,
     /// Frames saved by equal frames of one VM.
     pub saved_within_vm: u64,
     /// The rest: equal frames in other VMs.
@@ -384,6 +387,9 @@ impl HostMemory {
         for f in self.shared.values() {
             let n = f.owners.len() as u64;
             s.saved_by_kind[f.kind.index().min(3)] += n - 1;
+            if f.kind == ContentKind::SnapshotFile {
+                s.saved_snapshot_file += n - 1;
+            }
             let mut vms: Vec<VmId> = f.owners.iter().map(|o| o.0).collect();
             vms.sort_unstable();
             vms.dedup();

@@ -406,6 +406,7 @@ impl HostSim {
             vm_sharing_frames: (0..self.vms.len())
                 .map(|v| self.host.sharing(Some(v as VmId)).sharing_guest_frames)
                 .collect(),
+            split: self.host.sharing_split(),
         });
     }
 

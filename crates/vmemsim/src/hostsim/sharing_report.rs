@@ -32,6 +32,8 @@ pub struct SharingSample {
     pub saved_zero_frames: u64,
     /// Each VM's guest frames on shared frames, in VM order.
     pub vm_sharing_frames: Vec<u64>,
+    /// The saving by kind of content and within / across VMs now.
+    pub split: SharingSplit,
 }
 
 /// Sharing over a host run.
@@ -81,11 +83,12 @@ impl SharingReport {
         let k = &self.split.saved_by_kind;
         let _ = writeln!(
             s,
-            "  saved by kind: zero {:.1}, file {:.1}, anonymous {:.1}, snapshot {:.1} MiB; within a VM {:.1}, across VMs {:.1} MiB",
+            "  saved by kind: zero {:.1}, file {:.1}, anonymous {:.1}, snapshot {:.1} (file-backed {:.1}) MiB; within a VM {:.1}, across VMs {:.1} MiB",
             mib(k[0]),
             mib(k[1]),
             mib(k[2]),
             mib(k[3]),
+            mib(self.split.saved_snapshot_file),
             mib(self.split.saved_within_vm),
             mib(self.split.saved_across_vms),
         );
