@@ -64,8 +64,11 @@ impl<V: Copy + Default, K: Key> SetAssoc<V, K> {
     }
 
     /// Way of `key` in the set at `base`, if present.
-    #[inline]
+    #[inline(always)]
     fn find(&self, base: usize, key: K) -> Option<usize> {
+        if self.ways == 4 {
+            return find_fixed::<K, 4>(&self.keys[base..base + 4], key);
+        }
         self.keys[base..base + self.ways]
             .iter()
             .position(|&k| k == key)
@@ -119,7 +122,10 @@ impl<V: Copy + Default, K: Key> SetAssoc<V, K> {
     }
 
     /// Look `key` up in set `index`; a hit becomes most recently used.
-    #[inline]
+    /// Always inlined: every caller is a hot path, and as a call (which
+    /// the compiler picks as soon as the body grows a little) the lookup
+    /// costs its callers a call, spills and an `Option` through memory.
+    #[inline(always)]
     pub fn lookup(&mut self, index: u64, key: K) -> Option<V> {
         if self.ways == 0 {
             return None;
@@ -265,6 +271,18 @@ impl<V: Copy + Default, K: Key> SetAssoc<V, K> {
     pub fn occupancy(&self) -> usize {
         self.keys.iter().filter(|&&k| k != K::EMPTY).count()
     }
+}
+
+/// [`SetAssoc::find`] in a set of `W` ways (the common 4): the same
+/// early-exit scan, but over an array of known length, so it compiles to
+/// one compare and branch per way instead of a loop with three induction
+/// variables (6 instructions per way, all paid on a miss).
+#[inline(always)]
+fn find_fixed<K: Key, const W: usize>(set: &[K], key: K) -> Option<usize> {
+    let Ok(set) = <&[K; W]>::try_from(set) else {
+        unreachable!("a set has W ways")
+    };
+    (0..W).find(|&j| set[j] == key)
 }
 
 #[cfg(test)]

@@ -553,7 +553,7 @@ fn nested_translate_in<G: Geometry, E: TableMem>(
             return Ok(((v & !(ept::RWX << NTLB_RIGHTS_SHIFT)) + off, rights));
         }
     }
-    match ept_walk(g, hw, ept, gpfn, need, cached.is_some()) {
+    match ept_walk(g, hw, &ept, gpfn, need, cached.is_some()) {
         (_, EPT_DENIED) => Err(WalkFault::EptViolation { gpfn }),
         ok => Ok(ok),
     }
@@ -567,18 +567,19 @@ const EPT_DENIED: u64 = u64::MAX;
 /// `need` asks for): walk the EPT from the deepest EPT PSC hit, fill the
 /// nested TLB and the EPT PSCs, and return `(hPFN, rights of the leaf)`,
 /// or `(0, EPT_DENIED)` for an EPT violation. A pair, so the result comes
-/// back in registers.
+/// back in registers. `ept` by reference: the walk reads two of its
+/// fields, a copy would cost more.
 #[inline(never)]
 fn ept_walk<G: Geometry, E: TableMem>(
     g: G,
     hw: &mut Hw,
-    ept: EptRef<'_, E>,
+    ept: &EptRef<'_, E>,
     gpfn: u64,
     need: u64,
     stale: bool,
 ) -> (u64, u64) {
     let tag = Asid::new(ept.tag, 0);
-    let (ept_levels, ept_leaf) = (g.ept_levels(&ept), g.ept_leaf(&ept));
+    let (ept_levels, ept_leaf) = (g.ept_levels(ept), g.ept_leaf(ept));
     let shift = 9 * u32::from(ept_leaf - 1);
     let hpn = gpfn >> shift;
     let off = gpfn & ((1 << shift) - 1);
