@@ -176,15 +176,22 @@ proptest! {
     /// mode still resolves every access alike and sees the same swap.
     #[test]
     fn every_mode_matches_the_oracle_under_guest_reclaim(ops in prop::collection::vec(op(), 1..120), huge in any::<bool>(), pcid in any::<bool>()) {
-        let mut cfg = Config::default();
-        cfg.guest.huge_pages = huge.into();
-        cfg.guest.pcid = pcid;
-        cfg.guest.mem_mib = 64;
-        cfg.guest.swap_mib = 64;
-        cfg.guest.watermark_low_pages = 15872 - 40;
-        cfg.guest.watermark_high_pages = 15872 - 30;
-        all_modes_agree(&cfg, &records(&ops));
+        all_modes_agree(&reclaim_config(huge, pcid), &records(&ops));
     }
+}
+
+/// A 64 MiB guest with 64 MiB of swap whose watermarks lie 40 and 30
+/// frames below its usable memory (15872 frames), so reclaim runs all the
+/// time.
+fn reclaim_config(huge_pages: bool, pcid: bool) -> Config {
+    let mut cfg = Config::default();
+    cfg.guest.huge_pages = huge_pages.into();
+    cfg.guest.pcid = pcid;
+    cfg.guest.mem_mib = 64;
+    cfg.guest.swap_mib = 64;
+    cfg.guest.watermark_low_pages = 15872 - 40;
+    cfg.guest.watermark_high_pages = 15872 - 30;
+    cfg
 }
 
 proptest! {
@@ -574,12 +581,5 @@ fn reclaim_after_fork_and_partial_unmap_of_a_2m_page() {
             kind: 1,
         },
     ];
-    let mut cfg = Config::default();
-    cfg.guest.huge_pages = true.into();
-    cfg.guest.pcid = false;
-    cfg.guest.mem_mib = 64;
-    cfg.guest.swap_mib = 64;
-    cfg.guest.watermark_low_pages = 15872 - 40;
-    cfg.guest.watermark_high_pages = 15872 - 30;
-    all_modes_agree(&cfg, &records(&ops));
+    all_modes_agree(&reclaim_config(true, false), &records(&ops));
 }
