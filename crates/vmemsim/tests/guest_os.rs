@@ -1,0 +1,88 @@
+//! The guest kernel's own bookkeeping on small hand-built traces, exact:
+//! faults, protection upgrades and VMA events, the same in every mode
+//! (they are the guest's, not the hypervisor's). The oracle harness checks
+//! that every mode resolves alike; these check what the guest itself does,
+//! which the oracle cannot see (a guest that miscounts does so in every
+//! mode). Mutation testing (TESTING.md) found these counts unguarded.
+
+mod common;
+
+use vmemsim::config::Config;
+use vmemsim::sim::ModeKind;
+use vmemsim::stats::Stats;
+use vmemsim_trace::{AccessKind, ProcEvent, Record};
+
+use common::{acc, checked_stats, ev};
+
+const A: u64 = 0x7f00_0000_0000;
+const B: u64 = 0x7f10_0000_0000;
+const PAGE: u64 = 4096;
+
+/// `pid` maps `pages` anonymous pages at `addr` with rights `prot`.
+fn mmap(pid: u32, addr: u64, pages: u64, prot: u32) -> Record {
+    ev(
+        pid,
+        ProcEvent::Mmap {
+            addr,
+            len: pages * PAGE,
+            prot,
+            flags: 0x22,
+            file: None,
+        },
+    )
+}
+
+/// Every mode's counters on `trace` (default configuration), each access
+/// checked against the oracle.
+fn every_mode(trace: &[Record]) -> Vec<(ModeKind, Stats)> {
+    let cfg = Config::default();
+    ModeKind::ALL
+        .iter()
+        .map(|&k| (k, checked_stats(k, &cfg, trace)))
+        .collect()
+}
+
+#[test]
+fn protection_upgrades_and_vma_events_are_counted_exactly() {
+    use AccessKind::{Load, Store};
+    // A read-only VMA of 5 pages; a real program stored to it, so its
+    // rights must have allowed the store: the guest upgrades the VMA to
+    // R+W on the first store's fault (one upgrade), and every later fault
+    // in it finds the rights it needs. mprotect back to read-only keeps
+    // R: the next load's demand fault needs no upgrade.
+    // Faults: one demand fault per first touch of pages 0-4 = 5 (the store
+    // to page 1 is that page's first touch, so its upgrade rides on its
+    // demand fault). VMA events: 2 mmaps + 1 mprotect = 3.
+    let trace = vec![
+        mmap(1, A, 5, 1),
+        acc(1, Load, A),
+        acc(1, Store, A + PAGE),
+        acc(1, Store, A + 2 * PAGE),
+        acc(1, Load, A + 3 * PAGE),
+        ev(
+            1,
+            ProcEvent::Mprotect {
+                addr: A,
+                len: 5 * PAGE,
+                prot: 1,
+            },
+        ),
+        acc(1, Load, A + 4 * PAGE),
+        acc(1, Store, A + 2 * PAGE),
+        mmap(1, B, 1, 3),
+    ];
+    for (kind, s) in every_mode(&trace) {
+        let got = (
+            s.guest_page_faults,
+            s.demand_faults,
+            s.protection_upgrades,
+            s.implicit_mappings,
+            s.vma_events,
+        );
+        assert_eq!(
+            got,
+            (6, 5, 2, 0, 3),
+            "{kind:?}: (faults, demand, upgrades, implicit, vma events)"
+        );
+    }
+}
