@@ -91,3 +91,70 @@ pub fn path<T: TableMem>(mem: &T, root: u64, levels: u8, va: u64) -> GuestPath {
     }
     p
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Tables as a map of (frame, index) to entry; 0 elsewhere.
+    #[derive(Default)]
+    struct Tables(HashMap<(u64, usize), u64>);
+
+    impl TableMem for Tables {
+        fn read(&self, frame: u64, idx: usize) -> u64 {
+            self.0.get(&(frame, idx)).copied().unwrap_or(0)
+        }
+        fn write(&mut self, frame: u64, idx: usize, val: u64) {
+            self.0.insert((frame, idx), val);
+        }
+    }
+
+    const T: u64 = x86::P | x86::RW | x86::US;
+
+    /// Root 1 -> PDPT 2 -> PD 3 -> PT 4 -> frame 0x50 for `va`, and at
+    /// PD index +1 a non-present entry whose frame bits (a swap entry's
+    /// slot) name frame 9, which holds a present entry at every index a
+    /// walk could read.
+    fn tables(va: u64) -> Tables {
+        let mut t = Tables::default();
+        t.write(1, pt_index(va, 4), x86::make(2, T));
+        t.write(2, pt_index(va, 3), x86::make(3, T));
+        t.write(3, pt_index(va, 2), x86::make(4, T));
+        t.write(4, pt_index(va, 1), x86::make(0x50, T | x86::A));
+        t.write(3, pt_index(va, 2) + 1, x86::make(9, 0));
+        for idx in 0..512 {
+            t.write(9, idx, x86::make(0x60, T));
+        }
+        t
+    }
+
+    #[test]
+    fn a_walk_stops_at_the_first_non_present_entry() {
+        let va = 0x7f00_0000_0000u64;
+        let t = tables(va);
+        // Mapped: 4 steps down to the PTE, which is the leaf.
+        let p = path(&t, 1, 4, va + 8);
+        assert_eq!((p.len, p.leaf_level()), (4, 1));
+        assert_eq!(
+            p.steps[3],
+            (4, pt_index(va, 1), x86::make(0x50, T | x86::A))
+        );
+        let m = translate(&t, 1, 4, va + 8).expect("mapped");
+        assert_eq!(
+            (m.gpfn, m.level, m.table, m.idx),
+            (0x50, 1, 4, pt_index(va, 1))
+        );
+        // The next 2 MiB: the PDE is not present (its frame bits are not a
+        // table): the path ends there, at level 2, after 3 steps, and the
+        // walk does not read frame 9.
+        let next = va + (2 << 20);
+        let p = path(&t, 1, 4, next);
+        assert_eq!((p.len, p.leaf_level()), (3, 2));
+        assert_eq!(p.steps[2], (3, pt_index(va, 2) + 1, x86::make(9, 0)));
+        assert_eq!(translate(&t, 1, 4, next), None);
+        // Nothing mapped under the root at all: one step.
+        let p = path(&t, 1, 4, 0x1000);
+        assert_eq!((p.len, p.leaf_level(), p.steps[0]), (1, 4, (1, 0, 0)));
+    }
+}
