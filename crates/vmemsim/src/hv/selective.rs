@@ -676,6 +676,31 @@ mod tests {
     }
 
     #[test]
+    fn w11_bounds_are_strict() {
+        use w11::*;
+        use W11Decision::*;
+        // [W11]'s rules compare with strict inequalities: a rate exactly
+        // at a bound does not fire the rule. Rule 3 needs PF below the
+        // lower bound: at it, the zero TLB rate falls to rule 4.
+        assert_eq!(w11_rules(s(PF_LOWER, 0.0), s(0.0, 1.0)), (4, Nested));
+        assert_eq!(w11_rules(s(PF_LOWER / 2.0, 0.0), s(0.0, 1.0)), (3, Stay));
+        // Rule 5 needs P-to-T above the upper bound in history and now:
+        // history exactly at it (PF = bound x TLB, TLB 1) is not above.
+        let at_upper = s(P2T_UPPER, 1.0);
+        let above = s(2.0 * P2T_UPPER, 1.0);
+        assert_eq!(at_upper.p2t(), P2T_UPPER);
+        assert_eq!(w11_rules(above, at_upper), (7, Stay));
+        assert_eq!(w11_rules(at_upper, above), (7, Stay));
+        assert_eq!(w11_rules(above, above), (5, Nested));
+        // Rule 6 likewise at the lower bound.
+        let at_lower = s(P2T_LOWER, 1.0);
+        let below = s(P2T_LOWER / 2.0, 1.0);
+        assert_eq!(w11_rules(below, at_lower), (7, Stay));
+        assert_eq!(w11_rules(at_lower, below), (7, Stay));
+        assert_eq!(w11_rules(below, below), (6, Shadow));
+    }
+
+    #[test]
     fn w11_history_is_the_last_three_samples() {
         let cfg = Config::default();
         let cost = CostModel::new(&cfg.cost, &cfg.pt_cache);
