@@ -25,7 +25,9 @@
 //! opens each new file and unlinks it at once. Either way one thread per
 //! log then follows it like `tail -f`, reading up to 4 MiB at a time and
 //! sleeping 4 ms whenever it has caught up (so reading costs a few system
-//! calls per megabyte), parses lines with [`crate::lackey::LineParser`] and
+//! calls per megabyte), parses lines with [`crate::lackey::LineParser`]
+//! (plain access lines, nearly all of the text, in one pass straight from
+//! the read buffer: [`crate::lackey::LineParser::parse_access_lines`]) and
 //! sends record batches over a channel. A file's consumed bytes are
 //! released with `fallocate(PUNCH_HOLE)` every 16 MiB, so only the unread
 //! tail of each log is ever stored.
@@ -1232,9 +1234,12 @@ impl<'k> Order<'k> {
 
     /// Write records; a written fork event lets the child's streams advance.
     fn write(&mut self, records: &[Record], w: &mut vmt::Writer) -> Result<(), TraceError> {
+        let events_before = w.events_written();
         w.push_all(records)?;
         let mut children = Vec::new();
-        for r in records {
+        // Most batches are accesses only: look for forks only in the others.
+        let events = w.events_written() != events_before;
+        for r in records.iter().filter(|_| events) {
             if let Record::Event(e) = r {
                 let (pid, ProcEvent::Fork { child }) = (&e.pid, &e.kind) else {
                     continue;

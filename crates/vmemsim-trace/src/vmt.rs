@@ -81,6 +81,8 @@ const MAX_FOOTER: u64 = 1 << 30;
 /// Longest command string stored in a process entry, in bytes.
 const MAX_COMMAND: usize = 4096;
 const ZSTD_LEVEL: i32 = 3;
+/// Recently counted pages the writer remembers (a power of two).
+const RECENT_PAGES: usize = 64;
 
 /// Bytes of the fixed-width zigzag delta for each delta-length code
 /// (tag bits 6-7) of an access with a table size.
@@ -492,7 +494,9 @@ pub struct Writer {
     counts: Counts,
     /// Distinct (pid, page) pairs touched, for the footprint.
     pages: rustc_hash::FxHashSet<(u32, u64)>,
-    last_page: [(u32, u64); 2],
+    /// The (pid, page) pairs inserted last, by page number modulo
+    /// [`RECENT_PAGES`]: most accesses touch one of them, and skip the set.
+    recent_pages: [(u32, u64); RECENT_PAGES],
     processes: Vec<ProcessInfo>,
     /// Files mapped so far, and where each is in `files`.
     files: Vec<FileUse>,
@@ -548,7 +552,7 @@ impl Writer {
             blocks: Vec::new(),
             counts: Counts::default(),
             pages: rustc_hash::FxHashSet::default(),
-            last_page: [(u32::MAX, u64::MAX); 2],
+            recent_pages: [(u32::MAX, u64::MAX); RECENT_PAGES],
             processes: Vec::new(),
             files: Vec::new(),
             file_index: HashMap::new(),
@@ -604,7 +608,6 @@ impl Writer {
             put_varint(&mut self.body, u64::from(a.pid));
         }
         let kind = a.kind as u8;
-        let cls = usize::from(kind != 0);
         let cur = &mut self.state.cur;
         // Pick the prediction base and the size code.
         let (sel, code, sel_bits) = if kind == 0 {
@@ -646,14 +649,27 @@ impl Writer {
         }
         self.counts.accesses[kind as usize] += 1;
         let first = (a.pid, a.addr >> 12);
-        if self.last_page[cls] != first {
-            self.last_page[cls] = first;
-            self.pages.insert(first);
-        }
+        self.note_page(first);
         let last = a.addr.saturating_add(u64::from(a.size.max(1)) - 1) >> 12;
         if last != first.1 {
-            self.pages.insert((a.pid, last));
+            self.note_page((a.pid, last));
         }
+    }
+
+    /// Count `page` in the footprint (a set insert unless it was one of
+    /// the recent ones).
+    #[inline(always)]
+    fn note_page(&mut self, page: (u32, u64)) {
+        let slot = &mut self.recent_pages[(page.1 as usize) % RECENT_PAGES];
+        if *slot != page {
+            *slot = page;
+            self.pages.insert(page);
+        }
+    }
+
+    /// Events written so far.
+    pub fn events_written(&self) -> u64 {
+        self.counts.total_events()
     }
 
     #[inline(never)]
