@@ -115,6 +115,10 @@ fn bad_host_configs_exit_2_naming_the_key() {
             "vm[0].mem_mib",
         ),
         ("[host]\nmem_mib = 100\n".to_string(), "at least one [[vm]]"),
+        (
+            format!("{base}[esx]\nshared_charge = \"half\"\n"),
+            "unknown variant `half`, expected `fractional` or `full`",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let cfg = write_cfg(&format!("bad{i}.toml"), text);
