@@ -44,9 +44,17 @@ impl<V: Copy + Default, K: Key> SetAssoc<V, K> {
     /// An empty cache of the given geometry (validated by `Config::validate`).
     pub fn new(g: Geometry) -> Self {
         let n = g.entries as usize;
+        let sets = g.sets().max(1);
+        let ways = if n == 0 { 0 } else { g.ways as usize };
+        // The unchecked set accesses rely on this: every set index is at
+        // most `sets - 1`, so a set's ways end at or before `sets * ways`.
+        assert!(
+            sets as usize * ways <= n,
+            "geometry of {n} entries in {ways} ways"
+        );
         SetAssoc {
-            set_mask: u64::from(g.sets().max(1)) - 1,
-            ways: if n == 0 { 0 } else { g.ways as usize },
+            set_mask: u64::from(sets) - 1,
+            ways,
             keys: vec![K::EMPTY; n],
             vals: vec![V::default(); n],
         }
@@ -58,16 +66,63 @@ impl<V: Copy + Default, K: Key> SetAssoc<V, K> {
         self.ways == 0
     }
 
+    /// First way of set `index`: at most `(sets - 1) * ways`, so the set's
+    /// `ways` slots lie inside `keys` and `vals` (the invariant the
+    /// unchecked accessors below rely on; `new` asserts `sets * ways <=
+    /// entries`, and the arrays never change length).
     #[inline]
     fn base(&self, index: u64) -> usize {
         ((index & self.set_mask) as usize) * self.ways
     }
 
-    /// Way of `key` in the set at `base`, if present.
+    /// The keys of the `W`-way set at `base`, without bounds checks.
+    ///
+    /// # Safety
+    /// `W == self.ways` and `base` came from [`Self::base`].
+    #[inline(always)]
+    unsafe fn keys_at<const W: usize>(&self, base: usize) -> &[K; W] {
+        debug_assert!(W == self.ways && base + W <= self.keys.len());
+        // SAFETY: by the caller's contract and `base`'s invariant,
+        // `base..base + W` is inside `keys`; `[K; W]` has `K`'s alignment.
+        unsafe { &*self.keys.as_ptr().add(base).cast::<[K; W]>() }
+    }
+
+    /// The keys and values of the `W`-way set at `base`, mutable, without
+    /// bounds checks.
+    ///
+    /// # Safety
+    /// As [`Self::keys_at`].
+    #[inline(always)]
+    unsafe fn set_at_mut<const W: usize>(&mut self, base: usize) -> (&mut [K; W], &mut [V; W]) {
+        debug_assert!(W == self.ways && base + W <= self.keys.len());
+        debug_assert_eq!(self.keys.len(), self.vals.len());
+        // SAFETY: as `keys_at`; `vals` has the length of `keys`, and the
+        // two borrows are of different vectors.
+        unsafe {
+            (
+                &mut *self.keys.as_mut_ptr().add(base).cast::<[K; W]>(),
+                &mut *self.vals.as_mut_ptr().add(base).cast::<[V; W]>(),
+            )
+        }
+    }
+
+    /// The value in slot `base + way`, without a bounds check.
+    ///
+    /// # Safety
+    /// `base` came from [`Self::base`] and `way < self.ways`.
+    #[inline(always)]
+    unsafe fn val_at(&self, base: usize, way: usize) -> V {
+        debug_assert!(way < self.ways && base + way < self.vals.len());
+        // SAFETY: `base + way < base + ways <= vals.len()` by the contract.
+        unsafe { *self.vals.get_unchecked(base + way) }
+    }
+
+    /// Way of `key` in the set at `base` (from [`Self::base`]), if present.
     #[inline(always)]
     fn find(&self, base: usize, key: K) -> Option<usize> {
         if self.ways == 4 {
-            return find_fixed::<K, 4>(&self.keys[base..base + 4], key);
+            // SAFETY: four ways, and `base` is a set's first way.
+            return find_fixed::<K, 4>(unsafe { self.keys_at::<4>(base) }, key);
         }
         self.keys[base..base + self.ways]
             .iter()
@@ -105,19 +160,19 @@ impl<V: Copy + Default, K: Key> SetAssoc<V, K> {
     /// loop whose trip count depends on `way`.
     #[inline]
     fn make_recent_fixed<const W: usize>(&mut self, base: usize, way: usize, key: K, val: V) {
-        fn shift<T: Copy, const W: usize>(set: &mut [T], way: usize, first: T) {
-            let Ok(set) = <&mut [T; W]>::try_from(set) else {
-                unreachable!("a set has W ways")
-            };
+        fn shift<T: Copy, const W: usize>(set: &mut [T; W], way: usize, first: T) {
             let old = *set;
             for j in 1..W {
                 set[j] = if j <= way { old[j - 1] } else { old[j] };
             }
             set[0] = first;
         }
-        shift::<K, W>(&mut self.keys[base..base + W], way, key);
+        // SAFETY: `make_recent` calls this for `W`-way sets only, with a
+        // `base` from `Self::base`.
+        let (keys, vals) = unsafe { self.set_at_mut::<W>(base) };
+        shift::<K, W>(keys, way, key);
         if std::mem::size_of::<V>() > 0 {
-            shift::<V, W>(&mut self.vals[base..base + W], way, val);
+            shift::<V, W>(vals, way, val);
         }
     }
 
@@ -132,7 +187,8 @@ impl<V: Copy + Default, K: Key> SetAssoc<V, K> {
         }
         let base = self.base(index);
         let way = self.find(base, key)?;
-        let val = self.vals[base + way];
+        // SAFETY: `base` from `Self::base`; `find` returns a way of the set.
+        let val = unsafe { self.val_at(base, way) };
         if way > 0 {
             self.make_recent(base, way, key, val);
         }
@@ -186,18 +242,18 @@ impl<V: Copy + Default, K: Key> SetAssoc<V, K> {
     /// and TLB fills of a TLB-missing workload take this path.
     #[inline]
     fn push_front_fixed<const W: usize>(&mut self, base: usize, key: K, val: V) {
-        fn push<T: Copy, const W: usize>(set: &mut [T], first: T) {
-            let Ok(set) = <&mut [T; W]>::try_from(set) else {
-                unreachable!("a set has W ways")
-            };
+        fn push<T: Copy, const W: usize>(set: &mut [T; W], first: T) {
             for j in (1..W).rev() {
                 set[j] = set[j - 1];
             }
             set[0] = first;
         }
-        push::<K, W>(&mut self.keys[base..base + W], key);
+        // SAFETY: `push_front` calls this for `W`-way sets only, with a
+        // `base` from `Self::base`.
+        let (keys, vals) = unsafe { self.set_at_mut::<W>(base) };
+        push::<K, W>(keys, key);
         if std::mem::size_of::<V>() > 0 {
-            push::<V, W>(&mut self.vals[base..base + W], val);
+            push::<V, W>(vals, val);
         }
     }
 
@@ -212,7 +268,8 @@ impl<V: Copy + Default, K: Key> SetAssoc<V, K> {
         match self.find(base, key) {
             Some(way) => {
                 if way > 0 {
-                    let v = self.vals[base + way];
+                    // SAFETY: as in `lookup`.
+                    let v = unsafe { self.val_at(base, way) };
                     self.make_recent(base, way, key, v);
                 }
                 true
@@ -278,10 +335,7 @@ impl<V: Copy + Default, K: Key> SetAssoc<V, K> {
 /// one compare and branch per way instead of a loop with three induction
 /// variables (6 instructions per way, all paid on a miss).
 #[inline(always)]
-fn find_fixed<K: Key, const W: usize>(set: &[K], key: K) -> Option<usize> {
-    let Ok(set) = <&[K; W]>::try_from(set) else {
-        unreachable!("a set has W ways")
-    };
+fn find_fixed<K: Key, const W: usize>(set: &[K; W], key: K) -> Option<usize> {
     (0..W).find(|&j| set[j] == key)
 }
 
@@ -334,6 +388,127 @@ mod tests {
         assert!(!c.access(0, 8, ()));
         assert!(!c.access(0, 9, ())); // evicts 7 (LRU)
         assert!(!c.access(0, 7, ()));
+    }
+
+    /// The plain model of a set-associative LRU cache: each set a list in
+    /// recency order, every access bounds-checked.
+    struct Model {
+        sets: Vec<Vec<(u64, u32)>>,
+        ways: usize,
+    }
+
+    impl Model {
+        fn set(&mut self, index: u64) -> &mut Vec<(u64, u32)> {
+            let n = self.sets.len() as u64;
+            &mut self.sets[(index % n) as usize]
+        }
+        fn lookup(&mut self, index: u64, key: u64) -> Option<u32> {
+            let set = self.set(index);
+            let way = set.iter().position(|&(k, _)| k == key)?;
+            let e = set.remove(way);
+            set.insert(0, e);
+            Some(e.1)
+        }
+        fn insert(&mut self, index: u64, key: u64, val: u32) {
+            let ways = self.ways;
+            let set = self.set(index);
+            if let Some(way) = set.iter().position(|&(k, _)| k == key) {
+                set.remove(way);
+            }
+            set.insert(0, (key, val));
+            set.truncate(ways);
+        }
+        fn remove(&mut self, index: u64, key: u64) {
+            self.set(index).retain(|&(k, _)| k != key);
+        }
+    }
+
+    /// The unchecked set accesses (4- and 8-way fixed paths, the others
+    /// generic) behave as the plain model on a long pseudo-random mix of
+    /// lookups, inserts, `insert_new`s, `access`es and removes, with keys
+    /// that collide in few sets so every recency position is exercised.
+    #[test]
+    fn agrees_with_plain_model() {
+        for (entries, ways) in [(64, 4), (4, 4), (64, 8), (8, 8), (2, 2), (24, 6), (16, 1)] {
+            let mut c: SetAssoc<u32> = SetAssoc::new(Geometry::new(entries, ways));
+            let sets = entries / ways;
+            let mut m = Model {
+                sets: vec![Vec::new(); sets as usize],
+                ways: ways as usize,
+            };
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            for step in 0..40_000u32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Keys 0..3 * entries: about three candidates per way.
+                let key = (x >> 8) % (3 * u64::from(entries));
+                let index = key;
+                let ctx = format!("{entries}/{ways} step {step} key {key}");
+                match x % 8 {
+                    0..=2 => assert_eq!(c.lookup(index, key), m.lookup(index, key), "{ctx}"),
+                    3 | 4 => {
+                        c.insert(index, key, step);
+                        m.insert(index, key, step);
+                    }
+                    5 => {
+                        if m.lookup(index, key).is_none() {
+                            c.insert_new(index, key, step);
+                            m.insert(index, key, step);
+                        } else {
+                            assert!(c.lookup(index, key).is_some(), "{ctx}");
+                        }
+                    }
+                    6 => {
+                        let hit = m.lookup(index, key).is_some();
+                        if !hit {
+                            m.insert(index, key, step);
+                        }
+                        assert_eq!(c.access(index, key, step), hit, "{ctx}");
+                    }
+                    _ => {
+                        c.remove(index, key);
+                        m.remove(index, key);
+                    }
+                }
+                let occupied: usize = m.sets.iter().map(Vec::len).sum();
+                assert_eq!(c.occupancy(), occupied, "{ctx}");
+            }
+            // Same contents, in the same recency order, at the end.
+            for (i, set) in m.sets.iter().enumerate() {
+                let base = i * ways as usize;
+                for (w, &(k, v)) in set.iter().enumerate() {
+                    assert_eq!(
+                        (c.keys[base + w], c.vals[base + w]),
+                        (k, v),
+                        "{entries}/{ways} set {i} way {w}"
+                    );
+                }
+                for w in set.len()..ways as usize {
+                    assert_eq!(
+                        c.keys[base + w],
+                        u64::EMPTY,
+                        "{entries}/{ways} set {i} way {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn odd_geometries_stay_in_bounds() {
+        // Not a power-of-two set count, or entries not a multiple of the
+        // ways (Config::validate rejects both; code may still build them):
+        // the set index stays below `sets`, so every set is inside the arrays.
+        for (entries, ways) in [(12, 4), (10, 4), (24, 8), (20, 8)] {
+            let mut c: SetAssoc<u32> = SetAssoc::new(Geometry::new(entries, ways));
+            for k in 0..1000u64 {
+                c.insert(k, k, k as u32);
+                assert_eq!(c.lookup(k, k), Some(k as u32), "{entries}/{ways} key {k}");
+                c.insert_new(k, k + 5000, 1);
+                assert!(!c.access(k, k + 9000, 2));
+            }
+        }
     }
 
     #[test]
