@@ -211,8 +211,11 @@ impl<V: Copy + Default, K: Key> SetAssoc<V, K> {
     /// Insert `key`, which the caller knows is absent (it just missed and
     /// nothing filled the set since), evicting the LRU way: [`Self::insert`]
     /// without the scan. The page walkers use it for the walk caches they
-    /// fill after the lookup that sent them walking.
-    #[inline]
+    /// fill after the lookup that sent them walking. Always inlined: as a
+    /// call (which the compiler chose for the TLB and nested-TLB fills) it
+    /// cost its callers the call, the argument moves and the `ways`
+    /// dispatch again.
+    #[inline(always)]
     pub fn insert_new(&mut self, index: u64, key: K, val: V) {
         if self.ways == 0 {
             return;
@@ -227,7 +230,7 @@ impl<V: Copy + Default, K: Key> SetAssoc<V, K> {
     }
 
     /// Put `key`/`val` in way 0 of the set at `base`, evicting the LRU way.
-    #[inline]
+    #[inline(always)]
     fn push_front(&mut self, base: usize, key: K, val: V) {
         match self.ways {
             4 => self.push_front_fixed::<4>(base, key, val),
