@@ -1,0 +1,481 @@
+//! Exact tests written to kill mutants that the rest of the suite missed
+//! (TESTING.md, "Mutation testing"): each names the mechanism it pins down
+//! and the mutant it was checked against by hand.
+
+mod common;
+
+use std::sync::Arc;
+
+use vmemsim::addr::PageSize;
+use vmemsim::config::{Config, CostConfig, HugePages, PtCacheConfig};
+use vmemsim::cost::CostModel;
+use vmemsim::guest::content::{file_key, file_page};
+use vmemsim::guest::softwalk;
+use vmemsim::host::config::HostConfig;
+use vmemsim::hostsim::HostSim;
+use vmemsim::hv::selective::{Paging, Policy, PolicyInput, Predictive};
+use vmemsim::hv::{Agile, Mode, Shadow};
+use vmemsim::mmu::Dim;
+use vmemsim::sim::{ModeKind, Sim};
+use vmemsim::stats::{ExitReason, Stats};
+use vmemsim_trace::{AccessKind, FileId, Fingerprint, MappedFile, ProcEvent, Record};
+
+use common::{acc, anon_mmap, checked_stats, ev, replay};
+use AccessKind::{Load, Store};
+
+const A: u64 = 0x7f00_0000_0000;
+
+fn run<M: Mode>(sim: &mut Sim<M>, records: &[Record]) {
+    for r in records {
+        match r {
+            Record::Access(a) => sim.access(a, &mut |_, _| {}).unwrap(),
+            Record::Event(e) => sim.event(e.pid, &e.kind).unwrap(),
+        }
+    }
+}
+
+/// gPFN of the 4 KiB frame holding `va` in the current process.
+fn gpfn_of<M: Mode>(sim: &Sim<M>, va: u64) -> u64 {
+    let g = &sim.guest;
+    let root = g.current().unwrap().root;
+    softwalk::translate(&g.mem, root, g.levels(), va)
+        .expect("mapped")
+        .gpfn
+}
+
+// ---------------------------------------------------------------------------
+// hv/agile.rs `drop_subtree`
+
+/// A guest PD going nested takes the shadow pages of the PD and of the PT
+/// below it with it, and lifts the PT's write protection: a later guest
+/// PTE store into that PT does not exit. (Kills `se & SWITCH == 0` with
+/// `&` replaced by `|` or `^`, which keep the PT's shadow page: 1
+/// unshadow instead of 2, and the PTE store exits as a PT write.)
+#[test]
+fn agile_pd_going_nested_drops_the_pt_below_it() {
+    let cfg = Config::default();
+    let mut sim = Sim::new(Agile::new(&cfg), &cfg);
+    run(
+        &mut sim,
+        &[
+            anon_mmap(1, A, 4 << 20),
+            acc(1, Load, A),
+            acc(1, Load, A + 0x1000),
+        ],
+    );
+    let root = sim.guest.current().unwrap().root;
+    let path = softwalk::path(&sim.guest.mem, root, 4, A);
+    assert_eq!(path.len, 4);
+    // Every table of A's path in shadow mode, its shadow filled by a walk.
+    {
+        let m = &mut sim.machine.on(&mut sim.hw, &mut sim.host);
+        for &(table, _, _) in &path.steps[..4] {
+            m.mode.force_shadow(&mut m.core, table);
+            assert!(!m.mode.is_nested(table));
+        }
+    }
+    sim.hw.flush_translation_caches();
+    run(&mut sim, &[acc(1, Load, A)]);
+    // Root, PDPT, PD and PT of A's path (no other table is mapped).
+    assert_eq!(sim.machine.mode.shadow_pages(), 4);
+    let before = sim.stats().clone();
+    let pd = path.steps[2].0;
+    {
+        let m = &mut sim.machine.on(&mut sim.hw, &mut sim.host);
+        m.mode.force_nested(&mut m.core, pd);
+    }
+    assert_eq!(sim.stats().since(&before).shadow_unshadows, 2, "PD and PT");
+    assert_eq!(sim.machine.mode.shadow_pages(), 2, "root and PDPT remain");
+    // A new page in the same PT: the guest's PTE store does not exit.
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(1, Store, A + 0x2000)]);
+    let d = sim.stats().since(&before);
+    assert_eq!(d.guest_page_faults, 1);
+    assert_eq!(d.exits_for(ExitReason::PtWrite), 0);
+    assert_eq!(sim.machine.mode.shadow_pages(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// hv/shadow.rs `unmap_frame`
+
+/// The host taking a frame away clears exactly the shadow leaves mapping
+/// it, and returns their number: 1 for a page mapped once, 0 for a frame
+/// the shadow does not map at that hPFN, 0 a second time. The next access
+/// takes a hidden fault. (Kills `unmap_frame -> 0` and `-> 1`.)
+#[test]
+fn shadow_unmap_frame_counts_the_leaves_it_clears() {
+    let cfg = Config::default();
+    let mut sim = Sim::new(Shadow::new(), &cfg);
+    // Only a shared host takes frames away, so only then is there a
+    // reverse map.
+    sim.machine.vm.hosted = true;
+    run(
+        &mut sim,
+        &[
+            anon_mmap(1, A, 4 << 20),
+            acc(1, Load, A),
+            acc(1, Load, A + 0x1000),
+        ],
+    );
+    let g = gpfn_of(&sim, A);
+    let h = {
+        let m = sim.machine.on(&mut sim.hw, &mut sim.host);
+        m.core.p2m(g).expect("backed")
+    };
+    let g_b = gpfn_of(&sim, A + 0x1000);
+    let wrong = {
+        let m = sim.machine.on(&mut sim.hw, &mut sim.host);
+        m.core.p2m(g_b).unwrap()
+    };
+    assert_ne!(wrong, h);
+    assert_eq!(sim.machine.mode.unmap_frame(&mut sim.host, g, h), 1);
+    assert_eq!(
+        sim.machine.mode.unmap_frame(&mut sim.host, g, h),
+        0,
+        "already cleared"
+    );
+    sim.hw.flush_translation_caches();
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(1, Load, A)]);
+    let d = sim.stats().since(&before);
+    assert_eq!(d.exits_for(ExitReason::ShadowFault), 1, "the leaf is gone");
+    assert_eq!(d.guest_page_faults, 0);
+    // Not the hPFN the refilled leaf holds: nothing cleared, no fault.
+    assert_eq!(sim.machine.mode.unmap_frame(&mut sim.host, g, wrong), 0);
+    sim.hw.flush_translation_caches();
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(1, Load, A)]);
+    assert_eq!(
+        sim.stats().since(&before).total_exits(),
+        0,
+        "the leaf is kept"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// hv/swtlb.rs: the VMM's copy of the guest TLB
+
+fn sw_vmm(cfg: &Config, before: &[Record], more: &[Record]) -> [u64; 4] {
+    let mut after = before.to_vec();
+    after.extend_from_slice(more);
+    let s0 = checked_stats(ModeKind::SwtlbVmm, cfg, before);
+    let d = checked_stats(ModeKind::SwtlbVmm, cfg, &after).since(&s0);
+    [
+        d.tlb_misses,
+        d.tlb_refills,
+        d.vmm_tlb_refills,
+        d.exits_for(ExitReason::TlbMiss),
+    ]
+}
+
+/// Guest 2 MiB pages over 4 KiB host pages: a load of A+4K after a store
+/// to A is a VMM refill from the guest-TLB copy, which keeps the guest's
+/// write right: the store to A+4K that follows hits the TLB. (Kills
+/// `COPY_WRITE = 1 << 51` as `1 >> 51`: the refilled entry has no write
+/// right, and the store misses again.)
+#[test]
+fn a_vmm_refill_keeps_the_guest_write_right() {
+    let mut cfg = Config::default();
+    cfg.guest.huge_pages = HugePages::Huge2M;
+    let before = [anon_mmap(1, A, 4 << 20), acc(1, Store, A)];
+    assert_eq!(
+        sw_vmm(&cfg, &before, &[acc(1, Load, A + 0x1000)]),
+        [1, 0, 1, 1]
+    );
+    assert_eq!(
+        sw_vmm(
+            &cfg,
+            &before,
+            &[acc(1, Load, A + 0x1000), acc(1, Store, A + 0x1000)]
+        ),
+        [1, 0, 1, 1]
+    );
+}
+
+/// Guest 1 GiB pages over 2 MiB host pages: the guest-TLB copy's entry is
+/// 1 GiB, the real one 2 MiB. A store to A+2M misses the real TLB and is a
+/// VMM refill whose real entry is 2 MiB (the copy's size field says 1
+/// GiB, the host page is 2 MiB), so A+2M+4K hits. (Kills the size field
+/// read with `<<` instead of `>>`: a 4 KiB entry, and A+2M+4K misses.)
+#[test]
+fn a_vmm_refill_reads_the_guest_page_size_from_its_copy() {
+    let mut cfg = Config::default();
+    cfg.guest.huge_pages = HugePages::Huge1G;
+    cfg.guest.mem_mib = 2048;
+    cfg.host.page_size = PageSize::Size2M;
+    let before = [anon_mmap(1, A, 1 << 30), acc(1, Store, A)];
+    assert_eq!(
+        sw_vmm(&cfg, &before, &[acc(1, Store, A + (2 << 20))]),
+        [1, 0, 1, 1]
+    );
+    assert_eq!(
+        sw_vmm(
+            &cfg,
+            &before,
+            &[
+                acc(1, Store, A + (2 << 20)),
+                acc(1, Store, A + (2 << 20) + 0x1000)
+            ]
+        ),
+        [1, 0, 1, 1]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// guest/os.rs `fill`: file pages of a huge page
+
+/// A file mapped with 2 MiB guest pages: each 4 KiB frame of the huge page
+/// holds the file page at its own offset (start offset + distance from the
+/// VMA start). (Kills `+ i * PAGE_SIZE` as `-`, and `*` as `+` or `/`.)
+#[test]
+fn a_file_huge_page_holds_each_file_page_at_its_offset() {
+    const LIB: u64 = 0x4000_0000;
+    let file = MappedFile {
+        file: Arc::new(FileId {
+            path: "/lib/libbig.so".into(),
+            fingerprint: Some(Fingerprint {
+                size: 8 << 20,
+                hash: 0x1234,
+            }),
+        }),
+        offset: 0x10_0000,
+    };
+    let key = file_key(&file.file);
+    let recs = vec![
+        ev(
+            1,
+            ProcEvent::Mmap {
+                addr: LIB,
+                len: 4 << 20,
+                prot: 5,
+                flags: 2,
+                file: Some(file),
+            },
+        ),
+        acc(1, Load, LIB + 0x3000),
+    ];
+    let text = "[host]\nmem_mib = 1024\n[[vm]]\nname = \"vm0\"\nworkload = \"seq\"\n\
+                mode = \"nested\"\nmem_mib = 128\n[vm.guest]\nhuge_pages = true\n";
+    let cfg = HostConfig::from_toml(
+        text,
+        "test.toml",
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
+    .unwrap();
+    let mut sim = HostSim::with_sources(&cfg, vec![replay(&recs)]).track_contents();
+    sim.run(&mut |_| {}).unwrap();
+    let g = sim.guest(0);
+    let p = g.process(1).expect("alive");
+    let m = softwalk::translate(&g.mem, p.root, g.levels(), LIB).expect("mapped");
+    assert_eq!(m.level, 2, "one 2 MiB page");
+    let c = g.contents().unwrap();
+    for i in [0u64, 1, 3, 511] {
+        assert_eq!(
+            c.get(m.gpfn + i),
+            file_page(key, 0x10_0000 + i * 0x1000),
+            "frame {i} of the huge page"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// hv/selective.rs `Predictive`
+
+/// Round costs: a page-table reference 100 cycles (no line-cache hit in
+/// these counts), exits at their default prices: EPT violation 1200 +
+/// 2000, shadow fill 1200 + 2500, injected fault 1200 + 1000, PT write
+/// 1200 + 3000, CR3 1200 + 500, INVLPG 1200 + 300.
+fn cost() -> CostModel {
+    let pt = PtCacheConfig {
+        hit_cycles: 10,
+        miss_cycles: 100,
+        ..PtCacheConfig::default()
+    };
+    CostModel::new(&CostConfig::default(), &pt)
+}
+
+fn input<'a>(
+    cur: Paging,
+    d: &'a Stats,
+    c: &'a CostModel,
+    backed: u64,
+    periods: u64,
+) -> PolicyInput<'a> {
+    PolicyInput {
+        cur,
+        period: d,
+        cost: c,
+        backed_frames: backed,
+        periods_in_mode: periods,
+    }
+}
+
+fn walk_refs(guest: u64, nested: u64, shadow: u64) -> [u64; 3] {
+    let mut d = [0; 3];
+    d[Dim::Guest as usize] = guest;
+    d[Dim::Nested as usize] = nested;
+    d[Dim::Shadow as usize] = shadow;
+    d
+}
+
+/// A nested period: 40 guest and 160 nested references (20,000 cycles),
+/// 5 EPT violations (16,000), 3 guest faults (3279), 10 PTE stores (10),
+/// 2 context switches (4000), 1 exec, 4 INVLPGs, 1 TLB flush, 5 frames
+/// backed; 100,000 instructions. Total 143,289.
+fn nested_period() -> Stats {
+    let mut d = Stats {
+        instructions: 100_000,
+        guest_page_faults: 3,
+        host_frames_backed: 5,
+        guest_pte_writes: 10,
+        context_switches: 2,
+        execs: 1,
+        invlpgs: 4,
+        tlb_flushes: 1,
+        ..Stats::default()
+    };
+    d.walk_refs_by_dim = walk_refs(40, 160, 0);
+    d.vm_exits[ExitReason::EptViolation as usize] = 5;
+    d
+}
+
+/// A shadow period: 50 shadow references (5000), 12 shadow faults
+/// (44,400), 6 PT-write exits (25,200), 2 injected faults (4400), 8 PTE
+/// stores (8), 2 guest faults (2186), 3 frames backed; 100,000
+/// instructions. Total 181,194.
+fn shadow_period() -> Stats {
+    let mut d = Stats {
+        instructions: 100_000,
+        guest_page_faults: 2,
+        host_frames_backed: 3,
+        guest_pte_writes: 8,
+        ..Stats::default()
+    };
+    d.walk_refs_by_dim = walk_refs(0, 0, 50);
+    d.vm_exits[ExitReason::ShadowFault as usize] = 12;
+    d.vm_exits[ExitReason::PtWrite as usize] = 6;
+    d.vm_exits[ExitReason::GuestFault as usize] = 2;
+    d
+}
+
+/// The estimates of both directions, and what each learns for the other,
+/// by hand. (Kills the arithmetic and comparison mutants of
+/// `Predictive::estimate`.)
+#[test]
+fn predictive_estimates_exactly() {
+    let c = cost();
+    let mut p = Predictive::new(2);
+    let nested = nested_period();
+    let shadow = shadow_period();
+    assert_eq!(c.price(&nested).total, 143_289);
+    assert_eq!(c.price(&shadow).total, 181_194);
+    // Nested: shadow would walk only the guest's 40 references of the 200
+    // (4000 cycles) and exit for 3 injected faults (6600), 3 + 5 hidden
+    // faults (29,600), 10 x 0.5 PT writes (21,000), 2 + 1 CR3 loads (5100)
+    // and 4 + 1 INVLPGs (7500): 69,800. 143,289 - 20,000 - 16,000 + 4000 +
+    // 69,800 = 181,089. Learns 0.5 x 3 + 0.5 x 160/40 = 3.5 nested
+    // references per guest reference.
+    let e = p.estimate(&input(Paging::Nested, &nested, &c, 5, 1));
+    assert_eq!(e, (143_289.0, 181_089.0));
+    // Shadow, within the horizon (2 periods of 2): nested would walk 5000
+    // x (1 + 3.5) = 22,500 and take 3 EPT violations (9600): 181,194 -
+    // 5000 - 74,000 + 22,500 + 9600 = 134,294. The 12 - 2 - 3 = 7 refill
+    // faults (25,900) are sunk. Learns 0.5 x 0.5 + 0.5 x 6/8 = 0.625 PT
+    // writes per PTE store.
+    let e = p.estimate(&input(Paging::Shadow, &shadow, &c, 3, 2));
+    assert_eq!(e, (181_194.0 - 25_900.0, 134_294.0));
+    // Past the horizon nothing is sunk. PT writes per PTE store move
+    // again: 0.5 x 0.625 + 0.5 x 0.75 = 0.6875.
+    let e = p.estimate(&input(Paging::Shadow, &shadow, &c, 3, 3));
+    assert_eq!(e, (181_194.0, 134_294.0));
+    // Nested again: 10 x 0.6875 PT writes (28,875) instead of 21,000.
+    let e = p.estimate(&input(Paging::Nested, &nested, &c, 5, 1));
+    assert_eq!(e, (143_289.0, 181_089.0 + 28_875.0 - 21_000.0));
+    // Shadow: 0.5 x 3.5 + 0.5 x 4 = 3.75 nested references per guest
+    // one: 5000 x 4.75 = 23,750.
+    let e = p.estimate(&input(Paging::Shadow, &shadow, &c, 3, 3));
+    assert_eq!(e, (181_194.0, 134_294.0 + 1250.0));
+}
+
+/// A nested period without guest references (no walk at all) teaches
+/// nothing: the next shadow estimate still uses the initial 3 nested
+/// references per guest one; 0 references give 0 other walks. (Kills
+/// `g > 0.0` as `>=` (a 0/0 ratio), `==` and `<`, and `g + n > 0.0` as
+/// `>=`.)
+#[test]
+fn predictive_learns_nothing_from_a_period_without_walks() {
+    let c = cost();
+    let mut p = Predictive::new(2);
+    let mut quiet = nested_period();
+    quiet.walk_refs_by_dim = [0; 3];
+    // 143,289 - 20,000 = 123,289; other: 123,289 - 16,000 + 69,800.
+    let e = p.estimate(&input(Paging::Nested, &quiet, &c, 5, 1));
+    assert_eq!(e, (123_289.0, 177_089.0));
+    // Shadow past the horizon: nested walks 5000 x (1 + 3) = 20,000.
+    let shadow = shadow_period();
+    let e = p.estimate(&input(Paging::Shadow, &shadow, &c, 3, 3));
+    assert_eq!(e, (181_194.0, 134_294.0 - 2500.0));
+}
+
+/// A shadow period without guest PTE stores teaches nothing about PT
+/// writes per store: the next nested estimate still uses 0.5. (Kills
+/// `guest_pte_writes > 0` as `>=`, a 0/0 ratio.)
+#[test]
+fn predictive_learns_nothing_from_a_period_without_pte_stores() {
+    let c = cost();
+    let mut p = Predictive::new(2);
+    let mut quiet = shadow_period();
+    quiet.guest_pte_writes = 0;
+    quiet.vm_exits[ExitReason::PtWrite as usize] = 0;
+    // 181,194 - 8 - 25,200 = 155,986; other: 155,986 - 5000 - 48,800 +
+    // 5000 x (1 + 3) + 9600.
+    let e = p.estimate(&input(Paging::Shadow, &quiet, &c, 3, 3));
+    assert_eq!(e, (155_986.0, 131_786.0));
+    let e = p.estimate(&input(Paging::Nested, &nested_period(), &c, 5, 1));
+    assert_eq!(e, (143_289.0, 181_089.0));
+}
+
+/// A nested period whose only cost is `guest + nested` walk references
+/// (100 cycles each): shadow paging would save the nested ones, 100 x
+/// `nested`.
+fn walk_period(guest: u64, nested: u64) -> Stats {
+    Stats {
+        walk_refs_by_dim: walk_refs(guest, nested, 0),
+        ..Stats::default()
+    }
+}
+
+fn decide(p: &mut Predictive, d: &Stats, backed: u64, periods: u64) -> Paging {
+    p.decide(&input(Paging::Nested, d, &cost(), backed, periods))
+}
+
+/// The switch rule at its bounds. One backed frame: a switch costs one
+/// hidden fault, 3700 cycles. (Kills `>` as `>=` in each of the four
+/// comparisons of `decide`, and `&&` as `||`.)
+#[test]
+fn predictive_switches_only_past_the_switch_cost() {
+    // One period saving exactly the switch cost: no switch; 3800: switch.
+    let mut p = Predictive::new(2);
+    assert_eq!(decide(&mut p, &walk_period(10, 37), 1, 1), Paging::Nested);
+    let mut p = Predictive::new(2);
+    assert_eq!(decide(&mut p, &walk_period(10, 38), 1, 1), Paging::Shadow);
+    // Two periods saving 1800 then 1900: smoothed 1850 x horizon 2 =
+    // 3700, not above 3700: no switch; 1800 then 2000: switch.
+    let mut p = Predictive::new(2);
+    assert_eq!(decide(&mut p, &walk_period(10, 18), 1, 1), Paging::Nested);
+    assert_eq!(decide(&mut p, &walk_period(10, 19), 1, 2), Paging::Nested);
+    let mut p = Predictive::new(2);
+    assert_eq!(decide(&mut p, &walk_period(10, 18), 1, 1), Paging::Nested);
+    assert_eq!(decide(&mut p, &walk_period(10, 20), 1, 2), Paging::Shadow);
+    // Smoothing needs both savings positive: a first saving of 3000 over
+    // a horizon of 3 (smoothed 1500 x 3 = 4500 > 3700) does not switch,
+    // the last saving alone being below the cost ...
+    let mut p = Predictive::new(2);
+    assert_eq!(decide(&mut p, &walk_period(10, 30), 1, 3), Paging::Nested);
+    // ... nor does a saving of 0 after it (smoothed 1500 x 3 again).
+    assert_eq!(decide(&mut p, &walk_period(10, 0), 1, 3), Paging::Nested);
+    // Two positive savings of 3000: smoothed 3000 x 3 > 3700: switch.
+    let mut p = Predictive::new(2);
+    assert_eq!(decide(&mut p, &walk_period(10, 30), 1, 3), Paging::Nested);
+    assert_eq!(decide(&mut p, &walk_period(10, 30), 1, 3), Paging::Shadow);
+}
