@@ -162,7 +162,9 @@ trait VmDyn {
     fn vm_mut(&mut self) -> &mut Vm;
     /// Sharing: backed `gpfn` (host frame `old`, merged and freed) is now
     /// backed by shared frame `keep`, read-only; the mode's mappings of
-    /// `old` go. Returns the shadow entries zapped. The caller flushes.
+    /// `old` go (shadow leaves zapped) or are repointed at `keep`
+    /// read-only (direct paging's machine entries). Returns the entries
+    /// changed. The caller flushes.
     fn share_into(&mut self, host: &mut HostMemory, gpfn: u64, old: Hpfn, keep: Hpfn) -> u64;
     /// Sharing: backed `gpfn`'s frame `h` became shared: every mapping of
     /// it loses its write right. Returns the shadow entries changed. The
@@ -352,7 +354,7 @@ impl<M: Mode> VmDyn for VmRun<M> {
     }
     fn share_into(&mut self, host: &mut HostMemory, gpfn: u64, old: Hpfn, keep: Hpfn) -> u64 {
         self.machine.vm.remap_shared(host, Gpfn(gpfn), keep);
-        self.machine.mode.host_unmap(host, gpfn, old.0)
+        self.machine.mode.host_share_into(host, gpfn, old.0, keep.0)
     }
     fn write_protect(&mut self, host: &mut HostMemory, gpfn: u64, h: Hpfn) -> u64 {
         self.machine.vm.ept_write_protect(host, Gpfn(gpfn));

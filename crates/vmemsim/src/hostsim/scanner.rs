@@ -5,9 +5,10 @@
 //! frames to one host frame, read-only, freeing the other.
 //!
 //! - **Order and rate.** A *cycle* is one pass over every frame backed at
-//!   its start, of every VM that can share (not native, not direct: Xen's
-//!   memory sharing needs HAP guests, and a PV domain's frames are pinned;
-//!   4 KiB host pages only), sorted and then shuffled with the
+//!   its start, of every VM that can share (not native: no second
+//!   translation to write-protect; 4 KiB host pages only; direct VMs are
+//!   scanned although Xen ships sharing only for HAP guests, a model of
+//!   the mechanism, see `hv/direct.rs`), sorted and then shuffled with the
 //!   `[sharing] seed`. Frames no longer backed when their turn comes are
 //!   skipped without counting. The scanner has visited at most
 //!   `rate_pages_per_s x host seconds` frames at any moment: it runs after
@@ -18,10 +19,13 @@
 //!   content, not a page table, not already the same host frame) and
 //!   replaced when stale. Unmatched frames are visited again next cycle.
 //! - **Sharing** a frame write-protects every mapping of it: the EPT entry
-//!   loses W, the mode's shadow leaves lose RW (reverse map), and each VM
+//!   loses W, the mode's shadow leaves (or direct paging's machine
+//!   entries) lose RW (reverse map), and each VM
 //!   whose mappings changed is flushed on every pCPU (INVEPT
 //!   single-context), once per scan burst (no VM runs in between). The
-//!   merged VM's own shadow leaves of its old frame are zapped.
+//!   merged VM's own shadow leaves of its old frame are zapped (direct
+//!   paging's machine entries of it are repointed at the shared frame,
+//!   read-only: a direct VM has no hidden fault to refill them).
 //! - **Cost** (charged to host time on the pCPU that ran last, and in the
 //!   report): `hash_cycles` per frame hashed, `compare_cycles` per match
 //!   verified; the flushes and reverse-map changes at
@@ -40,7 +44,6 @@ use crate::addr::{Gpfn, Hpfn, PageSize};
 use crate::config::ConfigError;
 use crate::guest::content::{ContentId, ContentKind, ZERO};
 use crate::host::VmId;
-use crate::ModeKind;
 
 /// The `[sharing]` section of a host configuration. Without it, or with
 /// `enabled = false`, nothing is scanned or shared and the host runs as
@@ -204,12 +207,14 @@ impl Scanner {
 }
 
 impl HostSim {
-    /// True when VM `v`'s frames may be shared.
+    /// True when VM `v`'s frames may be shared: a virtualized VM (native
+    /// ones have no second translation to write-protect) on 4 KiB host
+    /// pages. Direct (Xen PV) VMs are admitted: the model write-protects
+    /// and repoints their machine entries (`hv/direct.rs`); they stay
+    /// unswappable (a PV domain's memory is pinned).
     fn can_share(&self, v: usize) -> bool {
         let spec = &self.cfg.vms[v];
-        spec.mode.is_virtualized()
-            && spec.mode != ModeKind::Direct
-            && spec.cfg.host.page_size == PageSize::Size4K
+        spec.mode.is_virtualized() && spec.cfg.host.page_size == PageSize::Size4K
     }
 
     /// The next frame of the scan order: (VM, gPFN), starting a new cycle

@@ -42,14 +42,39 @@
 //! on first touch through [`Core::back`], in the same order as in the other
 //! modes so hPAs agree; no exit is charged, as a PV domain's memory is
 //! populated when it is built.
+//!
+//! Content-based sharing (`[sharing]` on a host, hostsim/scanner.rs).
+//! A direct VM has no second translation the host could revoke quietly:
+//! the machine entries are what the hardware walks, and a missing one is a
+//! guest-visible #PF. So the host edits them, found through a reverse map
+//! (kept on a shared host only): guest frame gPFN -> the machine leaf
+//! entries written for it (4 KiB leaves and splinter entries), kept lazily
+//! and checked against the machine (and, at a COW break, the guest's)
+//! entry when used.
+//! - A frame that becomes shared loses RW in every machine entry mapping
+//!   it ([`Mode::host_write_protect`]); the merged frame's entries are
+//!   repointed at the shared frame, read-only
+//!   ([`Mode::host_share_into`]); an update applied later, or a splinter
+//!   built, gives no RW to a write-protected frame.
+//! - A store that the guest's tables allow but a read-only machine entry
+//!   of a write-protected frame refuses is a write fault Xen handles
+//!   itself: one exit, counted as [`ExitReason::ShadowFault`] (the
+//!   reason for a hidden fault, one the guest never sees; priced as a
+//!   shadow fill), the COW break ([`Core::cow_store`]), then every machine
+//!   entry whose guest entry maps that gPFN names the copy (RW as the
+//!   guest's entry) and the walk is retried. The guest kernel's
+//!   whole-frame writes break the same way. Xen itself ships sharing
+//!   (`mem_sharing`) only for HVM guests with HAP: this is a model of the
+//!   mechanism, not of a shipped hypervisor.
 
 use rustc_hash::FxHashMap;
 
 use super::{Core, Fill, GuestFault, Mode};
+use crate::addr::Hpfn;
 use crate::addr::{Gpa, Gva, PageSize, FRAMES_PER_HUGE};
 use crate::config::PvConfig;
 use crate::guest::{softwalk, GuestMemory};
-use crate::host::HV_FRAME_BASE;
+use crate::host::{HostMemory, HV_FRAME_BASE};
 use crate::mem::PageStore;
 use crate::mmu::walker::walk_1d;
 use crate::mmu::{Dim, Rights, TableMem};
@@ -58,6 +83,64 @@ use crate::stats::ExitReason;
 
 /// Flags of a machine entry pointing at a splinter page.
 const SPLINTER_FLAGS: u64 = x86::P | x86::RW | x86::US | x86::A;
+
+/// [`MEntry::sub`] of a machine table entry itself (not in a splinter).
+const WHOLE: u16 = u16::MAX;
+
+/// A machine leaf entry written for a guest frame (a reverse-map record):
+/// entry `idx` of the machine copy at hPFN `table` (the copy of guest table
+/// `gtable`), or, when `sub` is not [`WHOLE`], entry `sub` of the splinter
+/// page hanging from that entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MEntry {
+    table: u64,
+    gtable: u64,
+    idx: u16,
+    sub: u16,
+}
+
+impl MEntry {
+    /// The guest's entry behind this machine entry, if it (still) maps
+    /// guest frame `gpfn`: a 4 KiB leaf to it, or the 2 MiB leaf whose
+    /// frame `sub` it is.
+    fn guest_entry(&self, mem: &GuestMemory, gpfn: u64) -> Option<u64> {
+        let ge = mem.read(self.gtable, self.idx as usize);
+        let maps = ge & x86::P != 0
+            && if self.sub == WHOLE {
+                ge & x86::PS == 0 && x86::frame(ge) == gpfn
+            } else {
+                ge & x86::PS != 0 && x86::frame(ge) + u64::from(self.sub) == gpfn
+            };
+        maps.then_some(ge)
+    }
+}
+
+/// Where record `e`'s machine entry is now: (page hPFN, index), or `None`
+/// when its table was unpinned or its splinter freed.
+fn locate(
+    machine: &PageStore,
+    splinters: &FxHashMap<(u64, usize), u64>,
+    e: MEntry,
+) -> Option<(u64, usize)> {
+    if !machine.contains(e.table) {
+        return None;
+    }
+    if e.sub == WHOLE {
+        return Some((e.table, e.idx as usize));
+    }
+    let sp = splinters.get(&(e.table, e.idx as usize))?;
+    Some((*sp, e.sub as usize))
+}
+
+/// `flags` of a machine leaf to host frame `h`, without RW when the frame
+/// is write-protected for sharing ([`HostMemory::cow_protected`]).
+fn leaf_rights(host: &HostMemory, h: u64, flags: u64) -> u64 {
+    if host.cow_protected(Hpfn(h)) {
+        flags & !x86::RW
+    } else {
+        flags
+    }
+}
 
 /// The machine tables as the hardware sees them: guest-table copies at low
 /// hPFNs, splinter pages among the hypervisor's frames.
@@ -99,6 +182,11 @@ pub struct Direct {
     root: u64,
     /// Guest frames of the VM (validation bound).
     guest_frames: u64,
+    /// Reverse map, on a shared host only: gPFN -> machine leaf entries
+    /// written for it. Lazy: a record may be stale (entry overwritten,
+    /// table unpinned, splinter freed); each is checked when used, and the
+    /// stale ones are dropped then.
+    rmap: FxHashMap<u64, Vec<MEntry>>,
 }
 
 impl Direct {
@@ -111,6 +199,7 @@ impl Direct {
             batch: pv.batch_size as usize,
             root: 0,
             guest_frames: guest_mem_mib * 256,
+            rmap: FxHashMap::default(),
         }
     }
 
@@ -167,6 +256,7 @@ impl Direct {
             "direct: update maps frame {g:#x} outside the VM"
         );
         let flags = val & !x86::FRAME;
+        let hosted = core.vm.hosted;
         if val & x86::PS != 0 {
             // A 2 MiB guest leaf: splinter into 512 machine PTEs.
             let sp = core.host.alloc_table();
@@ -176,9 +266,17 @@ impl Direct {
                     "direct: page-table page mapped writable"
                 );
                 let h = Self::p2m(core, g + i);
-                core.host
-                    .tables
-                    .write(sp, i as usize, x86::make(h, flags & !x86::PS));
+                let f = leaf_rights(core.host, h, flags & !x86::PS);
+                core.host.tables.write(sp, i as usize, x86::make(h, f));
+                if hosted {
+                    let e = MEntry {
+                        table,
+                        gtable: gpfn,
+                        idx: idx as u16,
+                        sub: i as u16,
+                    };
+                    self.record(mem, g + i, e);
+                }
             }
             self.splinters.insert((table, idx), sp);
             self.machine
@@ -194,8 +292,120 @@ impl Direct {
                 self.machine.contains(h),
                 "direct: link to an unpinned table"
             );
+            self.machine.write(table, idx, x86::make(h, flags));
+            return;
         }
-        self.machine.write(table, idx, x86::make(h, flags));
+        let f = leaf_rights(core.host, h, flags);
+        self.machine.write(table, idx, x86::make(h, f));
+        if hosted {
+            let e = MEntry {
+                table,
+                gtable: gpfn,
+                idx: idx as u16,
+                sub: WHOLE,
+            };
+            self.record(mem, g, e);
+        }
+    }
+
+    /// Note in the reverse map that machine entry `e` now maps guest frame
+    /// `gpfn`. A list that reaches a power of two (from 8) first drops its
+    /// stale records (whose guest entry no longer maps `gpfn`), so a frame
+    /// mapped at many places over a run keeps only the live ones.
+    fn record(&mut self, mem: &GuestMemory, gpfn: u64, e: MEntry) {
+        let list = self.rmap.entry(gpfn).or_default();
+        if list.contains(&e) {
+            return;
+        }
+        if list.len() >= 8 && list.len().is_power_of_two() {
+            list.retain(|r| r.guest_entry(mem, gpfn).is_some());
+        }
+        list.push(e);
+    }
+
+    /// Rewrite every live machine entry of guest frame `gpfn` that maps
+    /// host frame `from` with `f(entry)`; drop the records that map
+    /// nothing of `gpfn` any more (with `mem`, also those whose guest entry
+    /// no longer maps `gpfn`: then `f` gets that guest entry). Returns the
+    /// entries changed.
+    fn rewrite(
+        &mut self,
+        host: &mut HostMemory,
+        mem: Option<&GuestMemory>,
+        gpfn: u64,
+        from: u64,
+        mut f: impl FnMut(u64, u64) -> u64,
+    ) -> u64 {
+        let Some(slot) = self.rmap.get_mut(&gpfn) else {
+            return 0;
+        };
+        let mut list = std::mem::take(slot);
+        let mut n = 0;
+        list.retain(|&e| {
+            let Some((page, i)) = locate(&self.machine, &self.splinters, e) else {
+                return false;
+            };
+            let ge = match mem {
+                Some(mem) => match e.guest_entry(mem, gpfn) {
+                    Some(ge) => ge,
+                    None => return false,
+                },
+                None => 0,
+            };
+            let mut view = MachineView {
+                low: &mut self.machine,
+                high: &mut host.tables,
+            };
+            let me = view.read(page, i);
+            if me & x86::P == 0 || x86::frame(me) != from {
+                return false;
+            }
+            let ne = f(me, ge);
+            if ne != me {
+                view.write(page, i, ne);
+                n += 1;
+            }
+            true
+        });
+        if list.is_empty() {
+            self.rmap.remove(&gpfn);
+        } else {
+            *self.rmap.get_mut(&gpfn).expect("taken above") = list;
+        }
+        n
+    }
+
+    /// A store to `gpfn`, write-protected for sharing, exited (the caller
+    /// counted the exit): the COW break ([`Core::cow_store`]: a copy, or
+    /// the frame made writable in place for its last owner), then every
+    /// machine entry whose guest entry maps `gpfn` names the frame `gpfn`
+    /// has now, with the guest entry's RW. Returns the entries rewritten.
+    fn cow_break(&mut self, core: &mut Core, mem: &GuestMemory, gpfn: u64) -> u64 {
+        let old = Self::p2m(core, gpfn);
+        core.cow_store(gpfn);
+        let new = Self::p2m(core, gpfn);
+        self.rewrite(core.host, Some(mem), gpfn, old, |me, ge| {
+            x86::make(new, (me & !(x86::FRAME | x86::RW)) | (ge & x86::RW))
+        })
+    }
+
+    /// A write walk of `va` failed: if the guest's own tables allow the
+    /// store and its frame is write-protected for sharing, the machine
+    /// entry's missing RW is the host's, not the guest's (a write fault
+    /// Xen handles): that frame's gPFN.
+    fn cow_fault(core: &Core, mem: &GuestMemory, va: u64, r: Rights) -> Option<u64> {
+        let path = softwalk::path(mem, core.vm.guest_root, core.hw.levels, va);
+        let (_, _, leaf) = path.steps[path.len - 1];
+        let allowed = x86::is_leaf(path.leaf_level(), leaf)
+            && path.steps[..path.len].iter().all(|&(_, _, e)| {
+                e & x86::P != 0 && e & x86::RW != 0 && !(r.fetch && e & x86::NX != 0)
+            });
+        if !allowed {
+            return None;
+        }
+        let off = (va >> 12) & (x86::leaf_frames(path.leaf_level()) - 1);
+        let gpfn = x86::frame(leaf) + off;
+        core.cow_protected(gpfn).then_some(gpfn)
     }
 
     /// Drop the machine copy at `hpfn` and its splinters.
@@ -225,41 +435,71 @@ impl Mode for Direct {
             self.queue.is_empty(),
             "direct: walk with updates still queued"
         );
-        let asid = core.asid();
-        let res = {
-            let mut view = MachineView {
-                low: &mut self.machine,
-                high: &mut core.host.tables,
+        for _ in 0..4 {
+            let asid = core.asid();
+            let res = {
+                let mut view = MachineView {
+                    low: &mut self.machine,
+                    high: &mut core.host.tables,
+                };
+                walk_1d(core.hw, &mut view, Dim::Guest, self.root, asid, va, r)
             };
-            walk_1d(core.hw, &mut view, Dim::Guest, self.root, asid, va, r)
-        };
-        core.walk_done();
-        let Ok(l) = res else {
-            // Trap bounce through the hypervisor.
-            core.exit(ExitReason::GuestFault);
-            return Err(GuestFault);
-        };
-        debug_assert_eq!(
-            l.size,
-            PageSize::Size4K,
-            "machine tables map 4 KiB pages only"
-        );
-        // The guest's entries are the same table: copy A/D back.
-        let path = softwalk::path(mem, core.vm.guest_root, core.hw.levels, va);
-        for i in 0..path.len {
-            let (t, idx, e) = path.steps[i];
-            let mut ne = e | x86::A;
-            if i == path.len - 1 && r.write {
-                ne |= x86::D;
+            core.walk_done();
+            let Ok(l) = res else {
+                if let Some(gpfn) = r.write.then(|| Self::cow_fault(core, mem, va, r)).flatten() {
+                    // A store to a frame shared by content: Xen's write
+                    // fault, handled in the hypervisor (a COW break).
+                    core.exit(ExitReason::ShadowFault);
+                    self.cow_break(core, mem, gpfn);
+                    continue;
+                }
+                // Trap bounce through the hypervisor.
+                core.exit(ExitReason::GuestFault);
+                return Err(GuestFault);
+            };
+            debug_assert_eq!(
+                l.size,
+                PageSize::Size4K,
+                "machine tables map 4 KiB pages only"
+            );
+            // The guest's entries are the same table: copy A/D back.
+            let path = softwalk::path(mem, core.vm.guest_root, core.hw.levels, va);
+            for i in 0..path.len {
+                let (t, idx, e) = path.steps[i];
+                let mut ne = e | x86::A;
+                if i == path.len - 1 && r.write {
+                    ne |= x86::D;
+                }
+                if ne != e {
+                    mem.write(t, idx, ne);
+                }
             }
-            if ne != e {
-                mem.write(t, idx, ne);
-            }
+            // The m2p names no single owner of a shared frame.
+            let gpfn = core.leaf_gpfn(mem, l.frame, va);
+            return Ok(Fill {
+                size: PageSize::Size4K,
+                ..Fill::of_leaf(&l, gpfn, l.frame)
+            });
         }
-        let gpfn = core.m2p(l.frame).expect("machine leaf maps a guest frame");
-        Ok(Fill {
-            size: PageSize::Size4K,
-            ..Fill::of_leaf(&l, gpfn, l.frame)
+        panic!("direct fill of {va:#x} does not converge: COW model bug");
+    }
+
+    fn host_write_protect(&mut self, host: &mut HostMemory, gpfn: u64, hpfn: u64) -> u64 {
+        debug_assert!(
+            self.queue.is_empty(),
+            "direct: host edit with updates queued"
+        );
+        self.rewrite(host, None, gpfn, hpfn, |me, _| me & !x86::RW)
+    }
+
+    fn host_share_into(&mut self, host: &mut HostMemory, gpfn: u64, old: u64, keep: u64) -> u64 {
+        debug_assert!(
+            self.queue.is_empty(),
+            "direct: host edit with updates queued"
+        );
+        // A missing machine entry would be a guest-visible #PF: repoint.
+        self.rewrite(host, None, gpfn, old, |me, _| {
+            x86::make(keep, me & !(x86::FRAME | x86::RW))
         })
     }
 
@@ -274,6 +514,12 @@ impl Mode for Direct {
 
     fn touch_frame(&mut self, core: &mut Core, mem: &mut GuestMemory, gpfn: u64) {
         core.back(gpfn);
+        if core.cow_protected(gpfn) {
+            // The kernel's store through its (read-only) direct map of a
+            // shared frame: Xen's write fault, a COW break.
+            core.exit(ExitReason::ShadowFault);
+            self.cow_break(core, mem, gpfn);
+        }
         let h = Self::p2m(core, gpfn);
         let was_table = self.machine.contains(h);
         let is_table = mem.contains(gpfn);

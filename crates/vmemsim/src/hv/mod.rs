@@ -319,6 +319,15 @@ pub trait Mode: 'static {
     fn host_write_protect(&mut self, _host: &mut HostMemory, _gpfn: u64, _hpfn: u64) -> u64 {
         0
     }
+    /// Guest frame `gpfn`'s own host frame `old` was merged into shared
+    /// frame `keep` (p2m and EPT entry already name `keep`, read-only):
+    /// the mode's mappings of `old` go; returns how many changed. By
+    /// default they are dropped ([`Mode::host_unmap`]) to be refilled on
+    /// demand; direct paging, which has no hidden fault to refill them,
+    /// repoints them at `keep` instead. The caller flushes.
+    fn host_share_into(&mut self, host: &mut HostMemory, gpfn: u64, old: u64, _keep: u64) -> u64 {
+        self.host_unmap(host, gpfn, old)
+    }
     /// The guest finished a batch of page-table changes.
     fn end_pt_update(&mut self, _core: &mut Core, _mem: &mut GuestMemory) {}
     /// Guest instruction count at which [`Mode::boundary`] is next due
