@@ -12,7 +12,9 @@ pub enum ExitReason {
     /// EPT violation: a guest frame with no host frame behind it (nested mode).
     EptViolation,
     /// Hidden page fault in shadow mode: shadow entry missing or read-only
-    /// while the guest entry allows the access; the shadow is filled.
+    /// while the guest entry allows the access; the shadow is filled. In
+    /// direct (Xen PV) mode, a store the guest's entry allows on a frame
+    /// the host shares (a copy-on-write break, docs/sharing.md).
     ShadowFault,
     /// A true guest #PF intercepted in shadow mode and injected into the guest.
     GuestFault,
