@@ -49,11 +49,29 @@ impl Pwc {
         }
     }
 
+    /// [`Self::lookup`] with the caches' scan inlined into the caller: for
+    /// a caller that is itself out of line and short (the EPT walk behind
+    /// a nested-TLB miss), where the call, its register saves and the
+    /// pair it returns are a large part of the lookup.
+    #[inline(always)]
+    pub fn lookup_inlined(&mut self, asid: Asid, addr: u64, levels: u8) -> Option<(u8, u64)> {
+        match self.deepest_in(asid, addr, levels) {
+            (0, _) => None,
+            hit => Some(hit),
+        }
+    }
+
     /// [`Self::lookup`] as `(level, frame)`, level 0 for no hit: a pair
     /// the call returns in two registers (the `Option` would go through
     /// memory), and one call for all the caches.
     #[inline(never)]
     fn deepest(&mut self, asid: Asid, addr: u64, levels: u8) -> (u8, u64) {
+        self.deepest_in(asid, addr, levels)
+    }
+
+    /// The body of [`Self::deepest`], for [`Self::lookup_inlined`].
+    #[inline(always)]
+    fn deepest_in(&mut self, asid: Asid, addr: u64, levels: u8) -> (u8, u64) {
         let [pde, pdpte, pml4e, pml5e] = &mut self.caches;
         for (i, c) in [pde, pdpte, pml4e].into_iter().enumerate() {
             let prefix = addr >> (21 + 9 * i as u32);

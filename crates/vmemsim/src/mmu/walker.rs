@@ -586,32 +586,67 @@ fn ept_walk<G: Geometry, E: TableMem>(
     let key = hpn | (u64::from(ept.tag) << NTLB_TAG_SHIFT);
     hw.rec.lookups().nested_tlb_misses += 1;
     let gpa = gpfn << 12;
-    let ept_hit = hw.ept_pwc.lookup(tag, gpa, ept_levels);
+    let ept_hit = hw.ept_pwc.lookup_inlined(tag, gpa, ept_levels);
     hw.rec.lookups().ept_psc[CacheLookups::slot(ept_hit)] += 1;
     let (mut level, mut table) = ept_hit.unwrap_or((ept_levels, ept.root));
+    // The first entry apart from the loop: most EPT walks resume at the
+    // leaf level (the EPT PDE cache hit), and this straight-line path
+    // pays none of the loop's set-up (the line cache's fields held in
+    // registers or on the stack across iterations).
+    let mut e = ept_read(hw, ept.tables, gpa, level, table);
+    if level == ept_leaf && e & need == need {
+        return ept_leaf_found(hw, level, e, hpn, key, off, stale);
+    }
     loop {
-        let idx = pt_index(gpa, level);
-        let e = ept.tables.read(table, idx);
-        hw.reference((table << 12) | (idx as u64 * 8), level, Dim::Nested);
         if e & need != need {
             return (0, EPT_DENIED);
         }
-        let next = x86::frame(e);
         if level == ept_leaf {
-            debug_assert!(level == 1 || e & ept::PS != 0, "EPT leaf at level {level}");
-            let rights = e & ept::RWX;
-            let v = next | (rights << NTLB_RIGHTS_SHIFT);
-            if stale {
-                hw.ntlb.insert(hpn, key, v);
-            } else {
-                hw.ntlb.insert_new(hpn, key, v);
-            }
-            return (next + off, rights);
+            return ept_leaf_found(hw, level, e, hpn, key, off, stale);
         }
+        let next = x86::frame(e);
         hw.ept_pwc.insert_new(tag, gpa, level, next);
         table = next;
         level -= 1;
+        e = ept_read(hw, ept.tables, gpa, level, table);
     }
+}
+
+/// The end of [`ept_walk`] at the EPT leaf `e` (at `level`, with the
+/// rights the walk needs): fill the nested TLB (`hpn`, `key` as in
+/// [`nested_translate_in`]; `stale`: it holds the key already) and return
+/// `(hPFN of the 4 KiB frame, rights)`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn ept_leaf_found(
+    hw: &mut Hw,
+    level: u8,
+    e: u64,
+    hpn: u64,
+    key: u64,
+    off: u64,
+    stale: bool,
+) -> (u64, u64) {
+    debug_assert!(level == 1 || e & ept::PS != 0, "EPT leaf at level {level}");
+    let next = x86::frame(e);
+    let rights = e & ept::RWX;
+    let v = next | (rights << NTLB_RIGHTS_SHIFT);
+    if stale {
+        hw.ntlb.insert(hpn, key, v);
+    } else {
+        hw.ntlb.insert_new(hpn, key, v);
+    }
+    (next + off, rights)
+}
+
+/// Read the EPT entry for `gpa` in the EPT table `table` at `level`, as a
+/// walk reference in the nested dimension.
+#[inline(always)]
+fn ept_read<E: TableMem>(hw: &mut Hw, tables: &E, gpa: u64, level: u8, table: u64) -> u64 {
+    let idx = pt_index(gpa, level);
+    let e = tables.read(table, idx);
+    hw.reference((table << 12) | (idx as u64 * 8), level, Dim::Nested);
+    e
 }
 
 /// The paging geometry of a walk: guest levels, EPT levels and the EPT
