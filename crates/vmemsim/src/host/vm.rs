@@ -30,6 +30,10 @@ pub struct Vm {
     /// The VM shares a host with others (`vmemsim host`): even a native
     /// guest then takes its frames from the host pool.
     pub hosted: bool,
+    /// The host's page-sharing scanner may merge this VM's frames
+    /// (`[sharing] enabled`): a mode that must then find every mapping of
+    /// a guest frame (direct paging's reverse map) keeps what that needs.
+    pub scanned: bool,
     /// The guest uses PCIDs: a CR3 write keeps the TLB.
     pub pcid: bool,
     /// gPFN of the guest's current PML4 (guest CR3).
@@ -83,6 +87,7 @@ impl Vm {
             ept_tag: u16::try_from(id + 1).expect("VM id fits a tag"),
             flush_on_exit: false,
             hosted: false,
+            scanned: false,
             pcid,
             guest_root: 0,
             guest_pcid: 0,

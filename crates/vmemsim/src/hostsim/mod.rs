@@ -582,6 +582,7 @@ impl HostSim {
                     &mut host,
                 );
                 vm.hosted = true;
+                vm.scanned = cfg.sharing.enabled;
                 vm.ept_levels = spec.cfg.host.ept_levels;
                 vm.host_page = spec.cfg.host.page_size;
                 vm.track_resident();

@@ -47,7 +47,7 @@
 //! A direct VM has no second translation the host could revoke quietly:
 //! the machine entries are what the hardware walks, and a missing one is a
 //! guest-visible #PF. So the host edits them, found through a reverse map
-//! (kept on a shared host only): guest frame gPFN -> the machine leaf
+//! (kept only when the host's sharing scanner runs): guest frame gPFN -> the machine leaf
 //! entries written for it (4 KiB leaves and splinter entries), kept lazily
 //! and checked against the machine (and, at a COW break, the guest's)
 //! entry when used.
@@ -182,7 +182,7 @@ pub struct Direct {
     root: u64,
     /// Guest frames of the VM (validation bound).
     guest_frames: u64,
-    /// Reverse map, on a shared host only: gPFN -> machine leaf entries
+    /// Reverse map, kept only when the sharing scanner runs: gPFN -> machine leaf entries
     /// written for it. Lazy: a record may be stale (entry overwritten,
     /// table unpinned, splinter freed); each is checked when used, and the
     /// stale ones are dropped then.
@@ -256,7 +256,8 @@ impl Direct {
             "direct: update maps frame {g:#x} outside the VM"
         );
         let flags = val & !x86::FRAME;
-        let hosted = core.vm.hosted;
+        // Only the sharing scanner reads the reverse map.
+        let scanned = core.vm.scanned;
         if val & x86::PS != 0 {
             // A 2 MiB guest leaf: splinter into 512 machine PTEs.
             let sp = core.host.alloc_table();
@@ -268,7 +269,7 @@ impl Direct {
                 let h = Self::p2m(core, g + i);
                 let f = leaf_rights(core.host, h, flags & !x86::PS);
                 core.host.tables.write(sp, i as usize, x86::make(h, f));
-                if hosted {
+                if scanned {
                     let e = MEntry {
                         table,
                         gtable: gpfn,
@@ -297,7 +298,7 @@ impl Direct {
         }
         let f = leaf_rights(core.host, h, flags);
         self.machine.write(table, idx, x86::make(h, f));
-        if hosted {
+        if scanned {
             let e = MEntry {
                 table,
                 gtable: gpfn,
