@@ -448,7 +448,7 @@ fn timeline_svg(workload: &str, mode: ModeKind, sw: &SwitchReport) -> Result<Str
 }
 
 /// Colours of the VMs in the host charts (`host-memory.svg`,
-/// `esx-memory.svg`), cycled.
+/// `esx-memory.svg`, `host-sharing.svg`), cycled.
 pub const VM_COLORS: [RGBColor; 6] = [
     RGBColor(0x4e, 0x79, 0xa7),
     RGBColor(0xf2, 0x8e, 0x2b),

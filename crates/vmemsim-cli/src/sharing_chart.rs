@@ -10,17 +10,10 @@ use anyhow::Result;
 use plotters::prelude::*;
 use vmemsim::hostsim::HostReport;
 
+use crate::chart::VM_COLORS;
+
 /// File name of the chart in `--svg DIR`.
 pub const CHART: &str = "host-sharing.svg";
-
-const COLORS: [RGBColor; 6] = [
-    RGBColor(0x4e, 0x79, 0xa7),
-    RGBColor(0xf2, 0x8e, 0x2b),
-    RGBColor(0x59, 0xa1, 0x4f),
-    RGBColor(0xe1, 0x57, 0x59),
-    RGBColor(0x76, 0xb7, 0xb2),
-    RGBColor(0xb0, 0x7a, 0xa1),
-];
 
 /// One line of the chart: what it plots of a sample, frames.
 type KindOf = fn(&vmemsim::hostsim::sharing_report::SharingSample) -> u64;
@@ -103,7 +96,7 @@ pub fn write(r: &HostReport, path: &Path) -> Result<()> {
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
     for (i, v) in r.vms.iter().enumerate() {
-        let c = COLORS[i % COLORS.len()];
+        let c = VM_COLORS[i % VM_COLORS.len()];
         chart
             .draw_series(LineSeries::new(
                 series
