@@ -354,15 +354,17 @@ impl<M: Mode> VmDyn for VmRun<M> {
     }
     fn share_into(&mut self, host: &mut HostMemory, gpfn: u64, old: Hpfn, keep: Hpfn) -> u64 {
         self.machine.vm.remap_shared(host, Gpfn(gpfn), keep);
-        self.machine.mode.host_share_into(host, gpfn, old.0, keep.0)
+        self.machine
+            .mode
+            .host_share_into(host, Gpfn(gpfn), old, keep)
     }
     fn write_protect(&mut self, host: &mut HostMemory, gpfn: u64, h: Hpfn) -> u64 {
         self.machine.vm.ept_write_protect(host, Gpfn(gpfn));
-        self.machine.mode.host_write_protect(host, gpfn, h.0)
+        self.machine.mode.host_write_protect(host, Gpfn(gpfn), h)
     }
     fn swap_out(&mut self, host: &mut HostMemory, gpfn: u64) -> Option<u64> {
         let h = self.machine.vm.swap_out(host, crate::addr::Gpfn(gpfn))?;
-        Some(self.machine.mode.host_unmap(host, gpfn, h.0))
+        Some(self.machine.mode.host_unmap(host, Gpfn(gpfn), h))
     }
     fn is_table(&self, gpfn: u64) -> bool {
         self.guest.mem.contains(gpfn)
@@ -392,13 +394,14 @@ impl<M: Mode> VmDyn for VmRun<M> {
             return 0;
         };
         self.machine.vm.ept_set(host, g, 0);
-        self.machine.mode.host_unmap(host, gpfn, h.0)
+        self.machine.mode.host_unmap(host, Gpfn(gpfn), h)
     }
     fn mapped(&self, host: &HostMemory, gpfn: u64) -> bool {
         let g = crate::addr::Gpfn(gpfn);
         let vm = &self.machine.vm;
         vm.p2m(g).is_some_and(|h| {
-            ept::present(vm.ept_entry(host, g)) || self.machine.mode.host_mapped(host, gpfn, h.0)
+            ept::present(vm.ept_entry(host, g))
+                || self.machine.mode.host_mapped(host, Gpfn(gpfn), h)
         })
     }
     fn balloon_size(&self) -> u64 {
@@ -425,7 +428,7 @@ impl<M: Mode> VmDyn for VmRun<M> {
         let (mut freed, mut zaps) = (0, 0);
         for &g in &pages {
             if let Some((h, f)) = self.machine.vm.release(host, crate::addr::Gpfn(g)) {
-                zaps += self.machine.mode.host_unmap(host, g, h.0);
+                zaps += self.machine.mode.host_unmap(host, Gpfn(g), h);
                 freed += u64::from(f);
             }
         }

@@ -52,7 +52,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::shadow::NO_ROOT;
 use super::{Core, Fill, GuestFault, Mode, Shadow};
-use crate::addr::{Gpa, Gva};
+use crate::addr::{Gpa, Gpfn, Gva, Hpfn};
 use crate::config::Config;
 use crate::guest::GuestMemory;
 use crate::mmu::walker::{
@@ -230,21 +230,21 @@ impl Mode for Agile {
         "agile"
     }
 
-    fn host_unmap(&mut self, host: &mut crate::host::HostMemory, gpfn: u64, hpfn: u64) -> u64 {
-        self.sh.unmap_frame(host, gpfn, hpfn)
+    fn host_unmap(&mut self, host: &mut crate::host::HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {
+        self.sh.unmap_frame(host, gpfn.0, hpfn.0)
     }
 
-    fn host_mapped(&self, host: &crate::host::HostMemory, gpfn: u64, hpfn: u64) -> bool {
-        self.sh.maps_frame(host, gpfn, hpfn)
+    fn host_mapped(&self, host: &crate::host::HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> bool {
+        self.sh.maps_frame(host, gpfn.0, hpfn.0)
     }
 
     fn host_write_protect(
         &mut self,
         host: &mut crate::host::HostMemory,
-        gpfn: u64,
-        hpfn: u64,
+        gpfn: Gpfn,
+        hpfn: Hpfn,
     ) -> u64 {
-        self.sh.write_protect_frame(host, gpfn, hpfn)
+        self.sh.write_protect_frame(host, gpfn.0, hpfn.0)
     }
 
     fn fill(

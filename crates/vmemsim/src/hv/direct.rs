@@ -70,8 +70,8 @@
 use rustc_hash::FxHashMap;
 
 use super::{Core, Fill, GuestFault, Mode};
-use crate::addr::Hpfn;
 use crate::addr::{Gpa, Gva, PageSize, FRAMES_PER_HUGE};
+use crate::addr::{Gpfn, Hpfn};
 use crate::config::PvConfig;
 use crate::guest::{softwalk, GuestMemory};
 use crate::host::{HostMemory, HV_FRAME_BASE};
@@ -485,22 +485,22 @@ impl Mode for Direct {
         panic!("direct fill of {va:#x} does not converge: COW model bug");
     }
 
-    fn host_write_protect(&mut self, host: &mut HostMemory, gpfn: u64, hpfn: u64) -> u64 {
+    fn host_write_protect(&mut self, host: &mut HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {
         debug_assert!(
             self.queue.is_empty(),
             "direct: host edit with updates queued"
         );
-        self.rewrite(host, None, gpfn, hpfn, |me, _| me & !x86::RW)
+        self.rewrite(host, None, gpfn.0, hpfn.0, |me, _| me & !x86::RW)
     }
 
-    fn host_share_into(&mut self, host: &mut HostMemory, gpfn: u64, old: u64, keep: u64) -> u64 {
+    fn host_share_into(&mut self, host: &mut HostMemory, gpfn: Gpfn, old: Hpfn, keep: Hpfn) -> u64 {
         debug_assert!(
             self.queue.is_empty(),
             "direct: host edit with updates queued"
         );
         // A missing machine entry would be a guest-visible #PF: repoint.
-        self.rewrite(host, None, gpfn, old, |me, _| {
-            x86::make(keep, me & !(x86::FRAME | x86::RW))
+        self.rewrite(host, None, gpfn.0, old.0, |me, _| {
+            x86::make(keep.0, me & !(x86::FRAME | x86::RW))
         })
     }
 

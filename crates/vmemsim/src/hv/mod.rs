@@ -302,21 +302,21 @@ pub trait Mode: 'static {
     /// (hypervisor swapping): drop the mode's own mappings of it (shadow
     /// leaves, through the reverse map); returns how many were dropped.
     /// The EPT entry is the host's to clear; the caller flushes.
-    fn host_unmap(&mut self, _host: &mut HostMemory, _gpfn: u64, _hpfn: u64) -> u64 {
+    fn host_unmap(&mut self, _host: &mut HostMemory, _gpfn: Gpfn, _hpfn: Hpfn) -> u64 {
         0
     }
     /// True when the mode holds a live mapping of guest frame `gpfn` to
     /// host frame `hpfn` of its own (a shadow leaf): how the host's idle
     /// sampling sees that the guest touched a frame it invalidated with
     /// [`Mode::host_unmap`]. The EPT entry is the host's to check.
-    fn host_mapped(&self, _host: &HostMemory, _gpfn: u64, _hpfn: u64) -> bool {
+    fn host_mapped(&self, _host: &HostMemory, _gpfn: Gpfn, _hpfn: Hpfn) -> bool {
         false
     }
     /// Guest frame `gpfn`'s host frame `hpfn` became shared: every mapping
     /// of the mode's own (shadow leaves, through the reverse map) loses its
     /// write right; returns how many. The EPT entry is the host's; the
     /// caller flushes.
-    fn host_write_protect(&mut self, _host: &mut HostMemory, _gpfn: u64, _hpfn: u64) -> u64 {
+    fn host_write_protect(&mut self, _host: &mut HostMemory, _gpfn: Gpfn, _hpfn: Hpfn) -> u64 {
         0
     }
     /// Guest frame `gpfn`'s own host frame `old` was merged into shared
@@ -325,7 +325,13 @@ pub trait Mode: 'static {
     /// default they are dropped ([`Mode::host_unmap`]) to be refilled on
     /// demand; direct paging, which has no hidden fault to refill them,
     /// repoints them at `keep` instead. The caller flushes.
-    fn host_share_into(&mut self, host: &mut HostMemory, gpfn: u64, old: u64, _keep: u64) -> u64 {
+    fn host_share_into(
+        &mut self,
+        host: &mut HostMemory,
+        gpfn: Gpfn,
+        old: Hpfn,
+        _keep: Hpfn,
+    ) -> u64 {
         self.host_unmap(host, gpfn, old)
     }
     /// The guest finished a batch of page-table changes.

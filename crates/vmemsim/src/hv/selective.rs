@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use serde::Serialize;
 
 use super::{Core, Fill, GuestFault, Mode, Nested, Shadow};
-use crate::addr::{Gpa, Gva};
+use crate::addr::{Gpa, Gpfn, Gva, Hpfn};
 use crate::config::Config;
 use crate::cost::CostModel;
 use crate::guest::GuestMemory;
@@ -248,19 +248,19 @@ impl<P: Policy + 'static> Mode for Selective<P> {
             Paging::Shadow => self.shadow.flush_pcid(core, pcid),
         }
     }
-    fn host_unmap(&mut self, host: &mut crate::host::HostMemory, gpfn: u64, hpfn: u64) -> u64 {
-        self.shadow.unmap_frame(host, gpfn, hpfn)
+    fn host_unmap(&mut self, host: &mut crate::host::HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {
+        self.shadow.unmap_frame(host, gpfn.0, hpfn.0)
     }
-    fn host_mapped(&self, host: &crate::host::HostMemory, gpfn: u64, hpfn: u64) -> bool {
-        self.shadow.maps_frame(host, gpfn, hpfn)
+    fn host_mapped(&self, host: &crate::host::HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> bool {
+        self.shadow.maps_frame(host, gpfn.0, hpfn.0)
     }
     fn host_write_protect(
         &mut self,
         host: &mut crate::host::HostMemory,
-        gpfn: u64,
-        hpfn: u64,
+        gpfn: Gpfn,
+        hpfn: Hpfn,
     ) -> u64 {
-        self.shadow.write_protect_frame(host, gpfn, hpfn)
+        self.shadow.write_protect_frame(host, gpfn.0, hpfn.0)
     }
     fn next_boundary(&self) -> u64 {
         self.next

@@ -43,7 +43,7 @@ use rustc_hash::FxHashMap;
 
 use super::agile::NestedTables;
 use super::{Core, Fill, GuestFault, Mode};
-use crate::addr::{pt_index, Gpa, Gva};
+use crate::addr::{pt_index, Gpa, Gpfn, Gva, Hpfn};
 use crate::config::ShadowConfig;
 use crate::guest::{softwalk, GuestMemory};
 use crate::host::HostMemory;
@@ -674,16 +674,16 @@ impl Mode for Shadow {
         "shadow"
     }
 
-    fn host_unmap(&mut self, host: &mut HostMemory, gpfn: u64, hpfn: u64) -> u64 {
-        self.unmap_frame(host, gpfn, hpfn)
+    fn host_unmap(&mut self, host: &mut HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {
+        self.unmap_frame(host, gpfn.0, hpfn.0)
     }
 
-    fn host_mapped(&self, host: &HostMemory, gpfn: u64, hpfn: u64) -> bool {
-        self.maps_frame(host, gpfn, hpfn)
+    fn host_mapped(&self, host: &HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> bool {
+        self.maps_frame(host, gpfn.0, hpfn.0)
     }
 
-    fn host_write_protect(&mut self, host: &mut HostMemory, gpfn: u64, hpfn: u64) -> u64 {
-        self.write_protect_frame(host, gpfn, hpfn)
+    fn host_write_protect(&mut self, host: &mut HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {
+        self.write_protect_frame(host, gpfn.0, hpfn.0)
     }
 
     fn fill(
