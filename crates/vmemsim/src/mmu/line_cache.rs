@@ -147,8 +147,12 @@ impl PtCache {
         let tag = line >> self.set_bits;
         debug_assert!(tag < u64::from(EMPTY), "hPA {hpa:#x} beyond the tag range");
         let tag = tag as u32;
-        let order = self.orders[set];
-        let tags = &mut self.tags[set].0;
+        debug_assert!(set < self.tags.len() && set < self.orders.len());
+        // SAFETY: `set` is `line & (sets - 1)`, at most `sets - 1`, and
+        // `new` made `tags` and `orders` `sets` long (whether or not `sets`
+        // is a power of two); neither vector changes length.
+        let order = unsafe { *self.orders.get_unchecked(set) };
+        let tags = &mut unsafe { self.tags.get_unchecked_mut(set) }.0;
         if tags[(order & 0xf) as usize] == tag {
             return true;
         }
@@ -161,11 +165,13 @@ impl PtCache {
             let above = u64::MAX << (4 * p);
             let before = order & !above;
             let after = order & (above << 4);
-            self.orders[set] = after | (before << 4) | way as u64;
+            // SAFETY: as above.
+            unsafe { *self.orders.get_unchecked_mut(set) = after | (before << 4) | way as u64 };
             true
         } else {
             let way = (order >> (4 * (self.ways - 1))) & 0xf;
-            self.orders[set] = ((order << 4) | way) & self.order_mask;
+            // SAFETY: as above.
+            unsafe { *self.orders.get_unchecked_mut(set) = ((order << 4) | way) & self.order_mask };
             tags[way as usize] = tag;
             false
         }
@@ -229,7 +235,18 @@ mod tests {
     #[test]
     fn agrees_with_set_assoc() {
         use crate::mmu::cache::SetAssoc;
-        for (lines, ways) in [(64, 1), (64, 2), (96, 6), (128, 8), (192, 12), (256, 16)] {
+        // Also many sets, and a set count that is not a power of two (the
+        // unchecked set accesses must stay inside the vectors either way).
+        for (lines, ways) in [
+            (64, 1),
+            (64, 2),
+            (96, 6),
+            (128, 8),
+            (192, 12),
+            (256, 16),
+            (2048, 4),
+            (1536, 16),
+        ] {
             let mut c = cache(lines, ways);
             let mut r: SetAssoc<()> = SetAssoc::new(Geometry::new(lines, ways));
             let mut x = 0x2545_f491_4f6c_dd1du64;
