@@ -479,3 +479,77 @@ fn predictive_switches_only_past_the_switch_cost() {
     assert_eq!(decide(&mut p, &walk_period(10, 30), 1, 3), Paging::Nested);
     assert_eq!(decide(&mut p, &walk_period(10, 30), 1, 3), Paging::Shadow);
 }
+
+// ---------------------------------------------------------------------------
+// guest/os/mapping.rs `for_leaves` and guest/reclaim.rs `swapped_pages`
+
+fn munmap(pid: u32, addr: u64, len: u64) -> Record {
+    ev(pid, ProcEvent::Munmap { addr, len })
+}
+
+/// munmap over a hole: the walk steps over a non-present 4 KiB PTE by 4
+/// KiB (the span of a level-1 entry, `1 << (12 + 9 * (level - 1))`) and
+/// still unmaps the page after it, in the same 2 MiB. (Kills that span's
+/// `*` replaced by `+`: a 2 MiB step, leaving A + 8 KiB mapped and its
+/// frame lost to the free list.)
+#[test]
+fn munmap_steps_over_a_hole_by_one_page() {
+    let cfg = Config::default();
+    let mut sim = Sim::new(vmemsim::hv::Native, &cfg);
+    run(&mut sim, &[anon_mmap(1, A, 4 << 20), acc(1, Store, A)]);
+    // Root, PDPT, PD, PT and A's frame are taken; A + 8 KiB's comes next.
+    let free = sim.guest.free_frames();
+    run(&mut sim, &[acc(1, Store, A + 0x2000)]);
+    assert_eq!(sim.guest.free_frames(), free - 1);
+    run(&mut sim, &[munmap(1, A, 0x3000)]);
+    let g = &sim.guest;
+    let root = g.current().unwrap().root;
+    assert_eq!(softwalk::translate(&g.mem, root, 4, A + 0x2000), None);
+    assert_eq!(softwalk::translate(&g.mem, root, 4, A), None);
+    assert_eq!(g.free_frames(), free + 1, "both data frames freed");
+}
+
+/// munmap of exactly one 2 MiB page removes its PD leaf: one PTE store,
+/// no split (no page-table frame zeroed, no 512 stores). (Kills
+/// `base < s` as `base <= s`, which splits a huge page the range covers
+/// from its first byte and then unmaps its 512 pieces one by one.)
+#[test]
+fn munmap_of_a_whole_huge_page_does_not_split_it() {
+    let mut cfg = Config::default();
+    cfg.guest.huge_pages = HugePages::Huge2M;
+    let mut sim = Sim::new(vmemsim::hv::Native, &cfg);
+    run(&mut sim, &[anon_mmap(1, A, 4 << 20), acc(1, Store, A)]);
+    let g = &sim.guest;
+    let root = g.current().unwrap().root;
+    assert_eq!(softwalk::translate(&g.mem, root, 4, A).unwrap().level, 2);
+    let before = sim.stats().clone();
+    run(&mut sim, &[munmap(1, A, 2 << 20)]);
+    let d = sim.stats().since(&before);
+    assert_eq!((d.guest_pte_writes, d.frames_zeroed), (1, 0));
+    let g = &sim.guest;
+    assert_eq!(softwalk::translate(&g.mem, root, 4, A), None);
+}
+
+/// The guest's swap occupancy as the ESX report reads it: 0 with no swap
+/// device, 0 before reclaim, 1 after it swapped one page out, 0 again
+/// once that page is read back (the sequence of tests/guest_swap.rs's
+/// `swap_out_then_touch`). (Kills `swapped_pages` returning 1.)
+#[test]
+fn swapped_pages_counts_the_pages_in_guest_swap() {
+    let mut cfg = Config::default();
+    let sim = Sim::new(vmemsim::hv::Native, &cfg);
+    assert_eq!(sim.guest.swapped_pages(), 0, "no swap device");
+    cfg.guest.mem_mib = 64;
+    cfg.guest.swap_mib = 1;
+    cfg.guest.watermark_low_pages = 15868;
+    cfg.guest.watermark_high_pages = 15868;
+    let mut sim = Sim::new(vmemsim::hv::Native, &cfg);
+    run(&mut sim, &[anon_mmap(1, A, 4 << 20), acc(1, Load, A)]);
+    assert_eq!(sim.guest.swapped_pages(), 0);
+    run(&mut sim, &[acc(1, Load, A + 0x1000)]);
+    assert_eq!(sim.stats().guest_swap_outs, 1);
+    assert_eq!(sim.guest.swapped_pages(), 1);
+    run(&mut sim, &[munmap(1, A + 0x1000, 0x1000), acc(1, Load, A)]);
+    assert_eq!(sim.stats().guest_swap_ins, 1);
+    assert_eq!(sim.guest.swapped_pages(), 0);
+}
