@@ -138,6 +138,11 @@ enum Command {
         /// Valgrind binary (default: `valgrind` on PATH).
         #[arg(long)]
         valgrind: Option<PathBuf>,
+        /// Recording tool: `vmemsim` (built once and cached; buffers its
+        /// output), `lackey` (Valgrind's own), or `auto` (vmemsim where it
+        /// can be built, else lackey). The trace is the same.
+        #[arg(long, default_value = "auto")]
+        tool: vmemsim_trace::recorder::RecordTool,
         /// The program and its arguments (after `--`).
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
@@ -348,8 +353,9 @@ fn real_main() -> Result<i32> {
         Command::Record {
             output,
             valgrind,
+            tool,
             command,
-        } => record(output, valgrind, command, force),
+        } => record(output, valgrind, tool, command, force),
         Command::Snapshot {
             output,
             pid,
@@ -384,6 +390,7 @@ fn real_main() -> Result<i32> {
 fn record(
     output: PathBuf,
     valgrind: Option<PathBuf>,
+    tool: vmemsim_trace::recorder::RecordTool,
     command: Vec<std::ffi::OsString>,
     force: bool,
 ) -> Result<i32> {
@@ -393,6 +400,7 @@ fn record(
         output,
         command,
         valgrind,
+        tool,
     };
     let summary = vmemsim_trace::recorder::record(&opts)?;
     eprintln!("{summary}");

@@ -126,6 +126,7 @@ use std::time::{Duration, Instant};
 use crate::lackey::{malformed, LineParser};
 
 mod pipes;
+mod tool;
 use crate::vmt::{self, FinishStatus};
 use crate::{ProcEvent, ProcessInfo, Record, TraceError};
 
@@ -177,6 +178,50 @@ pub struct RecordOptions {
     pub command: Vec<OsString>,
     /// The `valgrind` executable; `None` searches `PATH`.
     pub valgrind: Option<PathBuf>,
+    /// Which Valgrind tool records (see [`RecordTool`]).
+    pub tool: RecordTool,
+}
+
+/// The Valgrind tool that records the accesses. Both print the same lines
+/// (those of `lackey --trace-mem=yes`), so the trace is the same whichever
+/// runs; only its creator string names the tool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecordTool {
+    /// The `vmemsim` tool where it can be built here, else lackey (saying
+    /// why once on standard error).
+    #[default]
+    Auto,
+    /// The `vmemsim` tool (module `tool`: built from C source once and
+    /// cached; it buffers its output instead of one `write(2)` per access
+    /// line); an error where it cannot be built.
+    Vmemsim,
+    /// Valgrind's own lackey (`--tool=lackey --trace-mem=yes`).
+    Lackey,
+}
+
+impl RecordTool {
+    /// The tool's name as Valgrind's `--tool=` takes it (`Auto` as `auto`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordTool::Auto => "auto",
+            RecordTool::Vmemsim => "vmemsim",
+            RecordTool::Lackey => "lackey",
+        }
+    }
+}
+
+impl std::str::FromStr for RecordTool {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(RecordTool::Auto),
+            "vmemsim" => Ok(RecordTool::Vmemsim),
+            "lackey" => Ok(RecordTool::Lackey),
+            other => Err(format!(
+                "unknown recording tool `{other}`: expected auto, vmemsim or lackey"
+            )),
+        }
+    }
 }
 
 /// What a recording produced.
@@ -201,6 +246,9 @@ pub struct RecordSummary {
     /// Process logs that came through files (where pipes are not available,
     /// or with [`LOG_FILES_ENV`] set).
     pub log_files: usize,
+    /// The tool that recorded ([`RecordTool::Vmemsim`] or
+    /// [`RecordTool::Lackey`], never `Auto`).
+    pub tool: RecordTool,
 }
 
 impl RecordSummary {
@@ -295,6 +343,50 @@ pub fn valgrind_runs(explicit: Option<&Path>) -> bool {
     ok
 }
 
+/// The `VALGRIND_LIB` directory that holds the built `vmemsim` tool (and
+/// links to Valgrind's own files), building it first if needed (see
+/// [`RecordTool::Vmemsim`]). For tests and troubleshooting: running
+/// `VALGRIND_LIB=DIR valgrind --tool=vmemsim ...` by hand gives the log the
+/// recorder reads, and running lackey with the same `VALGRIND_LIB` gives
+/// the program the same environment (so the same stack addresses) as under
+/// the vmemsim tool.
+///
+/// # Errors
+/// [`TraceError::Io`] when Valgrind is missing or the tool cannot be built
+/// here (the message says why).
+pub fn vmemsim_tool_dir(valgrind: Option<&Path>) -> Result<PathBuf, TraceError> {
+    let valgrind = find_valgrind(valgrind)?;
+    let version = valgrind_version(&valgrind)?;
+    tool::prepare(&valgrind, &version)
+        .map(|t| t.lib)
+        .map_err(|why| {
+            TraceError::io(
+                &valgrind,
+                std::io::Error::other(format!("cannot use the vmemsim Valgrind tool: {why}")),
+            )
+        })
+}
+
+/// `valgrind --version`, trimmed (e.g. `valgrind-3.19.0`).
+fn valgrind_version(valgrind: &Path) -> Result<String, TraceError> {
+    let version = Command::new(valgrind)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| TraceError::io(valgrind, e))?;
+    if !version.status.success() {
+        return Err(TraceError::io(
+            valgrind,
+            std::io::Error::other(format!(
+                "`{} --version` failed: Valgrind cannot run here",
+                valgrind.display()
+            )),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&version.stdout).trim().to_string())
+}
+
 /// Find the program to record (a path, or a name on `PATH`), so a missing
 /// program is an error before Valgrind starts rather than a trace of
 /// Valgrind failing to exec it.
@@ -352,32 +444,44 @@ fn run(opts: &RecordOptions, keep: Option<&mut Vec<Record>>) -> Result<RecordSum
         ));
     }
     find_program(&opts.command[0])?;
-    let version = Command::new(&valgrind)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| TraceError::io(&valgrind, e))?;
-    if !version.status.success() {
-        return Err(TraceError::io(
-            &valgrind,
-            std::io::Error::other(format!(
-                "`{} --version` failed: Valgrind cannot run here",
-                valgrind.display()
-            )),
-        ));
-    }
-    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    let version = valgrind_version(&valgrind)?;
     let command_text = opts
         .command
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ");
-    let creator = format!("vmemsim record ({version} --tool=lackey): {command_text}");
+    let tool = match opts.tool {
+        RecordTool::Lackey => None,
+        RecordTool::Vmemsim => Some(tool::prepare(&valgrind, &version).map_err(|why| {
+            TraceError::io(
+                &valgrind,
+                std::io::Error::other(format!("cannot use the vmemsim Valgrind tool: {why}")),
+            )
+        })?),
+        RecordTool::Auto => match tool::prepare(&valgrind, &version) {
+            Ok(t) => Some(t),
+            Err(why) => {
+                eprintln!(
+                    "vmemsim record: recording with Valgrind lackey (slower): \
+                     the vmemsim Valgrind tool cannot be used here: {why}"
+                );
+                None
+            }
+        },
+    };
+    let tool_name = if tool.is_some() {
+        RecordTool::Vmemsim
+    } else {
+        RecordTool::Lackey
+    };
+    let creator = format!(
+        "vmemsim record ({version} --tool={}): {command_text}",
+        tool_name.name()
+    );
 
     let dir = make_log_dir()?;
-    let result = run_in(opts, &valgrind, &dir, &creator, keep);
+    let result = run_in(opts, &valgrind, tool.as_ref(), &dir, &creator, keep);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -456,6 +560,7 @@ fn make_log_dir_in(base: &Path) -> Result<PathBuf, TraceError> {
 fn run_in(
     opts: &RecordOptions,
     valgrind: &Path,
+    tool: Option<&tool::ToolDir>,
     dir: &Path,
     creator: &str,
     keep: Option<&mut Vec<Record>>,
@@ -495,14 +600,29 @@ fn run_in(
             Ok(())
         });
     }
+    // The program's environment is the recorder's, sorted by name, with
+    // `VALGRIND_LIB` naming the tool's directory when the vmemsim tool
+    // runs: built the same way for both tools, so that (given the same
+    // `VALGRIND_LIB`) the program gets the same environment, and so the
+    // same stack addresses, under either.
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !(tool.is_some() && k == "VALGRIND_LIB"))
+        .collect();
+    if let Some(t) = tool {
+        env.push(("VALGRIND_LIB".into(), t.lib.clone().into_os_string()));
+    }
+    env.sort();
+    cmd.env_clear().envs(env);
+    match tool {
+        Some(_) => {
+            cmd.arg(format!("--tool={}", tool::TOOL_NAME));
+        }
+        None => {
+            cmd.args(["--tool=lackey", "--trace-mem=yes"]);
+        }
+    }
     let spawned = cmd
-        .args([
-            "--tool=lackey",
-            "--trace-mem=yes",
-            "--trace-syscalls=yes",
-            "--trace-children=yes",
-            "--vgdb=no",
-        ])
+        .args(["--trace-syscalls=yes", "--trace-children=yes", "--vgdb=no"])
         .arg(log_arg)
         .args(&opts.command)
         .spawn();
@@ -663,6 +783,11 @@ fn run_in(
         truncated,
         log_pipes: shared.log_pipes.load(Ordering::SeqCst),
         log_files: shared.log_files.load(Ordering::SeqCst),
+        tool: if tool.is_some() {
+            RecordTool::Vmemsim
+        } else {
+            RecordTool::Lackey
+        },
     })
 }
 

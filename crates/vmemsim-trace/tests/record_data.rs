@@ -32,6 +32,7 @@ fn regenerate_sample_recordings() {
             output: data.join(name),
             command: cmd.iter().map(OsString::from).collect(),
             valgrind: None,
+            tool: Default::default(),
         };
         let s = record(&opts).unwrap();
         println!("{s}");

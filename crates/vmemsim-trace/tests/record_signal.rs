@@ -29,6 +29,7 @@ fn signal_child() {
             .map(OsString::from)
             .collect(),
         valgrind: None,
+        tool: Default::default(),
     };
     let s = record(&opts).unwrap();
     println!("SUMMARY: {s}");

@@ -78,6 +78,7 @@ fn a_live_recording_agrees_in_every_mode() {
             "echo hello | wc -c > /dev/null".into(),
         ],
         valgrind: None,
+        tool: Default::default(),
     };
     let (summary, kept) = match vmemsim_trace::recorder::record_keeping(&opts) {
         Ok(r) => r,

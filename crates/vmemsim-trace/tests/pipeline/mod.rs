@@ -12,6 +12,7 @@ pub fn opts(output: &Path, cmd: &[&str]) -> RecordOptions {
         output: output.to_path_buf(),
         command: cmd.iter().map(OsString::from).collect(),
         valgrind: None,
+        tool: Default::default(),
     }
 }
 
