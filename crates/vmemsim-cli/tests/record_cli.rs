@@ -187,3 +187,63 @@ fn sigkill_of_the_recorder_kills_the_program_and_keeps_whole_blocks() {
         "{table}"
     );
 }
+
+#[test]
+fn tool_option_picks_the_recording_tool_and_names_it_in_the_trace() {
+    // A bad tool name is a usage error naming the value (no Valgrind needed).
+    let d = dir("tool");
+    let o = vmemsim(&[
+        "record",
+        "--tool",
+        "cachegrind",
+        "-o",
+        d.join("x.vmt").to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("unknown recording tool `cachegrind`: expected auto, vmemsim or lackey"),
+        "{e}"
+    );
+    assert!(!d.join("x.vmt").exists());
+    if !valgrind_ok() {
+        return;
+    }
+    let vmemsim_builds = vmemsim_trace::recorder::vmemsim_tool_dir(None).is_ok();
+    if !vmemsim_builds {
+        eprintln!("SKIPPED (vmemsim tool part): the vmemsim Valgrind tool cannot be built here");
+    }
+    for (tool, expect) in [
+        ("lackey", "--tool=lackey"),
+        (
+            "auto",
+            if vmemsim_builds {
+                "--tool=vmemsim"
+            } else {
+                "--tool=lackey"
+            },
+        ),
+    ] {
+        let out = d.join(format!("{tool}.vmt"));
+        let o = vmemsim(&[
+            "record",
+            "--tool",
+            tool,
+            "-o",
+            out.to_str().unwrap(),
+            "--",
+            "true",
+        ]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{tool}: {e}");
+        let info =
+            String::from_utf8_lossy(&vmemsim(&["info", out.to_str().unwrap()]).stdout).into_owned();
+        assert!(info.contains(expect), "{tool}: {info}");
+        assert!(
+            info.contains("status:      complete, exit code 0"),
+            "{tool}: {info}"
+        );
+    }
+}

@@ -1,12 +1,30 @@
 //! Record a real program's memory accesses and process events into a `.vmt`
-//! trace by running it under Valgrind's lackey tool.
+//! trace by running it under Valgrind: the vmemsim tool, or lackey.
 //!
 //! # How it works
 //!
 //! [`record`] runs
-//! `valgrind --tool=lackey --trace-mem=yes --trace-syscalls=yes
-//! --trace-children=yes --vgdb=no --log-file=DIR/%p.%n COMMAND...`
-//! with the program's stdin, stdout and stderr left to the user; `DIR` is a
+//! `valgrind --tool=vmemsim --trace-syscalls=yes --trace-children=yes
+//! --vgdb=no --log-file=DIR/%p.%n COMMAND...` (with `VALGRIND_LIB` naming
+//! the tool's directory), or with `--tool=lackey --trace-mem=yes` instead
+//! ([`RecordTool`]). The vmemsim tool (module `tool`; C source in
+//! `crates/vmemsim-trace/valgrind/`, GPL-2.0-or-later, built with `gcc`
+//! on first use and cached under `$XDG_CACHE_HOME/vmemsim/`) prints the
+//! same access lines as `lackey --trace-mem=yes`, with the same choices
+//! (dirty helpers' memory effects, a CAS as load then store, LL/SC,
+//! guarded loads and stores, read-modify-write merging), but buffers them
+//! and writes them in 1 MiB chunks, flushed whenever a thread stops running
+//! client code (before each system call, signal and thread switch), before
+//! a fork and at exit: lackey's one `write(2)` per access is what made
+//! recording slower than Valgrind itself. With the default
+//! [`RecordTool::Auto`] the recorder falls back to lackey where the tool
+//! cannot be built (saying why once on standard error). Both tools run
+//! with the same environment given the same `VALGRIND_LIB`, and their
+//! traces are the same record for record (`tests/record_tool.rs`); the
+//! creator string names the tool.
+//!
+//! The program's stdin, stdout and stderr are left to the user; its
+//! environment is the recorder's (sorted by name). `DIR` is a
 //! fresh private directory under `$TMPDIR` if set, else `/dev/shm`, else
 //! the system temporary directory (creating it removes those that
 //! recorders killed outright left there).
@@ -20,7 +38,7 @@
 //! opens use `openat` and never leave the kernel), and the recorder answers
 //! it with the write end of a new 1 MiB pipe, so no log file exists at all.
 //! Lackey makes one `write(2)` per line; into a pipe that costs about 60%
-//! of a write into a file. Where the filter cannot be installed (not
+//! of a write into a file (the vmemsim tool one per about 40,000 lines). Where the filter cannot be installed (not
 //! x86-64 Linux >= 5.14, seccomp forbidden) or with `VMEMSIM_RECORD_LOG_FILES`
 //! set, Valgrind writes log files: a watcher thread scans `DIR` every 2 ms,
 //! opens each new file and unlinks it at once. Either way one thread per
@@ -66,7 +84,7 @@
 //! (Valgrind's quoting, spaces inside arguments escaped with `\`); after an
 //! exec the entry is replaced with the new command.
 //!
-//! **Valgrind's own memory** never appears: lackey instruments only the
+//! **Valgrind's own memory** never appears: the tool instruments only the
 //! client's (the program's) instructions, and `--trace-syscalls` prints only
 //! the client's system calls, so Valgrind's own mappings (its tool heap, the
 //! translation cache) produce neither accesses nor events. The client's
@@ -90,8 +108,10 @@
 //!
 //! **Nothing recorded is lost.** On SIGINT, SIGTERM or SIGHUP (a closed
 //! terminal, a dropped ssh session) the recorder forwards the signal to the
-//! program, keeps reading what the processes wrote for up to 5 seconds,
-//! then finishes the trace marked truncated. A crashing program or a
+//! program, keeps reading what the processes wrote for up to 5 seconds
+//! (Valgrind delivers the signal to the program at its next stop in
+//! Valgrind's scheduler, after the tool wrote out its buffer, and runs the
+//! tool's exit), then finishes the trace marked truncated. A crashing program or a
 //! non-zero exit is a complete trace with that exit status (128 + signal
 //! for a signal death). The trace is written to `OUTPUT.partial` and
 //! renamed to `OUTPUT` only by [`crate::vmt::Writer::finish`]: whenever the

@@ -141,11 +141,18 @@ fn compare(name: &str, cmd: &[&str], min_processes: usize, min_records: usize) {
     let mut lk2_names: Vec<&String> = lk2.keys().collect();
     lk2_names.sort();
     assert_eq!(vm_names, names, "{name}: processes differ");
-    assert_eq!(lk2_names, names, "{name}: processes differ between lackey runs");
+    assert_eq!(
+        lk2_names, names,
+        "{name}: processes differ between lackey runs"
+    );
     let mut moved = 0usize;
     for n in names {
         let (a, b, c) = (&vm[n], &lk[n], &lk2[n]);
-        assert_eq!((&a.parent, &a.command), (&b.parent, &b.command), "{name}: process {n}");
+        assert_eq!(
+            (&a.parent, &a.command),
+            (&b.parent, &b.command),
+            "{name}: process {n}"
+        );
         assert_eq!(
             (a.records.len(), b.records.len()),
             (c.records.len(), c.records.len()),
@@ -166,8 +173,14 @@ fn compare(name: &str, cmd: &[&str], min_processes: usize, min_records: usize) {
                 }
             } else {
                 // Only an address may move, never what the record is.
-                assert_eq!(&y.0, &z.0, "{name}: process {n}: record {i}: lackey runs differ");
-                assert_eq!(&x.0, &y.0, "{name}: process {n}: record {i}: {x:?} vs {y:?}");
+                assert_eq!(
+                    &y.0, &z.0,
+                    "{name}: process {n}: record {i}: lackey runs differ"
+                );
+                assert_eq!(
+                    &x.0, &y.0,
+                    "{name}: process {n}: record {i}: {x:?} vs {y:?}"
+                );
                 moved += 1;
             }
         }
@@ -204,7 +217,12 @@ fn vmemsim_tool_records_exactly_what_lackey_records() {
 
     compare("true", &["/bin/true"], 1, 50_000);
     // A fork whose child execs (and one that runs a builtin).
-    compare("pipeline", &["sh", "-c", "echo a | wc -c > /dev/null"], 3, 200_000);
+    compare(
+        "pipeline",
+        &["sh", "-c", "echo a | wc -c > /dev/null"],
+        3,
+        200_000,
+    );
     let gzip = format!("gzip -c {input} > /dev/null");
     compare("gzip", &["sh", "-c", &gzip], 1, 1_000_000);
     // Death by a signal: the last accesses before the kill, then the exit.

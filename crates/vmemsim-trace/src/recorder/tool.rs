@@ -355,8 +355,11 @@ fn build(inputs: &Inputs, valgrind: &Path, dir: &Path) -> Result<(), String> {
             if closed { "present" } else { "missing" }
         ));
     }
-    std::fs::write(dir.join(READY_FILE), format!("{}\n", env!("CARGO_PKG_VERSION")))
-        .map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
+    std::fs::write(
+        dir.join(READY_FILE),
+        format!("{}\n", env!("CARGO_PKG_VERSION")),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
     Ok(())
 }
 
@@ -372,7 +375,11 @@ fn run_quiet(mut cmd: Command, what: &str) -> Result<(), String> {
     let err = String::from_utf8_lossy(&out.stderr);
     let tail: Vec<&str> = err.lines().rev().take(6).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
-    Err(format!("{what} failed ({}): {}", out.status, tail.join(" | ")))
+    Err(format!(
+        "{what} failed ({}): {}",
+        out.status,
+        tail.join(" | ")
+    ))
 }
 
 #[cfg(test)]
@@ -391,7 +398,10 @@ mod tests {
         .unwrap();
         assert_eq!(check_header_version(&h, "valgrind-3.19.0\n"), Ok(()));
         let e = check_header_version(&h, "valgrind-3.22.0").unwrap_err();
-        assert!(e.contains("Valgrind 3.19") && e.contains("valgrind-3.22.0"), "{e}");
+        assert!(
+            e.contains("Valgrind 3.19") && e.contains("valgrind-3.22.0"),
+            "{e}"
+        );
         std::fs::write(&h, "no version here\n").unwrap();
         let e = check_header_version(&h, "valgrind-3.19.0").unwrap_err();
         assert!(e.contains("cannot read the Valgrind version"), "{e}");
