@@ -225,6 +225,8 @@ fn vmemsim_tool_records_exactly_what_lackey_records() {
     );
     let gzip = format!("gzip -c {input} > /dev/null");
     compare("gzip", &["sh", "-c", &gzip], 1, 1_000_000);
-    // Death by a signal: the last accesses before the kill, then the exit.
-    compare("killed", &["sh", "-c", "kill -TERM $$"], 1, 50_000);
+    // Not compared: `sh -c 'kill -TERM $$'` (a death by a signal): the
+    // shell formats its pid, so a few load addresses depend on the pid's
+    // digits and differ between any two runs (the signal tests in
+    // record_signal.rs and record_cli.rs cover the tool's exit on signals).
 }
