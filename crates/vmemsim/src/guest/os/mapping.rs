@@ -16,14 +16,7 @@ impl GuestOs {
         len: u64,
         prot: u32,
     ) -> Result<(), SimError> {
-        let (s, e) = event_range(
-            pid,
-            &|| format!("mmap {addr:#x} len {len:#x}"),
-            addr,
-            len,
-            self.user_top,
-        )?;
-        self.spawn(plat, pid)?;
+        let (s, e) = self.range_event(plat, pid, "mmap", addr, len)?;
         self.unmap_range(plat, pid, s, e)?;
         self.vmas_mut(pid).insert(s, e, prot & PROT_RWX, false);
         plat.stats().vma_events += 1;
@@ -41,14 +34,7 @@ impl GuestOs {
         addr: u64,
         len: u64,
     ) -> Result<(), SimError> {
-        let (s, e) = event_range(
-            pid,
-            &|| format!("munmap {addr:#x} len {len:#x}"),
-            addr,
-            len,
-            self.user_top,
-        )?;
-        self.spawn(plat, pid)?;
+        let (s, e) = self.range_event(plat, pid, "munmap", addr, len)?;
         self.unmap_range(plat, pid, s, e)?;
         self.procs.get_mut(&pid).expect("spawned").vmas.remove(s, e);
         plat.stats().vma_events += 1;
@@ -108,14 +94,7 @@ impl GuestOs {
         len: u64,
         prot: u32,
     ) -> Result<(), SimError> {
-        let (s, e) = event_range(
-            pid,
-            &|| format!("mprotect {addr:#x} len {len:#x}"),
-            addr,
-            len,
-            self.user_top,
-        )?;
-        self.spawn(plat, pid)?;
+        let (s, e) = self.range_event(plat, pid, "mprotect", addr, len)?;
         self.vmas_mut(pid).protect(s, e, prot & PROT_RWX);
         plat.stats().vma_events += 1;
         let ranges = self.vmas_mut(pid).mapped(s, e);
@@ -131,6 +110,32 @@ impl GuestOs {
             }
             Some(n)
         })
+    }
+
+    /// The page range `[s, e)` that a range system call (`call`: mmap,
+    /// munmap, mprotect) of `[addr, addr+len)` covers, after checking it
+    /// lies in user space; process `pid` is created if it is new.
+    ///
+    /// # Errors
+    /// [`SimError::BadEvent`] naming the call and the range when it ends
+    /// beyond user space; out of guest memory creating the process.
+    fn range_event<P: Platform>(
+        &mut self,
+        plat: &mut P,
+        pid: u32,
+        call: &str,
+        addr: u64,
+        len: u64,
+    ) -> Result<(u64, u64), SimError> {
+        let range = event_range(
+            pid,
+            &|| format!("{call} {addr:#x} len {len:#x}"),
+            addr,
+            len,
+            self.user_top,
+        )?;
+        self.spawn(plat, pid)?;
+        Ok(range)
     }
 
     /// Clear every leaf in `[s, e)` and free what it mapped.
