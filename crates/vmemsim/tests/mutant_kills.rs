@@ -553,3 +553,33 @@ fn swapped_pages_counts_the_pages_in_guest_swap() {
     assert_eq!(sim.stats().guest_swap_ins, 1);
     assert_eq!(sim.guest.swapped_pages(), 0);
 }
+
+/// Guest reclaim without PCIDs (`guest.pcid = false`): Linux flushes a
+/// reclaimed page's entry from the TLB only for the address space that is
+/// loaded; another process's entries left the TLB at its last CR3 load.
+/// Here the running process's own page is reclaimed: as with PCIDs
+/// (`tests/guest_swap.rs`), reclaim invalidates it twice (accessed bit
+/// cleared, then swapped out) and the munmap once, in every mode.
+/// Kills `guest/reclaim.rs` `self.current == Some(pid)` to `!=` (then
+/// reclaim skips the running process: 1 INVLPG).
+#[test]
+fn reclaim_without_pcids_invalidates_the_running_process() {
+    let mut cfg = Config::default();
+    cfg.guest.mem_mib = 64;
+    cfg.guest.swap_mib = 1;
+    cfg.guest.watermark_low_pages = 15868;
+    cfg.guest.watermark_high_pages = 15868;
+    cfg.guest.pcid = false;
+    let records = [
+        anon_mmap(1, A, 4 << 20),
+        acc(1, Load, A),
+        acc(1, Load, A + 0x1000),
+        munmap(1, A + 0x1000, 0x1000),
+        acc(1, Load, A),
+    ];
+    for m in common::all_modes(&cfg, &records) {
+        let s = &m.stats;
+        assert_eq!((s.guest_swap_outs, s.guest_swap_ins), (1, 1), "{}", m.name);
+        assert_eq!(s.invlpgs, 3, "{}", m.name);
+    }
+}

@@ -1,0 +1,44 @@
+#!/bin/bash
+# Run round-robin shard K of N of issue 11's mutation scope (TESTING.md,
+# "Mutation testing") in a private clone of this repository at HEAD, so the
+# --in-place run never touches your tree, and keep cargo-mutants' output in
+# OUT/shardK/mutants.out.
+#
+#   scripts/mutants-shard.sh K N OUT
+#
+# On a Slurm cluster: `sbatch --array=0-24 scripts/mutants.sbatch`, then
+# `python3 scripts/mutants-summary.py OUT`.
+# Needs cargo-mutants 27.1.0 (`cargo install cargo-mutants --version 27.1.0
+# --locked`) and cargo-nextest.
+set -euo pipefail
+if [ $# -ne 3 ]; then
+    echo "usage: $0 K N OUT (shard K of N, 0 <= K < N)" >&2
+    exit 2
+fi
+k=$1 n=$2 out=$3
+case "$k$n" in *[!0-9]*) echo "$0: K and N must be numbers, got '$k' and '$n'" >&2; exit 2 ;; esac
+if [ "$k" -ge "$n" ]; then
+    echo "$0: shard K=$k must be below N=$n" >&2
+    exit 2
+fi
+repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+if [ -e "$out/shard$k" ]; then
+    echo "$0: $out/shard$k exists; move it away first (nothing is overwritten)" >&2
+    exit 1
+fi
+work=$(mktemp -d "${TMPDIR:-/tmp}/vmemsim-mutants-$k.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+git clone -q "$repo" "$work/vmemsim"
+cd "$work/vmemsim"
+git -c advice.detachedHead=false checkout -q "$(git -C "$repo" rev-parse HEAD)"
+# --timeout: the fast set runs in under a minute; a mutant that makes it
+# hang (a loop whose counter no longer moves) is a timeout, counted apart.
+cargo mutants -p vmemsim --in-place --baseline skip --timeout 150 --build-timeout 600 \
+    --test-tool nextest --shard "$k/$n" --sharding round-robin \
+    -f 'crates/vmemsim/src/mmu/*.rs' -f 'crates/vmemsim/src/hv/*.rs' \
+    -f 'crates/vmemsim/src/hv/*/*.rs' -f 'crates/vmemsim/src/guest/*.rs' \
+    -f 'crates/vmemsim/src/guest/*/*.rs' -f crates/vmemsim/src/cost.rs \
+    -o "$out/shard$k" || true   # exit 2/3 = mutants missed/timed out: that is the result
+test -f "$out/shard$k/mutants.out/outcomes.json"
