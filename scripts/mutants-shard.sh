@@ -8,6 +8,8 @@
 #
 # On a Slurm cluster: `sbatch --array=0-24 scripts/mutants.sbatch`, then
 # `python3 scripts/mutants-summary.py OUT`.
+# MUTANTS_SEED_TARGET=DIR copies an existing target directory of this
+# repository into the clone first (saves the first full build).
 # Needs cargo-mutants 27.1.0 (`cargo install cargo-mutants --version 27.1.0
 # --locked`) and cargo-nextest.
 set -euo pipefail
@@ -33,6 +35,9 @@ trap 'rm -rf "$work"' EXIT
 git clone -q "$repo" "$work/vmemsim"
 cd "$work/vmemsim"
 git -c advice.detachedHead=false checkout -q "$(git -C "$repo" rev-parse HEAD)"
+if [ -n "${MUTANTS_SEED_TARGET:-}" ]; then
+    cp -a "$MUTANTS_SEED_TARGET" target
+fi
 # --timeout: the fast set runs in under a minute; a mutant that makes it
 # hang (a loop whose counter no longer moves) is a timeout, counted apart.
 cargo mutants -p vmemsim --in-place --baseline skip --timeout 150 --build-timeout 600 \
