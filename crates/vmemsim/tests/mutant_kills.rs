@@ -626,3 +626,74 @@ fn esx_sampling_sees_an_agile_vms_shadow_touches() {
         "estimated active: {active:?}"
     );
 }
+
+/// Run VM records (field 1) alone through the oracle harness.
+struct Alone<'a>(&'a Config, &'a [Record]);
+
+impl vmemsim::sim::ModeVisitor for Alone<'_> {
+    type Output = (common::Resolutions, Stats);
+    fn visit<M: Mode>(self, mode: M) -> Self::Output {
+        common::run_checked(mode, self.0, self.1)
+    }
+}
+
+/// Page sharing over guest 2 MiB pages: two VMs on `random` and one on
+/// `seq` (16 MiB each, so the guest maps 2 MiB pages and the host shares
+/// and breaks their 4 KiB frames one by one) in every virtualized mode,
+/// the scanner visiting every frame many times. Every access is checked
+/// inside the host run (as in `tests/sharing.rs`), and every VM resolves
+/// every access to the gPFNs, with the guest faults, of the VM alone.
+/// Kills `hv/direct.rs` `MEntry::guest_entry`'s sub-frame test
+/// `frame + sub == gpfn` with `*` (shard 3): a COW break then misses the
+/// splinter entry of the broken frame, and the guest faults run away.
+#[test]
+fn sharing_over_guest_huge_pages_keeps_each_vms_meaning() {
+    for mode in ModeKind::ALL.into_iter().filter(|m| m.is_virtualized()) {
+        let vm = |name: &str, workload: &str| {
+            format!(
+                "[[vm]]\nname = \"{name}\"\nworkload = \"{workload}\"\nfootprint_mib = 16\n\
+                 accesses = 100000\nmode = \"{}\"\nmem_mib = 64\n",
+                mode.name()
+            )
+        };
+        let text = format!(
+            "[guest]\nhuge_pages = \"2m\"\n[host]\nmem_mib = 256\nvm_quantum_instructions = 3000\n\
+             pcpus = 2\n[sharing]\nrate_pages_per_s = 1e7\n{}{}{}",
+            vm("a", "random"),
+            vm("b", "random"),
+            vm("c", "seq")
+        );
+        let cfg =
+            HostConfig::from_toml(&text, "huge-sharing.toml", std::path::Path::new(".")).unwrap();
+        let records: Vec<Vec<Record>> = cfg
+            .vms
+            .iter()
+            .map(|s| common::collect(vmemsim::hostsim::open_input(s).unwrap().as_mut()))
+            .collect();
+        let sources = records.iter().map(|r| replay(r)).collect();
+        let mut sim = HostSim::with_sources(&cfg, sources).checked();
+        let report = sim.run(&mut |_| {}).unwrap();
+        let shares = sim.scanner_stats().unwrap().shares;
+        let breaks: u64 = (0..3).map(|i| sim.vm(i).sharing.cow_breaks).sum();
+        assert!(
+            shares > 1000 && breaks > 1000,
+            "{mode:?}: {shares} shares, {breaks} breaks"
+        );
+        for (i, spec) in cfg.vms.iter().enumerate() {
+            let (alone, alone_stats) = spec
+                .mode
+                .with_mode(&spec.cfg, Alone(&spec.cfg, &records[i]));
+            // The gPFN of every access (the hPFNs differ: alone has its own host).
+            let hosted: Vec<u64> = sim.resolutions(i).iter().map(|r| r.0).collect();
+            let alone: Vec<u64> = alone.iter().map(|r| r.0).collect();
+            assert!(hosted == alone, "{mode:?}: {}: gPFNs differ", spec.name);
+            let s = &report.vms[i].stats;
+            assert_eq!(
+                (s.guest_page_faults, s.demand_faults),
+                (alone_stats.guest_page_faults, alone_stats.demand_faults),
+                "{mode:?}: {}",
+                spec.name
+            );
+        }
+    }
+}
