@@ -645,7 +645,10 @@ impl vmemsim::sim::ModeVisitor for Alone<'_> {
 /// every access to the gPFNs, with the guest faults, of the VM alone.
 /// Kills `hv/direct.rs` `MEntry::guest_entry`'s sub-frame test
 /// `frame + sub == gpfn` with `*` (shard 3): a COW break then misses the
-/// splinter entry of the broken frame, and the guest faults run away.
+/// splinter entry of the broken frame, and the guest faults run away; and
+/// `Direct::rewrite`'s present test `me & P == 0` with `!=` (no machine
+/// entry is ever repointed: a shared frame then holds another VM's
+/// content). The fast set had no sharing oracle in direct mode before.
 #[test]
 fn sharing_over_guest_huge_pages_keeps_each_vms_meaning() {
     for mode in ModeKind::ALL.into_iter().filter(|m| m.is_virtualized()) {
