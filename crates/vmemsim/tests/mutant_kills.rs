@@ -700,3 +700,73 @@ fn sharing_over_guest_huge_pages_keeps_each_vms_meaning() {
         }
     }
 }
+
+/// A guest copy-on-write fault on a frame the host shares is the guest's,
+/// not a host COW break: two VMs store the same first value to page A and
+/// both have a zero page Z; the scanner merges both pairs (quantum 1: each
+/// VM runs to its first fetch, then the scanner's cycle). VM 0 then forks
+/// and the child stores to Z, which its tables map read-only: the guest
+/// copies Z (a guest fault), and the host breaks nothing (0 COW breaks in
+/// every virtualized mode; the shared zero frame is only read). Kills
+/// `hv/direct.rs` `cow_fault`'s "the guest allows the store" test (`&&`
+/// to `||`: the leaf alone decides), which made the store a host COW break
+/// first (shard 3).
+#[test]
+fn a_guest_cow_fault_on_a_shared_frame_breaks_no_host_sharing() {
+    const Z: u64 = 0x7000_1000;
+    const DATA: u64 = 0x7000_0000;
+    let vm = |code: u64, fork: bool| {
+        let mut r = vec![
+            ev(
+                1,
+                ProcEvent::Mmap {
+                    addr: DATA,
+                    len: 1 << 20,
+                    prot: 3,
+                    flags: 0x22,
+                    file: None,
+                },
+            ),
+            acc(1, Store, DATA + 0x10),
+            acc(1, Load, Z),
+            acc(1, AccessKind::Fetch, code),
+            acc(1, AccessKind::Fetch, code),
+        ];
+        if fork {
+            r.push(ev(1, ProcEvent::Fork { child: 2 }));
+            r.push(acc(2, Store, Z + 8));
+            r.push(acc(2, AccessKind::Fetch, code));
+        }
+        r
+    };
+    for mode in ModeKind::ALL.into_iter().filter(|m| m.is_virtualized()) {
+        let mut text = "[host]\nmem_mib = 1024\nvm_quantum_instructions = 1\n\
+                        [sharing]\nrate_pages_per_s = 1e12\n"
+            .to_string();
+        for i in 0..2 {
+            text += &format!(
+                "[[vm]]\nname = \"vm{i}\"\nworkload = \"seq\"\nmode = \"{}\"\nmem_mib = 64\n",
+                mode.name()
+            );
+        }
+        let cfg = HostConfig::from_toml(&text, "test.toml", std::path::Path::new(".")).unwrap();
+        let inputs = [vm(0x40_0000, true), vm(0x80_0000, false)];
+        let sources = inputs.iter().map(|r| replay(r)).collect();
+        let mut s = HostSim::with_sources(&cfg, sources).checked();
+        assert!(s.round().unwrap() && s.round().unwrap());
+        assert_eq!(
+            s.host().sharing(None).saved_frames,
+            2,
+            "{mode:?}: A and Z shared"
+        );
+        let faults_before = s.vm(0).stats.guest_page_faults;
+        s.run(&mut |_| {}).unwrap();
+        assert_eq!(s.vm(0).sharing.cow_breaks, 0, "{mode:?}");
+        // The child's store: one guest (copy-on-write) fault.
+        assert_eq!(
+            s.vm(0).stats.guest_page_faults,
+            faults_before + 1,
+            "{mode:?}"
+        );
+    }
+}
