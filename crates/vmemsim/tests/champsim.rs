@@ -5,7 +5,7 @@
 //! ChampSim run with the same TLB geometry and window reports as DTLB,
 //! ITLB and STLB accesses/hits/misses; docs/champsim.md maps the names.
 //!
-//! Default geometry (config.rs): L1 DTLB 64 entries 4-way (16 sets), L1
+//! Default geometry (config/hardware.rs): L1 DTLB 64 entries 4-way (16 sets), L1
 //! ITLB 128 4-way, STLB 512 4-way (128 sets), PDE cache 32 4-way, PDPTE 4,
 //! PML4E 2; page-table line cache 4096 lines 8-way; all true LRU.
 
