@@ -770,3 +770,28 @@ fn a_guest_cow_fault_on_a_shared_frame_breaks_no_host_sharing() {
         );
     }
 }
+
+/// A switching mode closes one sampling period per
+/// `selective.period_instructions` (default 100 000) guest instructions:
+/// `phases` at 500 000 accesses retires 250 000 instructions (a fetch
+/// every second access), so the report holds two full intervals and a
+/// last one of 50 000, in both `selective` and `selective-w11`. Kills `hv/selective/mod.rs`
+/// `next_boundary -> 1` (shard 3: a period closed at every access).
+#[test]
+fn a_switching_mode_samples_once_per_period() {
+    let cfg = Config::default();
+    let spec = vmemsim::workload::WorkloadSpec {
+        accesses: 500_000,
+        footprint_mib: 16,
+        ..vmemsim::workload::WorkloadSpec::default_for(vmemsim::workload::WorkloadKind::Phases)
+    };
+    for kind in [ModeKind::Selective, ModeKind::SelectiveW11] {
+        let r = vmemsim::run_mode(kind, &cfg, &mut spec.source(), &mut |_| {}).unwrap();
+        let sw = r.switching.expect("a switching report");
+        let lens: Vec<u64> = sw.intervals.iter().map(|i| i.instructions).collect();
+        assert_eq!(r.stats.instructions, 250_000, "{kind:?}");
+        assert_eq!(sw.period_instructions, 100_000, "{kind:?}");
+        assert_eq!(lens.len(), 3, "{kind:?}: periods closed");
+        assert_eq!(lens, [100_000, 100_000, 50_000], "{kind:?}");
+    }
+}
