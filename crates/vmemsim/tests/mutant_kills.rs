@@ -795,3 +795,60 @@ fn a_switching_mode_samples_once_per_period() {
         assert_eq!(lens, [100_000, 100_000, 50_000], "{kind:?}");
     }
 }
+
+/// A guest table frame that stops being a table loses its shadow page:
+/// process 1 loads A (its PML4, PDPT, PD and PT are shadowed by the walk),
+/// process 2 is created, and process 1 exits before process 2 touches
+/// anything: its four table frames are freed and each is unshadowed
+/// (`shadow_unshadows` 4). Kills `hv/shadow.rs` `unshadow`'s
+/// `shadow_unshadows += 1` with `*=` (shard 3).
+#[test]
+fn an_exiting_process_unshadows_each_of_its_tables() {
+    let records = [
+        anon_mmap(1, A, 4 << 20),
+        acc(1, Load, A),
+        anon_mmap(2, A, 4 << 20),
+        ev(1, ProcEvent::Exit { code: 0 }),
+        acc(2, Load, A + 0x1000),
+    ];
+    let s = checked_stats(ModeKind::Shadow, &Config::default(), &records);
+    assert_eq!(s.shadow_unshadows, 4);
+}
+
+/// ESX idle sampling sees a `swtlb-vmm` VM's touches: the VMM keeps its
+/// pmap in the VM's EPT, the host invalidates a sampled frame there, and
+/// the next refill of that frame makes the entry valid again (as an EPT
+/// violation would). Experiment 1 (`examples/esx/idle-tax.toml`, 1 M
+/// accesses) with both VMs `swtlb-vmm`: the idle VM is estimated idle and
+/// the active one active. Kills `hv/swtlb.rs` `machine_fill`'s
+/// `& need != need` with `==` (shard 3: the entry is never restored).
+#[test]
+fn esx_sampling_sees_a_swtlb_vmm_vms_refills() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/esx");
+    let text = std::fs::read_to_string(dir.join("idle-tax.toml"))
+        .unwrap()
+        .replace("accesses = 3000000", "accesses = 1000000")
+        .replace("mode = \"nested\"", "mode = \"swtlb-vmm\"")
+        + "\n[cpu]\ntlb = \"software\"\n";
+    let cfg = HostConfig::from_toml(&text, "idle-tax.toml", &dir).unwrap();
+    let r = HostSim::new(&cfg).unwrap().run(&mut |_| {}).unwrap();
+    let e = r.esx.as_ref().unwrap();
+    let active: Vec<f64> = e
+        .manager
+        .series
+        .last()
+        .unwrap()
+        .vms
+        .iter()
+        .map(|v| v.active)
+        .collect();
+    eprintln!(
+        "active {active:?} touched {}",
+        e.manager.counters[1].touched_frames
+    );
+    assert!(e.manager.counters[1].touched_frames > 0);
+    assert!(
+        active[0] < 0.1 && active[1] > 0.3,
+        "estimated active: {active:?}"
+    );
+}
