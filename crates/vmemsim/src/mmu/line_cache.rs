@@ -3,12 +3,19 @@
 //!
 //! It is consulted on every walk reference, more often than any TLB, and on
 //! a random workload most references miss it, so it has its own layout
-//! rather than the general [`super::cache::SetAssoc`]: each set is 16 u32
-//! tags in one 64-byte line (unused ways hold a tag that never matches), so
+//! rather than the general [`super::cache::SetAssoc`]: each set is 8 u32
+//! tags in half a 64-byte line when it has at most 8 ways (the default), 16
+//! in a whole line otherwise (unused ways hold a tag that never matches), so
 //! a lookup compares all ways at once without a loop the simulator's branch
 //! predictor must guess, and each set's LRU order is one u64 of 4-bit way
 //! numbers, so neither a hit nor a fill moves any tag. True LRU, the same
 //! decisions as `SetAssoc`.
+//!
+//! Half-line sets keep the default's tags in 16 KiB of the simulator's
+//! own memory instead of 32 KiB: on a random workload nearly every walk
+//! reference reads a different set, so the tags compete with the TLBs and
+//! table pages for the host core's 32 KiB L1 data cache (BENCHMARKS.md,
+//! "host cache misses").
 
 use crate::config::PtCacheConfig;
 
@@ -26,11 +33,14 @@ const EMPTY: u32 = u32::MAX;
 /// One in every nibble of an order word.
 const NIBBLE_ONES: u64 = 0x1111_1111_1111_1111;
 
-/// The tags of one set, aligned so that a set is exactly one 64-byte line of
-/// the simulator's own cache.
+/// Tag slots of a set of at most 8 ways: half a line.
+const HALF: usize = MAX_WAYS / 2;
+
+/// One 64-byte line of the simulator's own cache holding tags: one set of
+/// up to 16 ways, or two sets of up to 8.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
-struct SetTags([u32; MAX_WAYS]);
+struct TagLine([u32; MAX_WAYS]);
 
 /// Cache of 64-byte page-table lines, true LRU within a set.
 #[derive(Clone, Debug)]
@@ -40,20 +50,47 @@ pub struct PtCache {
     ways: usize,
     /// Mask of the `ways` nibbles in use in an order word.
     order_mask: u64,
-    tags: Vec<SetTags>,
+    /// True when a set has at most [`HALF`] ways and so takes half a line:
+    /// set `s` is slots `8 * (s % 2)..` of line `s / 2`; otherwise set `s`
+    /// is line `s`.
+    half: bool,
+    tags: Vec<TagLine>,
     /// Per set: way numbers in recency order, most recent in the low nibble,
     /// unused ways last.
     orders: Vec<u64>,
 }
 
-/// Mask of the low `n` nibbles (`n` <= 16).
+/// Bit `w` set when `tags[w] == tag`, for a half-line set.
+#[cfg(target_arch = "x86_64")]
 #[inline]
-fn low_nibbles(n: usize) -> u64 {
-    if n >= 16 {
-        u64::MAX
-    } else {
-        (1u64 << (4 * n)) - 1
+fn match_mask_half(tags: &[u32; HALF], tag: u32) -> u32 {
+    #[target_feature(enable = "sse2")]
+    fn sse2(tags: &[u32; HALF], tag: u32) -> u32 {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi32, _mm_loadu_si128, _mm_movemask_epi8, _mm_packs_epi16,
+            _mm_packs_epi32, _mm_set1_epi32, _mm_setzero_si128,
+        };
+        let key = _mm_set1_epi32(tag as i32);
+        let p = tags.as_ptr().cast::<__m128i>();
+        // SAFETY: `tags` is 32 bytes, so the two unaligned 16-byte loads at
+        // offsets 0 and 16 stay inside it.
+        let [q0, q1] = unsafe { [_mm_loadu_si128(p), _mm_loadu_si128(p.add(1))] };
+        let w = _mm_packs_epi32(_mm_cmpeq_epi32(q0, key), _mm_cmpeq_epi32(q1, key));
+        _mm_movemask_epi8(_mm_packs_epi16(w, _mm_setzero_si128())) as u32
     }
+    // SAFETY: SSE2 is part of the x86_64 baseline: every x86_64 CPU has it.
+    unsafe { sse2(tags, tag) }
+}
+
+/// Bit `w` set when `tags[w] == tag`, for a half-line set.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn match_mask_half(tags: &[u32; HALF], tag: u32) -> u32 {
+    let mut hits = 0;
+    for (w, &t) in tags.iter().enumerate() {
+        hits |= u32::from(t == tag) << w;
+    }
+    hits
 }
 
 /// Bit `w` set when `tags[w] == tag`.
@@ -124,13 +161,37 @@ impl PtCache {
             g.entries
         );
         let initial = (0..ways as u64).fold(0, |o, w| o | (w << (4 * w)));
+        let half = ways <= HALF;
+        let lines = if half {
+            (sets as usize).div_ceil(2)
+        } else {
+            sets as usize
+        };
         PtCache {
             set_mask: u64::from(sets) - 1,
             set_bits: sets.trailing_zeros(),
             ways,
-            order_mask: low_nibbles(ways),
-            tags: vec![SetTags([EMPTY; MAX_WAYS]); sets as usize],
+            order_mask: u64::MAX >> (4 * (MAX_WAYS - ways.max(1))),
+            half,
+            tags: vec![TagLine([EMPTY; MAX_WAYS]); lines],
             orders: vec![initial; sets as usize],
+        }
+    }
+
+    /// The tags of `set`, a half-line set.
+    ///
+    /// # Safety
+    /// `self.half` and `set < sets` (the `orders` length).
+    #[inline]
+    unsafe fn half_set(&mut self, set: usize) -> &mut [u32; HALF] {
+        debug_assert!(self.half && set / 2 < self.tags.len());
+        // SAFETY: `new` made `tags` `sets.div_ceil(2)` lines long when
+        // `half`, so line `set / 2` exists for every `set < sets`; a line is
+        // 16 u32 with no padding (`repr(C)`), so the 8 slots from `8 * (set
+        // % 2)` stay inside it, and `[u32; 8]` needs only u32 alignment.
+        unsafe {
+            let line = self.tags.get_unchecked_mut(set / 2);
+            &mut *line.0.as_mut_ptr().add(HALF * (set % 2)).cast::<[u32; HALF]>()
         }
     }
 
@@ -149,14 +210,46 @@ impl PtCache {
         let tag = tag as u32;
         debug_assert!(set < self.tags.len() && set < self.orders.len());
         // SAFETY: `set` is `line & (sets - 1)`, at most `sets - 1`, and
-        // `new` made `tags` and `orders` `sets` long (whether or not `sets`
-        // is a power of two); neither vector changes length.
+        // `new` made `orders` `sets` long and `tags` long enough for `sets`
+        // sets (whether or not `sets` is a power of two); neither vector
+        // changes length.
         let order = unsafe { *self.orders.get_unchecked(set) };
-        let tags = &mut unsafe { self.tags.get_unchecked_mut(set) }.0;
-        if tags[(order & 0xf) as usize] == tag {
-            return true;
+        let (ways, order_mask) = (self.ways, self.order_mask);
+        if self.half {
+            // SAFETY: as above (`half_set`'s conditions).
+            let tags = unsafe { self.half_set(set) };
+            let hit = Self::access_set(tags, order, tag, ways, order_mask, match_mask_half);
+            // SAFETY: as above.
+            unsafe { *self.orders.get_unchecked_mut(set) = hit.1 };
+            hit.0
+        } else {
+            // SAFETY: as above: with whole-line sets `tags` is `sets` long.
+            let tags = &mut unsafe { self.tags.get_unchecked_mut(set) }.0;
+            let hit = Self::access_set(tags, order, tag, ways, order_mask, match_mask);
+            // SAFETY: as above.
+            unsafe { *self.orders.get_unchecked_mut(set) = hit.1 };
+            hit.0
         }
-        // All 16 compares at once; unused ways never match.
+    }
+
+    /// Access `tag` in a set of `ways` ways whose tags are `tags` and
+    /// whose recency order is `order`: (hit, the new order); on a miss the
+    /// least recent way takes `tag`.
+    #[inline(always)]
+    fn access_set<const N: usize>(
+        tags: &mut [u32; N],
+        order: u64,
+        tag: u32,
+        ways: usize,
+        order_mask: u64,
+        match_mask: impl Fn(&[u32; N], u32) -> u32,
+    ) -> (bool, u64) {
+        // A way number is below `ways` <= N, a power of two: the masks below
+        // only spare the bounds checks.
+        if tags[(order as usize) & (N - 1)] == tag {
+            return (true, order);
+        }
+        // All compares at once; unused ways never match.
         let hits = match_mask(tags, tag);
         if hits != 0 {
             let way = hits.trailing_zeros() as usize;
@@ -165,15 +258,13 @@ impl PtCache {
             let above = u64::MAX << (4 * p);
             let before = order & !above;
             let after = order & (above << 4);
-            // SAFETY: as above.
-            unsafe { *self.orders.get_unchecked_mut(set) = after | (before << 4) | way as u64 };
-            true
+            (true, after | (before << 4) | way as u64)
         } else {
-            let way = (order >> (4 * (self.ways - 1))) & 0xf;
-            // SAFETY: as above.
-            unsafe { *self.orders.get_unchecked_mut(set) = ((order << 4) | way) & self.order_mask };
-            tags[way as usize] = tag;
-            false
+            // The least recent way takes `tag`; the order's nibbles above
+            // `ways` stay 0.
+            let way = (order >> (4 * (ways - 1))) & 0xf;
+            tags[(way as usize) & (N - 1)] = tag;
+            (false, ((order << 4) | way) & order_mask)
         }
     }
 }
@@ -246,6 +337,11 @@ mod tests {
             (256, 16),
             (2048, 4),
             (1536, 16),
+            // Half-line sets: the default geometry, an odd set count (the
+            // last line holds one set) and one not a power of two.
+            (4096, 8),
+            (136, 8),
+            (96, 4),
         ] {
             let mut c = cache(lines, ways);
             let mut r: SetAssoc<()> = SetAssoc::new(Geometry::new(lines, ways));
