@@ -191,7 +191,11 @@ impl PtCache {
         // % 2)` stay inside it, and `[u32; 8]` needs only u32 alignment.
         unsafe {
             let line = self.tags.get_unchecked_mut(set / 2);
-            &mut *line.0.as_mut_ptr().add(HALF * (set % 2)).cast::<[u32; HALF]>()
+            &mut *line
+                .0
+                .as_mut_ptr()
+                .add(HALF * (set % 2))
+                .cast::<[u32; HALF]>()
         }
     }
 
