@@ -212,7 +212,7 @@ impl PtCache {
         let tag = line >> self.set_bits;
         debug_assert!(tag < u64::from(EMPTY), "hPA {hpa:#x} beyond the tag range");
         let tag = tag as u32;
-        debug_assert!(set < self.tags.len() && set < self.orders.len());
+        debug_assert!(set < self.orders.len());
         // SAFETY: `set` is `line & (sets - 1)`, at most `sets - 1`, and
         // `new` made `orders` `sets` long and `tags` long enough for `sets`
         // sets (whether or not `sets` is a power of two); neither vector
@@ -227,6 +227,7 @@ impl PtCache {
             unsafe { *self.orders.get_unchecked_mut(set) = hit.1 };
             hit.0
         } else {
+            debug_assert!(set < self.tags.len());
             // SAFETY: as above: with whole-line sets `tags` is `sets` long.
             let tags = &mut unsafe { self.tags.get_unchecked_mut(set) }.0;
             let hit = Self::access_set(tags, order, tag, ways, order_mask, match_mask);
