@@ -9,13 +9,11 @@ use std::path::Path;
 
 use vmemsim::host::config::HostConfig;
 use vmemsim::hostsim::HostSim;
-use vmemsim::hv::Mode;
-use vmemsim::sim::ModeVisitor;
 use vmemsim::stats::{ExitReason, Stats};
-use vmemsim::{Config, SimError};
+use vmemsim::SimError;
 use vmemsim_trace::{AccessKind, ProcEvent, Record, RecordSource};
 
-use common::{acc, collect, ev, replay, run_checked, Resolutions};
+use common::{acc, collect, ev, replay, Alone};
 
 /// Every VM's input read into memory, and a replay of each for the host
 /// (so the same records can also be run alone).
@@ -31,16 +29,6 @@ fn replayed(cfg: &HostConfig) -> (Vec<Vec<Record>>, Vec<Box<dyn RecordSource>>) 
 
 fn host_cfg(text: &str) -> HostConfig {
     HostConfig::from_toml(text, "test.toml", Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
-
-/// Run VM `spec` alone through the oracle harness.
-struct Alone<'a>(&'a Config, &'a [Record]);
-
-impl ModeVisitor for Alone<'_> {
-    type Output = (Resolutions, Stats);
-    fn visit<M: Mode>(self, mode: M) -> Self::Output {
-        run_checked(mode, self.0, self.1)
-    }
 }
 
 const THREE: &str = r#"

@@ -20,7 +20,7 @@ use vmemsim::sim::{ModeKind, Sim};
 use vmemsim::stats::{ExitReason, Stats};
 use vmemsim_trace::{AccessKind, FileId, Fingerprint, MappedFile, ProcEvent, Record};
 
-use common::{acc, anon_mmap, checked_stats, ev, replay};
+use common::{acc, anon_mmap, checked_stats, ev, replay, Alone};
 use AccessKind::{Load, Store};
 
 const A: u64 = 0x7f00_0000_0000;
@@ -635,16 +635,6 @@ fn idle_tax_in(mode: &str, extra: &str) -> (vmemsim::hostsim::HostReport, Vec<f6
         .map(|v| v.active)
         .collect();
     (r, active)
-}
-
-/// Run VM records (field 1) alone through the oracle harness.
-struct Alone<'a>(&'a Config, &'a [Record]);
-
-impl vmemsim::sim::ModeVisitor for Alone<'_> {
-    type Output = (common::Resolutions, Stats);
-    fn visit<M: Mode>(self, mode: M) -> Self::Output {
-        common::run_checked(mode, self.0, self.1)
-    }
 }
 
 /// Page sharing over guest 2 MiB pages: two VMs on `random` and one on

@@ -14,13 +14,11 @@ use vmemsim::guest::content::ZERO;
 use vmemsim::host::config::HostConfig;
 use vmemsim::host::memory::SharingCounts;
 use vmemsim::hostsim::HostSim;
-use vmemsim::hv::Mode;
-use vmemsim::sim::{ModeKind, ModeVisitor};
-use vmemsim::stats::Stats;
+use vmemsim::sim::ModeKind;
 use vmemsim::Config;
 use vmemsim_trace::{AccessKind, ProcEvent, Record, RecordSource, TraceError};
 
-use common::{acc, collect, ev, run_checked, Resolutions};
+use common::{acc, collect, ev, Alone};
 
 struct Replay(Vec<Record>, usize);
 
@@ -338,16 +336,6 @@ fn the_scanners_rate_limit_is_honoured() {
             assert!(st.visited > 0 && st.visited < rounds, "{mode:?}: {st:?}");
             assert!(st.shares > 0, "{mode:?}: identical VMs share: {st:?}");
         }
-    }
-}
-
-/// Run VM `spec` alone through the oracle harness.
-struct Alone<'a>(&'a Config, &'a [Record]);
-
-impl ModeVisitor for Alone<'_> {
-    type Output = (Resolutions, Stats);
-    fn visit<M: Mode>(self, mode: M) -> Self::Output {
-        run_checked(mode, self.0, self.1)
     }
 }
 

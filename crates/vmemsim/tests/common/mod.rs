@@ -286,6 +286,18 @@ impl ModeVisitor for CheckedStats<'_> {
     }
 }
 
+/// A [`ModeVisitor`] that runs one VM's records (field 1) with its
+/// configuration (field 0) alone through the oracle harness
+/// ([`run_checked`]): what a VM of a host must match.
+pub struct Alone<'a>(pub &'a Config, pub &'a [Record]);
+
+impl ModeVisitor for Alone<'_> {
+    type Output = (Resolutions, Stats);
+    fn visit<M: Mode>(self, mode: M) -> Self::Output {
+        run_checked(mode, self.0, self.1)
+    }
+}
+
 /// `kind`'s counters on `records` with `cfg`, every access checked
 /// against the oracle.
 pub fn checked_stats(kind: ModeKind, cfg: &Config, records: &[Record]) -> Stats {
