@@ -96,6 +96,71 @@ fn agile_pd_going_nested_drops_the_pt_below_it() {
 }
 
 // ---------------------------------------------------------------------------
+// hv/agile.rs `link_switch`
+
+/// A shadow page that loses its parent link but survives (its parent was
+/// zapped by a write flood) keeps its switching entry: the hidden fault
+/// that links it again finds the entry already switching to the same
+/// nested table and leaves it, with no zap and no TLB flush, as KVM
+/// leaves a present SPTE it would write unchanged. (Kills the early
+/// return's `se & P != 0` as `== 0`: the entry is zapped and rewritten,
+/// the zap flushes the VPID's TLB, and the next access to another page
+/// misses the TLB.)
+#[test]
+fn agile_relinking_a_surviving_shadow_page_keeps_its_switching_entry() {
+    let mut cfg = Config::default();
+    // The first emulated store to a shadowed table floods it.
+    cfg.shadow.write_flood_threshold = 1;
+    let mut sim = Sim::new(Agile::new(&cfg), &cfg);
+    let b = A + (1 << 30); // the same PDPT, its next entry
+    run(&mut sim, &[anon_mmap(1, A, 2 << 30), acc(1, Load, A)]);
+    let root = sim.guest.current().unwrap().root;
+    let path = softwalk::path(&sim.guest.mem, root, 4, A);
+    assert_eq!(path.len, 4);
+    let pt = path.steps[3].0;
+    // A's root, PDPT and PD in shadow mode, its PT nested: the shadow PD
+    // holds a switching entry to the PT after the next walk.
+    {
+        let m = &mut sim.machine.on(&mut sim.hw, &mut sim.host);
+        for &(table, _, _) in &path.steps[..3] {
+            m.mode.force_shadow(&mut m.core, table);
+        }
+        m.mode.force_nested(&mut m.core, pt);
+    }
+    sim.hw.flush_translation_caches();
+    run(&mut sim, &[acc(1, Load, A)]);
+    assert!(sim.machine.mode.is_nested(pt));
+    assert_eq!(sim.machine.mode.shadow_pages(), 3, "root, PDPT, PD");
+    // B's first touch: the guest writes the PDPT entry for B's new PD, a
+    // trapped store that floods the PDPT's shadow page: it is dropped and
+    // the PDPT goes nested; the shadow PD below it survives, unlinked.
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(1, Load, b)]);
+    let d = sim.stats().since(&before);
+    assert_eq!(d.guest_page_faults, 1);
+    assert_eq!(d.shadow_flood_zaps, 1);
+    let pdpt = path.steps[1].0;
+    assert!(sim.machine.mode.is_nested(pdpt));
+    assert_eq!(sim.machine.mode.shadow_pages(), 2, "root, A's PD");
+    // The PDPT back in shadow mode (a flush); B's walk shadows it again.
+    {
+        let m = &mut sim.machine.on(&mut sim.hw, &mut sim.host);
+        m.mode.force_shadow(&mut m.core, pdpt);
+    }
+    run(&mut sim, &[acc(1, Load, b)]);
+    // A: a hidden fault at the PDPT links the surviving shadow PD, whose
+    // switching entry stands. B stays in the TLB.
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(1, Load, A), acc(1, Load, b)]);
+    let d = sim.stats().since(&before);
+    assert_eq!(d.guest_page_faults, 0);
+    assert_eq!(d.exits_for(ExitReason::ShadowFault), 1, "A's hidden fault");
+    assert_eq!(d.tlb_misses, 1, "A misses, B hits");
+    assert_eq!(d.walks, 2, "A's walk, again after its fill");
+    assert!(sim.machine.mode.is_nested(pt));
+}
+
+// ---------------------------------------------------------------------------
 // hv/shadow.rs `unmap_frame`
 
 /// The host taking a frame away clears exactly the shadow leaves mapping
