@@ -895,3 +895,73 @@ fn esx_sampling_sees_a_swtlb_vmm_vms_refills() {
         "estimated active: {active:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// hv/direct.rs `MEntry::guest_entry`: stale reverse-map records
+
+/// Direct paging keeps a reverse map from each gPFN to the machine
+/// entries written for it and drops a record lazily, when the guest entry
+/// behind it no longer maps that gPFN. Three zero pages (frames a, b, c,
+/// for P3, P1 and P2) are merged into one host frame; P2 and P1 are
+/// unmapped, so the guest frees c, then b. P2 mapped again gets b (the
+/// guest's free list is LIFO), which the guest zeroes (a COW break: b is
+/// copied) and the next scan merges into the zero frame again. Now c's
+/// stale record names P2's machine entry, whose guest entry maps b and
+/// whose machine entry names the zero frame, c's old frame. P0's fault
+/// takes c and zeroes it: c's COW break must leave P2's entry alone. The
+/// host oracle checks every access's hPFN against the p2m. (Kills the
+/// present test's `&&` as `||`: every present guest entry counts as
+/// mapping c, P2's machine entry is repointed at c's copy and P2's load
+/// resolves to it. Found by a seeded search over traces of mmap, munmap,
+/// loads, stores and scans of four pages, then minimised.)
+#[test]
+fn direct_cow_break_skips_a_stale_record_whose_entry_maps_another_frame() {
+    const D: u64 = 0x7000_0000;
+    let p = |i: u64| D + i * 0x1000;
+    let code = 0x40_0000;
+    let page = |i: u64| anon_mmap(1, p(i), 0x1000);
+    let unmap = |i: u64| {
+        ev(
+            1,
+            ProcEvent::Munmap {
+                addr: p(i),
+                len: 0x1000,
+            },
+        )
+    };
+    let records = [
+        page(3),
+        acc(1, Load, p(3)),
+        page(1),
+        acc(1, Load, p(1)),
+        page(2),
+        acc(1, Load, p(2)),
+        acc(1, AccessKind::Fetch, code),
+        acc(1, AccessKind::Fetch, code),
+        unmap(2),
+        unmap(1),
+        page(2),
+        acc(1, Load, p(2)),
+        acc(1, AccessKind::Fetch, code),
+        page(0),
+        acc(1, Load, p(0)),
+        acc(1, Load, p(2)),
+    ];
+    let text = "[host]\nmem_mib = 1024\nvm_quantum_instructions = 1\n\
+                [sharing]\nrate_pages_per_s = 1e12\n\
+                [[vm]]\nname = \"vm0\"\nworkload = \"seq\"\nmode = \"direct\"\nmem_mib = 64\n";
+    let cfg = HostConfig::from_toml(text, "test.toml", std::path::Path::new(".")).unwrap();
+    let mut s = HostSim::with_sources(&cfg, vec![replay(&records)]).checked();
+    s.run(&mut |_| {}).unwrap();
+    let seen = s.resolutions(0);
+    let gpfn = |k: usize| seen[k].0;
+    // Accesses: P3, P1, P2, code, code, P2 (b), code, P0 (c), P2 (b).
+    assert_eq!(seen.len(), 9);
+    assert_eq!(gpfn(5), gpfn(1), "P2 mapped again gets b, P1's old frame");
+    assert_eq!(gpfn(7), gpfn(2), "P0 gets c, P2's old frame");
+    // The scans kept c's first host frame as the zero frame: b is on it
+    // at the end, c on its own copy.
+    assert_eq!(seen[8], (gpfn(1), seen[2].1));
+    assert_ne!(seen[7].1, seen[2].1);
+    assert_eq!(s.vm(0).sharing.cow_breaks, 2, "b's and c's zeroing");
+}
