@@ -128,6 +128,16 @@ fn access_beyond_user_space_is_an_error() {
         ],
         &format!("impossible access in the trace: pid 4 gVA 0xffffffffff68a004: {BEYOND}"),
     );
+    // The bound itself: the last user byte is 2^47 - 1 with 4 levels, so
+    // 2^47 is the first gVA refused (mutation testing: `va < top` as `<=`
+    // accepted it).
+    fails_with(
+        &[acc(1, AccessKind::Load, 1 << 47)],
+        &format!("impossible access in the trace: pid 1 gVA 0x800000000000: {BEYOND}"),
+    );
+    for r in run_all(&[acc(1, AccessKind::Load, (1 << 47) - 8)]) {
+        assert_eq!(r.unwrap().stats.guest_page_faults, 1);
+    }
 }
 
 #[test]

@@ -269,6 +269,20 @@ mod tests {
     use super::*;
     use vmemsim_trace::Fingerprint;
 
+    /// The two reserved ids are remapped to two different ids, neither
+    /// reserved: a hash that hits one stays apart from a hash that hits
+    /// the other (mutation testing: `PAGE_TABLE - 1` as `/ 1` returned the
+    /// reserved id itself).
+    #[test]
+    fn reserved_hashes_are_remapped_apart() {
+        let (z, t) = (not_reserved(ZERO), not_reserved(PAGE_TABLE));
+        assert_ne!(z, t);
+        for id in [z, t] {
+            assert!(id != ZERO && id != PAGE_TABLE);
+        }
+        assert_eq!(not_reserved(12345), 12345);
+    }
+
     #[test]
     fn rules_are_deterministic_and_distinct() {
         let a = FileId {
