@@ -45,5 +45,14 @@ cargo mutants -p vmemsim --in-place --baseline skip --timeout 150 --build-timeou
     -f 'crates/vmemsim/src/mmu/*.rs' -f 'crates/vmemsim/src/hv/*.rs' \
     -f 'crates/vmemsim/src/hv/*/*.rs' -f 'crates/vmemsim/src/guest/*.rs' \
     -f 'crates/vmemsim/src/guest/*/*.rs' -f crates/vmemsim/src/cost.rs \
-    -o "$out/shard$k" || true   # exit 2/3 = mutants missed/timed out: that is the result
+    -o "$out/shard$k" || rc=$?
+# Exit 2 (mutants missed) and 3 (timeouts) are results; anything else
+# (1: bad usage, 4: the build or a baseline failed) is not.
+case ${rc:-0} in
+    0 | 2 | 3) ;;
+    *)
+        echo "$0: cargo mutants failed with exit ${rc}: see $out/shard$k/mutants.out/log" >&2
+        exit "$rc"
+        ;;
+esac
 test -f "$out/shard$k/mutants.out/outcomes.json"
