@@ -20,7 +20,7 @@ use vmemsim::sim::{ModeKind, Sim};
 use vmemsim::stats::{ExitReason, Stats};
 use vmemsim_trace::{AccessKind, FileId, Fingerprint, MappedFile, ProcEvent, Record};
 
-use common::{acc, anon_mmap, checked_stats, ev, replay, Alone};
+use common::{acc, anon_mmap, checked_stats, ev, replay, scanning_host, Alone};
 use AccessKind::{Load, Store};
 
 const A: u64 = 0x7f00_0000_0000;
@@ -805,16 +805,7 @@ fn a_guest_cow_fault_on_a_shared_frame_breaks_no_host_sharing() {
         r
     };
     for mode in ModeKind::ALL.into_iter().filter(|m| m.is_virtualized()) {
-        let mut text = "[host]\nmem_mib = 1024\nvm_quantum_instructions = 1\n\
-                        [sharing]\nrate_pages_per_s = 1e12\n"
-            .to_string();
-        for i in 0..2 {
-            text += &format!(
-                "[[vm]]\nname = \"vm{i}\"\nworkload = \"seq\"\nmode = \"{}\"\nmem_mib = 64\n",
-                mode.name()
-            );
-        }
-        let cfg = HostConfig::from_toml(&text, "test.toml", std::path::Path::new(".")).unwrap();
+        let cfg = scanning_host(mode, 2);
         let inputs = [vm(0x40_0000, true), vm(0x80_0000, false)];
         let sources = inputs.iter().map(|r| replay(r)).collect();
         let mut s = HostSim::with_sources(&cfg, sources).checked();
@@ -947,10 +938,7 @@ fn direct_cow_break_skips_a_stale_record_whose_entry_maps_another_frame() {
         acc(1, Load, p(0)),
         acc(1, Load, p(2)),
     ];
-    let text = "[host]\nmem_mib = 1024\nvm_quantum_instructions = 1\n\
-                [sharing]\nrate_pages_per_s = 1e12\n\
-                [[vm]]\nname = \"vm0\"\nworkload = \"seq\"\nmode = \"direct\"\nmem_mib = 64\n";
-    let cfg = HostConfig::from_toml(text, "test.toml", std::path::Path::new(".")).unwrap();
+    let cfg = scanning_host(ModeKind::Direct, 1);
     let mut s = HostSim::with_sources(&cfg, vec![replay(&records)]).checked();
     s.run(&mut |_| {}).unwrap();
     let seen = s.resolutions(0);

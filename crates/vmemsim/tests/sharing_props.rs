@@ -12,12 +12,11 @@
 mod common;
 
 use proptest::prelude::*;
-use vmemsim::host::config::HostConfig;
 use vmemsim::hostsim::HostSim;
 use vmemsim::sim::ModeKind;
 use vmemsim_trace::{AccessKind, ProcEvent, Record};
 
-use common::{acc, anon_mmap, ev, replay, Alone};
+use common::{acc, anon_mmap, ev, replay, scanning_host, Alone};
 
 /// Four pages: few enough that freed frames are reused at once.
 const BASE: u64 = 0x7000_0000;
@@ -111,16 +110,7 @@ fn records(ops: &[Op]) -> Vec<Record> {
 /// Both VMs in `mode`, the host checked at every access, each VM against
 /// itself alone.
 fn hosted_agrees_with_alone(mode: ModeKind, vms: &[Vec<Record>; 2]) {
-    let mut text = "[host]\nmem_mib = 1024\nvm_quantum_instructions = 1\n\
-                    [sharing]\nrate_pages_per_s = 1e12\n"
-        .to_string();
-    for i in 0..2 {
-        text += &format!(
-            "[[vm]]\nname = \"vm{i}\"\nworkload = \"seq\"\nmode = \"{}\"\nmem_mib = 64\n",
-            mode.name()
-        );
-    }
-    let cfg = HostConfig::from_toml(&text, "test.toml", std::path::Path::new(".")).unwrap();
+    let cfg = scanning_host(mode, 2);
     let sources = vms.iter().map(|r| replay(r)).collect();
     let mut sim = HostSim::with_sources(&cfg, sources).checked();
     sim.run(&mut |_| {}).unwrap();

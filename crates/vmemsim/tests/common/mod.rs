@@ -365,3 +365,20 @@ pub fn content_host(mode: ModeKind, inputs: &[Vec<Record>], host_mib: u64) -> Ho
     let sources = inputs.iter().map(|r| replay(r)).collect();
     HostSim::with_sources(&cfg, sources).track_contents()
 }
+
+/// A host of 1 GiB running `vms` VMs of 64 MiB in `mode` (workload
+/// placeholders: the tests give each VM its records), with a scanner fast
+/// enough to visit every frame after each quantum of one instruction: a
+/// VM runs to its next instruction fetch, then the scanner merges.
+pub fn scanning_host(mode: ModeKind, vms: usize) -> HostConfig {
+    let mut text = "[host]\nmem_mib = 1024\nvm_quantum_instructions = 1\n\
+                    [sharing]\nrate_pages_per_s = 1e12\n"
+        .to_string();
+    for i in 0..vms {
+        text += &format!(
+            "[[vm]]\nname = \"vm{i}\"\nworkload = \"seq\"\nmode = \"{}\"\nmem_mib = 64\n",
+            mode.name()
+        );
+    }
+    HostConfig::from_toml(&text, "scanning-host.toml", std::path::Path::new(".")).unwrap()
+}
