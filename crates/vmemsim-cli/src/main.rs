@@ -74,8 +74,10 @@ enum Command {
         /// Workloads (default: seq, random).
         #[arg(long)]
         workload: Vec<String>,
-        /// Runs per mode; the best and the median are printed (on a shared
-        /// machine the best run is the closest to what the simulator can do).
+        /// Rounds: each runs every mode once, in turn; the best and median
+        /// speed per mode are printed, and "x native" is the median over
+        /// rounds of the mode's speed over native's in the same round (on a
+        /// shared machine, steadier than a ratio of best runs).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
         repeat: u32,
         /// Modes timed at once (default 1: parallel runs share caches and
@@ -689,20 +691,30 @@ fn bench(accesses: u64, workloads: &[String], repeat: u32, threads: usize) -> Re
         while gen.next_batch(&mut records, 1 << 16)? > 0 {}
         inputs.push((k, records));
     }
+    // Round by round: every mode once per round, so a change of the
+    // machine's speed (other load, frequency) hits all modes of a round
+    // alike, and each mode's ratio to native is taken within its round.
     let mut tasks = Vec::new();
-    for (k, records) in &inputs {
-        for mode in ModeKind::ALL {
-            let cfg = &cfg;
-            tasks.push(jobs::Task {
-                label: format!("bench {} / {}", k.name(), mode.name()),
-                expected: Some(records.len() as u64 * u64::from(repeat)),
-                work: Box::new(move |progress: &mut dyn FnMut(u64)| {
-                    time_mode(mode, cfg, records, repeat, progress)
-                }),
-            });
+    for round in 0..repeat {
+        for (k, records) in &inputs {
+            for mode in ModeKind::ALL {
+                let cfg = &cfg;
+                tasks.push(jobs::Task {
+                    label: format!(
+                        "bench {} / {} (round {}/{repeat})",
+                        k.name(),
+                        mode.name(),
+                        round + 1
+                    ),
+                    expected: Some(records.len() as u64),
+                    work: Box::new(move |progress: &mut dyn FnMut(u64)| {
+                        time_run(mode, cfg, records, progress)
+                    }),
+                });
+            }
         }
     }
-    let timed = jobs::run(tasks, threads)?;
+    let runs = jobs::run(tasks, threads)?;
     outln!(
         "{:<10} {:<14} {:>14} {:>12} {:>12} {:>10}",
         "workload",
@@ -712,60 +724,69 @@ fn bench(accesses: u64, workloads: &[String], repeat: u32, threads: usize) -> Re
         "median M/s",
         "x native"
     );
-    for ((k, _), rows) in inputs.iter().zip(timed.chunks(ModeKind::ALL.len())) {
-        let native = rows
-            .iter()
-            .find(|t| t.mode == ModeKind::Native)
-            .map(|t| t.best);
-        for t in rows {
+    let modes = ModeKind::ALL.len();
+    let per_round = inputs.len() * modes;
+    let native = ModeKind::ALL
+        .iter()
+        .position(|&m| m == ModeKind::Native)
+        .expect("native is a mode");
+    for (w, (k, _)) in inputs.iter().enumerate() {
+        // (accesses, M/s) of mode `m` in each round.
+        let of = |m: usize| {
+            runs.iter()
+                .skip(w * modes + m)
+                .step_by(per_round)
+                .copied()
+                .collect::<Vec<(u64, f64)>>()
+        };
+        let native_speeds = of(native);
+        for (m, mode) in ModeKind::ALL.iter().enumerate() {
+            let rounds = of(m);
+            let mut speeds: Vec<f64> = rounds.iter().map(|r| r.1).collect();
+            let mut ratios: Vec<f64> = rounds
+                .iter()
+                .zip(&native_speeds)
+                .map(|(r, n)| r.1 / n.1)
+                .collect();
             outln!(
-                "{:<10} {:<14} {:>14} {:>12.1} {:>12.1} {:>10}",
+                "{:<10} {:<14} {:>14} {:>12.1} {:>12.1} {:>10.2}",
                 k.name(),
-                t.mode.name(),
-                t.accesses,
-                t.best,
-                t.median,
-                native.map_or_else(|| "-".to_string(), |n| format!("{:.2}", t.best / n))
+                mode.name(),
+                rounds[0].0,
+                max(&mut speeds),
+                median(&mut speeds),
+                median(&mut ratios)
             );
         }
     }
     Ok(())
 }
 
-/// One mode's speeds in `bench`, M accesses per second.
-struct Timed {
-    mode: ModeKind,
-    accesses: u64,
-    best: f64,
-    median: f64,
+/// The largest of `v` (not empty).
+fn max(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() - 1]
 }
 
-/// Run `mode` over `records` `repeat` times, timing each run (wall clock).
-fn time_mode(
+/// The median of `v` (not empty; the upper one of an even count).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One timed run of `mode` over `records` (wall clock): (accesses, M
+/// accesses per second).
+fn time_run(
     mode: ModeKind,
     cfg: &Config,
     records: &[vmemsim_trace::Record],
-    repeat: u32,
     progress: &mut dyn FnMut(u64),
-) -> Result<Timed> {
-    let mut speeds = Vec::with_capacity(repeat as usize);
-    let mut accesses = 0;
-    for i in 0..u64::from(repeat) {
-        let mut src = VecSource { records, pos: 0 };
-        let base = i * records.len() as u64;
-        let t = Instant::now();
-        let r = run_mode(mode, cfg, &mut src, &mut |n| progress(base + n))?;
-        let secs = t.elapsed().as_secs_f64();
-        accesses = r.stats.accesses;
-        speeds.push(accesses as f64 / secs / 1e6);
-    }
-    speeds.sort_by(f64::total_cmp);
-    Ok(Timed {
-        mode,
-        accesses,
-        best: speeds[speeds.len() - 1],
-        median: speeds[speeds.len() / 2],
-    })
+) -> Result<(u64, f64)> {
+    let mut src = VecSource { records, pos: 0 };
+    let t = Instant::now();
+    let r = run_mode(mode, cfg, &mut src, progress)?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok((r.stats.accesses, r.stats.accesses as f64 / secs / 1e6))
 }
 
 /// Replays records already in memory.

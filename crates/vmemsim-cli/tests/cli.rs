@@ -171,7 +171,8 @@ fn bench_prints_best_and_median_per_mode() {
         let best: f64 = r[3].parse().unwrap();
         let median: f64 = r[4].parse().unwrap();
         assert!(best >= median && median > 0.0, "{r:?}");
-        // The ratio column is best speed over native's best, same run.
+        // The ratio column: the median over rounds of the mode's speed
+        // over native's in the same round.
         let ratio: f64 = r[5].parse().unwrap();
         assert!(ratio > 0.0, "{r:?}");
     }
