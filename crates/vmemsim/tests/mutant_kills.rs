@@ -953,3 +953,64 @@ fn direct_cow_break_skips_a_stale_record_whose_entry_maps_another_frame() {
     assert_ne!(seen[7].1, seen[2].1);
     assert_eq!(s.vm(0).sharing.cow_breaks, 2, "b's and c's zeroing");
 }
+
+// ---------------------------------------------------------------------------
+// Accessed and dirty bits in the guest's tables, every mode
+
+/// The guest's entries on each access's path, after `records`.
+struct PathEntries<'a>(&'a Config, &'a [Record], &'a [u64]);
+
+impl vmemsim::sim::ModeVisitor for PathEntries<'_> {
+    type Output = Vec<Vec<u64>>;
+    fn visit<M: Mode>(self, mode: M) -> Self::Output {
+        let mut sim = Sim::new(mode, self.0);
+        run(&mut sim, self.1);
+        let root = sim.guest.current().unwrap().root;
+        self.2
+            .iter()
+            .map(|&va| {
+                let path = softwalk::path(&sim.guest.mem, root, 4, va);
+                path.steps[..path.len].iter().map(|s| s.2).collect()
+            })
+            .collect()
+    }
+}
+
+/// A load sets the accessed bit of every entry on its path and the dirty
+/// bit of none; a store also sets its leaf's dirty bit, and only the
+/// leaf's (x86 sets D in leaf entries only [SDM 4.8]). The same in every
+/// mode: hardware sets them in native and nested, the hypervisor in
+/// shadow, agile, direct and the software-TLB modes. (Kills direct
+/// paging's fill with `leaf && write` as `||`: a load dirtied its page
+/// and a store every level; shard 4.)
+#[test]
+fn loads_set_accessed_bits_and_stores_dirty_only_their_leaf() {
+    let cfg = Config::default();
+    let records = [
+        anon_mmap(1, A, 4 << 20),
+        acc(1, Load, A),
+        acc(1, Store, A + 0x1000),
+    ];
+    let vas = [A, A + 0x1000];
+    for kind in ModeKind::ALL {
+        let paths = kind.with_mode(&cfg, PathEntries(&cfg, &records, &vas));
+        for (va, (path, store)) in vas.iter().zip(paths.iter().zip([false, true])) {
+            assert_eq!(path.len(), 4, "{kind:?}");
+            for (i, &e) in path.iter().enumerate() {
+                let leaf = i == 3;
+                assert_ne!(
+                    e & vmemsim::pte::x86::A,
+                    0,
+                    "{kind:?} {va:#x} level {}",
+                    4 - i
+                );
+                assert_eq!(
+                    e & vmemsim::pte::x86::D != 0,
+                    leaf && store,
+                    "{kind:?} {va:#x} level {}",
+                    4 - i
+                );
+            }
+        }
+    }
+}
