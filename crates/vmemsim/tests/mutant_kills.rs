@@ -805,7 +805,7 @@ fn a_guest_cow_fault_on_a_shared_frame_breaks_no_host_sharing() {
         r
     };
     for mode in ModeKind::ALL.into_iter().filter(|m| m.is_virtualized()) {
-        let cfg = scanning_host(mode, 2);
+        let cfg = scanning_host(mode, 2, "");
         let inputs = [vm(0x40_0000, true), vm(0x80_0000, false)];
         let sources = inputs.iter().map(|r| replay(r)).collect();
         let mut s = HostSim::with_sources(&cfg, sources).checked();
@@ -938,7 +938,7 @@ fn direct_cow_break_skips_a_stale_record_whose_entry_maps_another_frame() {
         acc(1, Load, p(0)),
         acc(1, Load, p(2)),
     ];
-    let cfg = scanning_host(ModeKind::Direct, 1);
+    let cfg = scanning_host(ModeKind::Direct, 1, "");
     let mut s = HostSim::with_sources(&cfg, vec![replay(&records)]).checked();
     s.run(&mut |_| {}).unwrap();
     let seen = s.resolutions(0);

@@ -370,10 +370,12 @@ pub fn content_host(mode: ModeKind, inputs: &[Vec<Record>], host_mib: u64) -> Ho
 /// placeholders: the tests give each VM its records), with a scanner fast
 /// enough to visit every frame after each quantum of one instruction: a
 /// VM runs to its next instruction fetch, then the scanner merges.
-pub fn scanning_host(mode: ModeKind, vms: usize) -> HostConfig {
+/// `extra`: more config sections for every VM (e.g. `[agile]`).
+pub fn scanning_host(mode: ModeKind, vms: usize, extra: &str) -> HostConfig {
     let mut text = "[host]\nmem_mib = 1024\nvm_quantum_instructions = 1\n\
                     [sharing]\nrate_pages_per_s = 1e12\n"
         .to_string();
+    text += extra;
     for i in 0..vms {
         text += &format!(
             "[[vm]]\nname = \"vm{i}\"\nworkload = \"seq\"\nmode = \"{}\"\nmem_mib = 64\n",
