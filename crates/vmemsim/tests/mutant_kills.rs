@@ -1014,3 +1014,76 @@ fn loads_set_accessed_bits_and_stores_dirty_only_their_leaf() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// hv/shadow.rs `resync_entry`: a resynced leaf over a shared frame
+
+/// Two shadow VMs on a scanning host. VM 0 loads P3 and P0 (zero pages),
+/// then stores to P0 at offset 8; VM 1 stores to its P2 at offset 8 as
+/// well, so after the next scan VM 0's P0 and VM 1's P2 hold the same
+/// content and share one host frame, read-only. VM 0 forks: the guest
+/// write-protects the parent's PTEs (its PT goes unsync) and the flush
+/// that follows resyncs the PT. The resynced P0 leaf keeps the shared
+/// frame, present and read-only, so the parent's load of P0 takes no
+/// hidden fault: 22 shadow-fault exits and 5 fills in all. (Kills
+/// `f &= !x86::RW` as `f &= x86::RW` in `resync_entry`: the leaf lost
+/// every right but RW, the present bit among them, and the load took a
+/// 23rd hidden fault and a 6th fill; shard 4. The oracle cannot see it: a
+/// refill resolves the same.)
+#[test]
+fn a_resynced_leaf_over_a_shared_frame_stays_present_and_read_only() {
+    use AccessKind::Fetch;
+    const D: u64 = 0x7000_0000;
+    let p = |i: u64| D + i * 0x1000;
+    let code = |n: usize| vec![acc(1, Fetch, 0x40_0000); n];
+    let page = |i: u64| anon_mmap(1, p(i), 0x1000);
+    let mut vm0 = code(3);
+    vm0.extend([
+        page(3),
+        acc(1, Load, p(3) + 8),
+        page(0),
+        acc(1, Load, p(0) + 8),
+    ]);
+    vm0.extend(code(4));
+    vm0.push(acc(1, Store, p(0) + 8));
+    vm0.extend(code(2));
+    vm0.extend([ev(1, ProcEvent::Fork { child: 2 }), acc(1, Load, p(0))]);
+    vm0.extend(code(1));
+    let mut vm1 = code(1);
+    vm1.extend([
+        page(0),
+        acc(1, Load, p(0) + 8),
+        page(2),
+        acc(1, Load, p(2) + 8),
+        ev(
+            1,
+            ProcEvent::Munmap {
+                addr: p(0),
+                len: 0x1000,
+            },
+        ),
+        acc(1, Load, p(2)),
+        page(3),
+        acc(1, Load, p(3)),
+        acc(1, Store, p(2) + 8),
+        acc(1, Load, p(3) + 8),
+    ]);
+    vm1.extend(code(5));
+    let cfg = scanning_host(ModeKind::Shadow, 2, "");
+    let mut s = HostSim::with_sources(&cfg, vec![replay(&vm0), replay(&vm1)]).checked();
+    s.run(&mut |_| {}).unwrap();
+    // VM 0's accesses: 3 fetches, P3, P0, 4 fetches, P0's store, 2
+    // fetches, P0's load after the fork, a fetch.
+    let seen = s.resolutions(0);
+    assert_eq!(seen.len(), 14);
+    let (store, load) = (seen[9], seen[12]);
+    assert_eq!(store.0, load.0, "P0's gPFN");
+    assert_ne!(store.1, load.1, "P0 moved to the shared frame");
+    assert!(s.host().is_shared(vmemsim::addr::Hpfn(load.1)));
+    let st = &s.vm(0).stats;
+    assert_eq!(st.forks, 1);
+    assert_eq!((st.shadow_unsyncs, st.shadow_resyncs), (2, 2));
+    assert_eq!(st.exits_for(ExitReason::ShadowFault), 22);
+    assert_eq!(st.shadow_fills, 5);
+    assert_eq!(st.walks, 17);
+}
