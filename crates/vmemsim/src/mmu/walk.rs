@@ -175,3 +175,42 @@ pub trait TableMem {
     /// Store entry `idx` of the table in `frame` (which must hold a table).
     fn write(&mut self, frame: u64, idx: usize, val: u64);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record counts what it was given, per dimension and line-cache
+    /// hits, and after `clear` shows the finished walk as `last` until the
+    /// next reference.
+    #[test]
+    fn a_record_counts_its_references_and_keeps_the_last_walk() {
+        let r = |hpa, level, dim: Dim, cache_hit| WalkRef {
+            hpa,
+            level,
+            dim: dim as u8,
+            cache_hit,
+        };
+        let mut w = WalkRecord::default();
+        assert!(w.is_empty());
+        let refs = [
+            r(0x1000, 4, Dim::Nested, false),
+            r(0x2008, 3, Dim::Nested, true),
+            r(0x3010, 4, Dim::Guest, true),
+        ];
+        for &x in &refs {
+            w.push(x);
+        }
+        assert_eq!(w.len(), 3);
+        assert!(!w.is_empty());
+        assert_eq!((w.count(Dim::Guest), w.count(Dim::Nested)), (1, 2));
+        assert_eq!(w.cache_hits(), 2);
+        assert_eq!(w.refs(), &refs);
+        assert!(w.last().is_empty(), "a walk under way has no last walk");
+        w.clear();
+        assert_eq!((w.len(), w.cache_hits(), w.count(Dim::Nested)), (0, 0, 0));
+        assert_eq!(w.last(), &refs);
+        w.push(refs[0]);
+        assert!(w.last().is_empty());
+    }
+}
