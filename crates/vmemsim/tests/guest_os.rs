@@ -86,3 +86,41 @@ fn protection_upgrades_and_vma_events_are_counted_exactly() {
         );
     }
 }
+
+/// Forks, exits and what they cost the guest's TLB, the same in every
+/// mode. Process 1 stores to A, forks 2 (A's PTE write-protected for COW:
+/// a flush of 1's PCID), 2 loads A through its copied tables (no fault:
+/// one context switch, 1 to 2) and exits (a flush); 1 runs again (not
+/// counted as a switch: 2 is gone), loads A + 4 KiB (a demand fault),
+/// forks 3 (A + 4 KiB write-protected: a flush), 3 exits without running
+/// (a flush), and 1's store to A is a COW fault with no copy left to make
+/// (one INVLPG). So 3 processes, 2 forks, 2 exits, 4 flushes, 1 switch,
+/// 1 INVLPG, 3 faults of which 1 COW. (Kills `exit`'s `tlb_flushes += 1`
+/// as `*=`, shard 4.)
+#[test]
+fn process_lifecycle_is_counted_exactly() {
+    use AccessKind::{Load, Store};
+    let trace = vec![
+        mmap(1, A, 2, 3),
+        acc(1, Store, A),
+        ev(1, ProcEvent::Fork { child: 2 }),
+        acc(2, Load, A),
+        ev(2, ProcEvent::Exit { code: 0 }),
+        acc(1, Load, A + PAGE),
+        ev(1, ProcEvent::Fork { child: 3 }),
+        ev(3, ProcEvent::Exit { code: 0 }),
+        acc(1, Store, A),
+    ];
+    for (kind, s) in every_mode(&trace) {
+        let got = (
+            (s.processes, s.forks, s.exits),
+            (s.tlb_flushes, s.context_switches, s.invlpgs),
+            (s.guest_page_faults, s.cow_faults),
+        );
+        assert_eq!(
+            got,
+            ((3, 2, 2), (4, 1, 1), (3, 1)),
+            "{kind:?}: (processes, forks, exits), (flushes, switches, INVLPGs), (faults, COW)"
+        );
+    }
+}
