@@ -16,6 +16,7 @@ use vmemsim::hostsim::HostSim;
 use vmemsim::hv::selective::{Paging, Policy, PolicyInput, Predictive};
 use vmemsim::hv::{Agile, Mode, Shadow};
 use vmemsim::mmu::Dim;
+use vmemsim::pte::x86;
 use vmemsim::sim::{ModeKind, Sim};
 use vmemsim::stats::{ExitReason, Stats};
 use vmemsim_trace::{AccessKind, FileId, Fingerprint, MappedFile, ProcEvent, Record};
@@ -976,13 +977,16 @@ impl vmemsim::sim::ModeVisitor for PathEntries<'_> {
     }
 }
 
-/// A load sets the accessed bit of every entry on its path and the dirty
-/// bit of none; a store also sets its leaf's dirty bit, and only the
-/// leaf's (x86 sets D in leaf entries only [SDM 4.8]). The same in every
-/// mode: hardware sets them in native and nested, the hypervisor in
-/// shadow, agile, direct and the software-TLB modes. (Kills direct
-/// paging's fill with `leaf && write` as `||`: a load dirtied its page
-/// and a store every level; shard 4.)
+/// A user page's path is present and user-accessible at every level
+/// (the guest maps user memory with U/S set [SDM 4.6]); a load sets the
+/// accessed bit of every entry on it and the dirty bit of none; a store
+/// also sets its leaf's dirty bit, and only the leaf's (x86 sets D in
+/// leaf entries only [SDM 4.8]). The same in every mode: hardware sets
+/// them in native and nested, the hypervisor in shadow, agile, direct and
+/// the software-TLB modes. (Kills direct paging's fill with `leaf &&
+/// write` as `||`: a load dirtied its page and a store every level; shard
+/// 4. And the guest's `leaf_flags` with `US | A` as `US & A`: a leaf
+/// without U/S; shard 5.)
 #[test]
 fn loads_set_accessed_bits_and_stores_dirty_only_their_leaf() {
     let cfg = Config::default();
@@ -998,14 +1002,11 @@ fn loads_set_accessed_bits_and_stores_dirty_only_their_leaf() {
             assert_eq!(path.len(), 4, "{kind:?}");
             for (i, &e) in path.iter().enumerate() {
                 let leaf = i == 3;
-                assert_ne!(
-                    e & vmemsim::pte::x86::A,
-                    0,
-                    "{kind:?} {va:#x} level {}",
-                    4 - i
-                );
+                // Present, user and accessed at every level.
+                let pua = x86::P | x86::US | x86::A;
+                assert_eq!(e & pua, pua, "{kind:?} {va:#x} level {}", 4 - i);
                 assert_eq!(
-                    e & vmemsim::pte::x86::D != 0,
+                    e & x86::D != 0,
                     leaf && store,
                     "{kind:?} {va:#x} level {}",
                     4 - i
