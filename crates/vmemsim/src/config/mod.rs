@@ -109,17 +109,24 @@ impl Config {
     /// # Errors
     /// As [`Config::from_toml`], plus [`ConfigError::Io`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
-        Config::from_toml(&text, &path.display().to_string())
+        Config::from_toml(&read_config_file(path)?, &path.display().to_string())
     }
 
     /// The resolved configuration as TOML (what `vmemsim config --dump` prints).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("config serializes")
     }
+}
+
+/// The text of configuration file `path` (a VM's or a host's).
+///
+/// # Errors
+/// [`ConfigError::Io`] naming the path.
+pub(crate) fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+        path: path.display().to_string(),
+        source: e,
+    })
 }
 
 fn invalid(key: &str, value: impl std::fmt::Display, why: &str) -> ConfigError {

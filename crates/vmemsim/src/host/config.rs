@@ -232,10 +232,7 @@ impl HostConfig {
     /// # Errors
     /// As [`HostConfig::from_toml`], plus [`ConfigError::Io`].
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
+        let text = crate::config::read_config_file(path)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&text, &path.display().to_string(), dir)
     }
