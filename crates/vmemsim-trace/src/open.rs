@@ -221,12 +221,7 @@ pub struct TraceInfo {
 impl TraceInfo {
     /// File bytes per access (0 without accesses).
     pub fn bytes_per_access(&self) -> f64 {
-        let n = self.counts.total_accesses();
-        if n == 0 {
-            0.0
-        } else {
-            self.file_bytes as f64 / n as f64
-        }
+        crate::vmt::bytes_per_access(self.file_bytes, self.counts.total_accesses())
     }
 
     /// The recording status of a `.vmt` file, in words.

@@ -237,11 +237,7 @@ pub struct RecordSummary {
 impl RecordSummary {
     /// Trace bytes per recorded access (0 when there are none).
     pub fn bytes_per_access(&self) -> f64 {
-        if self.accesses == 0 {
-            0.0
-        } else {
-            self.bytes_written as f64 / self.accesses as f64
-        }
+        crate::vmt::bytes_per_access(self.bytes_written, self.accesses)
     }
 }
 

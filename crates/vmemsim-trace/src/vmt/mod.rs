@@ -132,11 +132,17 @@ pub struct WriteSummary {
 impl WriteSummary {
     /// File bytes per access (0 when there are no accesses).
     pub fn bytes_per_access(&self) -> f64 {
-        if self.accesses == 0 {
-            0.0
-        } else {
-            self.bytes_written as f64 / self.accesses as f64
-        }
+        bytes_per_access(self.bytes_written, self.accesses)
+    }
+}
+
+/// `bytes` over `accesses` (0 when there are no accesses): a trace's
+/// size per access, as the writer, the recorder and `info` report it.
+pub(crate) fn bytes_per_access(bytes: u64, accesses: u64) -> f64 {
+    if accesses == 0 {
+        0.0
+    } else {
+        bytes as f64 / accesses as f64
     }
 }
 
