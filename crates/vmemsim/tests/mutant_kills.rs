@@ -1088,3 +1088,41 @@ fn a_resynced_leaf_over_a_shared_frame_stays_present_and_read_only() {
     assert_eq!(st.shadow_fills, 5);
     assert_eq!(st.walks, 17);
 }
+
+// ---------------------------------------------------------------------------
+// The fast set itself
+
+/// `tests/fast_set.rs`, the mutation fast set in one binary, includes
+/// every integration test file but the slow ones (`host`, `sharing`,
+/// `real_traces`: the second pass) and the ignored tools (`modes_table`,
+/// `mutant_search`), so a new test file cannot be left out of mutation
+/// testing unnoticed.
+#[test]
+fn the_fast_set_includes_every_fast_test_file() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let not_fast = [
+        "fast_set",
+        "host",
+        "sharing",
+        "real_traces",
+        "modes_table",
+        "mutant_search",
+    ];
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".rs").map(str::to_string)
+        })
+        .filter(|n| !not_fast.contains(&n.as_str()))
+        .collect();
+    files.sort();
+    let set = std::fs::read_to_string(dir.join("fast_set.rs")).unwrap();
+    let mut listed: Vec<String> = set
+        .lines()
+        .filter_map(|l| l.strip_prefix("mod ")?.strip_suffix(';'))
+        .map(str::to_string)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, files);
+}
