@@ -105,9 +105,12 @@ mod tests {
         let mut s = GuestSwap::new(2);
         assert_eq!((s.alloc(), s.alloc(), s.alloc()), (Some(0), Some(1), None));
         s.dup(1);
-        s.put(1);
+        // `put` says when the slot became free: the caller then drops what
+        // it knew of the slot's content (mutation testing: `== 0` as `!=`
+        // dropped it while the child still held the slot).
+        assert!(!s.put(1));
         assert_eq!(s.used(), 2, "still held by the child");
-        s.put(1);
+        assert!(s.put(1));
         assert_eq!(s.used(), 1);
         assert_eq!(s.alloc(), Some(1), "freed slot reused");
     }
