@@ -154,3 +154,31 @@ fn a_huge_page_needs_the_whole_aligned_range_in_the_vma() {
         }
     }
 }
+
+/// munmap of the second half of a 2 MiB guest page splits it and keeps
+/// the first half mapped: loads there after the munmap take no fault.
+/// (Kills `for_leaves`' `base < s`
+/// as `>`, which unmapped the whole huge page: the load faulted; shard 5.)
+#[test]
+fn munmap_of_half_a_huge_page_keeps_the_other_half() {
+    use AccessKind::Load;
+    let mut cfg = Config::default();
+    cfg.guest.huge_pages = vmemsim::config::HugePages::Huge2M;
+    let half = 256 * PAGE;
+    let trace = [
+        mmap(1, A, 512, 3),
+        acc(1, Load, A + 8 * PAGE),
+        ev(
+            1,
+            ProcEvent::Munmap {
+                addr: A + half,
+                len: half,
+            },
+        ),
+        acc(1, Load, A),
+        acc(1, Load, A + half - PAGE),
+    ];
+    for (kind, s) in every_mode_with(&cfg, &trace) {
+        assert_eq!(s.guest_page_faults, 1, "{kind:?}: the first touch only");
+    }
+}
