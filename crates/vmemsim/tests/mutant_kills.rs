@@ -1126,3 +1126,27 @@ fn the_fast_set_includes_every_fast_test_file() {
     listed.sort();
     assert_eq!(listed, files);
 }
+
+// ---------------------------------------------------------------------------
+// Mode names
+
+/// The name a mode's state gives itself (`Mode::name`, used in reports).
+struct NameOf;
+
+impl vmemsim::sim::ModeVisitor for NameOf {
+    type Output = &'static str;
+    fn visit<M: Mode>(self, mode: M) -> &'static str {
+        mode.name()
+    }
+}
+
+/// Every mode's state names itself as its `ModeKind` does (the name in
+/// `--modes`, reports and JSON). (Kills the software-TLB modes' `name ->
+/// ""`, shard 6.)
+#[test]
+fn every_mode_names_itself_as_its_kind() {
+    let cfg = Config::default();
+    for kind in ModeKind::ALL {
+        assert_eq!(kind.with_mode(&cfg, NameOf), kind.name(), "{kind:?}");
+    }
+}
