@@ -1090,6 +1090,36 @@ fn a_resynced_leaf_over_a_shared_frame_stays_present_and_read_only() {
 }
 
 // ---------------------------------------------------------------------------
+// hv/shadow.rs `resync_reachable`: only pages the new root reaches
+
+/// A CR3 load resyncs the unsync pages reachable from the new root and
+/// keeps the others for their own process's CR3 load (KVM's
+/// `kvm_mmu_sync_roots`). Process 1 loads A (its four tables are shadowed)
+/// and then A + 4 KiB: the guest's demand fault stores a PTE into the
+/// shadowed PT, which goes unsync. Process 2 runs: its root does not reach
+/// process 1's PT, so nothing is resynced; process 1 runs again and its PT
+/// is resynced, once (and unsynced again by its next demand fault). (Kills `root != NO_ROOT && self.reaches(..)` with
+/// `||`, which resynced process 1's PT at process 2's CR3 load; shard 6.)
+#[test]
+fn a_cr3_load_resyncs_only_the_unsync_pages_its_root_reaches() {
+    let first = [
+        anon_mmap(1, A, 4 << 20),
+        acc(1, Load, A),
+        acc(1, Load, A + 0x1000),
+        anon_mmap(2, A, 4 << 20),
+        acc(2, Load, A),
+    ];
+    let s = checked_stats(ModeKind::Shadow, &Config::default(), &first);
+    assert_eq!((s.shadow_unsyncs, s.shadow_resyncs), (1, 0));
+    let mut again = first.to_vec();
+    again.push(acc(1, Load, A + 0x2000));
+    let s = checked_stats(ModeKind::Shadow, &Config::default(), &again);
+    // The resync write-protects the PT again: process 1's next demand
+    // fault unsyncs it a second time.
+    assert_eq!((s.shadow_unsyncs, s.shadow_resyncs), (2, 1));
+}
+
+// ---------------------------------------------------------------------------
 // The fast set itself
 
 /// `tests/fast_set.rs`, the mutation fast set in one binary, includes

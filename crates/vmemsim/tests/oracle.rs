@@ -4,6 +4,7 @@
 mod common;
 
 use vmemsim::config::{Config, HugePages};
+use vmemsim::hv::selective::Paging;
 use vmemsim::stats::ExitReason;
 use vmemsim::workload::{WorkloadKind, WorkloadSpec};
 use vmemsim_trace::{AccessKind, ProcEvent};
@@ -308,6 +309,20 @@ fn switching_modes_switch_on_phases_and_stay_exact() {
             "{}",
             m.name
         );
+        // Each paging's cycles are the sum of its periods' cycles.
+        for (paging, total) in [
+            (Paging::Nested, r.cycles_nested),
+            (Paging::Shadow, r.cycles_shadow),
+        ] {
+            let periods = r.intervals.iter().filter(|i| i.mode == paging);
+            assert_eq!(
+                periods.map(|i| i.cycles).sum::<u64>(),
+                total,
+                "{} {paging:?}",
+                m.name
+            );
+        }
+        assert!(r.cycles_nested + r.cycles_shadow > 0, "{}", m.name);
     }
     let names: Vec<_> = runs
         .iter()

@@ -896,3 +896,36 @@ fn direct_paging_rejects_1g_guest_pages() {
     assert!(!vmemsim::ModeKind::Direct.runs_with(&cfg));
     assert!(vmemsim::ModeKind::Nested.runs_with(&cfg));
 }
+
+/// The public `walker::nested_translate`, on A's data frame (gPFN 0x204,
+/// backed by hPFN 4) after the caches are flushed: the first call walks
+/// the EPT (its 4 references) and returns the hPFN with the EPT leaf's
+/// rights; the second hits the nested TLB and makes no reference. (Kills
+/// `nested_translate -> Ok((0, 0))`, shard 6: the walkers themselves call
+/// the generic `nested_translate_in`.)
+#[test]
+fn nested_translate_walks_the_ept_once_then_hits_the_nested_tlb() {
+    use vmemsim::mmu::walker::nested_translate;
+    use vmemsim::pte::ept;
+    let mut sim = Sim::new(Nested, &Config::default());
+    map_and_touch_a_and_b(&mut sim);
+    sim.hw.flush_translation_caches();
+    let vm = &sim.machine.vm;
+    let ept_of = |host| vmemsim::mmu::walker::EptRef {
+        tables: host,
+        root: vm.eptp,
+        levels: vm.ept_levels,
+        leaf_level: vm.host_page.leaf_level(),
+        tag: vm.ept_tag,
+    };
+    let dim = |d: u8| [Dim::Guest, Dim::Nested, Dim::Shadow][usize::from(d)];
+    for want in [ept_walk(0x204).to_vec(), Vec::new()] {
+        sim.hw.rec.clear();
+        let got = nested_translate(&mut sim.hw, ept_of(&sim.host.tables), 0x204, ept::R);
+        assert_eq!(got, Ok((4, ept::RWX)));
+        let refs: Vec<Ref> = (sim.hw.rec.refs().iter())
+            .map(|r| (r.hpa, r.level, dim(r.dim)))
+            .collect();
+        assert_eq!(refs, want);
+    }
+}
