@@ -1120,6 +1120,79 @@ fn a_cr3_load_resyncs_only_the_unsync_pages_its_root_reaches() {
 }
 
 // ---------------------------------------------------------------------------
+// hv/shadow.rs `write_protect_frame`: stale reverse-map records
+
+/// A frame that becomes shared loses RW only in the shadow leaves that
+/// still map it. One shadow VM on a scanning host: X is stored to (frame
+/// g0, X's shadow leaf is recorded under g0), unmapped (the guest frees
+/// g0) and Y loaded (the guest reuses g0, zeroed, for Y); X mapped again
+/// gets a new frame and is stored to, RW. Z, another zero page, is
+/// loaded and the scan shares g0 with it: g0's reverse map still holds
+/// X's leaf, which now maps X's new frame and must keep RW, so the second
+/// store to X takes no hidden fault: 17 shadow-fault exits, 6 fills. (Kills `write_protect_frame`'s last
+/// `&&` as `||`, which took RW from every record's entry; shard 6.)
+#[test]
+fn sharing_a_frame_keeps_rw_in_a_stale_records_entry() {
+    use AccessKind::Fetch;
+    const D: u64 = 0x7000_0000;
+    let p = |i: u64| D + i * 0x1000;
+    let page = |i: u64| anon_mmap(1, p(i), 0x1000);
+    let fetch = || acc(1, Fetch, 0x40_0000);
+    let vm0 = vec![
+        fetch(),
+        page(0),
+        acc(1, Store, p(0) + 8),
+        fetch(),
+        munmap(1, p(0), 0x1000),
+        page(1),
+        acc(1, Load, p(1)),
+        fetch(),
+        page(0),
+        acc(1, Store, p(0) + 8),
+        fetch(),
+        page(2),
+        acc(1, Load, p(2)),
+        fetch(),
+        fetch(),
+        acc(1, Store, p(0) + 16),
+        fetch(),
+        acc(1, Load, p(1)),
+        acc(1, Load, p(2)),
+        fetch(),
+    ];
+    let cfg = scanning_host(ModeKind::Shadow, 1, "");
+    let mut s = HostSim::with_sources(&cfg, vec![replay(&vm0)]).checked();
+    s.run(&mut |_| {}).unwrap();
+    // (gPFN, hPFN) of each access: X's first store g0 = 0x207 at h7, Y
+    // reuses g0, X's second life 0x208 at h8, Z 0x209 at h9 until the scan
+    // merges it onto h7 (the reloads of Y and Z at the end).
+    let seen: Vec<(u64, u64)> = s.resolutions(0).iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(
+        seen.iter().filter(|r| r.0 != 0x204).collect::<Vec<_>>(),
+        [
+            &(0x207, 7),
+            &(0x207, 7),
+            &(0x208, 8),
+            &(0x209, 9),
+            &(0x208, 8),
+            &(0x207, 7),
+            &(0x209, 7)
+        ]
+    );
+    assert!(s.host().is_shared(vmemsim::addr::Hpfn(7)));
+    let st = &s.vm(0).stats;
+    // With the mutant: 18, 7 and 21 (X's second store faults, refills).
+    assert_eq!(
+        (
+            st.exits_for(ExitReason::ShadowFault),
+            st.shadow_fills,
+            st.walks
+        ),
+        (17, 6, 20)
+    );
+}
+
+// ---------------------------------------------------------------------------
 // The fast set itself
 
 /// `tests/fast_set.rs`, the mutation fast set in one binary, includes
