@@ -1253,3 +1253,121 @@ fn every_mode_names_itself_as_its_kind() {
         assert_eq!(kind.with_mode(&cfg, NameOf), kind.name(), "{kind:?}");
     }
 }
+
+/// A freed shadow page's host frame, reused by a new in-sync shadow page
+/// before the next resync, is not resynced. One shadow VM of 64 MiB on a
+/// host of 16 MiB (4096 frames, the rest in host swap, which these few
+/// frames never need): the host hands out never-used table frames until
+/// 4096 have been, then reuses freed ones, the last freed first. First 330
+/// short-lived processes, each shadowing 13 guest tables (its PML4 and a
+/// PDPT, PD and PT in each of four 512 GiB regions) that the next process
+/// unshadows as it reuses their frames, use up the fresh frames (4290).
+/// Then process 1's PT goes unsync; process 2 runs (its CR3 load resyncs
+/// nothing, process 1's PT stays on the unsync list); process 1 exits
+/// (with PCIDs its flush asks no resync of process 2's tree) and process 2
+/// takes the freed PT's gPFN as a PD: the unsync shadow page is freed for
+/// the new level and its host frame at once reused by the new, in-sync PD
+/// page, while the old page's entry is still on the unsync list. Process 3
+/// runs and process 2 runs again: no CR3 load resyncs the in-sync page.
+/// Unshadowed: the 330 x 13 tables and process 1's PML4, PDPT and PD (its
+/// unsync PT is not write-protected, so its reuse does not trap).
+/// (Kills `resync_reachable`'s `p.unsync && !p.parents.is_empty()` with
+/// `||`, which resynced it: `shadow_resyncs` 1; shard 4.)
+#[test]
+fn a_freed_unsync_pages_reused_frame_is_not_resynced() {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    let region = |k: u64| 0x1000_0000_0000 + (k << 39);
+    let mut records = Vec::new();
+    for pid in 100..430 {
+        for k in 0..4 {
+            records.push(anon_mmap(pid, region(k), 0x1000));
+            records.push(acc(pid, Load, region(k)));
+        }
+        records.push(ev(pid, ProcEvent::Exit { code: 0 }));
+    }
+    records.extend([
+        anon_mmap(1, A, 4 * MIB),
+        acc(1, Load, A),
+        acc(1, Load, A + 0x1000),
+        anon_mmap(2, A, 4 * GIB),
+        acc(2, Load, A),
+        ev(1, ProcEvent::Exit { code: 0 }),
+        acc(2, Load, A + GIB),
+        acc(2, Load, A + 2 * GIB),
+        anon_mmap(3, A, 4 * MIB),
+        acc(3, Load, A),
+        acc(2, Load, A),
+    ]);
+    let text = "[host]\nmem_mib = 16\nswap_mib = 48\n\
+                [[vm]]\nname = \"vm0\"\nworkload = \"seq\"\nmode = \"shadow\"\nmem_mib = 64\n";
+    let cfg = HostConfig::from_toml(text, "small-host.toml", std::path::Path::new(".")).unwrap();
+    let mut sim = HostSim::with_sources(&cfg, vec![replay(&records)]).checked();
+    sim.run(&mut |_| {}).unwrap();
+    let s = &sim.vm(0).stats;
+    assert_eq!(
+        (s.shadow_unsyncs, s.shadow_resyncs, s.shadow_unshadows),
+        (1, 0, 330 * 13 + 3)
+    );
+}
+
+/// A COW fault on a shared 2 MiB page when no free 2 MiB page is left
+/// splits the child's leaf into 512 read-only 4 KiB leaves over the same
+/// frames and copies only the page written (Linux falls back to
+/// `__split_huge_pmd`). An 8 MiB guest (2048 frames; chunk 0 the
+/// kernel's): process 1's root and tables take chunk 1, its two huge pages
+/// chunks 2 and 3; process 2 forks and stores into the first one: the
+/// split, then the copy of that one page. Process 1 exits (the split
+/// frames are process 2's alone) and with both watermarks above all free
+/// memory the next allocation reclaims: the clock finds the split leaves
+/// through the reverse map at their own gVAs and swaps them out; process 2
+/// loads two of them back. (Kills `fault.rs`'s split base `va & !mask`
+/// with `|`, which recorded the split leaves at gVAs above the 64-bit
+/// range; shard 5.)
+#[test]
+fn a_cow_split_without_free_huge_pages_maps_each_small_page_at_its_own_gva() {
+    const MIB: u64 = 1 << 20;
+    let mut cfg = Config::default();
+    cfg.guest.mem_mib = 8;
+    cfg.guest.swap_mib = 1;
+    cfg.guest.huge_pages = vmemsim::config::HugePages::Huge2M;
+    let records = [
+        anon_mmap(1, A, 4 * MIB),
+        acc(1, Store, A),
+        acc(1, Store, A + 2 * MIB),
+        ev(1, ProcEvent::Fork { child: 2 }),
+        acc(2, Store, A + 0x5000),
+        ev(1, ProcEvent::Exit { code: 0 }),
+    ];
+    let s = checked_stats(ModeKind::Nested, &cfg, &records);
+    // Process 1's two demand faults; process 2's COW fault that splits and
+    // the one that copies the page it stores to.
+    assert_eq!(
+        (
+            s.guest_page_faults,
+            s.demand_faults,
+            s.cow_faults,
+            s.frames_copied
+        ),
+        (4, 2, 2, 1)
+    );
+    let mut more = records.to_vec();
+    more.extend([
+        anon_mmap(2, A + 64 * MIB, MIB),
+        acc(2, Load, A + 64 * MIB),
+        acc(2, Load, A + 0x7000),
+        acc(2, Load, A + 0x9000),
+    ]);
+    let mut pressed = cfg.clone();
+    pressed.guest.watermark_low_pages = 2000;
+    pressed.guest.watermark_high_pages = 2000;
+    let t = checked_stats(ModeKind::Nested, &pressed, &more);
+    // The new page's allocation fills the 1 MiB swap (256 slots) with
+    // 4 KiB pages, the split ones among them; the two loads are major
+    // faults, and the second one's allocation swaps out one more page into
+    // the slot the first swap-in freed.
+    assert_eq!(
+        (t.guest_swap_outs, t.guest_swap_ins, t.major_faults),
+        (257, 2, 2)
+    );
+}
