@@ -1371,3 +1371,34 @@ fn a_cow_split_without_free_huge_pages_maps_each_small_page_at_its_own_gva() {
         (257, 2, 2)
     );
 }
+
+/// Sharing a frame of a nested VM zaps none of its mappings: the mode has
+/// no mappings of its own (the EPT entry is the host's), so the scanner's
+/// write protection of the hint's owner adds no rmap zaps and no host work
+/// for them. One nested VM on a scanning host loads two fresh pages, both
+/// zero: the second is merged into the first's frame. (Kills the default
+/// `Mode::host_write_protect -> 1`; shard 24.)
+#[test]
+fn sharing_a_nested_vms_frame_zaps_no_mapping() {
+    use AccessKind::Fetch;
+    const D: u64 = 0x7000_0000;
+    let fetch = || acc(1, Fetch, 0x40_0000);
+    let vm0 = vec![
+        fetch(),
+        anon_mmap(1, D, 0x2000),
+        acc(1, Load, D),
+        acc(1, Load, D + 0x1000),
+        fetch(),
+        fetch(),
+        fetch(),
+    ];
+    let cfg = scanning_host(ModeKind::Nested, 1, "");
+    let mut s = HostSim::with_sources(&cfg, vec![replay(&vm0)]).checked();
+    s.run(&mut |_| {}).unwrap();
+    let r = s.report();
+    assert_eq!(s.vm(0).sharing.merged, 1);
+    // One INVEPT (the scan's flush of the VM on its one pCPU), priced at
+    // cost.invept_cycles = 1000, and no zaps (cost.rmap_zap_cycles each).
+    let h = &r.vms[0].host;
+    assert_eq!((h.invepts, h.rmap_zaps, h.host_work_cycles), (1, 0, 1000));
+}

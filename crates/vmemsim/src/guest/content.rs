@@ -283,6 +283,26 @@ mod tests {
         assert_eq!(not_reserved(12345), 12345);
     }
 
+    /// Every kind stored for a frame reads back as itself, and its
+    /// per-kind index is its own but for the two snapshot kinds (mutation
+    /// testing: a dropped arm of the byte's decoding read a snapshot page
+    /// back as a page table).
+    #[test]
+    fn each_kind_reads_back_as_itself() {
+        use ContentKind::*;
+        let kinds = [Zero, File, Anon, Snapshot, PageTable, SnapshotFile];
+        let mut c = Contents::new(kinds.len() as u64);
+        for (f, &k) in kinds.iter().enumerate() {
+            c.set(f as u64, 100 + f as ContentId, k);
+        }
+        // Ids 100 and up: none is ZERO, which is always of kind zero.
+        for (f, &k) in kinds.iter().enumerate() {
+            assert_eq!(c.kind(f as u64), k, "frame {f}");
+        }
+        let idx: Vec<usize> = kinds.iter().map(|k| k.index()).collect();
+        assert_eq!(idx, [0, 1, 2, 3, 4, 3]);
+    }
+
     #[test]
     fn rules_are_deterministic_and_distinct() {
         let a = FileId {
