@@ -1402,3 +1402,35 @@ fn sharing_a_nested_vms_frame_zaps_no_mapping() {
     let h = &r.vms[0].host;
     assert_eq!((h.invepts, h.rmap_zaps, h.host_work_cycles), (1, 0, 1000));
 }
+
+/// Guest reclaim stops as soon as the free frames reach the high
+/// watermark. A 64 MiB guest (16384 frames, 15872 free to the kernel's
+/// allocator) with 1 MiB of swap and both watermarks at 15867 pages:
+/// process 1's root and A's tables and frame leave 15867 free, B's frame
+/// 15866; C's allocation reclaims: the clock clears the accessed bits of
+/// A's and B's frames, comes round to A's and swaps it out (15867 free,
+/// the watermark): one swap-out, and B stays. (Kills `free_frames() <
+/// rc.high` as `<=`, which swapped out B too; shard 24.)
+#[test]
+fn guest_reclaim_stops_at_the_high_watermark() {
+    let mut cfg = Config::default();
+    cfg.guest.mem_mib = 64;
+    cfg.guest.swap_mib = 1;
+    cfg.guest.watermark_low_pages = 15867;
+    cfg.guest.watermark_high_pages = 15867;
+    let records = [
+        anon_mmap(1, A, 4 << 20),
+        acc(1, Load, A),
+        acc(1, Load, A + 0x1000),
+        acc(1, Load, A + 0x2000),
+    ];
+    let s = checked_stats(ModeKind::Native, &cfg, &records);
+    assert_eq!(
+        (
+            s.guest_swap_outs,
+            s.accessed_bits_cleared,
+            s.reclaim_scanned
+        ),
+        (1, 2, 3)
+    );
+}
