@@ -1434,3 +1434,58 @@ fn guest_reclaim_stops_at_the_high_watermark() {
         (1, 2, 3)
     );
 }
+
+/// ESX idle sampling sees a selective VM's touches while it runs shadow
+/// paging: in shadow paging no walk reads the EPT, so the sampled frame's
+/// EPT entry stays invalid and only the mode's shadow leaf shows the touch
+/// (as for agile above). Experiment 1 (1 M accesses) with both VMs
+/// `selective`: the idle VM is estimated idle and the active one active
+/// (0.60; 0.07 when the shadow leaves are not consulted). (Kills
+/// `hv/selective` `host_mapped -> false`; shard 24.)
+#[test]
+fn esx_sampling_sees_a_selective_vms_shadow_touches() {
+    let (_, active) = idle_tax_in("selective", "");
+    assert!(
+        active[0] < 0.1 && active[1] > 0.3,
+        "estimated active: {active:?}"
+    );
+}
+
+/// Agile paging returns a nested table to shadow only once it has been
+/// clean over a whole interval: a table that went nested during the
+/// interval just ended stays nested at its end, and goes back at the end
+/// of the next (with `clean_refill_costs = 0` any clean interval is long
+/// enough). Intervals of 4 instructions, each boundary run before the
+/// first access past it: A's PT, written when A was mapped in interval 0,
+/// is forced nested in interval 1 (after the 5th instruction), stays
+/// nested at the end of interval 1 (the boundary before the 9th) and
+/// returns at the end of interval 2 (before the 13th). (Kills
+/// `boundary`'s `since < cur` as `<=`, which returned it at the end of
+/// interval 1; shard 24.)
+#[test]
+fn agile_keeps_a_table_nested_through_the_interval_it_went_nested_in() {
+    use AccessKind::Fetch;
+    let mut cfg = Config::default();
+    cfg.agile.interval_instructions = 4;
+    cfg.agile.clean_refill_costs = 0.0;
+    let mut sim = Sim::new(Agile::new(&cfg), &cfg);
+    let fetch = acc(1, Fetch, 0x40_0000);
+    run(&mut sim, &[anon_mmap(1, A, 4 << 20), acc(1, Load, A)]);
+    run(&mut sim, &vec![fetch.clone(); 5]);
+    let root = sim.guest.current().unwrap().root;
+    let pt = softwalk::path(&sim.guest.mem, root, 4, A).steps[3].0;
+    {
+        let m = &mut sim.machine.on(&mut sim.hw, &mut sim.host);
+        m.mode.force_nested(&mut m.core, pt);
+    }
+    let mut nested = Vec::new();
+    for _ in 0..9 {
+        run(&mut sim, &[fetch.clone()]);
+        nested.push(sim.machine.mode.is_nested(pt));
+    }
+    // After instructions 6..=14.
+    assert_eq!(
+        nested,
+        [true, true, true, true, true, true, true, false, false]
+    );
+}
