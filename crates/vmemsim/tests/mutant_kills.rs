@@ -14,7 +14,7 @@ use vmemsim::guest::softwalk;
 use vmemsim::host::config::HostConfig;
 use vmemsim::hostsim::HostSim;
 use vmemsim::hv::selective::{Paging, Policy, PolicyInput, Predictive};
-use vmemsim::hv::{Agile, Mode, Shadow};
+use vmemsim::hv::{Agile, Direct, Mode, Shadow};
 use vmemsim::mmu::Dim;
 use vmemsim::pte::x86;
 use vmemsim::sim::{ModeKind, Sim};
@@ -1488,4 +1488,45 @@ fn agile_keeps_a_table_nested_through_the_interval_it_went_nested_in() {
         nested,
         [true, true, true, true, true, true, true, false, false]
     );
+}
+
+/// A flush of another address space asks no resync of the current one's
+/// unsync pages (with PCIDs, its stale entries wait for its own CR3 load):
+/// process 2 runs, then process 1, whose PT goes unsync; process 2 exits
+/// (its PCID flushed) and process 1 maps a third page. (Kills
+/// `note_flush`'s `!unsync.is_empty() && pcid == current` with `||`,
+/// which resynced process 1's PT before its next walk, so the third
+/// page's PTE store unsynced it again: 1 resync and 2 unsyncs.)
+#[test]
+fn another_address_spaces_flush_resyncs_nothing() {
+    let records = [
+        anon_mmap(2, A, 4 << 20),
+        acc(2, Load, A),
+        anon_mmap(1, A, 4 << 20),
+        acc(1, Load, A),
+        acc(1, Load, A + 0x1000),
+        ev(2, ProcEvent::Exit { code: 0 }),
+        acc(1, Load, A + 0x2000),
+    ];
+    let s = checked_stats(ModeKind::Shadow, &Config::default(), &records);
+    assert_eq!((s.shadow_unsyncs, s.shadow_resyncs), (1, 0));
+}
+
+/// Direct paging holds one machine table page per guest table it copies,
+/// plus one splinter page per guest huge page it maps over 4 KiB host
+/// pages: one load of A with 4 KiB guest pages holds the copies of the
+/// root, PDPT, PD and PT (4); with 2 MiB guest pages, the copies of the
+/// root, PDPT and PD and A's splinter (3 + 1). (Kills `machine_pages`'s
+/// `+` as `*`: 0 and 3; shard 24.)
+#[test]
+fn direct_paging_counts_its_table_copies_and_splinters() {
+    let mut pages = Vec::new();
+    for huge in [HugePages::None, HugePages::Huge2M] {
+        let mut cfg = Config::default();
+        cfg.guest.huge_pages = huge;
+        let mut sim = Sim::new(Direct::new(&cfg.pv, cfg.guest.mem_mib), &cfg);
+        run(&mut sim, &[anon_mmap(1, A, 4 << 20), acc(1, Load, A)]);
+        pages.push(sim.machine.mode.machine_pages());
+    }
+    assert_eq!(pages, [4, 4]);
 }
