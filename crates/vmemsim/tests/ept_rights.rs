@@ -117,3 +117,47 @@ fn scoped_flushes_keep_other_vms_entries() {
     hw.invept_single(2, 2);
     assert_eq!(hw.tlbs.lookup(b, 0x5000, false, false).0, TlbLevel::Miss);
 }
+
+/// An EPT entry without X: a load's TLB entry may not serve a fetch of
+/// the same page, although the guest PTE allows execution. Page A mapped
+/// read-write-execute and stored to; its EPT leaf set to R|W: a load
+/// walks and exits nothing; a fetch misses the TLB (the STLB entry the
+/// load filled lacks execute rights), walks, and takes an EPT violation,
+/// after which the host grants X again. (Kills the 2-D walk's
+/// `granted & ept::X != 0` as `^`, which let the load's entry serve the
+/// fetch.)
+#[test]
+fn no_execute_ept_entry_faults_fetches_not_loads() {
+    let mut sim = Sim::new(Nested, &Config::default());
+    let mmap = ProcEvent::Mmap {
+        addr: A,
+        len: 1 << 20,
+        prot: 7,
+        flags: 0x22,
+        file: None,
+    };
+    run(&mut sim, &[ev(1, mmap), acc(1, AccessKind::Store, A)]);
+    let root = sim.guest.current().unwrap().root;
+    let g = Gpfn(
+        softwalk::translate(&sim.guest.mem, root, 4, A)
+            .unwrap()
+            .gpfn,
+    );
+    let h = sim.machine.vm.p2m(g).unwrap();
+    set_ept(&mut sim, g, x86::make(h.0, ept::R | ept::W | ept::WB));
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(1, AccessKind::Load, A)]);
+    let d = sim.stats().since(&before);
+    assert_eq!(
+        (d.total_exits(), d.tlb_misses),
+        (0, 1),
+        "a load needs only R"
+    );
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(1, AccessKind::Fetch, A)]);
+    let d = sim.stats().since(&before);
+    assert_eq!(d.tlb_misses, 1, "the load's entry lacks execute rights");
+    assert_eq!(d.exits_for(ExitReason::EptViolation), 1);
+    assert_eq!((d.total_exits(), d.guest_page_faults), (1, 0));
+    assert_eq!(sim.machine.vm.ept_entry(&sim.host, g) & ept::RWX, ept::RWX);
+}
