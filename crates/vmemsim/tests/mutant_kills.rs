@@ -1530,3 +1530,29 @@ fn direct_paging_counts_its_table_copies_and_splinters() {
     }
     assert_eq!(pages, [4, 4]);
 }
+
+/// A COW fault on a huge page flushes the address space's TLB entries
+/// (they may be splintered smaller entries, which one INVLPG would
+/// miss), where a 4 KiB page's takes one INVLPG. Process 1 stores into A
+/// and forks (the fork's one flush: the parent's entries lost RW);
+/// process 2 stores into A: with 2 MiB pages, the copy of the huge page
+/// and a second flush; with 4 KiB pages, the copy of one page and one
+/// INVLPG. (Kills `fault_on_present`'s `tlb_flushes += 1` with `*=`;
+/// shard 24.)
+#[test]
+fn a_huge_cow_fault_flushes_the_address_space() {
+    let records = [
+        anon_mmap(1, A, 4 << 20),
+        acc(1, Store, A),
+        ev(1, ProcEvent::Fork { child: 2 }),
+        acc(2, Store, A),
+    ];
+    let mut counts = Vec::new();
+    for huge in [HugePages::None, HugePages::Huge2M] {
+        let mut cfg = Config::default();
+        cfg.guest.huge_pages = huge;
+        let s = checked_stats(ModeKind::Nested, &cfg, &records);
+        counts.push((s.cow_faults, s.frames_copied, s.tlb_flushes, s.invlpgs));
+    }
+    assert_eq!(counts, [(1, 1, 1, 1), (1, 512, 2, 0)]);
+}
