@@ -1556,3 +1556,33 @@ fn a_huge_cow_fault_flushes_the_address_space() {
     }
     assert_eq!(counts, [(1, 1, 1, 1), (1, 512, 2, 0)]);
 }
+
+/// A fork write-protects only the parent's writable leaves, and flushes
+/// only if it changed one: a read-only page, loaded, is forked with four
+/// PTE stores (the child's PML4E, PDPTE, PDE and leaf) and no flush; a
+/// read-write one with five (the parent's leaf made read-only too) and
+/// one flush. (Kills `copy_table`'s `e & RW != 0` as `|`, which rewrote the
+/// parent's read-only entry and flushed; shard 6.)
+#[test]
+fn a_fork_write_protects_and_flushes_only_writable_leaves() {
+    let mut counts = Vec::new();
+    for prot in [1, 3] {
+        let mmap = ProcEvent::Mmap {
+            addr: A,
+            len: 0x1000,
+            prot,
+            flags: 0x22,
+            file: None,
+        };
+        let records = [ev(1, mmap), acc(1, Load, A)];
+        let before = checked_stats(ModeKind::Native, &Config::default(), &records);
+        let mut forked = records.to_vec();
+        forked.push(ev(1, ProcEvent::Fork { child: 2 }));
+        let s = checked_stats(ModeKind::Native, &Config::default(), &forked);
+        counts.push((
+            s.guest_pte_writes - before.guest_pte_writes,
+            s.tlb_flushes - before.tlb_flushes,
+        ));
+    }
+    assert_eq!(counts, [(4, 0), (5, 1)]);
+}

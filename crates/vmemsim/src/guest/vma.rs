@@ -187,6 +187,20 @@ mod tests {
         );
     }
 
+    /// Removing the head of a VMA, or a whole one, leaves no empty VMA
+    /// behind (mutation testing: `v.start < start` as `<=` kept an empty
+    /// `[start, start)` where each head was).
+    #[test]
+    fn removing_a_head_or_a_whole_vma_leaves_no_empty_one() {
+        let mut v = Vmas::default();
+        v.insert(0x1000, 0x4000, 3, false);
+        v.insert(0x8000, 0x9000, 3, false);
+        v.remove(0x1000, 0x2000);
+        v.remove(0x8000, 0x9000);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v.mapped(0, u64::MAX), [(0x2000, 0x4000)]);
+    }
+
     #[test]
     fn splits_keep_the_file_offset_of_each_part() {
         let mut v = Vmas::default();
