@@ -1586,3 +1586,43 @@ fn a_fork_write_protects_and_flushes_only_writable_leaves() {
     }
     assert_eq!(counts, [(4, 0), (5, 1)]);
 }
+
+/// Direct paging drops the machine copy of a guest table whose frame is
+/// reused as data. Process 2 is created (its root from fresh frames);
+/// process 1, which loaded A, exits: its root, PDPT, PD, PT and A's frame
+/// are freed, the root last. Process 2 loads A and A + 4 KiB: its PDPT,
+/// PD and PT take process 1's root, PDPT and PD (copies dropped and
+/// taken again), A's frame takes process 1's PT (its copy dropped), the
+/// next page process 1's data frame: 4 copies, process 2's tables.
+/// (Kills `Direct::unpin -> ()`, which kept the PT's copy: 5; shard 23.)
+#[test]
+fn direct_paging_drops_the_copies_of_reused_table_frames() {
+    let cfg = Config::default();
+    let mut sim = Sim::new(Direct::new(&cfg.pv, cfg.guest.mem_mib), &cfg);
+    run(
+        &mut sim,
+        &[
+            anon_mmap(1, A, 4 << 20),
+            acc(1, Load, A),
+            anon_mmap(2, A, 4 << 20),
+            ev(1, ProcEvent::Exit { code: 0 }),
+            acc(2, Load, A),
+            acc(2, Load, A + 0x1000),
+        ],
+    );
+    assert_eq!(sim.machine.mode.machine_pages(), 4);
+}
+
+/// Without VPIDs every VM exit flushes the pCPU's TLBs and PSCs, and the
+/// host counts each flush. One nested VM on `seq` with `host.vpid =
+/// false`. (Kills `Core::exit`'s `exit_flushes += 1` as `-=`; shard 7.)
+#[test]
+fn without_vpids_each_exit_flushes_once() {
+    let text = "[host]\nmem_mib = 1024\nvpid = false\n\
+                [[vm]]\nname = \"a\"\nworkload = \"seq\"\naccesses = 20000\n\
+                footprint_mib = 4\nmode = \"nested\"\nmem_mib = 256\n";
+    let cfg = HostConfig::from_toml(text, "no-vpid.toml", std::path::Path::new(".")).unwrap();
+    let r = HostSim::new(&cfg).unwrap().run(&mut |_| {}).unwrap();
+    let v = &r.vms[0];
+    assert_eq!((v.host.no_vpid_flushes, v.stats.total_exits()), (165, 165));
+}
