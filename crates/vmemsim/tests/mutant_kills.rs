@@ -1626,3 +1626,51 @@ fn without_vpids_each_exit_flushes_once() {
     let v = &r.vms[0];
     assert_eq!((v.host.no_vpid_flushes, v.stats.total_exits()), (165, 165));
 }
+
+/// The VMM's refill from its guest-TLB copy keeps a missing execute
+/// right missing. Guest 2 MiB pages over 4 KiB host pages of a read-write
+/// (not executable) mapping: A is loaded; a load of A + 4 KiB is a VMM
+/// refill from the copy; a fetch from A + 4 KiB then misses the TLB for
+/// its execute right (the model's guest then grants it: a protection
+/// upgrade). (Kills the copy's `hpfn & COPY_EXEC` as `^`, which
+/// made every refilled entry executable; shard 23.)
+#[test]
+fn a_vmm_refill_keeps_a_missing_execute_right_missing() {
+    use AccessKind::Fetch;
+    let mut cfg = Config::default();
+    cfg.guest.huge_pages = HugePages::Huge2M;
+    let before = [anon_mmap(1, A, 4 << 20), acc(1, Load, A)];
+    let s0 = checked_stats(ModeKind::SwtlbVmm, &cfg, &before);
+    let mut after = before.to_vec();
+    after.extend([acc(1, Load, A + 0x1000), acc(1, Fetch, A + 0x1000)]);
+    let d = checked_stats(ModeKind::SwtlbVmm, &cfg, &after).since(&s0);
+    // The fetch's miss ends in the guest's fault for the execute right
+    // (its upgrade of the page's protection) and a refill by the guest.
+    assert_eq!(
+        (
+            d.tlb_misses,
+            d.vmm_tlb_refills,
+            d.tlb_refills,
+            d.guest_page_faults
+        ),
+        (2, 1, 2, 1)
+    );
+}
+
+/// The software TLB's refill handler loads each page-table entry at its
+/// own address (table frame and entry offset) through the page-table line
+/// cache. A cold load of A: the first refill loads the empty PML4E (1
+/// load, a miss) and the guest's fault handler builds A's tables; the
+/// second loads the PML4E again (a hit, the same line), then the PDPTE,
+/// PDE and PTE (three misses): 2 refills, 5 loads, 1 hit. (Kills
+/// `refill_walk`'s `frame << 12 | idx * 8` as `&`, which loaded every
+/// entry at address 0: 4 hits; shard 23.)
+#[test]
+fn a_cold_software_refill_loads_each_entry_at_its_own_address() {
+    let records = [anon_mmap(1, A, 4 << 20), acc(1, Load, A)];
+    let s = checked_stats(ModeKind::SwtlbNative, &Config::default(), &records);
+    assert_eq!(
+        (s.tlb_refills, s.tlb_refill_loads, s.tlb_refill_load_hits),
+        (2, 5, 1)
+    );
+}
