@@ -662,17 +662,24 @@ fn reclaim_without_pcids_invalidates_the_running_process() {
 /// `hv/agile.rs` `host_mapped -> false` (shard 3).
 #[test]
 fn esx_sampling_sees_an_agile_vms_shadow_touches() {
-    let (r, active) = idle_tax_in("agile", "[agile]\nclean_refill_costs = 0.0\n");
+    let r = idle_vm_idle_active_vm_active("agile", "[agile]\nclean_refill_costs = 0.0\n");
     let fully_shadowed = r.vms[1].stats.walks_by_switch[0];
     assert!(
         fully_shadowed > r.vms[1].stats.walks / 3,
         "a third of the walks fully shadowed: {:?}",
         r.vms[1].stats.walks_by_switch
     );
+}
+
+/// Experiment 1 in `mode` (see [`idle_tax_in`]): the idle VM estimated
+/// idle (under 0.1 active), the active one active (over 0.3).
+fn idle_vm_idle_active_vm_active(mode: &str, extra: &str) -> vmemsim::hostsim::HostReport {
+    let (r, active) = idle_tax_in(mode, extra);
     assert!(
         active[0] < 0.1 && active[1] > 0.3,
-        "estimated active: {active:?}"
+        "{mode}: estimated active: {active:?}"
     );
+    r
 }
 
 /// Experiment 1 (`examples/esx/idle-tax.toml`) at 1 M accesses with both
@@ -881,11 +888,7 @@ fn an_exiting_process_unshadows_each_of_its_tables() {
 /// `& need != need` with `==` (shard 3: the entry is never restored).
 #[test]
 fn esx_sampling_sees_a_swtlb_vmm_vms_refills() {
-    let (_, active) = idle_tax_in("swtlb-vmm", "[cpu]\ntlb = \"software\"\n");
-    assert!(
-        active[0] < 0.1 && active[1] > 0.3,
-        "estimated active: {active:?}"
-    );
+    idle_vm_idle_active_vm_active("swtlb-vmm", "[cpu]\ntlb = \"software\"\n");
 }
 
 // ---------------------------------------------------------------------------
@@ -1444,11 +1447,7 @@ fn guest_reclaim_stops_at_the_high_watermark() {
 /// `hv/selective` `host_mapped -> false`; shard 24.)
 #[test]
 fn esx_sampling_sees_a_selective_vms_shadow_touches() {
-    let (_, active) = idle_tax_in("selective", "");
-    assert!(
-        active[0] < 0.1 && active[1] > 0.3,
-        "estimated active: {active:?}"
-    );
+    idle_vm_idle_active_vm_active("selective", "");
 }
 
 /// Agile paging returns a nested table to shadow only once it has been
