@@ -620,6 +620,17 @@ fn swapped_pages_counts_the_pages_in_guest_swap() {
     assert_eq!(sim.guest.swapped_pages(), 0);
 }
 
+/// A 64 MiB guest (16384 frames, 15872 free to the kernel's allocator)
+/// with 1 MiB of swap and both reclaim watermarks at `pages`.
+fn swapping_guest(pages: u64) -> Config {
+    let mut cfg = Config::default();
+    cfg.guest.mem_mib = 64;
+    cfg.guest.swap_mib = 1;
+    cfg.guest.watermark_low_pages = pages;
+    cfg.guest.watermark_high_pages = pages;
+    cfg
+}
+
 /// Guest reclaim without PCIDs (`guest.pcid = false`): Linux flushes a
 /// reclaimed page's entry from the TLB only for the address space that is
 /// loaded; another process's entries left the TLB at its last CR3 load.
@@ -630,11 +641,7 @@ fn swapped_pages_counts_the_pages_in_guest_swap() {
 /// reclaim skips the running process: 1 INVLPG).
 #[test]
 fn reclaim_without_pcids_invalidates_the_running_process() {
-    let mut cfg = Config::default();
-    cfg.guest.mem_mib = 64;
-    cfg.guest.swap_mib = 1;
-    cfg.guest.watermark_low_pages = 15868;
-    cfg.guest.watermark_high_pages = 15868;
+    let mut cfg = swapping_guest(15868);
     cfg.guest.pcid = false;
     let records = [
         anon_mmap(1, A, 4 << 20),
@@ -1416,11 +1423,7 @@ fn sharing_a_nested_vms_frame_zaps_no_mapping() {
 /// rc.high` as `<=`, which swapped out B too; shard 24.)
 #[test]
 fn guest_reclaim_stops_at_the_high_watermark() {
-    let mut cfg = Config::default();
-    cfg.guest.mem_mib = 64;
-    cfg.guest.swap_mib = 1;
-    cfg.guest.watermark_low_pages = 15867;
-    cfg.guest.watermark_high_pages = 15867;
+    let cfg = swapping_guest(15867);
     let records = [
         anon_mmap(1, A, 4 << 20),
         acc(1, Load, A),
@@ -1479,7 +1482,7 @@ fn agile_keeps_a_table_nested_through_the_interval_it_went_nested_in() {
     }
     let mut nested = Vec::new();
     for _ in 0..9 {
-        run(&mut sim, &[fetch.clone()]);
+        run(&mut sim, std::slice::from_ref(&fetch));
         nested.push(sim.machine.mode.is_nested(pt));
     }
     // After instructions 6..=14.
