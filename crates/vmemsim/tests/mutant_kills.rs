@@ -1676,3 +1676,25 @@ fn a_cold_software_refill_loads_each_entry_at_its_own_address() {
         (2, 5, 1)
     );
 }
+
+/// An munmap that changes as many pages as the INVLPG ceiling invalidates
+/// each with an INVLPG; one page more and it flushes the address space
+/// instead (Linux's `tlb_single_page_flush_ceiling`). A ceiling of 4
+/// pages: 4 touched pages unmapped take 4 INVLPGs and no flush, 5 take
+/// one flush. (Kills `for_leaves`' `changed > ceiling` as `>=`, which
+/// flushed at 4; shard 23.)
+#[test]
+fn munmap_invalidates_page_by_page_up_to_the_ceiling() {
+    let mut cfg = Config::default();
+    cfg.guest.invlpg_ceiling_pages = 4;
+    let mut counts = Vec::new();
+    for pages in [4u64, 5] {
+        let mut records = vec![anon_mmap(1, A, 4 << 20)];
+        records.extend((0..pages).map(|i| acc(1, Load, A + i * 0x1000)));
+        let before = checked_stats(ModeKind::Native, &cfg, &records);
+        records.push(munmap(1, A, 4 << 20));
+        let s = checked_stats(ModeKind::Native, &cfg, &records).since(&before);
+        counts.push((s.invlpgs, s.tlb_flushes));
+    }
+    assert_eq!(counts, [(4, 0), (0, 1)]);
+}
