@@ -13,7 +13,9 @@ use vmemsim::guest::content::{file_key, file_page};
 use vmemsim::guest::softwalk;
 use vmemsim::host::config::HostConfig;
 use vmemsim::hostsim::HostSim;
-use vmemsim::hv::selective::{Paging, Policy, PolicyInput, Predictive};
+use vmemsim::hv::selective::{
+    w11, w11_rules, Paging, Policy, PolicyInput, Predictive, W11Decision, W11Sample,
+};
 use vmemsim::hv::{Agile, Direct, Mode, Shadow};
 use vmemsim::mmu::Dim;
 use vmemsim::pte::x86;
@@ -1697,4 +1699,36 @@ fn munmap_invalidates_page_by_page_up_to_the_ceiling() {
         counts.push((s.invlpgs, s.tlb_flushes));
     }
     assert_eq!(counts, [(4, 0), (0, 1)]);
+}
+
+/// A \[W11\] sample's rates are per 1000 instructions: 2000 instructions
+/// with 3 guest page faults and 30 TLB misses are 1.5 and 15. (Kills
+/// `W11Sample::of`'s `1000.0 / instructions` as `*`; shard 23.)
+#[test]
+fn w11_rates_are_per_thousand_instructions() {
+    let d = Stats {
+        instructions: 2000,
+        guest_page_faults: 3,
+        tlb_misses: 30,
+        ..Stats::default()
+    };
+    assert_eq!(W11Sample::of(&d), W11Sample { pf: 1.5, tlb: 15.0 });
+}
+
+/// \[W11\]'s first rule (shadow paging for a TLB-miss rate above the upper
+/// bound) is strict: a rate of exactly 10 misses per 1000 instructions
+/// with no page faults, after a history of the same, falls through to
+/// rule 6. (Kills `cur.tlb > TLB_UPPER` as `>=`; shard 23.)
+#[test]
+fn w11_first_rule_needs_a_tlb_miss_rate_above_the_bound() {
+    let at = W11Sample {
+        pf: 0.0,
+        tlb: w11::TLB_UPPER,
+    };
+    let above = W11Sample { pf: 0.0, tlb: 10.5 };
+    assert_eq!(w11_rules(above, at), (1, W11Decision::Shadow));
+    // Rules 2-5 do not apply (no faults; a history; a P-to-T ratio of 0);
+    // rule 6 (a history and a current P-to-T ratio below the lower bound)
+    // decides shadow too.
+    assert_eq!(w11_rules(at, at), (6, W11Decision::Shadow));
 }
