@@ -1732,3 +1732,18 @@ fn w11_first_rule_needs_a_tlb_miss_rate_above_the_bound() {
     // decides shadow too.
     assert_eq!(w11_rules(at, at), (6, W11Decision::Shadow));
 }
+
+/// An L1 DTLB miss that hits the STLB is counted as an STLB hit, not a
+/// TLB miss. The L1 DTLB has 16 sets of 4 ways (64 entries), the STLB 128
+/// sets of 4: A and four pages 16 pages apart share A's L1 set (and evict it)
+/// but not its STLB set, so A's reload misses the L1 and hits the STLB.
+/// (Kills `stlb_hits += 1` as `*=`; shard 22.)
+#[test]
+fn an_l1_miss_that_hits_the_stlb_counts_as_an_stlb_hit() {
+    let mut records = vec![anon_mmap(1, A, 4 << 20), acc(1, Load, A)];
+    records.extend((1..=4).map(|k| acc(1, Load, A + k * 16 * 0x1000)));
+    let before = checked_stats(ModeKind::Native, &Config::default(), &records);
+    records.push(acc(1, Load, A));
+    let d = checked_stats(ModeKind::Native, &Config::default(), &records).since(&before);
+    assert_eq!((d.l1_tlb_misses, d.stlb_hits, d.tlb_misses), (1, 1, 0));
+}
