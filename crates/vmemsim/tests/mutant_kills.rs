@@ -1702,8 +1702,9 @@ fn munmap_invalidates_page_by_page_up_to_the_ceiling() {
 }
 
 /// A \[W11\] sample's rates are per 1000 instructions: 2000 instructions
-/// with 3 guest page faults and 30 TLB misses are 1.5 and 15. (Kills
-/// `W11Sample::of`'s `1000.0 / instructions` as `*`; shard 23.)
+/// with 3 guest page faults and 30 TLB misses are 1.5 and 15, a P-to-T
+/// ratio of 0.1. (Kills `W11Sample::of`'s `1000.0 / instructions` as
+/// `*`, shard 23, and `p2t`'s `pf / tlb` as `%`, shard 7.)
 #[test]
 fn w11_rates_are_per_thousand_instructions() {
     let d = Stats {
@@ -1712,7 +1713,10 @@ fn w11_rates_are_per_thousand_instructions() {
         tlb_misses: 30,
         ..Stats::default()
     };
-    assert_eq!(W11Sample::of(&d), W11Sample { pf: 1.5, tlb: 15.0 });
+    let r = W11Sample::of(&d);
+    assert_eq!(r, W11Sample { pf: 1.5, tlb: 15.0 });
+    // The P-to-T ratio: page faults per TLB miss.
+    assert_eq!(r.p2t(), 0.1);
 }
 
 /// \[W11\]'s first rule (shadow paging for a TLB-miss rate above the upper
