@@ -1751,3 +1751,44 @@ fn an_l1_miss_that_hits_the_stlb_counts_as_an_stlb_hit() {
     let d = checked_stats(ModeKind::Native, &Config::default(), &records).since(&before);
     assert_eq!((d.l1_tlb_misses, d.stlb_hits, d.tlb_misses), (1, 1, 0));
 }
+
+/// A guest table that returns from nested to shadow takes its switching
+/// entries with it. Every table of A's path in shadow, then A's PT forced
+/// nested: a walk of A switches at the PT (`walks_by_switch[1]`); the PT
+/// forced back to shadow: the next walk of A is fully shadowed (`[0]`).
+/// (Written for shard 8's agile `SHADOW_TABLE_FLAGS` with its last `|`
+/// as `&`, which it does not kill: that mutant only drops US and A from
+/// switching entries, and the model's walker checks no US and sets A
+/// without a cost, so it is equivalent. The test stays: nothing else
+/// checks that a table's return to shadow removes its switching entries.)
+#[test]
+fn agile_drops_a_tables_switching_entries_when_it_returns_to_shadow() {
+    let cfg = Config::default();
+    let mut sim = Sim::new(Agile::new(&cfg), &cfg);
+    run(&mut sim, &[anon_mmap(1, A, 4 << 20), acc(1, Load, A)]);
+    let root = sim.guest.current().unwrap().root;
+    let path = softwalk::path(&sim.guest.mem, root, 4, A);
+    let pt = path.steps[3].0;
+    {
+        let m = &mut sim.machine.on(&mut sim.hw, &mut sim.host);
+        for &(table, _, _) in &path.steps[..4] {
+            m.mode.force_shadow(&mut m.core, table);
+        }
+    }
+    let mut by_switch = Vec::new();
+    for nested in [true, false] {
+        {
+            let m = &mut sim.machine.on(&mut sim.hw, &mut sim.host);
+            if nested {
+                m.mode.force_nested(&mut m.core, pt);
+            } else {
+                m.mode.force_shadow(&mut m.core, pt);
+            }
+        }
+        sim.hw.flush_translation_caches();
+        let before = sim.stats().clone();
+        run(&mut sim, &[acc(1, Load, A)]);
+        by_switch.push(sim.stats().since(&before).walks_by_switch);
+    }
+    assert_eq!(by_switch, [[0, 1, 0, 0, 0], [1, 0, 0, 0, 0]]);
+}
