@@ -103,6 +103,7 @@ mod tests {
         assert_eq!(slot_of(e), 77);
         assert!(!is_swap(0) && !is_swap(x86::make(77, x86::P | SWAP_BIT)));
         let mut s = GuestSwap::new(2);
+        assert_eq!(s.slots(), 2);
         assert_eq!((s.alloc(), s.alloc(), s.alloc()), (Some(0), Some(1), None));
         s.dup(1);
         // `put` says when the slot became free: the caller then drops what
