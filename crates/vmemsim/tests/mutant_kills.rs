@@ -1792,3 +1792,40 @@ fn agile_drops_a_tables_switching_entries_when_it_returns_to_shadow() {
     }
     assert_eq!(by_switch, [[0, 1, 0, 0, 0], [1, 0, 0, 0, 0]]);
 }
+
+/// Agile's clean interval is measured in cycles: instructions times the
+/// base CPI. With `cost.base_cpi = 2` and a refill cost of 10 cycles for
+/// A's PT (one present entry), the PT forced nested after the 5th
+/// instruction has been clean for 7 instructions, 14 cycles, at the
+/// boundary before the 13th (the first that may return it): it returns
+/// there. (Kills `clean_long_enough`'s `* base_cpi` as `/`: 3.5 cycles,
+/// so it stayed nested until the boundary before the 29th; shard 8.)
+#[test]
+fn agile_counts_a_clean_interval_in_cycles() {
+    use AccessKind::Fetch;
+    let mut cfg = Config::default();
+    cfg.agile.interval_instructions = 4;
+    cfg.cost.base_cpi = 2.0;
+    let fill = (cfg.cost.vm_exit_cycles + cfg.cost.shadow_fill_cycles) as f64;
+    cfg.agile.clean_refill_costs = 10.0 / fill;
+    let mut sim = Sim::new(Agile::new(&cfg), &cfg);
+    let fetch = acc(1, Fetch, 0x40_0000);
+    run(&mut sim, &[anon_mmap(1, A, 4 << 20), acc(1, Load, A)]);
+    run(&mut sim, &vec![fetch.clone(); 5]);
+    let root = sim.guest.current().unwrap().root;
+    let pt = softwalk::path(&sim.guest.mem, root, 4, A).steps[3].0;
+    {
+        let m = &mut sim.machine.on(&mut sim.hw, &mut sim.host);
+        m.mode.force_nested(&mut m.core, pt);
+    }
+    let mut nested = Vec::new();
+    for _ in 0..9 {
+        run(&mut sim, std::slice::from_ref(&fetch));
+        nested.push(sim.machine.mode.is_nested(pt));
+    }
+    // After instructions 6..=14, as in the test above.
+    assert_eq!(
+        nested,
+        [true, true, true, true, true, true, true, false, false]
+    );
+}
