@@ -1829,3 +1829,20 @@ fn agile_counts_a_clean_interval_in_cycles() {
         [true, true, true, true, true, true, true, false, false]
     );
 }
+
+/// Hypervisor swapping of a selective VM's frame while it runs nested
+/// paging zaps no shadow leaf (there are none): the swap-out counts no
+/// rmap zaps. (Kills selective's `host_unmap -> 1`; shard 22.)
+#[test]
+fn swapping_out_a_nested_selective_vms_frame_zaps_nothing() {
+    let text = "[host]\nmem_mib = 1024\nswap_mib = 64\n\
+                [[vm]]\nname = \"a\"\nworkload = \"seq\"\nmode = \"selective\"\nmem_mib = 64\n";
+    let cfg = HostConfig::from_toml(text, "t.toml", std::path::Path::new(".")).unwrap();
+    let records = [anon_mmap(1, A, 4 << 20), acc(1, Load, A)];
+    let mut s = HostSim::with_sources(&cfg, vec![replay(&records)]).checked();
+    s.run(&mut |_| {}).unwrap();
+    let gpfn = s.resolutions(0).last().unwrap().0;
+    assert!(s.swap_out(0, gpfn));
+    let r = s.report();
+    assert_eq!((r.vms[0].host_swap_outs, r.vms[0].host.rmap_zaps), (1, 0));
+}
