@@ -1846,3 +1846,36 @@ fn swapping_out_a_nested_selective_vms_frame_zaps_nothing() {
     let r = s.report();
     assert_eq!((r.vms[0].host_swap_outs, r.vms[0].host.rmap_zaps), (1, 0));
 }
+
+/// A store to a shared frame breaks the sharing with a copy and flushes
+/// the VM's entries on its pCPU (INVEPT single-context, as KVM after a KSM
+/// COW break), priced as host work: one nested VM on a scanning host
+/// loads two zero pages (merged by the scan) and stores to the second:
+/// one COW break, one COW flush, and host work of two INVEPTs (the scan's
+/// and the break's) and the copy. (Kills `cow_store`'s `cow_flushes += 1` as `*=`;
+/// shard 21.)
+#[test]
+fn a_cow_break_flushes_the_vm_once() {
+    use AccessKind::Fetch;
+    const D: u64 = 0x7000_0000;
+    let fetch = || acc(1, Fetch, 0x40_0000);
+    let vm0 = vec![
+        fetch(),
+        anon_mmap(1, D, 0x2000),
+        acc(1, Load, D),
+        acc(1, Load, D + 0x1000),
+        fetch(),
+        fetch(),
+        acc(1, Store, D + 0x1000),
+        fetch(),
+    ];
+    let cfg = scanning_host(ModeKind::Nested, 1, "");
+    let mut s = HostSim::with_sources(&cfg, vec![replay(&vm0)]).checked();
+    s.run(&mut |_| {}).unwrap();
+    let sh = &s.vm(0).sharing;
+    assert_eq!((sh.merged, sh.cow_breaks, sh.cow_flushes), (1, 1, 1));
+    // The scan's INVEPT and the break's, 1000 cycles each, and the copy
+    // (`sharing.copy_cycles` = 2000).
+    let h = &s.report().vms[0].host;
+    assert_eq!((h.invepts, h.host_work_cycles), (1, 4000));
+}
