@@ -1879,3 +1879,43 @@ fn a_cow_break_flushes_the_vm_once() {
     let h = &s.report().vms[0].host;
     assert_eq!((h.invepts, h.host_work_cycles), (1, 4000));
 }
+
+/// The shadow MMU counts its unsync pages: A's PT goes unsync at the
+/// second demand fault into it. (Kills `Shadow::unsync_pages -> 0`;
+/// shard 9.)
+#[test]
+fn shadow_counts_its_unsync_pages() {
+    let cfg = Config::default();
+    let mut sim = Sim::new(Shadow::with_config(&cfg.shadow), &cfg);
+    run(&mut sim, &[anon_mmap(1, A, 4 << 20), acc(1, Load, A)]);
+    assert_eq!(sim.machine.mode.unsync_pages(), 0);
+    run(&mut sim, &[acc(1, Load, A + 0x1000)]);
+    assert_eq!(sim.machine.mode.unsync_pages(), 1);
+}
+
+/// Page sharing repoints a direct-paging VM's machine entries at the kept
+/// frame and counts each one: two zero pages merged by the scan: the
+/// hint's entry loses RW and the merged page's entry is repointed, one
+/// zap each. (Kills `Direct::rewrite`'s `n += 1` as `*=`; shard 9.)
+#[test]
+fn sharing_a_direct_vms_frames_counts_each_machine_entry() {
+    use AccessKind::Fetch;
+    const D: u64 = 0x7000_0000;
+    let fetch = || acc(1, Fetch, 0x40_0000);
+    let vm0 = vec![
+        fetch(),
+        anon_mmap(1, D, 0x2000),
+        acc(1, Load, D),
+        acc(1, Load, D + 0x1000),
+        fetch(),
+        fetch(),
+        fetch(),
+    ];
+    let cfg = scanning_host(ModeKind::Direct, 1, "");
+    let mut s = HostSim::with_sources(&cfg, vec![replay(&vm0)]).checked();
+    s.run(&mut |_| {}).unwrap();
+    assert_eq!(s.vm(0).sharing.merged, 1);
+    let h = &s.report().vms[0].host;
+    // One INVEPT (1000 cycles) and two zaps (100 each).
+    assert_eq!((h.invepts, h.rmap_zaps, h.host_work_cycles), (1, 2, 1200));
+}
