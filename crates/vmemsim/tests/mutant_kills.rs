@@ -1384,6 +1384,34 @@ fn a_cow_split_without_free_huge_pages_maps_each_small_page_at_its_own_gva() {
     );
 }
 
+/// Two fresh pages at [`ZERO_PAGES`], both zero, loaded by one VM in
+/// `mode` on a scanning host (the scan merges the second into the
+/// first's frame), then `more`, each record followed by a fetch.
+fn two_zero_pages_scanned(mode: ModeKind, more: &[Record]) -> HostSim {
+    let fetch = || acc(1, AccessKind::Fetch, 0x40_0000);
+    let mut vm0 = vec![
+        fetch(),
+        anon_mmap(1, ZERO_PAGES, 0x2000),
+        acc(1, Load, ZERO_PAGES),
+        acc(1, Load, ZERO_PAGES + 0x1000),
+        fetch(),
+        fetch(),
+    ];
+    for r in more {
+        vm0.extend([r.clone(), fetch()]);
+    }
+    if more.is_empty() {
+        vm0.push(fetch());
+    }
+    let cfg = scanning_host(mode, 1, "");
+    let mut s = HostSim::with_sources(&cfg, vec![replay(&vm0)]).checked();
+    s.run(&mut |_| {}).unwrap();
+    s
+}
+
+/// Where [`two_zero_pages_scanned`] maps its two pages.
+const ZERO_PAGES: u64 = 0x7000_0000;
+
 /// Sharing a frame of a nested VM zaps none of its mappings: the mode has
 /// no mappings of its own (the EPT entry is the host's), so the scanner's
 /// write protection of the hint's owner adds no rmap zaps and no host work
@@ -1392,21 +1420,7 @@ fn a_cow_split_without_free_huge_pages_maps_each_small_page_at_its_own_gva() {
 /// `Mode::host_write_protect -> 1`; shard 24.)
 #[test]
 fn sharing_a_nested_vms_frame_zaps_no_mapping() {
-    use AccessKind::Fetch;
-    const D: u64 = 0x7000_0000;
-    let fetch = || acc(1, Fetch, 0x40_0000);
-    let vm0 = vec![
-        fetch(),
-        anon_mmap(1, D, 0x2000),
-        acc(1, Load, D),
-        acc(1, Load, D + 0x1000),
-        fetch(),
-        fetch(),
-        fetch(),
-    ];
-    let cfg = scanning_host(ModeKind::Nested, 1, "");
-    let mut s = HostSim::with_sources(&cfg, vec![replay(&vm0)]).checked();
-    s.run(&mut |_| {}).unwrap();
+    let s = two_zero_pages_scanned(ModeKind::Nested, &[]);
     let r = s.report();
     assert_eq!(s.vm(0).sharing.merged, 1);
     // One INVEPT (the scan's flush of the VM on its one pCPU), priced at
@@ -1466,13 +1480,12 @@ fn esx_sampling_sees_a_selective_vms_shadow_touches() {
 /// returns at the end of interval 2 (before the 13th). (Kills
 /// `boundary`'s `since < cur` as `<=`, which returned it at the end of
 /// interval 1; shard 24.)
-#[test]
-fn agile_keeps_a_table_nested_through_the_interval_it_went_nested_in() {
+/// Agile under `cfg`: A loaded, then 5 fetches; A's PT forced nested;
+/// whether it is still nested after each of 9 more fetches (instructions
+/// 6..=14).
+fn nested_after_forcing_a_pt(cfg: &Config) -> Vec<bool> {
     use AccessKind::Fetch;
-    let mut cfg = Config::default();
-    cfg.agile.interval_instructions = 4;
-    cfg.agile.clean_refill_costs = 0.0;
-    let mut sim = Sim::new(Agile::new(&cfg), &cfg);
+    let mut sim = Sim::new(Agile::new(cfg), cfg);
     let fetch = acc(1, Fetch, 0x40_0000);
     run(&mut sim, &[anon_mmap(1, A, 4 << 20), acc(1, Load, A)]);
     run(&mut sim, &vec![fetch.clone(); 5]);
@@ -1487,6 +1500,15 @@ fn agile_keeps_a_table_nested_through_the_interval_it_went_nested_in() {
         run(&mut sim, std::slice::from_ref(&fetch));
         nested.push(sim.machine.mode.is_nested(pt));
     }
+    nested
+}
+
+#[test]
+fn agile_keeps_a_table_nested_through_the_interval_it_went_nested_in() {
+    let mut cfg = Config::default();
+    cfg.agile.interval_instructions = 4;
+    cfg.agile.clean_refill_costs = 0.0;
+    let nested = nested_after_forcing_a_pt(&cfg);
     // After instructions 6..=14.
     assert_eq!(
         nested,
@@ -1802,27 +1824,12 @@ fn agile_drops_a_tables_switching_entries_when_it_returns_to_shadow() {
 /// so it stayed nested until the boundary before the 29th; shard 8.)
 #[test]
 fn agile_counts_a_clean_interval_in_cycles() {
-    use AccessKind::Fetch;
     let mut cfg = Config::default();
     cfg.agile.interval_instructions = 4;
     cfg.cost.base_cpi = 2.0;
     let fill = (cfg.cost.vm_exit_cycles + cfg.cost.shadow_fill_cycles) as f64;
     cfg.agile.clean_refill_costs = 10.0 / fill;
-    let mut sim = Sim::new(Agile::new(&cfg), &cfg);
-    let fetch = acc(1, Fetch, 0x40_0000);
-    run(&mut sim, &[anon_mmap(1, A, 4 << 20), acc(1, Load, A)]);
-    run(&mut sim, &vec![fetch.clone(); 5]);
-    let root = sim.guest.current().unwrap().root;
-    let pt = softwalk::path(&sim.guest.mem, root, 4, A).steps[3].0;
-    {
-        let m = &mut sim.machine.on(&mut sim.hw, &mut sim.host);
-        m.mode.force_nested(&mut m.core, pt);
-    }
-    let mut nested = Vec::new();
-    for _ in 0..9 {
-        run(&mut sim, std::slice::from_ref(&fetch));
-        nested.push(sim.machine.mode.is_nested(pt));
-    }
+    let nested = nested_after_forcing_a_pt(&cfg);
     // After instructions 6..=14, as in the test above.
     assert_eq!(
         nested,
@@ -1856,22 +1863,7 @@ fn swapping_out_a_nested_selective_vms_frame_zaps_nothing() {
 /// shard 21.)
 #[test]
 fn a_cow_break_flushes_the_vm_once() {
-    use AccessKind::Fetch;
-    const D: u64 = 0x7000_0000;
-    let fetch = || acc(1, Fetch, 0x40_0000);
-    let vm0 = vec![
-        fetch(),
-        anon_mmap(1, D, 0x2000),
-        acc(1, Load, D),
-        acc(1, Load, D + 0x1000),
-        fetch(),
-        fetch(),
-        acc(1, Store, D + 0x1000),
-        fetch(),
-    ];
-    let cfg = scanning_host(ModeKind::Nested, 1, "");
-    let mut s = HostSim::with_sources(&cfg, vec![replay(&vm0)]).checked();
-    s.run(&mut |_| {}).unwrap();
+    let s = two_zero_pages_scanned(ModeKind::Nested, &[acc(1, Store, ZERO_PAGES + 0x1000)]);
     let sh = &s.vm(0).sharing;
     assert_eq!((sh.merged, sh.cow_breaks, sh.cow_flushes), (1, 1, 1));
     // The scan's INVEPT and the break's, 1000 cycles each, and the copy
@@ -1899,21 +1891,7 @@ fn shadow_counts_its_unsync_pages() {
 /// zap each. (Kills `Direct::rewrite`'s `n += 1` as `*=`; shard 9.)
 #[test]
 fn sharing_a_direct_vms_frames_counts_each_machine_entry() {
-    use AccessKind::Fetch;
-    const D: u64 = 0x7000_0000;
-    let fetch = || acc(1, Fetch, 0x40_0000);
-    let vm0 = vec![
-        fetch(),
-        anon_mmap(1, D, 0x2000),
-        acc(1, Load, D),
-        acc(1, Load, D + 0x1000),
-        fetch(),
-        fetch(),
-        fetch(),
-    ];
-    let cfg = scanning_host(ModeKind::Direct, 1, "");
-    let mut s = HostSim::with_sources(&cfg, vec![replay(&vm0)]).checked();
-    s.run(&mut |_| {}).unwrap();
+    let s = two_zero_pages_scanned(ModeKind::Direct, &[]);
     assert_eq!(s.vm(0).sharing.merged, 1);
     let h = &s.report().vms[0].host;
     // One INVEPT (1000 cycles) and two zaps (100 each).
