@@ -869,6 +869,30 @@ fn a_switching_mode_samples_once_per_period() {
     }
 }
 
+/// The switching report of a measured window still gives the sampling
+/// period: with a warm-up of 120 000 instructions, `phases` reports
+/// `period_instructions` 100 000 and the intervals of the window only
+/// (the 20 000 left of the second period, then the third). Kills
+/// `hv/selective/mod.rs:291` (`window_start`'s `period_instructions`
+/// deleted, shard 9: a report of 0).
+#[test]
+fn a_measured_window_reports_the_sampling_period() {
+    let mut cfg = Config::default();
+    cfg.measure.warmup_instructions = 120_000;
+    let spec = vmemsim::workload::WorkloadSpec {
+        accesses: 500_000,
+        footprint_mib: 16,
+        ..vmemsim::workload::WorkloadSpec::default_for(vmemsim::workload::WorkloadKind::Phases)
+    };
+    for kind in [ModeKind::Selective, ModeKind::SelectiveW11] {
+        let r = vmemsim::run_mode(kind, &cfg, &mut spec.source(), &mut |_| {}).unwrap();
+        let sw = r.switching.expect("a switching report");
+        let lens: Vec<u64> = sw.intervals.iter().map(|i| i.instructions).collect();
+        assert_eq!(sw.period_instructions, 100_000, "{kind:?}");
+        assert_eq!(lens, [80_000, 50_000], "{kind:?}");
+    }
+}
+
 /// A guest table frame that stops being a table loses its shadow page:
 /// process 1 loads A (its PML4, PDPT, PD and PT are shadowed by the walk),
 /// process 2 is created, and process 1 exits before process 2 touches
