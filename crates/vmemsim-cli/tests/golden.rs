@@ -170,3 +170,16 @@ fn builtin_huge_pages_no_pcid() {
         ],
     );
 }
+
+/// `vmemsim host` on an over-committed host under the ESX manager
+/// (`tests/golden/host-esx.toml`): a real recording under shadow paging
+/// next to GUPS under nested paging, with idle sampling, the idle tax,
+/// ballooning and host swapping all acting; the per-VM table, the
+/// manager's table and the JSON time series are pinned.
+#[test]
+fn host_esx_overcommitted() {
+    golden(
+        "host-esx",
+        &["host", "--config", "tests/golden/host-esx.toml"],
+    );
+}
