@@ -10,7 +10,7 @@ use std::path::Path;
 use vmemsim::host::config::HostConfig;
 use vmemsim::hostsim::HostSim;
 use vmemsim::stats::{ExitReason, Stats};
-use vmemsim::SimError;
+use vmemsim::{ModeKind, SimError};
 use vmemsim_trace::{AccessKind, ProcEvent, Record, RecordSource};
 
 use common::{acc, collect, ev, replay, Alone};
@@ -312,8 +312,16 @@ fn swap_out_then_touch(mode: &str) -> (Stats, u64, u64, u64) {
         flags: 0x22,
         file: None,
     };
+    let other = ProcEvent::Mmap {
+        addr: DATA + (4 << 20),
+        len: 1 << 20,
+        prot: 3,
+        flags: 0x22,
+        file: None,
+    };
     let a = vec![
         ev(1, mmap),
+        ev(1, other),
         acc(1, AccessKind::Fetch, CODE),
         acc(1, AccessKind::Store, DATA),
         acc(1, AccessKind::Fetch, CODE),
@@ -798,4 +806,84 @@ fn every_mode_and_two_native_vms_on_one_pcpu_without_vpids() {
 #[test]
 fn every_mode_and_two_native_vms_on_two_pcpus() {
     every_mode_and_two_natives_agree_with_alone(2, true);
+}
+
+/// ESX idle sampling counts a sampled frame as touched at the trap that
+/// maps it again [ESX 5.3], even when the guest unmaps it before the
+/// period ends. In every mode the host manages: round 1 stores to two
+/// frames of region A and one of region B; the host invalidates the two
+/// (the start of a sampling period); round 2 loads the first (one
+/// refill); round 3 munmaps A (256 pages: a full guest TLB flush); round
+/// 4 loads B, whose walk resyncs the shadow PT, so the shadow leaf of
+/// the first frame is gone. The first frame is touched (before session
+/// 11 only a mapping at the period's end counted, and under shadow
+/// paging it was idle), the second not.
+#[test]
+fn a_sampled_frame_touched_then_unmapped_counts_as_touched() {
+    use vmemsim::esx::manager::{HostOps, HostView};
+    let managed = ModeKind::ALL.into_iter().filter(|m| {
+        !matches!(
+            m,
+            ModeKind::Direct | ModeKind::Native | ModeKind::SwtlbNative
+        )
+    });
+    let mmap = ProcEvent::Mmap {
+        addr: DATA,
+        len: 1 << 20,
+        prot: 3,
+        flags: 0x22,
+        file: None,
+    };
+    let other = ProcEvent::Mmap {
+        addr: DATA + (4 << 20),
+        len: 1 << 20,
+        prot: 3,
+        flags: 0x22,
+        file: None,
+    };
+    let a = vec![
+        ev(1, mmap),
+        ev(1, other),
+        acc(1, AccessKind::Fetch, CODE),
+        acc(1, AccessKind::Store, DATA),
+        acc(1, AccessKind::Store, DATA + 0x1000),
+        acc(1, AccessKind::Store, DATA + (4 << 20)),
+        acc(1, AccessKind::Fetch, CODE),
+        acc(1, AccessKind::Load, DATA),
+        acc(1, AccessKind::Fetch, CODE),
+        ev(
+            1,
+            ProcEvent::Munmap {
+                addr: DATA,
+                len: 1 << 20,
+            },
+        ),
+        acc(1, AccessKind::Fetch, CODE),
+        acc(1, AccessKind::Load, DATA + (4 << 20)),
+    ];
+    for mode in managed {
+        let cfg = host_cfg(&ONE.replace("MODE", mode.name()));
+        let mut sim = HostSim::with_sources(&cfg, vec![replay(&a)]).checked();
+        assert!(sim.round().unwrap(), "{mode:?}: round 1");
+        let r = sim.resolutions(0);
+        let (g1, g2) = (r[1].0, r[2].0);
+        HostOps::invalidate(&mut sim, 0, g1);
+        HostOps::invalidate(&mut sim, 0, g2);
+        HostOps::flush(&mut sim, 0);
+        assert!(!sim.touched(0, g1) && !sim.touched(0, g2), "{mode:?}");
+        let before = sim.vm(0).stats.clone();
+        assert!(sim.round().unwrap(), "{mode:?}: round 2");
+        let d = sim.vm(0).stats.since(&before);
+        // One refill: an EPT violation (nested, and agile and selective,
+        // whose data leaves are nested), a hidden shadow fault (shadow),
+        // or the software TLB's miss trap and its TLB write (swtlb-vmm).
+        let refill = if mode == ModeKind::SwtlbVmm { 2 } else { 1 };
+        assert_eq!(d.total_exits(), refill, "{mode:?}: one refill");
+        assert!(sim.touched(0, g1), "{mode:?}: refilled");
+        assert!(sim.round().unwrap(), "{mode:?}: round 3");
+        assert!(!sim.round().unwrap(), "{mode:?}: round 4");
+        assert!(sim.touched(0, g1), "{mode:?}: touched, then unmapped");
+        assert!(!sim.touched(0, g2), "{mode:?}: never touched again");
+        HostOps::unwatch(&mut sim, 0);
+    }
 }

@@ -20,6 +20,7 @@ use super::config::{EsxConfig, Reclaim, SampleClock};
 use super::idle::{IdleEstimate, Sample};
 use super::shares::{self, Claim};
 use super::states::{State, StateMachine, Transition};
+use crate::addr::Gpfn;
 
 /// What the manager reads of the host. Frame numbers are 4 KiB gPFNs of
 /// VM `v` (index on the host).
@@ -47,9 +48,10 @@ pub trait HostView {
     }
     /// Backed frames that may be sampled or swapped (not guest page tables).
     fn candidates(&self, v: usize) -> Vec<u64>;
-    /// True when `gpfn` is mapped again (the guest touched it since
-    /// [`HostOps::invalidate`]) or was read back from swap.
-    fn mapped(&self, v: usize, gpfn: u64) -> bool;
+    /// True when the guest touched `gpfn` since [`HostOps::invalidate`]:
+    /// the host mapped it again at a trap (even if it is unmapped again
+    /// now), or read it back from swap.
+    fn touched(&self, v: usize, gpfn: u64) -> bool;
     /// Pages in the VM's balloon now.
     fn balloon(&self, v: usize) -> u64;
     /// Guest memory accesses the VM made so far (for throughput).
@@ -75,6 +77,9 @@ pub trait HostOps: HostView {
     fn invalidate(&mut self, v: usize, gpfn: u64);
     /// Flush the VM's entries on every pCPU (INVEPT single-context).
     fn flush(&mut self, v: usize);
+    /// VM `v`'s sampling period is over: stop watching the frames
+    /// [`HostOps::invalidate`] invalidated for it.
+    fn unwatch(&mut self, v: usize);
     /// Swap out up to `n` random frames of the VM (as ESX); returns how many.
     fn swap_out(&mut self, v: usize, n: u64) -> u64;
     /// The balloon driver's target, pages (applied when the VM runs next).
@@ -91,6 +96,19 @@ struct VmState {
     target: u64,
     blocked: bool,
     last_accesses: u64,
+}
+
+impl VmState {
+    /// Count the sampled frames VM `v` touched so far this period
+    /// ([`HostView::touched`]), each once.
+    fn note_touches<H: HostView + ?Sized>(&mut self, v: usize, host: &H) {
+        for i in 0..self.sample.frames().len() {
+            let g = Gpfn(self.sample.frames()[i]);
+            if self.sample.is_pending(g) && host.touched(v, g.0) {
+                self.sample.touch(g);
+            }
+        }
+    }
 }
 
 /// One VM at one point of the time series.
@@ -310,11 +328,8 @@ impl Manager {
             self.next_sample[v] = t + self.periods[0];
             let s = &mut self.vms[v];
             if s.sample.sampled() > 0 {
-                for &g in s.sample.frames().to_vec().iter() {
-                    if host.mapped(v, g) {
-                        s.sample.touch(crate::addr::Gpfn(g));
-                    }
-                }
+                s.note_touches(v, host);
+                host.unwatch(v);
                 s.est.end_period(s.sample.touched(), s.sample.sampled());
                 self.counters[v].sample_periods += 1;
                 self.counters[v].touched_frames += u64::from(s.sample.touched());
@@ -331,8 +346,20 @@ impl Manager {
         }
     }
 
+    /// Count what each managed VM touched so far this period, so the
+    /// estimate's third average ("the fast average including the current
+    /// period", [ESX 5.3]) sees it before the period ends.
+    fn note_touches_so_far<H: HostView + ?Sized>(&mut self, host: &H) {
+        for (v, s) in self.vms.iter_mut().enumerate() {
+            if host.managed(v) {
+                s.note_touches(v, host);
+            }
+        }
+    }
+
     /// Recompute every VM's target (min-funding revocation with the idle tax).
     fn allocate(&mut self, host: &mut dyn HostOps) {
+        self.note_touches_so_far(&*host);
         let claims = self.claims(host);
         let t = shares::targets(&claims, self.cfg.section.idle_tax, self.available(host));
         for (s, t) in self.vms.iter_mut().zip(t) {
@@ -397,6 +424,7 @@ impl Manager {
     }
 
     fn record<H: HostView + ?Sized>(&mut self, now: f64, host: &H) {
+        self.note_touches_so_far(host);
         let dt = now - self.last_point;
         let vms = (0..self.vms.len())
             .map(|v| {
@@ -518,7 +546,7 @@ mod tests {
         fn candidates(&self, v: usize) -> Vec<u64> {
             (0..self.backed[v]).collect()
         }
-        fn mapped(&self, v: usize, _gpfn: u64) -> bool {
+        fn touched(&self, v: usize, _gpfn: u64) -> bool {
             self.touches[v]
         }
         fn balloon(&self, v: usize) -> u64 {
@@ -542,6 +570,7 @@ mod tests {
         fn flush(&mut self, v: usize) {
             self.flushes[v] += 1;
         }
+        fn unwatch(&mut self, _v: usize) {}
         fn swap_out(&mut self, v: usize, n: u64) -> u64 {
             let n = self.swap_left.map_or(n, |l| l.min(n));
             if let Some(l) = &mut self.swap_left {

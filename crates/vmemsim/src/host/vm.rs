@@ -3,6 +3,8 @@
 //! counters. One per VM; the modes' own state (shadow pages...) sits next
 //! to it in [`crate::hv::Machine`].
 
+use rustc_hash::FxHashMap;
+
 use super::memory::{HostMemory, VmId};
 use crate::addr::{pt_index, Gpfn, Hpfn, PageSize};
 use crate::mmu::TableMem;
@@ -71,6 +73,9 @@ pub struct Vm {
     /// Guest frames the guest ever wrote, one bit each (kept with huge host
     /// pages only, to tell backed frames from used ones: the bloat).
     touched: Vec<u64>,
+    /// Idle sampling's watched frames [ESX 5.3]: gPFN -> refilled since
+    /// [`Vm::watch`] (at most `esx.sample_pages` entries, one period's).
+    watched: FxHashMap<u64, bool>,
     /// Backed gPFNs (for random victim selection), kept once
     /// [`Vm::track_resident`] was called; `res_pos[g]` = index + 1.
     resident: Vec<u64>,
@@ -106,6 +111,7 @@ impl Vm {
             resident: Vec::new(),
             res_pos: Vec::new(),
             touched: Vec::new(),
+            watched: FxHashMap::default(),
             p2m: vec![NONE; guest_frames as usize],
         }
     }
@@ -125,6 +131,25 @@ impl Vm {
         let new = self.touched[w] & (1 << b) == 0;
         self.touched[w] |= 1 << b;
         new
+    }
+
+    /// Idle sampling invalidated `gpfn`'s mappings: note from now on
+    /// whether the host maps it again ([`Vm::back`], which every refill
+    /// calls: an EPT violation, a shadow or direct fill). ESX counts the
+    /// access at that trap [ESX 5.3], so a frame touched and then unmapped
+    /// again within the period (munmap, a guest swap-out) still counts.
+    pub fn watch(&mut self, gpfn: Gpfn) {
+        self.watched.insert(gpfn.0, false);
+    }
+
+    /// True when watched `gpfn` was refilled since [`Vm::watch`].
+    pub fn refilled(&self, gpfn: Gpfn) -> bool {
+        self.watched.get(&gpfn.0).copied().unwrap_or(false)
+    }
+
+    /// The sampling period is over: stop watching its frames.
+    pub fn unwatch_all(&mut self) {
+        self.watched.clear();
     }
 
     /// Guest frames of the VM.
@@ -229,6 +254,11 @@ impl Vm {
     /// in the EPT. Returns the hPFN and whether it was newly allocated.
     /// A frame in host swap is read back (counted in `host_swap_ins`).
     pub fn back(&mut self, host: &mut HostMemory, gpfn: Gpfn) -> (Hpfn, bool) {
+        if !self.watched.is_empty() {
+            if let Some(r) = self.watched.get_mut(&gpfn.0) {
+                *r = true;
+            }
+        }
         if let Some(h) = self.p2m(gpfn) {
             return (h, false);
         }

@@ -90,8 +90,8 @@ impl HostView for HostSim {
             .filter(|&g| !r.is_table(g))
             .collect()
     }
-    fn mapped(&self, v: usize, gpfn: u64) -> bool {
-        self.vms[v].mapped(&self.host, gpfn)
+    fn touched(&self, v: usize, gpfn: u64) -> bool {
+        self.vms[v].touched(&self.host, gpfn)
     }
     fn balloon(&self, v: usize) -> u64 {
         self.vms[v].balloon_size()
@@ -118,6 +118,9 @@ impl HostOps for HostSim {
     }
     fn flush(&mut self, v: usize) {
         self.esx_flush(v);
+    }
+    fn unwatch(&mut self, v: usize) {
+        self.vms[v].unwatch();
     }
     fn swap_out(&mut self, v: usize, n: u64) -> u64 {
         // Share before swap [ESX 4]: the least-loaded pCPU runs the scan.

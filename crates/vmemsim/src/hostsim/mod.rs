@@ -185,11 +185,15 @@ trait VmDyn {
     fn guest(&self) -> &GuestOs;
     fn guest_mut(&mut self) -> &mut GuestOs;
     /// Idle sampling: drop every mapping of backed `gpfn` (EPT entry and
-    /// the mode's own, e.g. shadow leaves) so the next access traps;
-    /// returns the shadow entries zapped. The caller flushes.
+    /// the mode's own, e.g. shadow leaves) so the next access traps, and
+    /// watch for that refill ([`crate::host::Vm::watch`]); returns the
+    /// shadow entries zapped. The caller flushes.
     fn invalidate(&mut self, host: &mut HostMemory, gpfn: u64) -> u64;
-    /// True when backed `gpfn` is mapped (EPT entry or a mode mapping).
-    fn mapped(&self, host: &HostMemory, gpfn: u64) -> bool;
+    /// True when the guest touched `gpfn` since [`VmDyn::invalidate`]: it
+    /// was refilled, or is mapped now (EPT entry or a mode mapping).
+    fn touched(&self, host: &HostMemory, gpfn: u64) -> bool;
+    /// The sampling period is over: stop watching its frames.
+    fn unwatch(&mut self);
     /// Pages in the guest's balloon.
     fn balloon_size(&self) -> u64;
     /// Move the balloon to `target` pages, the guest reclaiming with its
@@ -390,19 +394,24 @@ impl<M: Mode> VmDyn for VmRun<M> {
     }
     fn invalidate(&mut self, host: &mut HostMemory, gpfn: u64) -> u64 {
         let g = crate::addr::Gpfn(gpfn);
+        self.machine.vm.watch(g);
         let Some(h) = self.machine.vm.p2m(g) else {
             return 0;
         };
         self.machine.vm.ept_set(host, g, 0);
         self.machine.mode.host_unmap(host, Gpfn(gpfn), h)
     }
-    fn mapped(&self, host: &HostMemory, gpfn: u64) -> bool {
+    fn touched(&self, host: &HostMemory, gpfn: u64) -> bool {
         let g = crate::addr::Gpfn(gpfn);
         let vm = &self.machine.vm;
-        vm.p2m(g).is_some_and(|h| {
-            ept::present(vm.ept_entry(host, g))
-                || self.machine.mode.host_mapped(host, Gpfn(gpfn), h)
-        })
+        vm.refilled(g)
+            || vm.p2m(g).is_some_and(|h| {
+                ept::present(vm.ept_entry(host, g))
+                    || self.machine.mode.host_mapped(host, Gpfn(gpfn), h)
+            })
+    }
+    fn unwatch(&mut self) {
+        self.machine.vm.unwatch_all();
     }
     fn balloon_size(&self) -> u64 {
         self.guest.balloon_size()
