@@ -1921,3 +1921,30 @@ fn sharing_a_direct_vms_frames_counts_each_machine_entry() {
     // One INVEPT (1000 cycles) and two zaps (100 each).
     assert_eq!((h.invepts, h.rmap_zaps, h.host_work_cycles), (1, 2, 1200));
 }
+
+/// `Agile::nested_pages` counts the guest tables walked nested. After
+/// one load of A, of the four tables on A's path only the root is
+/// nested (the guest stored to it more than once while it built the
+/// path); forcing A's PT and then its PD nested counts 2, then 3. Kills
+/// `hv/agile.rs:140` (`nested_pages -> 1`, shard 20).
+#[test]
+fn agile_counts_its_nested_tables() {
+    let cfg = Config::default();
+    let mut sim = Sim::new(Agile::new(&cfg), &cfg);
+    run(&mut sim, &[anon_mmap(1, A, 4 << 20), acc(1, Load, A)]);
+    let root = sim.guest.current().unwrap().root;
+    let path = softwalk::path(&sim.guest.mem, root, 4, A);
+    let on_path = |sim: &Sim<Agile>| -> Vec<bool> {
+        (0..4)
+            .map(|i| sim.machine.mode.is_nested(path.steps[i].0))
+            .collect()
+    };
+    assert_eq!(on_path(&sim), [true, false, false, false]);
+    assert_eq!(sim.machine.mode.nested_pages(), 1);
+    for (n, step) in [(2, 3), (3, 2)] {
+        let m = &mut sim.machine.on(&mut sim.hw, &mut sim.host);
+        m.mode.force_nested(&mut m.core, path.steps[step].0);
+        assert_eq!(sim.machine.mode.nested_pages(), n, "step {step}");
+    }
+    assert_eq!(on_path(&sim), [true, false, true, true]);
+}

@@ -187,6 +187,20 @@ mod tests {
         );
     }
 
+    /// Touching implicit areas merge only with the same rights: a
+    /// read-only one after a read-write one stays a VMA of its own
+    /// (mutation testing, shard 10: `prev.end == start && prev.prot ==
+    /// prot` as `||` merged them, giving the second page RW).
+    #[test]
+    fn implicit_areas_with_other_rights_do_not_merge() {
+        let mut v = Vmas::default();
+        v.insert(0x10000, 0x11000, 3, true);
+        v.insert(0x11000, 0x12000, 1, true);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v.find(0x11800).unwrap().start, 0x11000);
+        assert_eq!(v.find(0x11800).unwrap().prot, 1);
+    }
+
     /// Removing the head of a VMA, or a whole one, leaves no empty VMA
     /// behind (mutation testing: `v.start < start` as `<=` kept an empty
     /// `[start, start)` where each head was).
