@@ -294,6 +294,14 @@ impl HostConfig {
                  them) is not modelled",
             ));
         }
+        if host.page_size != crate::addr::PageSize::Size4K && esx.enabled {
+            return Err(invalid(
+                "host.page_size",
+                host.page_size.name(),
+                "4k with the ESX memory manager ([esx]): idle sampling and the balloon take \
+                 single 4 KiB frames from a VM, and splitting huge host pages is not modelled",
+            ));
+        }
         let h = &host;
         if h.mem_mib == 0 || h.mem_mib > 1 << 20 {
             return Err(invalid(
@@ -644,6 +652,11 @@ mem_mib = 256
                     "mem_mib = 512\nswap_mib = 64\npage_size = \"2m\"",
                 ),
                 "config key `host.page_size` = 2m: 4k with host swap",
+            ),
+            (
+                TWO.replace("mem_mib = 512", "mem_mib = 512\npage_size = \"2m\"")
+                    + "[esx]\nreclaim = \"balloon\"\n",
+                "config key `host.page_size` = 2m: 4k with the ESX memory manager",
             ),
             (
                 TWO.replace("mem_mib = 512", "mem_mib = 512\nept_levels = 3"),

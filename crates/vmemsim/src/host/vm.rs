@@ -392,12 +392,21 @@ impl Vm {
     /// Store `leaf` as the EPT entry at `leaf_level` (1 = PTE, 2 = PDE of
     /// a 2 MiB page, 3 = PDPTE of a 1 GiB page) for `gpfn`, building the
     /// levels above as needed.
+    ///
+    /// # Panics
+    /// A huge leaf above `leaf_level` maps `gpfn` (a 4 KiB entry inside a
+    /// huge host page: the configs that would ask for one are refused).
     fn ept_set_at(&mut self, host: &mut HostMemory, gpfn: Gpfn, leaf_level: u8, leaf: u64) {
         let gpa = gpfn.0 << 12;
         let mut table = self.eptp;
         for level in (leaf_level + 1..=self.ept_levels).rev() {
             let idx = pt_index(gpa, level);
             let e = host.tables.read(table, idx);
+            assert!(
+                !ept::present(e) || e & ept::PS == 0,
+                "EPT entry of gPFN {:#x} at level {leaf_level} below a huge leaf at level {level}",
+                gpfn.0
+            );
             table = if ept::present(e) {
                 x86::frame(e)
             } else {
