@@ -267,12 +267,13 @@ impl HostSim {
     /// The VM to swap from when the reserve is gone: the lowest
     /// shares-per-page ratio [ESX 5.2] among swappable VMs with resident
     /// frames, above their min ([`HostSim::claims`]; without an `[esx]`
-    /// section rho = shares / consumed pages).
-    pub(super) fn reclaim_victim(&self) -> Option<usize> {
+    /// section rho = shares / consumed pages), leaving out the VMs marked
+    /// in `exhausted` (none of their frames can be swapped).
+    pub(super) fn reclaim_victim(&self, exhausted: &[bool]) -> Option<usize> {
         let tau = self.cfg.esx.section.idle_tax;
         let claims = self.claims();
         shares::victim(&claims, tau, |v| {
-            self.swappable[v] && !self.vms[v].vm().resident().is_empty()
+            self.swappable[v] && !exhausted[v] && !self.vms[v].vm().resident().is_empty()
         })
     }
 }

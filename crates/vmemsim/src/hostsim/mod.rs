@@ -855,25 +855,46 @@ impl HostSim {
             || self.vms[v].is_table(gpfn)
     }
 
+    /// True when some resident frame of VM `v` can be swapped out.
+    fn has_victim_frame(&self, v: usize) -> bool {
+        let res = self.vms[v].vm().resident();
+        res.iter().any(|&g| !self.not_victim(v, g))
+    }
+
     /// Free frames until the pool has twice its reserve: random frames
     /// (as ESX) of the swappable VM with the lowest shares-per-page ratio
-    /// ([`HostSim::reclaim_victim`]).
+    /// ([`HostSim::reclaim_victim`]). A VM none of whose frames can go
+    /// (all shared or page tables) is passed over for the next one.
+    ///
+    /// # Errors
+    /// [`SimError::HostOutOfMemory`] when no VM has a frame to give and
+    /// the pool is still below its reserve; [`SimError::HostSwapFull`].
     fn reclaim(&mut self, reserve: u64) -> Result<(), SimError> {
         let target = (2 * reserve).min(self.host.capacity());
+        let mut exhausted = vec![false; self.vms.len()];
         let mut tries = 0u32;
+        let mut last = 0;
         while self.host.free() < target {
-            let victim = self.reclaim_victim();
-            let res = victim.map_or(&[][..], |v| self.vms[v].vm().resident());
-            if res.is_empty() || tries > 1 << 16 {
+            let Some(v) = self.reclaim_victim(&exhausted) else {
+                if self.host.free() >= reserve {
+                    // The margin above the reserve is only hysteresis.
+                    return Ok(());
+                }
                 return Err(SimError::HostOutOfMemory {
-                    vm: victim.unwrap_or(0) as VmId,
+                    vm: last as VmId,
                     free_frames: self.host.free(),
                 });
-            }
+            };
+            last = v;
+            let res = self.vms[v].vm().resident();
             let g = res[self.rng.gen_range(0..res.len())];
-            let v = victim.expect("a victim");
             if self.not_victim(v, g) {
                 tries += 1;
+                // Random draws keep ESX's choice; after a run of misses,
+                // one exact look says whether to keep drawing from `v`.
+                if tries % 64 == 0 && !self.has_victim_frame(v) {
+                    exhausted[v] = true;
+                }
                 continue;
             }
             if !self.swap_out(v, g) {
