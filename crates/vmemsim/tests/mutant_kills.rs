@@ -1948,3 +1948,66 @@ fn agile_counts_its_nested_tables() {
     }
     assert_eq!(on_path(&sim), [true, false, true, true]);
 }
+
+/// Page sharing write-protects a shadow VM's writable leaves and counts
+/// each. Two shadow VMs each store once at the same offset of a fresh
+/// page (the first store of each process, so the same content) and fetch
+/// the same code page: the scan merges VM 1's two pages into VM 0's
+/// frames. VM 0's writable data leaf (the store set its guest D bit, so
+/// the leaf has RW) loses RW, one entry changed
+/// (`Shadow::write_protect_frame`; its code leaf has no RW to lose), and
+/// VM 1's two leaves are zapped. (Kills `hv/shadow.rs:208`
+/// `write_protect_frame`'s `n += 1` as `*=`, shard 20.)
+#[test]
+fn sharing_a_shadow_vms_writable_leaf_counts_it() {
+    let fetch = || acc(1, AccessKind::Fetch, 0x40_0000);
+    let vm = vec![
+        fetch(),
+        anon_mmap(1, ZERO_PAGES, 0x1000),
+        acc(1, AccessKind::Store, ZERO_PAGES),
+        fetch(),
+        fetch(),
+        fetch(),
+    ];
+    let cfg = scanning_host(ModeKind::Shadow, 2, "");
+    let mut s = HostSim::with_sources(&cfg, vec![replay(&vm), replay(&vm)]).checked();
+    s.run(&mut |_| {}).unwrap();
+    let merged: Vec<u64> = (0..2).map(|v| s.vm(v).sharing.merged).collect();
+    assert_eq!(merged, [0, 2], "VM 1's code and data pages");
+    let r = s.report();
+    let host: Vec<_> = r
+        .vms
+        .iter()
+        .map(|v| (v.host.rmap_zaps, v.host.invepts))
+        .collect();
+    assert_eq!(host, [(1, 1), (2, 1)]);
+    // Each: one INVEPT (1000 cycles) and its zaps (100 each).
+    let work: Vec<u64> = r.vms.iter().map(|v| v.host.host_work_cycles).collect();
+    assert_eq!(work, [1100, 1200]);
+}
+
+/// A 2 MiB guest page over 4 KiB host pages under shadow paging gets a
+/// direct shadow PT of 4 KiB leaves (KVM's direct shadow pages): a load
+/// of A shadows the guest's PML4, PDPT and PD and adds one direct PT (4
+/// shadow pages), and A+20K resolves to the huge page's sixth frame
+/// through the same direct PT (still 4). (Kills `hv/shadow.rs:483`
+/// `lvl -= 1` as `/=`, shard 20: the descent never ends.)
+#[test]
+fn shadow_maps_a_huge_guest_page_with_a_direct_pt() {
+    let mut cfg = Config::default();
+    cfg.guest.huge_pages = HugePages::Huge2M;
+    let mut sim = Sim::new(Shadow::with_config(&cfg.shadow), &cfg);
+    run(&mut sim, &[anon_mmap(1, A, 4 << 20), acc(1, Load, A)]);
+    assert_eq!(sim.machine.mode.shadow_pages(), 4);
+    let Record::Access(a) = acc(1, Load, A + 0x5000) else {
+        unreachable!()
+    };
+    let mut got = None;
+    sim.access(&a, &mut |_, t| got = Some(t.gpfn)).unwrap();
+    assert_eq!(sim.machine.mode.shadow_pages(), 4);
+    let g = &sim.guest;
+    let root = g.current().unwrap().root;
+    let m = softwalk::translate(&g.mem, root, 4, A).unwrap();
+    assert_eq!(m.level, 2, "a 2 MiB guest page");
+    assert_eq!(got, Some(m.gpfn + 5));
+}
