@@ -2011,3 +2011,25 @@ fn shadow_maps_a_huge_guest_page_with_a_direct_pt() {
     assert_eq!(m.level, 2, "a 2 MiB guest page");
     assert_eq!(got, Some(m.gpfn + 5));
 }
+
+/// With 5-level paging the TLB tag (`u128`) keeps the page size apart
+/// from the page number: a 4 KiB page at 2 MiB and a 2 MiB page at 1 GiB
+/// both have page number 0x200 in their size. After the 4 KiB page is
+/// loaded, the load at 1 GiB must not hit its entry; the oracle checks
+/// every access in every mode. (Kills `mmu/tlb.rs:227` `size << 44` as
+/// `>>`, shard 10: the 2 MiB lookup hit the 4 KiB entry.)
+#[test]
+fn five_level_tlb_tags_tell_page_sizes_apart() {
+    let mut cfg = Config::default();
+    cfg.guest.levels = 5;
+    cfg.guest.huge_pages = HugePages::Huge2M;
+    let recs = [
+        anon_mmap(1, 0x20_0000, 0x1000),
+        anon_mmap(1, 0x4000_0000, 4 << 20),
+        acc(1, Store, 0x20_0000),
+        acc(1, Store, 0x4000_0000),
+        acc(1, Load, 0x20_0008),
+        acc(1, Load, 0x4000_0008),
+    ];
+    common::all_modes_agree(&cfg, &recs);
+}
