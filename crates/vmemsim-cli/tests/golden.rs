@@ -183,3 +183,15 @@ fn host_esx_overcommitted() {
         &["host", "--config", "tests/golden/host-esx.toml"],
     );
 }
+
+/// `vmemsim host` with content-based page sharing
+/// (`tests/golden/host-sharing.toml`): one real recording in three VMs
+/// under nested, shadow and direct paging on two pCPUs; the per-VM table,
+/// the sharing tables and the JSON are pinned.
+#[test]
+fn host_sharing_three_modes() {
+    golden(
+        "host-sharing",
+        &["host", "--config", "tests/golden/host-sharing.toml"],
+    );
+}
