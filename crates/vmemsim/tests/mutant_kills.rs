@@ -2062,3 +2062,39 @@ fn tlb_tags_tell_huge_entries_from_4k_ones() {
     // another page's entry (and resolve to its frame).
     assert_eq!((s.accesses, s.tlb_misses), (8, 4));
 }
+
+/// A fetch from a data page shared copy-on-write after fork is not a
+/// store: the model lifts the page's NX (a recording that missed an
+/// mprotect) and copies nothing. Process 1 stores to A and forks; the
+/// child fetches from A: one guest fault, no COW fault, no copy; then
+/// the child's store to A is the COW break (one copy). (Kills
+/// `guest/os/fault.rs:141` `r.write && e & RW == 0` as `||`, shard 10: the
+/// fetch copied the page.)
+#[test]
+fn a_fetch_from_a_cow_page_copies_nothing() {
+    use AccessKind::Fetch;
+    let cfg = Config::default();
+    let mut sim = Sim::new(vmemsim::hv::Native, &cfg);
+    run(
+        &mut sim,
+        &[
+            anon_mmap(1, A, 1 << 20),
+            acc(1, Store, A),
+            ev(1, ProcEvent::Fork { child: 2 }),
+        ],
+    );
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(2, Fetch, A)]);
+    let d = sim.stats().since(&before);
+    assert_eq!(
+        (d.guest_page_faults, d.cow_faults, d.frames_copied),
+        (1, 0, 0)
+    );
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(2, Store, A + 8)]);
+    let d = sim.stats().since(&before);
+    assert_eq!(
+        (d.guest_page_faults, d.cow_faults, d.frames_copied),
+        (1, 1, 1)
+    );
+}
