@@ -1783,6 +1783,23 @@ fn w11_first_rule_needs_a_tlb_miss_rate_above_the_bound() {
     assert_eq!(w11_rules(at, at), (6, W11Decision::Shadow));
 }
 
+/// \[W11\]'s third rule (stay for low fault and TLB-miss rates) is strict
+/// on the TLB-miss rate too: no page faults and exactly 0.1 misses per
+/// 1000 instructions (the lower bound), after a history of the same,
+/// falls through rules 3-5 to rule 6 (a P-to-T ratio of 0: shadow); just
+/// below the bound, rule 3 stays. (Kills `cur.tlb < TLB_LOWER` as `<=`;
+/// shard 10.)
+#[test]
+fn w11_third_rule_needs_a_tlb_miss_rate_below_the_bound() {
+    let at = W11Sample {
+        pf: 0.0,
+        tlb: w11::TLB_LOWER,
+    };
+    let below = W11Sample { pf: 0.0, tlb: 0.05 };
+    assert_eq!(w11_rules(below, at), (3, W11Decision::Stay));
+    assert_eq!(w11_rules(at, at), (6, W11Decision::Shadow));
+}
+
 /// An L1 DTLB miss that hits the STLB is counted as an STLB hit, not a
 /// TLB miss. The L1 DTLB has 16 sets of 4 ways (64 entries), the STLB 128
 /// sets of 4: A and four pages 16 pages apart share A's L1 set (and evict it)
@@ -2068,7 +2085,7 @@ fn tlb_tags_tell_huge_entries_from_4k_ones() {
 /// mprotect) and copies nothing. Process 1 stores to A and forks; the
 /// child fetches from A: one guest fault, no COW fault, no copy; then
 /// the child's store to A is the COW break (one copy). (Kills
-/// `guest/os/fault.rs:141` `r.write && e & RW == 0` as `||`, shard 10: the
+/// `guest/os/fault.rs:141` `r.write && e & RW == 0` as `||`, shard 20: the
 /// fetch copied the page.)
 #[test]
 fn a_fetch_from_a_cow_page_copies_nothing() {
@@ -2097,4 +2114,57 @@ fn a_fetch_from_a_cow_page_copies_nothing() {
         (d.guest_page_faults, d.cow_faults, d.frames_copied),
         (1, 1, 1)
     );
+}
+
+/// brk grows and shrinks the heap VMA: the first brk sets where the heap
+/// starts, the second maps [start, start + 8K) read-write (not an
+/// implicit area), the third shrinks it to 4K. (Kills
+/// `guest/os/mapping.rs:49` `brk -> Ok(())`, shard 10.)
+#[test]
+fn brk_grows_and_shrinks_the_heap_vma() {
+    const HEAP: u64 = 0x60_0000;
+    let mut sim = Sim::new(vmemsim::hv::Native, &Config::default());
+    let brk = |addr| ev(1, ProcEvent::Brk { addr });
+    run(&mut sim, &[brk(HEAP), brk(HEAP + 0x2000)]);
+    let p = sim.guest.process(1).expect("spawned");
+    assert_eq!(p.heap, Some((HEAP, HEAP + 0x2000)));
+    let v = p.vmas.find(HEAP + 0x1000).expect("the heap VMA");
+    assert_eq!(
+        (v.start, v.end, v.prot, v.implicit),
+        (HEAP, HEAP + 0x2000, 3, false)
+    );
+    run(&mut sim, &[brk(HEAP + 0x1000)]);
+    let p = sim.guest.process(1).unwrap();
+    assert_eq!(p.vmas.find(HEAP).map(|v| v.end), Some(HEAP + 0x1000));
+    assert!(p.vmas.find(HEAP + 0x1000).is_none());
+}
+
+/// mprotect to read-only takes the write right from present leaves at
+/// once (the next store faults) and keeps them non-executable: after a
+/// store to A and mprotect(A, 4K, PROT_READ), A's PTE has no RW and has
+/// NX. (Kills `guest/os/mapping.rs:106` `prot & PROT_EXEC == 0` as `|`,
+/// shard 10, which made the page executable, and the same at `:103` for
+/// `PROT_WRITE`.)
+#[test]
+fn mprotect_read_only_clears_rw_and_keeps_nx() {
+    let mut sim = Sim::new(vmemsim::hv::Native, &Config::default());
+    run(&mut sim, &[anon_mmap(1, A, 1 << 20), acc(1, Store, A)]);
+    let pte = |sim: &Sim<vmemsim::hv::Native>| {
+        let g = &sim.guest;
+        let root = g.current().unwrap().root;
+        softwalk::path(&g.mem, root, 4, A).steps[3].2
+    };
+    assert_ne!(pte(&sim) & x86::RW, 0);
+    run(
+        &mut sim,
+        &[ev(
+            1,
+            ProcEvent::Mprotect {
+                addr: A,
+                len: 0x1000,
+                prot: 1,
+            },
+        )],
+    );
+    assert_eq!(pte(&sim) & (x86::RW | x86::NX), x86::NX);
 }
