@@ -119,6 +119,14 @@ fn bad_host_configs_exit_2_naming_the_key() {
             format!("{base}[esx]\nshared_charge = \"half\"\n"),
             "unknown variant `half`, expected `fractional` or `full`",
         ),
+        // It panicked at the first sampling period before session 11.
+        (
+            format!(
+                "{}[esx]\nreclaim = \"balloon\"\n",
+                base.replace("mem_mib = 192", "mem_mib = 192\npage_size = \"2m\"")
+            ),
+            "config key `host.page_size` = 2m: 4k with the ESX memory manager",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let cfg = write_cfg(&format!("bad{i}.toml"), text);
