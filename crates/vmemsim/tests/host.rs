@@ -13,7 +13,7 @@ use vmemsim::stats::{ExitReason, Stats};
 use vmemsim::{ModeKind, SimError};
 use vmemsim_trace::{AccessKind, ProcEvent, Record, RecordSource};
 
-use common::{acc, collect, ev, replay, Alone};
+use common::{acc, anon_mmap, collect, ev, replay, Alone};
 
 /// Every VM's input read into memory, and a replay of each for the host
 /// (so the same records can also be run alone).
@@ -312,16 +312,8 @@ fn swap_out_then_touch(mode: &str) -> (Stats, u64, u64, u64) {
         flags: 0x22,
         file: None,
     };
-    let other = ProcEvent::Mmap {
-        addr: DATA + (4 << 20),
-        len: 1 << 20,
-        prot: 3,
-        flags: 0x22,
-        file: None,
-    };
     let a = vec![
         ev(1, mmap),
-        ev(1, other),
         acc(1, AccessKind::Fetch, CODE),
         acc(1, AccessKind::Store, DATA),
         acc(1, AccessKind::Fetch, CODE),
@@ -827,23 +819,9 @@ fn a_sampled_frame_touched_then_unmapped_counts_as_touched() {
             ModeKind::Direct | ModeKind::Native | ModeKind::SwtlbNative
         )
     });
-    let mmap = ProcEvent::Mmap {
-        addr: DATA,
-        len: 1 << 20,
-        prot: 3,
-        flags: 0x22,
-        file: None,
-    };
-    let other = ProcEvent::Mmap {
-        addr: DATA + (4 << 20),
-        len: 1 << 20,
-        prot: 3,
-        flags: 0x22,
-        file: None,
-    };
     let a = vec![
-        ev(1, mmap),
-        ev(1, other),
+        anon_mmap(1, DATA, 1 << 20),
+        anon_mmap(1, DATA + (4 << 20), 1 << 20),
         acc(1, AccessKind::Fetch, CODE),
         acc(1, AccessKind::Store, DATA),
         acc(1, AccessKind::Store, DATA + 0x1000),

@@ -844,6 +844,23 @@ fn a_guest_cow_fault_on_a_shared_frame_breaks_no_host_sharing() {
     }
 }
 
+/// `selective` and `selective-w11` on `phases` (500 000 accesses over 16
+/// MiB, 250 000 instructions) with `cfg`.
+fn switching_modes_on_phases(cfg: &Config) -> Vec<(ModeKind, vmemsim::ModeResult)> {
+    let spec = vmemsim::workload::WorkloadSpec {
+        accesses: 500_000,
+        footprint_mib: 16,
+        ..vmemsim::workload::WorkloadSpec::default_for(vmemsim::workload::WorkloadKind::Phases)
+    };
+    [ModeKind::Selective, ModeKind::SelectiveW11]
+        .into_iter()
+        .map(|kind| {
+            let r = vmemsim::run_mode(kind, cfg, &mut spec.source(), &mut |_| {}).unwrap();
+            (kind, r)
+        })
+        .collect()
+}
+
 /// A switching mode closes one sampling period per
 /// `selective.period_instructions` (default 100 000) guest instructions:
 /// `phases` at 500 000 accesses retires 250 000 instructions (a fetch
@@ -852,14 +869,7 @@ fn a_guest_cow_fault_on_a_shared_frame_breaks_no_host_sharing() {
 /// `next_boundary -> 1` (shard 3: a period closed at every access).
 #[test]
 fn a_switching_mode_samples_once_per_period() {
-    let cfg = Config::default();
-    let spec = vmemsim::workload::WorkloadSpec {
-        accesses: 500_000,
-        footprint_mib: 16,
-        ..vmemsim::workload::WorkloadSpec::default_for(vmemsim::workload::WorkloadKind::Phases)
-    };
-    for kind in [ModeKind::Selective, ModeKind::SelectiveW11] {
-        let r = vmemsim::run_mode(kind, &cfg, &mut spec.source(), &mut |_| {}).unwrap();
+    for (kind, r) in switching_modes_on_phases(&Config::default()) {
         let sw = r.switching.expect("a switching report");
         let lens: Vec<u64> = sw.intervals.iter().map(|i| i.instructions).collect();
         assert_eq!(r.stats.instructions, 250_000, "{kind:?}");
@@ -879,13 +889,7 @@ fn a_switching_mode_samples_once_per_period() {
 fn a_measured_window_reports_the_sampling_period() {
     let mut cfg = Config::default();
     cfg.measure.warmup_instructions = 120_000;
-    let spec = vmemsim::workload::WorkloadSpec {
-        accesses: 500_000,
-        footprint_mib: 16,
-        ..vmemsim::workload::WorkloadSpec::default_for(vmemsim::workload::WorkloadKind::Phases)
-    };
-    for kind in [ModeKind::Selective, ModeKind::SelectiveW11] {
-        let r = vmemsim::run_mode(kind, &cfg, &mut spec.source(), &mut |_| {}).unwrap();
+    for (kind, r) in switching_modes_on_phases(&cfg) {
         let sw = r.switching.expect("a switching report");
         let lens: Vec<u64> = sw.intervals.iter().map(|i| i.instructions).collect();
         assert_eq!(sw.period_instructions, 100_000, "{kind:?}");
