@@ -187,6 +187,22 @@ mod tests {
         );
     }
 
+    /// A VMA that ends where a range starts does not overlap it: mprotect
+    /// or munmap of the gap after it leaves it alone and adds no empty
+    /// VMA (mutation testing, shard 11: `v.end > start` as `>=` in
+    /// `overlapping` left an empty `[0x2000, 0x2000)` behind).
+    #[test]
+    fn a_range_after_a_vma_does_not_touch_it() {
+        let mut v = Vmas::default();
+        v.insert(0x1000, 0x2000, 3, false);
+        assert!(v.mapped(0x2000, 0x3000).is_empty());
+        v.protect(0x2000, 0x3000, 1);
+        v.remove(0x2000, 0x3000);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v.mapped(0, u64::MAX), [(0x1000, 0x2000)]);
+        assert_eq!(v.find(0x1800).unwrap().prot, 3);
+    }
+
     /// Touching implicit areas merge only with the same rights: a
     /// read-only one after a read-write one stays a VMA of its own
     /// (mutation testing, shard 10: `prev.end == start && prev.prot ==
