@@ -866,13 +866,18 @@ fn switching_modes_on_phases(cfg: &Config) -> Vec<(ModeKind, vmemsim::ModeResult
 /// `phases` at 500 000 accesses retires 250 000 instructions (a fetch
 /// every second access), so the report holds two full intervals and a
 /// last one of 50 000, in both `selective` and `selective-w11`. Kills `hv/selective/mod.rs`
-/// `next_boundary -> 1` (shard 3: a period closed at every access).
+/// `next_boundary -> 1` (shard 3: a period closed at every access), and
+/// the default `Policy::rules_fired -> [1]` (shard 11: the predictive
+/// policy reported a rule).
 #[test]
 fn a_switching_mode_samples_once_per_period() {
     for (kind, r) in switching_modes_on_phases(&Config::default()) {
         let sw = r.switching.expect("a switching report");
         let lens: Vec<u64> = sw.intervals.iter().map(|i| i.instructions).collect();
         assert_eq!(r.stats.instructions, 250_000, "{kind:?}");
+        // Only W11 has numbered rules (seven); the predictive policy none.
+        let rules = if kind == ModeKind::SelectiveW11 { 7 } else { 0 };
+        assert_eq!(sw.rules_fired.len(), rules, "{kind:?}");
         assert_eq!(sw.period_instructions, 100_000, "{kind:?}");
         assert_eq!(lens.len(), 3, "{kind:?}: periods closed");
         assert_eq!(lens, [100_000, 100_000, 50_000], "{kind:?}");
@@ -2171,4 +2176,28 @@ fn mprotect_read_only_clears_rw_and_keeps_nx() {
         )],
     );
     assert_eq!(pte(&sim) & (x86::RW | x86::NX), x86::NX);
+}
+
+/// A native VM on a shared host maps each 4 KiB frame from the pool
+/// alone, even inside a 2 MiB guest page (the pool's frames are not
+/// contiguous): loads of A and A+20K in a 2 MiB guest page resolve to
+/// two pool frames, the oracle checking both. (Kills `hv/native.rs:41`,
+/// the `size: 4K` of the hosted fill deleted, shard 11: A's 2 MiB TLB
+/// entry gave A+20K the frame five after A's.)
+#[test]
+fn a_hosted_native_vm_maps_huge_guest_pages_frame_by_frame() {
+    let text = "[host]\nmem_mib = 256\n[[vm]]\nname = \"a\"\nworkload = \"seq\"\n\
+                mode = \"native\"\nmem_mib = 64\n[vm.guest]\nhuge_pages = \"2m\"\n";
+    let cfg = HostConfig::from_toml(text, "t.toml", std::path::Path::new(".")).unwrap();
+    let recs = [
+        anon_mmap(1, A, 4 << 20),
+        acc(1, Store, A),
+        acc(1, Load, A + 0x5000),
+        acc(1, Load, A + 0x5008),
+    ];
+    let mut sim = HostSim::with_sources(&cfg, vec![replay(&recs)]).checked();
+    sim.run(&mut |_| {}).unwrap();
+    let r = sim.resolutions(0);
+    assert_eq!(r[1].0, r[0].0 + 5, "gPFNs of one 2 MiB guest page");
+    assert_eq!(sim.vm(0).stats.tlb_misses, 2, "one 4 KiB entry each");
 }
