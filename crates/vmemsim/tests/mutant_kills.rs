@@ -2060,16 +2060,17 @@ fn five_level_tlb_tags_tell_page_sizes_apart() {
     common::all_modes_agree(&cfg, &recs);
 }
 
-/// The 64-bit TLB tag (4-level paging) keeps huge entries apart from
-/// 4 KiB ones of the same page number: 4 KiB pages at 8 KiB and at 2 MiB
-/// (page numbers 2 and 0x200), a 2 MiB page at 1 GiB (0x200 in 2 MiB
-/// pages) and a 1 GiB page at 2 GiB (2 in 1 GiB pages). Natively (the TLB
-/// holds huge entries whole), after the 4 KiB pages are stored to, the
-/// huge pages' loads must not hit their entries; the oracle checks every
-/// access. (Kills `mmu/tlb.rs:209` `1 << 35` as `>>`, shard 20, and the
-/// same for the 1 GiB size bits.)
+/// The 64-bit TLB tag (4-level paging) keeps entries of the three sizes
+/// apart when their page numbers agree: 4 KiB pages at 8 KiB and at 2
+/// MiB (page numbers 2 and 0x200), 2 MiB pages at 4 MiB and at 1 GiB (2
+/// and 0x200) and a 1 GiB page at 2 GiB (2). Natively (the TLB holds huge
+/// entries whole), after every page is stored to, no load may hit
+/// another page's entry; the oracle checks every access. (Kills
+/// `mmu/tlb.rs:209` `1 << 35` as `>>`, shard 20, the same for the 1 GiB
+/// bits, and the 2 MiB match arm deleted, shard 19, which gave 2 MiB
+/// entries the 1 GiB bits.)
 #[test]
-fn tlb_tags_tell_huge_entries_from_4k_ones() {
+fn tlb_tags_tell_the_three_page_sizes_apart() {
     let mut cfg = Config::default();
     cfg.guest.huge_pages = HugePages::Huge1G;
     cfg.guest.mem_mib = 2048;
@@ -2077,16 +2078,17 @@ fn tlb_tags_tell_huge_entries_from_4k_ones() {
     let mut recs = vec![
         anon_mmap(1, 0x1000, 0x2000),
         anon_mmap(1, 0x20_0000, 0x1000),
+        anon_mmap(1, 0x40_0000, 2 << 20),
         anon_mmap(1, 0x4000_0000, 4 << 20),
         anon_mmap(1, 0x8000_0000, 1 << 30),
     ];
-    let pages = [0x2000, 0x20_0000, 0x4000_0000, 0x8000_0000];
+    let pages = [0x2000, 0x20_0000, 0x40_0000, 0x4000_0000, 0x8000_0000];
     recs.extend(pages.map(|va| acc(1, Store, va)));
     recs.extend(pages.map(|va| acc(1, Load, va + 8)));
     let s = checked_stats(ModeKind::Native, &cfg, &recs);
-    // Four stores miss; of the loads, only a tag collision would hit
+    // Five stores miss; of the loads, only a tag collision would hit
     // another page's entry (and resolve to its frame).
-    assert_eq!((s.accesses, s.tlb_misses), (8, 4));
+    assert_eq!((s.accesses, s.tlb_misses), (10, 5));
 }
 
 /// A fetch from a data page shared copy-on-write after fork is not a
