@@ -2203,3 +2203,36 @@ fn a_hosted_native_vm_maps_huge_guest_pages_frame_by_frame() {
     assert_eq!(r[1].0, r[0].0 + 5, "gPFNs of one 2 MiB guest page");
     assert_eq!(sim.vm(0).stats.tlb_misses, 2, "one 4 KiB entry each");
 }
+
+/// An access outside every VMA (a page Valgrind's loader mapped without
+/// an mmap event) maps that page implicitly, read-write-execute, and is
+/// counted once. (Kills `guest/os/fault.rs:32` `implicit_mappings += 1`
+/// as `*=`, shard 19.)
+#[test]
+fn an_access_outside_every_vma_is_one_implicit_mapping() {
+    let mut sim = Sim::new(vmemsim::hv::Native, &Config::default());
+    run(&mut sim, &[acc(1, Store, A), acc(1, Load, A + 8)]);
+    let s = sim.stats();
+    assert_eq!((s.implicit_mappings, s.guest_page_faults), (1, 1));
+    let v = sim.guest.process(1).unwrap().vmas.find(A).unwrap();
+    assert_eq!(
+        (v.start, v.end, v.prot, v.implicit),
+        (A, A + 0x1000, 7, true)
+    );
+}
+
+/// brk refuses a program break above the user half (47 bits with 4-level
+/// paging), naming the event, and accepts one at its top. (Kills
+/// `guest/os/mapping.rs:49` `addr > self.user_top` as `==`, shard 11.)
+#[test]
+fn brk_above_the_user_half_is_an_error() {
+    let mut sim = Sim::new(vmemsim::hv::Native, &Config::default());
+    let top = 1u64 << 47;
+    let e = sim
+        .event(1, &ProcEvent::Brk { addr: top + 0x1000 })
+        .unwrap_err();
+    assert!(e.to_string().contains("brk 0x800000001000"), "{e}");
+    sim.event(1, &ProcEvent::Brk { addr: top - 0x2000 })
+        .unwrap();
+    sim.event(1, &ProcEvent::Brk { addr: top }).unwrap();
+}
