@@ -2236,3 +2236,37 @@ fn brk_above_the_user_half_is_an_error() {
         .unwrap();
     sim.event(1, &ProcEvent::Brk { addr: top }).unwrap();
 }
+
+/// execve gives the process a new, empty address space and flushes its
+/// TLB entries once. (Kills `guest/os/process.rs:168` `tlb_flushes += 1`
+/// as `*=`, shard 11.)
+#[test]
+fn exec_flushes_the_tlb_once() {
+    let mut sim = Sim::new(vmemsim::hv::Native, &Config::default());
+    run(&mut sim, &[anon_mmap(1, A, 1 << 20), acc(1, Store, A)]);
+    let before = sim.stats().clone();
+    run(&mut sim, &[ev(1, ProcEvent::Exec)]);
+    let d = sim.stats().since(&before);
+    assert_eq!((d.execs, d.tlb_flushes), (1, 1));
+    assert!(sim.guest.process(1).unwrap().vmas.is_empty());
+}
+
+/// munmap walks every page of a long range: 4 352 touched pages (17
+/// MiB) unmapped at once leave none mapped. (Kills
+/// `guest/os/mapping.rs:225` `va += n * PAGE_SIZE` as `n + PAGE_SIZE`,
+/// shard 19: steps of 4 097 bytes skip page 4 096, which stayed mapped.)
+#[test]
+fn munmap_of_a_long_range_unmaps_every_page() {
+    const PAGES: u64 = 17 * 256;
+    let mut sim = Sim::new(vmemsim::hv::Native, &Config::default());
+    let mut recs = vec![anon_mmap(1, A, PAGES << 12)];
+    recs.extend((0..PAGES).map(|i| acc(1, Store, A + (i << 12))));
+    run(&mut sim, &recs);
+    run(&mut sim, &[munmap(1, A, PAGES << 12)]);
+    let g = &sim.guest;
+    let root = g.current().unwrap().root;
+    let left: Vec<u64> = (0..PAGES)
+        .filter(|i| softwalk::translate(&g.mem, root, 4, A + (i << 12)).is_some())
+        .collect();
+    assert_eq!(left, [] as [u64; 0]);
+}
