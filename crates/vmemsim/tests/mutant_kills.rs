@@ -867,7 +867,7 @@ fn switching_modes_on_phases(cfg: &Config) -> Vec<(ModeKind, vmemsim::ModeResult
 /// every second access), so the report holds two full intervals and a
 /// last one of 50 000, in both `selective` and `selective-w11`. Kills `hv/selective/mod.rs`
 /// `next_boundary -> 1` (shard 3: a period closed at every access), and
-/// the default `Policy::rules_fired -> [1]` (shard 11: the predictive
+/// the default `Policy::rules_fired -> [1]` (shard 19: the predictive
 /// policy reported a rule).
 #[test]
 fn a_switching_mode_samples_once_per_period() {

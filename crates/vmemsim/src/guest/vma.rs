@@ -189,7 +189,7 @@ mod tests {
 
     /// A VMA that ends where a range starts does not overlap it: mprotect
     /// or munmap of the gap after it leaves it alone and adds no empty
-    /// VMA (mutation testing, shard 11: `v.end > start` as `>=` in
+    /// VMA (mutation testing, shard 19: `v.end > start` as `>=` in
     /// `overlapping` left an empty `[0x2000, 0x2000)` behind).
     #[test]
     fn a_range_after_a_vma_does_not_touch_it() {
