@@ -2270,3 +2270,32 @@ fn munmap_of_a_long_range_unmaps_every_page() {
         .collect();
     assert_eq!(left, [] as [u64; 0]);
 }
+
+/// A 2 MiB guest page that faults in over preset contents (a snapshot's
+/// pages) gives each 4 KiB frame the content of its own page: frames 0,
+/// 1 and 511 hold the ids preset for A's pages 0, 1 and 511. (Kills
+/// `guest/os/mod.rs:236` `(va >> 12) + i` as `- i`, shard 12.)
+#[test]
+fn a_huge_page_over_presets_gives_each_frame_its_page() {
+    let text = "[host]\nmem_mib = 256\n[[vm]]\nname = \"a\"\nworkload = \"seq\"\n\
+                mode = \"nested\"\nmem_mib = 64\n[vm.guest]\nhuge_pages = \"2m\"\n";
+    let cfg = HostConfig::from_toml(text, "t.toml", std::path::Path::new(".")).unwrap();
+    let recs = [anon_mmap(1, A, 4 << 20), acc(1, Load, A)];
+    let mut sim = HostSim::with_sources(&cfg, vec![replay(&recs)]).track_contents();
+    let vpn = A >> 12;
+    sim.preset_contents(
+        0,
+        &[
+            ((1, vpn), 0x111),
+            ((1, vpn + 1), 0x222),
+            ((1, vpn + 511), 0x333),
+        ],
+    );
+    sim.run(&mut |_| {}).unwrap();
+    let g = sim.guest(0);
+    let m = softwalk::translate(&g.mem, g.process(1).unwrap().root, 4, A).unwrap();
+    assert_eq!(m.level, 2);
+    let c = g.contents().unwrap();
+    let got: Vec<u64> = [0, 1, 511].iter().map(|i| c.get(m.gpfn + i)).collect();
+    assert_eq!(got, [0x111, 0x222, 0x333]);
+}
