@@ -306,8 +306,9 @@ pub trait Mode: 'static {
         0
     }
     /// True when the mode holds a live mapping of guest frame `gpfn` to
-    /// host frame `hpfn` of its own (a shadow leaf): how the host's idle
-    /// sampling sees that the guest touched a frame it invalidated with
+    /// host frame `hpfn` of its own (a shadow leaf): with the refill
+    /// record ([`crate::host::Vm::watch`]), how the host's idle sampling
+    /// sees that the guest touched a frame it invalidated with
     /// [`Mode::host_unmap`]. The EPT entry is the host's to check.
     fn host_mapped(&self, _host: &HostMemory, _gpfn: Gpfn, _hpfn: Hpfn) -> bool {
         false
