@@ -10,6 +10,11 @@
 # `python3 scripts/mutants-summary.py OUT`.
 # MUTANTS_SEED_TARGET=DIR copies an existing target directory of this
 # repository into the clone first (saves the first full build).
+# MUTANTS_RESUME=1 continues a shard whose OUT/shardK exists (a run that
+# was stopped): cargo-mutants' --iterate skips the mutants it lists as
+# caught or unviable there and accumulates the results. Mutants are
+# matched by file, line and column, so resume on a tree whose sources in
+# the scope have not moved; any that did are simply tested again.
 # Needs cargo-mutants 27.1.0 (`cargo install cargo-mutants --version 27.1.0
 # --locked`) and cargo-nextest.
 set -euo pipefail
@@ -26,9 +31,13 @@ fi
 repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+iterate=()
 if [ -e "$out/shard$k" ]; then
-    echo "$0: $out/shard$k exists; move it away first (nothing is overwritten)" >&2
-    exit 1
+    if [ "${MUTANTS_RESUME:-}" != 1 ]; then
+        echo "$0: $out/shard$k exists; move it away first, or set MUTANTS_RESUME=1 to continue it (nothing is overwritten)" >&2
+        exit 1
+    fi
+    iterate=(--iterate)
 fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/vmemsim-mutants-$k.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -41,7 +50,7 @@ fi
 # --timeout: the fast set runs in under a minute; a mutant that makes it
 # hang (a loop whose counter no longer moves) is a timeout, counted apart.
 cargo mutants -p vmemsim --in-place --baseline skip --timeout 150 --build-timeout 600 \
-    --test-tool nextest --shard "$k/$n" --sharding round-robin \
+    --test-tool nextest --shard "$k/$n" --sharding round-robin "${iterate[@]}" \
     -f 'crates/vmemsim/src/mmu/*.rs' -f 'crates/vmemsim/src/hv/*.rs' \
     -f 'crates/vmemsim/src/hv/*/*.rs' -f 'crates/vmemsim/src/guest/*.rs' \
     -f 'crates/vmemsim/src/guest/*/*.rs' -f crates/vmemsim/src/cost.rs \

@@ -46,6 +46,11 @@ def main() -> int:
             counts[kind] += 1
             if kind in lists:
                 lists[kind].append(m["name"])
+        # A shard continued with MUTANTS_RESUME=1 (--iterate) lists what
+        # its earlier runs caught in previously_caught.txt, not in outcomes.
+        prev = f.parent / "previously_caught.txt"
+        if prev.exists():
+            counts["caught"] += sum(1 for line in prev.read_text().splitlines() if line.strip())
         tested = sum(counts.values())
         viable = counts["caught"] + counts["missed"] + counts["timeout"]
         rate = f"{100 * (viable - counts['missed']) / viable:.0f}%" if viable else "-"
