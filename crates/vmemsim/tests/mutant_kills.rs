@@ -2299,3 +2299,20 @@ fn a_huge_page_over_presets_gives_each_frame_its_page() {
     let got: Vec<u64> = [0, 1, 511].iter().map(|i| c.get(m.gpfn + i)).collect();
     assert_eq!(got, [0x111, 0x222, 0x333]);
 }
+
+/// The guest zeroes every frame it hands out: a first store in a fresh
+/// address space zeroes the PDPT, PD and PT it builds (A's PML4 came with
+/// the process) and the data frame: 4; a store to the next page of the
+/// same PT zeroes only its data frame. (Kills `guest/os/mod.rs:344`
+/// `alloc_frame`'s `frames_zeroed += 1` as `*=`, shard 18.)
+#[test]
+fn demand_faults_zero_each_new_frame() {
+    let mut sim = Sim::new(vmemsim::hv::Native, &Config::default());
+    run(&mut sim, &[anon_mmap(1, A, 1 << 20)]);
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(1, Store, A)]);
+    assert_eq!(sim.stats().since(&before).frames_zeroed, 4);
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(1, Store, A + 0x1000)]);
+    assert_eq!(sim.stats().since(&before).frames_zeroed, 1);
+}
