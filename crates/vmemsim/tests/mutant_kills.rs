@@ -1571,6 +1571,25 @@ fn another_address_spaces_flush_resyncs_nothing() {
     assert_eq!((s.shadow_unsyncs, s.shadow_resyncs), (1, 0));
 }
 
+/// Likewise an INVLPG of another address space: process 2 munmaps its
+/// page A (one INVLPG, PCID 2) while process 1, whose PT mapping A is
+/// unsync, is the current one: process 1's entry for A is not resynced.
+/// (Kills `note_invlpg`'s `|| pcid != current` as `&&`, shard 12.)
+#[test]
+fn another_address_spaces_invlpg_resyncs_nothing() {
+    let records = [
+        anon_mmap(2, A, 4 << 20),
+        acc(2, Load, A),
+        anon_mmap(1, A, 4 << 20),
+        acc(1, Load, A),
+        acc(1, Load, A + 0x1000),
+        munmap(2, A, 0x1000),
+        acc(1, Load, A + 0x2000),
+    ];
+    let s = checked_stats(ModeKind::Shadow, &Config::default(), &records);
+    assert_eq!((s.shadow_unsyncs, s.shadow_resyncs, s.invlpgs), (1, 0, 1));
+}
+
 /// Direct paging holds one machine table page per guest table it copies,
 /// plus one splinter page per guest huge page it maps over 4 KiB host
 /// pages: one load of A with 4 KiB guest pages holds the copies of the
@@ -2315,4 +2334,57 @@ fn demand_faults_zero_each_new_frame() {
     let before = sim.stats().clone();
     run(&mut sim, &[acc(1, Store, A + 0x1000)]);
     assert_eq!(sim.stats().since(&before).frames_zeroed, 1);
+}
+
+/// Write-protecting a frame for sharing keeps its shadow leaf present,
+/// only without RW: after `Shadow::write_protect_frame` on A's frame (one
+/// leaf changed) and a TLB flush, a load of A walks the shadow tables to
+/// the read-only leaf without an exit. (Kills `hv/shadow.rs:207`
+/// `se & !x86::RW` with the `!` deleted, shard 18: the leaf lost every bit
+/// but RW, and the load took a hidden fault.)
+#[test]
+fn a_write_protected_shadow_leaf_stays_present() {
+    let cfg = Config::default();
+    let mut sim = Sim::new(Shadow::with_config(&cfg.shadow), &cfg);
+    // The reverse map is kept for VMs on a shared host only.
+    sim.machine.vm.hosted = true;
+    run(&mut sim, &[anon_mmap(1, A, 1 << 20), acc(1, Store, A)]);
+    let g = gpfn_of(&sim, A);
+    let h = sim.machine.vm.p2m(vmemsim::addr::Gpfn(g)).unwrap().0;
+    assert_eq!(sim.machine.mode.write_protect_frame(&mut sim.host, g, h), 1);
+    sim.hw.tlbs.flush_all();
+    let before = sim.stats().clone();
+    run(&mut sim, &[acc(1, Load, A + 8)]);
+    let d = sim.stats().since(&before);
+    assert_eq!((d.tlb_misses, d.total_exits()), (1, 0));
+}
+
+/// A policy that never switches and writes down how many periods the
+/// VM had spent in its mode at each decision.
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl Policy for Recorder {
+    const NAME: &'static str = "recorder";
+    fn decide(&mut self, input: &PolicyInput<'_>) -> Paging {
+        self.0.lock().unwrap().push(input.periods_in_mode);
+        input.cur
+    }
+}
+
+/// A switching mode tells its policy how many periods it has spent in
+/// the current mode, the one just closed included: 1, 2, 3, 4 over
+/// `seq`'s 450 000 instructions (periods of 100 000). (Kills
+/// `hv/selective/mod.rs:206` `periods_in_mode += 1` as `*=`, shard 12.)
+#[test]
+fn a_switching_mode_counts_its_periods_in_mode() {
+    let cfg = Config::default();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mode = vmemsim::hv::selective::Selective::with_policy(Recorder(seen.clone()), &cfg);
+    let mut sim = Sim::new(mode, &cfg);
+    let recs: Vec<Record> = (0..450_000u64)
+        .map(|i| acc(1, AccessKind::Fetch, 0x40_0000 + 4 * (i % 1024)))
+        .collect();
+    run(&mut sim, &recs);
+    assert_eq!(sim.stats().instructions, 450_000);
+    assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 4]);
 }
