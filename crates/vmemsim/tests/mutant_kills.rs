@@ -1571,25 +1571,6 @@ fn another_address_spaces_flush_resyncs_nothing() {
     assert_eq!((s.shadow_unsyncs, s.shadow_resyncs), (1, 0));
 }
 
-/// Likewise an INVLPG of another address space: process 2 munmaps its
-/// page A (one INVLPG, PCID 2) while process 1, whose PT mapping A is
-/// unsync, is the current one: process 1's entry for A is not resynced.
-/// (Kills `note_invlpg`'s `|| pcid != current` as `&&`, shard 12.)
-#[test]
-fn another_address_spaces_invlpg_resyncs_nothing() {
-    let records = [
-        anon_mmap(2, A, 4 << 20),
-        acc(2, Load, A),
-        anon_mmap(1, A, 4 << 20),
-        acc(1, Load, A),
-        acc(1, Load, A + 0x1000),
-        munmap(2, A, 0x1000),
-        acc(1, Load, A + 0x2000),
-    ];
-    let s = checked_stats(ModeKind::Shadow, &Config::default(), &records);
-    assert_eq!((s.shadow_unsyncs, s.shadow_resyncs, s.invlpgs), (1, 0, 1));
-}
-
 /// Direct paging holds one machine table page per guest table it copies,
 /// plus one splinter page per guest huge page it maps over 4 KiB host
 /// pages: one load of A with 4 KiB guest pages holds the copies of the
