@@ -260,6 +260,34 @@ fn a_vmm_refill_keeps_the_guest_write_right() {
     );
 }
 
+/// The same for the execute right: in a read-write-execute mapping, a
+/// load of A+4K after a fetch of A is a VMM refill from the copy, which
+/// keeps the guest's execute right, so the fetch of A+4K that follows
+/// hits. (Kills `COPY_EXEC = 1 << 50` as `1 >> 50`, shard 18: the
+/// refilled entry could not execute, and the fetch missed again.)
+#[test]
+fn a_vmm_refill_keeps_the_guest_execute_right() {
+    let mut cfg = Config::default();
+    cfg.guest.huge_pages = HugePages::Huge2M;
+    let rwx = ev(
+        1,
+        ProcEvent::Mmap {
+            addr: A,
+            len: 4 << 20,
+            prot: 7,
+            flags: 0x22,
+            file: None,
+        },
+    );
+    let before = [rwx, acc(1, AccessKind::Fetch, A)];
+    let more = [
+        acc(1, Load, A + 0x1000),
+        acc(1, AccessKind::Fetch, A + 0x1000),
+    ];
+    assert_eq!(sw_vmm(&cfg, &before, &more[..1]), [1, 0, 1, 1]);
+    assert_eq!(sw_vmm(&cfg, &before, &more), [1, 0, 1, 1]);
+}
+
 /// Guest 1 GiB pages over 2 MiB host pages: the guest-TLB copy's entry is
 /// 1 GiB, the real one 2 MiB. A store to A+2M misses the real TLB and is a
 /// VMM refill whose real entry is 2 MiB (the copy's size field says 1
