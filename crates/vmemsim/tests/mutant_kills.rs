@@ -269,17 +269,10 @@ fn a_vmm_refill_keeps_the_guest_write_right() {
 fn a_vmm_refill_keeps_the_guest_execute_right() {
     let mut cfg = Config::default();
     cfg.guest.huge_pages = HugePages::Huge2M;
-    let rwx = ev(
-        1,
-        ProcEvent::Mmap {
-            addr: A,
-            len: 4 << 20,
-            prot: 7,
-            flags: 0x22,
-            file: None,
-        },
-    );
-    let before = [rwx, acc(1, AccessKind::Fetch, A)];
+    let before = [
+        common::anon_mmap_prot(1, A, 4 << 20, 7),
+        acc(1, AccessKind::Fetch, A),
+    ];
     let more = [
         acc(1, Load, A + 0x1000),
         acc(1, AccessKind::Fetch, A + 0x1000),

@@ -317,16 +317,7 @@ fn agile_policy_moves_written_tables_to_nested_and_clean_ones_back() {
     run(
         &mut sim,
         &[
-            ev(
-                1,
-                ProcEvent::Mmap {
-                    addr: A,
-                    len: 4 << 20,
-                    prot: 7,
-                    flags: 0x22,
-                    file: None,
-                },
-            ),
+            common::anon_mmap_prot(1, A, 4 << 20, 7),
             acc(1, AccessKind::Fetch, A),
         ],
     );

@@ -307,12 +307,18 @@ pub fn checked_stats(kind: ModeKind, cfg: &Config, records: &[Record]) -> Stats 
 /// An anonymous private read-write mapping (`PROT_READ | PROT_WRITE`,
 /// `MAP_PRIVATE | MAP_ANONYMOUS`) of `len` bytes at `addr` by `pid`.
 pub fn anon_mmap(pid: u32, addr: u64, len: u64) -> Record {
+    anon_mmap_prot(pid, addr, len, 3)
+}
+
+/// An anonymous private mmap of `len` bytes at `addr` with `PROT_*` bits
+/// `prot` (7: read, write and execute).
+pub fn anon_mmap_prot(pid: u32, addr: u64, len: u64, prot: u32) -> Record {
     ev(
         pid,
         ProcEvent::Mmap {
             addr,
             len,
-            prot: 3,
+            prot,
             flags: 0x22,
             file: None,
         },
