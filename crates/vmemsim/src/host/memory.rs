@@ -85,7 +85,13 @@ struct FrameRange {
     next: u64,
     end: u64,
     free: Vec<u64>,
+    /// Hand out fresh frames scrambled within each aligned block of
+    /// [`SCATTER_BLOCK`] (see [`HostMemory::scatter_fresh_frames`]).
+    scatter: bool,
 }
+
+/// Frames per block that a scattered pool scrambles: 512, one 2 MiB page.
+const SCATTER_BLOCK: u64 = 512;
 
 impl FrameRange {
     fn new(base: u64, frames: u64) -> Self {
@@ -93,6 +99,7 @@ impl FrameRange {
             next: base,
             end: base.saturating_add(frames),
             free: Vec::new(),
+            scatter: false,
         }
     }
 
@@ -103,7 +110,15 @@ impl FrameRange {
             }
         }
         self.next += 1;
-        self.next - 1
+        let n = self.next - 1;
+        let block = n & !(SCATTER_BLOCK - 1);
+        if self.scatter && block.saturating_add(SCATTER_BLOCK) <= self.end {
+            // An odd multiplier is a bijection modulo a power of two, so
+            // the block's frames are each handed out once, out of order.
+            block | (((n - block) * 173 + 89) & (SCATTER_BLOCK - 1))
+        } else {
+            n
+        }
     }
 }
 
@@ -175,6 +190,19 @@ impl HostMemory {
     /// Swap slots in use.
     pub fn swap_used(&self) -> u64 {
         self.swap_used
+    }
+
+    /// From now on, hand out fresh guest-backing frames scrambled within
+    /// each aligned block of 512 frames (2 MiB), as a fragmented host would,
+    /// instead of in order. Costs do not depend on hPFN values, so results
+    /// stay the same, but code that wrongly assumes a guest's consecutive
+    /// frames have consecutive hPFNs (a 2 MiB TLB entry over 4 KiB host
+    /// frames, say) now resolves accesses to the wrong hPFN, which the
+    /// oracle sees: a check for tests ([`crate::hostsim::HostSim::scattered`]).
+    /// Huge host pages ([`HostMemory::alloc_data_run`]) stay contiguous;
+    /// a block's last frames are in order when the range ends inside it.
+    pub fn scatter_fresh_frames(&mut self) {
+        self.data.scatter = true;
     }
 
     /// A pool that never runs out (the host of a VM run alone).
@@ -527,6 +555,24 @@ impl HostMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scattered pool of 1 100 frames hands out blocks 0 and 1 (frames
+    /// 0-1 023) each frame once and out of order, frame 89 first
+    /// ((0 * 173 + 89) mod 512), and the partial block 1 024-1 099 in order.
+    #[test]
+    fn a_scattered_pool_hands_out_each_frame_once_scrambled_within_its_block() {
+        let mut h = HostMemory::new(1100);
+        h.scatter_fresh_frames();
+        let got: Vec<u64> = (0..1100).map(|g| h.alloc_data(0, Gpfn(g)).0).collect();
+        assert_eq!(&got[..3], &[89, 262, 435]);
+        assert_eq!(got[512], 512 + 89);
+        let mut blocks = got[..1024].to_vec();
+        blocks.sort_unstable();
+        assert_eq!(blocks, (0..1024).collect::<Vec<u64>>());
+        assert!(got[..512].iter().all(|&f| f < 512));
+        assert_eq!(&got[1024..], &(1024..1100).collect::<Vec<u64>>()[..]);
+        assert_eq!(h.m2p(Hpfn(89)), Some((0, Gpfn(0))));
+    }
 
     #[test]
     fn one_capacity_for_guest_frames_and_tables_with_reuse() {

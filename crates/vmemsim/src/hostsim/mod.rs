@@ -678,6 +678,14 @@ impl HostSim {
         self
     }
 
+    /// Back guest frames with scrambled hPFNs (tests;
+    /// [`HostMemory::scatter_fresh_frames`]), so that a checked run also
+    /// catches code that assumes contiguous backing. Call before the run.
+    pub fn scattered(mut self) -> Self {
+        self.host.scatter_fresh_frames();
+        self
+    }
+
     /// Where VM `i`'s accesses resolved so far (checked runs only); taken.
     pub fn resolutions(&mut self, i: usize) -> Vec<(u64, u64)> {
         self.vms[i].resolutions()
