@@ -1001,7 +1001,10 @@ fn every_mode_on_a_scattered_host_matches_the_oracle() {
         };
         let (in_order, in_order_hpfns) = run(false);
         let (scattered, scattered_hpfns) = run(true);
-        assert_eq!(scattered, in_order, "{mode:?}: counters depend on hPFN values");
+        assert_eq!(
+            scattered, in_order,
+            "{mode:?}: counters depend on hPFN values"
+        );
         assert_ne!(
             scattered_hpfns, in_order_hpfns,
             "{mode:?}: the scattered pool handed out frames in order"
