@@ -83,4 +83,25 @@ mod tests {
             (1536, 0, 1516)
         );
     }
+
+    /// A guest out of free frames takes the balloon's last inflated frame
+    /// back, counting each in `balloon_oom_deflates` (and not in the
+    /// driver's `deflated`); an empty balloon gives nothing and counts
+    /// nothing.
+    #[test]
+    fn deflate_on_oom_takes_the_last_inflated_frame_and_counts_it() {
+        let cfg = GuestConfig {
+            mem_mib: 8,
+            ..GuestConfig::default()
+        };
+        let mut g = GuestOs::new(&cfg);
+        let mut b = Balloon::default();
+        assert_eq!(b.inflate(&mut g, 3).to_vec(), vec![512, 513, 514]);
+        assert_eq!(g.deflate_on_oom(), Some(514));
+        assert_eq!(g.deflate_on_oom(), Some(513));
+        assert_eq!((g.balloon_oom_deflates, g.balloon_size()), (2, 1));
+        assert_eq!(g.deflate_on_oom(), Some(512));
+        assert_eq!(g.deflate_on_oom(), None);
+        assert_eq!((g.balloon_oom_deflates, b.deflated), (3, 0));
+    }
 }
