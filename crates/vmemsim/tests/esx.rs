@@ -246,3 +246,29 @@ fn sampling_on_each_vms_own_clock_samples_a_busy_vm_more_often() {
         "host clock: idle {idle}, active {active}"
     );
 }
+
+/// A guest without swap cannot give the balloon frames it uses: when its
+/// workload then needs more frames than are free, it takes balloon pages
+/// back (deflate on OOM, as virtio-balloon's DEFLATE_ON_OOM) instead of
+/// failing, and the ESX report counts them apart from the driver's own
+/// deflates. Experiment 2's ballooned VM (128 MiB, balloon target about
+/// 60 MiB) with `[guest] swap_mib = 0` and GUPS over 110 MiB, cut to 1 M
+/// accesses.
+#[test]
+fn a_guest_without_swap_takes_balloon_pages_back_on_oom() {
+    let r = run(
+        "balloon-vs-small.toml",
+        &[
+            ("accesses = 3000000", "accesses = 1000000"),
+            ("[guest]\nswap_mib = 256", "[guest]\nswap_mib = 0"),
+            ("footprint_mib = 80", "footprint_mib = 110"),
+        ],
+    );
+    let e = &r.esx.as_ref().unwrap().vms[0];
+    assert_eq!(r.vms[0].stats.guest_swap_outs, 0);
+    assert!(e.inflated > 0, "{e:?}");
+    assert!(e.oom_deflates > 0, "{e:?}");
+    let names: Vec<&str> = r.vms.iter().map(|v| v.name.as_str()).collect();
+    let table = r.esx.as_ref().unwrap().to_table(&names);
+    assert!(table.contains("oom.defl"), "{table}");
+}

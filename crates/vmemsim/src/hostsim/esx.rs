@@ -52,6 +52,10 @@ pub struct EsxVm {
     pub double_pagings: u64,
     /// Pages the guest wrote to its own swap (at report time).
     pub guest_swap_outs: u64,
+    /// Balloon pages the guest took back on running out of free frames
+    /// (deflate on OOM, at report time): the balloon's target asked more
+    /// than the guest could give. Not in `deflated`.
+    pub oom_deflates: u64,
 }
 
 // The manager is taken out of the host while it acts on it.
@@ -233,6 +237,7 @@ impl HostSim {
         for (e, v) in vms.iter_mut().zip(&self.vms) {
             e.double_pagings = v.vm().double_pagings;
             e.guest_swap_outs = v.vm().stats.guest_swap_outs;
+            e.oom_deflates = v.guest().balloon_oom_deflates;
         }
         Some(EsxHostReport {
             manager: m.report(self.now(), self),
@@ -286,7 +291,7 @@ impl EsxHostReport {
         let m = &self.manager;
         let mib = |f: u64| f as f64 / 256.0;
         let mut out = format!(
-            "ESX memory manager: idle tax {}, reclaim {:?}\n{:<10} {:>7} {:>7} {:>8} {:>9} {:>9} {:>10} {:>6} {:>11} {:>10} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8}\n",
+            "ESX memory manager: idle tax {}, reclaim {:?}\n{:<10} {:>7} {:>7} {:>8} {:>9} {:>9} {:>10} {:>6} {:>11} {:>10} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8} {:>8}\n",
             m.idle_tax,
             m.reclaim,
             "vm",
@@ -305,6 +310,7 @@ impl EsxHostReport {
             "blocked",
             "g.swapout",
             "dbl.page",
+            "oom.defl",
         );
         let last = m.series.last();
         for (v, name) in names.iter().enumerate() {
@@ -312,7 +318,7 @@ impl EsxHostReport {
             let c = &m.counters[v];
             let _ = writeln!(
                 out,
-                "{:<10} {:>7.1} {:>7.1} {:>8.0} {:>9.1} {:>9.1} {:>10.1} {:>6.2} {:>11.1} {:>10.1} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8}",
+                "{:<10} {:>7.1} {:>7.1} {:>8.0} {:>9.1} {:>9.1} {:>10.1} {:>6.2} {:>11.1} {:>10.1} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8} {:>8}",
                 name,
                 mib(m.min[v]),
                 mib(m.max[v]),
@@ -329,6 +335,7 @@ impl EsxHostReport {
                 c.blocked_polls,
                 self.vms[v].guest_swap_outs,
                 self.vms[v].double_pagings,
+                self.vms[v].oom_deflates,
             );
         }
         let s = m.seconds_in;
