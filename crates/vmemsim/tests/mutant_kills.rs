@@ -2390,3 +2390,42 @@ fn a_switching_mode_counts_its_periods_in_mode() {
     assert_eq!(sim.stats().instructions, 450_000);
     assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 4]);
 }
+
+/// A direct shadow PT (a guest 2 MiB page splintered) shared by the two
+/// shadow PDs of a parent and its forked child: after the child's load
+/// links it from the child's PD too, the child's store breaks the COW
+/// and the guest re-points the child's PDE, which zaps the child's link
+/// and frees the direct page; the parent's link must go with it
+/// (`free_page` clears every parent left in the page's list). The
+/// parent's next load then refills through a new direct page, checked by
+/// the oracle, in shadow and agile modes. (Kills `hv/shadow.rs:314`,
+/// `zap`'s `p != (sp, idx)` as `==`, shard 13: the parent's link was
+/// dropped from the list and left pointing at the freed page.)
+#[test]
+fn a_direct_shadow_pt_shared_after_fork_is_unlinked_from_every_parent() {
+    let mut cfg = Config::default();
+    cfg.guest.huge_pages = HugePages::Huge2M;
+    let t = [
+        anon_mmap(1, A, 4 << 20),
+        acc(1, Store, A),
+        ev(1, ProcEvent::Fork { child: 2 }),
+        acc(1, Load, A + 0x5000),
+        acc(2, Load, A + 0x1000),
+        acc(2, Store, A),
+        acc(1, Load, A + 0x2000),
+        acc(2, Load, A + 0x3000),
+        acc(1, Store, A + 0x4000),
+    ];
+    // Exits by reason (EPT violation, shadow fault, guest fault, PT write,
+    // CR3 write, INVLPG, hypercall): the two COW breaks copy 2 MiB pages,
+    // 512 frames each, the shadow faults of shadow mode and the EPT
+    // violations of agile's nested part.
+    for (kind, exits) in [
+        (ModeKind::Shadow, [0, 1037, 3, 4, 5, 3, 0]),
+        (ModeKind::Agile, [1029, 1, 0, 0, 5, 3, 0]),
+    ] {
+        let s = checked_stats(kind, &cfg, &t);
+        assert_eq!(s.vm_exits, exits, "{kind:?}");
+        assert_eq!((s.guest_page_faults, s.cow_faults), (3, 2), "{kind:?}");
+    }
+}
