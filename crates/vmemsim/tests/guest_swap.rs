@@ -78,6 +78,10 @@ fn swap_out_then_touch_is_one_major_fault_in_every_mode() {
         assert_eq!((s.guest_page_faults, s.demand_faults), (3, 2), "{}", m.name);
         // INVLPGs: two by reclaim, one by the munmap.
         assert_eq!(s.invlpgs, 3, "{}", m.name);
+        // Guest PTE stores: A's fault 4 (PML4E, PDPTE, PDE, PTE), B's 3
+        // (A's accessed bit cleared, A's swap entry, B's PTE), the munmap
+        // 1, the swap-in 1.
+        assert_eq!(s.guest_pte_writes, 9, "{}", m.name);
     }
 }
 
@@ -219,5 +223,24 @@ fn a_small_guest_with_swap_runs_what_it_cannot_hold() {
     for m in &runs {
         assert_eq!(m.stats.guest_swap_outs, s.guest_swap_outs, "{}", m.name);
         assert_eq!(m.stats.major_faults, s.major_faults, "{}", m.name);
+    }
+}
+
+/// The low watermark is a strict bound: reclaim starts when *fewer* than
+/// `watermark_low_pages` frames are free. Loading A leaves exactly 15867
+/// free (see [`swap_out_then_touch`]). With the low watermark at 15867
+/// (the high one at 15868), B's allocation does not reclaim and takes a
+/// fresh frame; at 15868 it reclaims and swaps A out. In every mode.
+#[test]
+fn reclaim_starts_below_the_low_watermark_not_at_it() {
+    use AccessKind::Load;
+    let t = [mmap_a(), acc(1, Load, A), acc(1, Load, A + 0x1000)];
+    for (low, swap_outs) in [(15867, 0), (15868, 1)] {
+        let mut cfg = small_guest();
+        cfg.guest.watermark_low_pages = low;
+        cfg.guest.watermark_high_pages = 15868;
+        for m in all_modes(&cfg, &t) {
+            assert_eq!(m.stats.guest_swap_outs, swap_outs, "low {low}: {}", m.name);
+        }
     }
 }
