@@ -2429,3 +2429,36 @@ fn a_direct_shadow_pt_shared_after_fork_is_unlinked_from_every_parent() {
         assert_eq!((s.guest_page_faults, s.cow_faults), (3, 2), "{kind:?}");
     }
 }
+
+/// munmap of [A + 4K, A + 4M) when only A + 2M is mapped: the walk over
+/// the range skips the absent PDE of A's 2 MiB from A + 4K to the next
+/// PDE's start, A + 2M, and unmaps the page there. Mapped again and
+/// loaded, A + 2M takes a fresh demand fault (2 in all, every mode).
+/// (Kills `guest/os/mapping.rs:195`, `for_leaves`' skip `va & !(span -
+/// 1)` with the `!` deleted (shard 15) and `span - 1` as `span + 1`
+/// (shard 16): with either, this munmap no longer ends, which
+/// cargo-mutants reports as a timeout.)
+#[test]
+fn munmap_skips_an_absent_pde_to_the_next_pde_start() {
+    let t = [
+        anon_mmap(1, A, 6 << 20),
+        acc(1, Store, A + (2 << 20)),
+        ev(
+            1,
+            ProcEvent::Munmap {
+                addr: A + 0x1000,
+                len: (4 << 20) - 0x1000,
+            },
+        ),
+        anon_mmap(1, A + 0x1000, (4 << 20) - 0x1000),
+        acc(1, Load, A + (2 << 20)),
+    ];
+    for m in common::all_modes(&Config::default(), &t) {
+        assert_eq!(
+            (m.stats.demand_faults, m.stats.guest_page_faults),
+            (2, 2),
+            "{}",
+            m.name
+        );
+    }
+}
