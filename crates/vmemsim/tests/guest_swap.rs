@@ -244,3 +244,49 @@ fn reclaim_starts_below_the_low_watermark_not_at_it() {
         }
     }
 }
+
+/// munmap of a swapped-out page frees its slot and leaves the page before
+/// it mapped. Load A + 4K (gPFN 516, 15867 free), load A: reclaim swaps
+/// A + 4K out and A takes 516; munmap A + 4K; load A hits (2 faults in
+/// all, no swap-in), every mode, and no slot is left in use. (Kills
+/// `guest/os/mapping.rs:190`, `for_leaves`' swap-entry step `va +=
+/// PAGE_SIZE` as `-=`, shard 1: the walk went back to A and unmapped it;
+/// and `guest/reclaim.rs:252` `swap_put -> ()`, shard 1: the slot stayed
+/// in use.)
+#[test]
+fn munmap_of_a_swapped_page_frees_its_slot_and_leaves_its_neighbour() {
+    use AccessKind::Load;
+    let t = [
+        mmap_a(),
+        acc(1, Load, A + 0x1000),
+        acc(1, Load, A),
+        ev(
+            1,
+            ProcEvent::Munmap {
+                addr: A + 0x1000,
+                len: 0x1000,
+            },
+        ),
+        acc(1, Load, A),
+    ];
+    for m in all_modes(&small_guest(), &t) {
+        let s = &m.stats;
+        assert_eq!(
+            (s.guest_swap_outs, s.guest_swap_ins, s.guest_page_faults),
+            (1, 0, 2),
+            "{}",
+            m.name
+        );
+    }
+    let mut sim = vmemsim::sim::Sim::new(vmemsim::hv::Native, &small_guest());
+    let mut swapped = Vec::new();
+    for r in &t[..4] {
+        match r {
+            Record::Access(a) => sim.access(a, &mut |_, _| {}).unwrap(),
+            Record::Event(e) => sim.event(e.pid, &e.kind).unwrap(),
+        }
+        swapped.push(sim.guest.swapped_pages());
+    }
+    // In the swap after the second load; free again after the munmap.
+    assert_eq!(swapped, [0, 0, 1, 0]);
+}

@@ -2483,3 +2483,30 @@ fn munmap_skips_an_absent_pde_to_the_next_pde_start() {
         );
     }
 }
+
+/// munmap of the middle page of three leaves the pages on either side
+/// mapped: the loads of A and A + 8K after it hit what their faults
+/// mapped (3 faults in all, every mode). (Kills `guest/os/mapping.rs:225`,
+/// `for_leaves`' `va += n * PAGE_SIZE` as `-=`, shard 17: the walk went
+/// back to A and unmapped it too.)
+#[test]
+fn munmap_of_a_middle_page_leaves_its_neighbours_mapped() {
+    let t = [
+        anon_mmap(1, A, 3 << 12),
+        acc(1, Store, A),
+        acc(1, Store, A + 0x1000),
+        acc(1, Store, A + 0x2000),
+        ev(
+            1,
+            ProcEvent::Munmap {
+                addr: A + 0x1000,
+                len: 0x1000,
+            },
+        ),
+        acc(1, Load, A),
+        acc(1, Load, A + 0x2000),
+    ];
+    for m in common::all_modes(&Config::default(), &t) {
+        assert_eq!(m.stats.guest_page_faults, 3, "{}", m.name);
+    }
+}
