@@ -260,13 +260,7 @@ fn munmap_of_a_swapped_page_frees_its_slot_and_leaves_its_neighbour() {
         mmap_a(),
         acc(1, Load, A + 0x1000),
         acc(1, Load, A),
-        ev(
-            1,
-            ProcEvent::Munmap {
-                addr: A + 0x1000,
-                len: 0x1000,
-            },
-        ),
+        common::munmap(1, A + 0x1000, 0x1000),
         acc(1, Load, A),
     ];
     for m in all_modes(&small_guest(), &t) {

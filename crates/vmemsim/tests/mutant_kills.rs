@@ -2464,13 +2464,7 @@ fn munmap_skips_an_absent_pde_to_the_next_pde_start() {
     let t = [
         anon_mmap(1, A, 6 << 20),
         acc(1, Store, A + (2 << 20)),
-        ev(
-            1,
-            ProcEvent::Munmap {
-                addr: A + 0x1000,
-                len: (4 << 20) - 0x1000,
-            },
-        ),
+        common::munmap(1, A + 0x1000, (4 << 20) - 0x1000),
         anon_mmap(1, A + 0x1000, (4 << 20) - 0x1000),
         acc(1, Load, A + (2 << 20)),
     ];
@@ -2496,13 +2490,7 @@ fn munmap_of_a_middle_page_leaves_its_neighbours_mapped() {
         acc(1, Store, A),
         acc(1, Store, A + 0x1000),
         acc(1, Store, A + 0x2000),
-        ev(
-            1,
-            ProcEvent::Munmap {
-                addr: A + 0x1000,
-                len: 0x1000,
-            },
-        ),
+        common::munmap(1, A + 0x1000, 0x1000),
         acc(1, Load, A),
         acc(1, Load, A + 0x2000),
     ];

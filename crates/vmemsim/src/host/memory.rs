@@ -111,14 +111,16 @@ impl FrameRange {
         }
         self.next += 1;
         let n = self.next - 1;
-        let block = n & !(SCATTER_BLOCK - 1);
-        if self.scatter && block.saturating_add(SCATTER_BLOCK) <= self.end {
-            // An odd multiplier is a bijection modulo a power of two, so
-            // the block's frames are each handed out once, out of order.
-            block | (((n - block) * 173 + 89) & (SCATTER_BLOCK - 1))
-        } else {
-            n
+        if !self.scatter {
+            return n;
         }
+        let block = n & !(SCATTER_BLOCK - 1);
+        if block.saturating_add(SCATTER_BLOCK) > self.end {
+            return n;
+        }
+        // An odd multiplier is a bijection modulo a power of two, so the
+        // block's frames are each handed out once, out of order.
+        block | (((n - block) * 173 + 89) & (SCATTER_BLOCK - 1))
     }
 }
 

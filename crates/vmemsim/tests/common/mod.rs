@@ -310,6 +310,11 @@ pub fn anon_mmap(pid: u32, addr: u64, len: u64) -> Record {
     anon_mmap_prot(pid, addr, len, 3)
 }
 
+/// `pid` unmaps `len` bytes at `addr`.
+pub fn munmap(pid: u32, addr: u64, len: u64) -> Record {
+    ev(pid, ProcEvent::Munmap { addr, len })
+}
+
 /// An anonymous private mmap of `len` bytes at `addr` with `PROT_*` bits
 /// `prot` (7: read, write and execute).
 pub fn anon_mmap_prot(pid: u32, addr: u64, len: u64, prot: u32) -> Record {
