@@ -90,6 +90,30 @@ fn protection_upgrades_and_vma_events_are_counted_exactly() {
     }
 }
 
+/// A fault's upgrade installs the page with the VMA's old rights and the
+/// ones the access needs together. A write-only VMA (PROT_WRITE: no read,
+/// which every access needs) stored to, and a write+exec one fetched from:
+/// each first touch is one fault with one upgrade, to R+W and R+W+X, and
+/// the second access finds its rights in the PTE (no fault). (Kills
+/// `page_fault`'s `v.prot | need` as `^`, which dropped W, resp. X, from
+/// the installed PTE, so the second access faulted again; shard 17.)
+#[test]
+fn an_upgrade_installs_the_old_rights_and_the_needed_ones() {
+    use AccessKind::{Fetch, Store};
+    let trace = vec![
+        mmap(1, A, 1, 2),
+        acc(1, Store, A),
+        acc(1, Store, A),
+        mmap(1, B, 1, 6),
+        acc(1, Fetch, B),
+        acc(1, Fetch, B),
+    ];
+    for (kind, s) in every_mode(&trace) {
+        let got = (s.guest_page_faults, s.demand_faults, s.protection_upgrades);
+        assert_eq!(got, (2, 2, 2), "{kind:?}: (faults, demand, upgrades)");
+    }
+}
+
 /// Forks, exits and what they cost the guest's TLB, the same in every
 /// mode. Process 1 stores to A, forks 2 (A's PTE write-protected for COW:
 /// a flush of 1's PCID), 2 loads A through its copied tables (no fault:

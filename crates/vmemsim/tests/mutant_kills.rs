@@ -1538,10 +1538,20 @@ fn esx_sampling_sees_a_selective_vms_shadow_touches() {
 /// whether it is still nested after each of 9 more fetches (instructions
 /// 6..=14).
 fn nested_after_forcing_a_pt(cfg: &Config) -> Vec<bool> {
+    nested_after_forcing_a_pt_of(cfg, 1, 9)
+}
+
+/// As [`nested_after_forcing_a_pt`], with `pages` pages of A loaded (so
+/// A's PT has `pages` present entries; loads are no instructions) and
+/// `fetches` fetches after the force (instructions 6..=5 + `fetches`).
+fn nested_after_forcing_a_pt_of(cfg: &Config, pages: u64, fetches: usize) -> Vec<bool> {
     use AccessKind::Fetch;
     let mut sim = Sim::new(Agile::new(cfg), cfg);
     let fetch = acc(1, Fetch, 0x40_0000);
-    run(&mut sim, &[anon_mmap(1, A, 4 << 20), acc(1, Load, A)]);
+    run(&mut sim, &[anon_mmap(1, A, 4 << 20)]);
+    for i in 0..pages {
+        run(&mut sim, &[acc(1, Load, A + (i << 12))]);
+    }
     run(&mut sim, &vec![fetch.clone(); 5]);
     let root = sim.guest.current().unwrap().root;
     let pt = softwalk::path(&sim.guest.mem, root, 4, A).steps[3].0;
@@ -1550,7 +1560,7 @@ fn nested_after_forcing_a_pt(cfg: &Config) -> Vec<bool> {
         m.mode.force_nested(&mut m.core, pt);
     }
     let mut nested = Vec::new();
-    for _ in 0..9 {
+    for _ in 0..fetches {
         run(&mut sim, std::slice::from_ref(&fetch));
         nested.push(sim.machine.mode.is_nested(pt));
     }
@@ -1830,6 +1840,42 @@ fn w11_third_rule_needs_a_tlb_miss_rate_below_the_bound() {
     assert_eq!(w11_rules(at, at), (6, W11Decision::Shadow));
 }
 
+/// \[W11\]'s first two rules bound the other rate strictly: rule 1 (shadow
+/// for many TLB misses) needs a fault rate below 0.8 of its upper bound,
+/// rule 2 (nested for many faults) a TLB-miss rate below 0.8 of its
+/// upper bound. At exactly those bounds, after a history without faults
+/// (a P-to-T ratio of 0, so rules 4-5 do not apply and rule 6 needs the
+/// current ratio below the lower bound, which it is not), both fall
+/// through to rule 7: stay. (Kills `w11_rules`' `cur.pf < 0.8 *
+/// PF_UPPER` as `<=` (rule 1, shard 17) and `cur.tlb < 0.8 * TLB_UPPER`
+/// as `<=` (rule 2, shard 1).)
+#[test]
+fn w11_first_two_rules_bound_the_other_rate_strictly() {
+    let many_misses = W11Sample {
+        pf: 0.8 * w11::PF_UPPER,
+        tlb: 10.5,
+    };
+    let quiet = W11Sample { pf: 0.0, tlb: 10.5 };
+    assert_eq!(w11_rules(many_misses, quiet), (7, W11Decision::Stay));
+    let below = W11Sample {
+        pf: 0.7 * w11::PF_UPPER,
+        ..many_misses
+    };
+    assert_eq!(w11_rules(below, quiet), (1, W11Decision::Shadow));
+
+    let many_faults = W11Sample {
+        pf: 6000e-7,
+        tlb: 0.8 * w11::TLB_UPPER,
+    };
+    let quiet = W11Sample { pf: 0.0, tlb: 8.0 };
+    assert_eq!(w11_rules(many_faults, quiet), (7, W11Decision::Stay));
+    let below = W11Sample {
+        tlb: 7.5,
+        ..many_faults
+    };
+    assert_eq!(w11_rules(below, quiet), (2, W11Decision::Nested));
+}
+
 /// An L1 DTLB miss that hits the STLB is counted as an STLB hit, not a
 /// TLB miss. The L1 DTLB has 16 sets of 4 ways (64 entries), the STLB 128
 /// sets of 4: A and four pages 16 pages apart share A's L1 set (and evict it)
@@ -1906,6 +1952,28 @@ fn agile_counts_a_clean_interval_in_cycles() {
         nested,
         [true, true, true, true, true, true, true, false, false]
     );
+}
+
+/// Agile's refill cost scales with the table's present entries: A's PT
+/// with 3 present entries, 10 cycles each at `cost.base_cpi = 2`, needs
+/// 30 clean cycles, 15 instructions. Forced nested after the 5th
+/// instruction, it is clean for 7, 11 and 15 instructions at the
+/// boundaries before the 13th, 17th and 21st: it returns at the third.
+/// (Kills `clean_long_enough`'s `* n` as `+` (13 cycles) and as `/`
+/// (3.3 cycles), both of which returned it before the 13th; shards 15
+/// and 16.)
+#[test]
+fn agile_refill_cost_counts_every_present_entry() {
+    let mut cfg = Config::default();
+    cfg.agile.interval_instructions = 4;
+    cfg.cost.base_cpi = 2.0;
+    let fill = (cfg.cost.vm_exit_cycles + cfg.cost.shadow_fill_cycles) as f64;
+    cfg.agile.clean_refill_costs = 10.0 / fill;
+    let nested = nested_after_forcing_a_pt_of(&cfg, 3, 17);
+    // After instructions 6..=22: nested through the 20th.
+    let mut want = vec![true; 15];
+    want.extend([false, false]);
+    assert_eq!(nested, want);
 }
 
 /// Hypervisor swapping of a selective VM's frame while it runs nested

@@ -394,6 +394,7 @@ mod tests {
     #[test]
     fn access_hits_and_fills() {
         let mut c: SetAssoc<()> = SetAssoc::new(Geometry::new(2, 2));
+        assert!(!c.is_off());
         assert!(!c.access(0, 7, ()));
         assert!(c.access(0, 7, ()));
         assert!(!c.access(0, 8, ()));
