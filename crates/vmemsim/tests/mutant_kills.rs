@@ -1545,6 +1545,14 @@ fn nested_after_forcing_a_pt(cfg: &Config) -> Vec<bool> {
 /// A's PT has `pages` present entries; loads are no instructions) and
 /// `fetches` fetches after the force (instructions 6..=5 + `fetches`).
 fn nested_after_forcing_a_pt_of(cfg: &Config, pages: u64, fetches: usize) -> Vec<bool> {
+    forcing_a_pt_nested(cfg, pages, fetches)
+        .into_iter()
+        .map(|(nested, _)| nested)
+        .collect()
+}
+
+/// As [`nested_after_forcing_a_pt_of`], with the TLB misses of each fetch.
+fn forcing_a_pt_nested(cfg: &Config, pages: u64, fetches: usize) -> Vec<(bool, u64)> {
     use AccessKind::Fetch;
     let mut sim = Sim::new(Agile::new(cfg), cfg);
     let fetch = acc(1, Fetch, 0x40_0000);
@@ -1559,12 +1567,36 @@ fn nested_after_forcing_a_pt_of(cfg: &Config, pages: u64, fetches: usize) -> Vec
         let m = &mut sim.machine.on(&mut sim.hw, &mut sim.host);
         m.mode.force_nested(&mut m.core, pt);
     }
-    let mut nested = Vec::new();
+    let mut after = Vec::new();
     for _ in 0..fetches {
+        let misses = sim.stats().tlb_misses;
         run(&mut sim, std::slice::from_ref(&fetch));
-        nested.push(sim.machine.mode.is_nested(pt));
+        let misses = sim.stats().tlb_misses - misses;
+        after.push((sim.machine.mode.is_nested(pt), misses));
     }
-    nested
+    after
+}
+
+/// Agile flushes the VPID's TLB entries when tables return to shadow, and
+/// only then. As above (intervals of 4 instructions, no refill threshold),
+/// A's PT is forced nested after the 5th instruction (a flush: the 6th
+/// instruction's fetch misses). The guest root, nested since the
+/// process's first CR3 load, returns at the boundary before the 9th (a
+/// flush: the 9th misses), A's PT at the one before the 13th (the 13th
+/// misses); the boundary before the 17th returns nothing and flushes
+/// nothing. (Kills `boundary`'s `!back.is_empty()` with the `!` deleted,
+/// which flushed before the 17th only; shard 1.)
+#[test]
+fn agile_flushes_when_tables_return_to_shadow_and_only_then() {
+    let mut cfg = Config::default();
+    cfg.agile.interval_instructions = 4;
+    cfg.agile.clean_refill_costs = 0.0;
+    let misses: Vec<u64> = forcing_a_pt_nested(&cfg, 1, 13)
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
+    // Instructions 6..=18.
+    assert_eq!(misses, [1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0]);
 }
 
 #[test]
@@ -2064,6 +2096,42 @@ fn agile_counts_its_nested_tables() {
     assert_eq!(on_path(&sim), [true, false, true, true]);
 }
 
+/// Two VMs of `mode` that each store once at the same offset of a fresh
+/// page and fetch the same code page, scanned: VM 1's two pages merged
+/// into VM 0's frames. The host report.
+fn two_vms_store_and_fetch_scanned(mode: ModeKind) -> vmemsim::hostsim::HostReport {
+    let fetch = || acc(1, AccessKind::Fetch, 0x40_0000);
+    let vm = vec![
+        fetch(),
+        anon_mmap(1, ZERO_PAGES, 0x1000),
+        acc(1, AccessKind::Store, ZERO_PAGES),
+        fetch(),
+        fetch(),
+        fetch(),
+    ];
+    let cfg = scanning_host(mode, 2, "");
+    let mut s = HostSim::with_sources(&cfg, vec![replay(&vm), replay(&vm)]).checked();
+    s.run(&mut |_| {}).unwrap();
+    let merged: Vec<u64> = (0..2).map(|v| s.vm(v).sharing.merged).collect();
+    assert_eq!(merged, [0, 2], "{mode:?}: VM 1's code and data pages");
+    s.report()
+}
+
+/// A selective VM starts in nested paging and holds no shadow leaf, so
+/// the same merge write-protects none of VM 0's: no zap, only the INVEPT
+/// (VM 1's two EPT entries are repointed, no zaps counted either).
+/// (Kills selective's `host_write_protect -> 1`; shard 1.)
+#[test]
+fn sharing_a_nested_selective_vms_frame_write_protects_no_leaf() {
+    let r = two_vms_store_and_fetch_scanned(ModeKind::Selective);
+    let host: Vec<_> = r
+        .vms
+        .iter()
+        .map(|v| (v.host.rmap_zaps, v.host.invepts))
+        .collect();
+    assert_eq!(host, [(0, 1), (0, 1)]);
+}
+
 /// Page sharing write-protects a shadow VM's writable leaves and counts
 /// each. Two shadow VMs each store once at the same offset of a fresh
 /// page (the first store of each process, so the same content) and fetch
@@ -2075,21 +2143,7 @@ fn agile_counts_its_nested_tables() {
 /// `write_protect_frame`'s `n += 1` as `*=`, shard 20.)
 #[test]
 fn sharing_a_shadow_vms_writable_leaf_counts_it() {
-    let fetch = || acc(1, AccessKind::Fetch, 0x40_0000);
-    let vm = vec![
-        fetch(),
-        anon_mmap(1, ZERO_PAGES, 0x1000),
-        acc(1, AccessKind::Store, ZERO_PAGES),
-        fetch(),
-        fetch(),
-        fetch(),
-    ];
-    let cfg = scanning_host(ModeKind::Shadow, 2, "");
-    let mut s = HostSim::with_sources(&cfg, vec![replay(&vm), replay(&vm)]).checked();
-    s.run(&mut |_| {}).unwrap();
-    let merged: Vec<u64> = (0..2).map(|v| s.vm(v).sharing.merged).collect();
-    assert_eq!(merged, [0, 2], "VM 1's code and data pages");
-    let r = s.report();
+    let r = two_vms_store_and_fetch_scanned(ModeKind::Shadow);
     let host: Vec<_> = r
         .vms
         .iter()
