@@ -90,6 +90,32 @@ fn protection_upgrades_and_vma_events_are_counted_exactly() {
     }
 }
 
+/// mprotect sets the VMA's rights to the ones asked: a R+W VMA made
+/// read-only and then loaded from (a page not touched before) is a demand
+/// fault with no upgrade. (Kills `mprotect`'s `prot & PROT_RWX` as `^`,
+/// which left the VMA W+X, without the R the load needs: an upgrade; the
+/// test above misses it because its later store upgrades anyway; shard 1.)
+#[test]
+fn mprotect_sets_the_vma_rights_it_is_given() {
+    use AccessKind::Load;
+    let trace = vec![
+        mmap(1, A, 2, 3),
+        ev(
+            1,
+            ProcEvent::Mprotect {
+                addr: A,
+                len: 2 * PAGE,
+                prot: 1,
+            },
+        ),
+        acc(1, Load, A + PAGE),
+    ];
+    for (kind, s) in every_mode(&trace) {
+        let got = (s.guest_page_faults, s.protection_upgrades, s.vma_events);
+        assert_eq!(got, (1, 0, 2), "{kind:?}: (faults, upgrades, vma events)");
+    }
+}
+
 /// A fault's upgrade installs the page with the VMA's old rights and the
 /// ones the access needs together. A write-only VMA (PROT_WRITE: no read,
 /// which every access needs) stored to, and a write+exec one fetched from:

@@ -234,3 +234,23 @@ fn random_costs_more_under_the_vmm_and_pte_stores_never_trap() {
         assert!(v.stats.swtlb_traps_per_miss() >= 2.0 - 1e-9, "{kind:?}");
     }
 }
+
+/// The handler's loads go through the page-table line cache at the
+/// entry's own address: after A's refills brought in the line of PT
+/// entries 0-7 (and the upper levels' lines), the first store to A + 32
+/// KiB (PT entry 8, the next 64-byte line) is 1 TLB miss and 2 refill
+/// exceptions (the entry is empty: a #PF; then again), 8 handler loads of
+/// which 7 hit: the upper three levels twice and entry 8's line on the
+/// second refill; the first refill's load of entry 8 misses. (Kills
+/// `refill_walk`'s line address `idx * 8` as `idx + 8`, which put entries
+/// 0-55 on one line: 8 hits; shard 1.)
+#[test]
+fn a_refill_loads_the_line_of_its_own_entry() {
+    let cfg = tiny_tlb();
+    let before = [mmap_a(4 << 20), acc(1, Store, A)];
+    let mut after = before.to_vec();
+    after.push(acc(1, Store, A + 8 * 0x1000));
+    let s0 = stats(ModeKind::SwtlbNative, &cfg, &before);
+    let d = stats(ModeKind::SwtlbNative, &cfg, &after).since(&s0);
+    assert_eq!(sw(&d), [1, 2, 2, 8, 7, 1, 0]);
+}
