@@ -341,4 +341,25 @@ mod tests {
         assert_eq!((c.get(6), c.get(7)), (c.get(2), c.get(3)));
         assert_eq!(c.get(0), ZERO);
     }
+
+    /// A copy carries each frame's kind with its content: frames 3 and 4
+    /// (a file page and a page table) copied to 6 and 7. (Kills `copy`'s
+    /// kinds range `f + n` as `f * n`, which `copy(2, _, 2)` above cannot
+    /// tell apart; shard 0.)
+    #[test]
+    fn copies_keep_each_frames_kind() {
+        let mut c = Contents::new(8);
+        let lib = FileId {
+            path: "/lib/x.so".into(),
+            fingerprint: None,
+        };
+        c.set(3, file_page(file_key(&lib), 0), ContentKind::File);
+        c.set(4, after_store(ZERO, 0, 8, 1), ContentKind::PageTable);
+        c.copy(3, 6, 2);
+        assert_eq!(
+            [c.kind(6), c.kind(7)],
+            [ContentKind::File, ContentKind::PageTable]
+        );
+        assert_eq!((c.get(6), c.get(7)), (c.get(3), c.get(4)));
+    }
 }

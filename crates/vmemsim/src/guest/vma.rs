@@ -162,7 +162,9 @@ mod tests {
     #[test]
     fn insert_split_protect() {
         let mut v = Vmas::default();
+        assert!(v.is_empty());
         v.insert(0x1000, 0x5000, 3, false);
+        assert!(!v.is_empty());
         v.remove(0x2000, 0x3000);
         assert_eq!(v.len(), 2);
         assert!(v.find(0x2800).is_none());
