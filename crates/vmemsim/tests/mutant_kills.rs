@@ -2504,6 +2504,48 @@ fn a_write_protected_shadow_leaf_stays_present() {
     assert_eq!((d.tlb_misses, d.total_exits()), (1, 0));
 }
 
+/// A policy that always asks for shadow paging.
+struct AlwaysShadow;
+
+impl Policy for AlwaysShadow {
+    const NAME: &'static str = "always-shadow";
+    fn decide(&mut self, _: &PolicyInput<'_>) -> Paging {
+        Paging::Shadow
+    }
+}
+
+/// A switching VM in shadow paging write-protects its shadow leaves for
+/// sharing and counts them: periods of one instruction, so the first
+/// fetch's boundary switches it to shadow; then A stored to (its shadow
+/// leaf writable) and A's frame write-protected: one leaf changed. (Kills
+/// selective's `host_write_protect -> 0`, shard 0; `-> 1` is killed by
+/// `sharing_a_nested_selective_vms_frame_write_protects_no_leaf`.)
+#[test]
+fn a_selective_vm_in_shadow_paging_counts_the_leaves_it_write_protects() {
+    let mut cfg = Config::default();
+    cfg.selective.period_instructions = 1;
+    let mode = vmemsim::hv::selective::Selective::with_policy(AlwaysShadow, &cfg);
+    let mut sim = Sim::new(mode, &cfg);
+    sim.machine.vm.hosted = true;
+    run(
+        &mut sim,
+        &[
+            acc(1, AccessKind::Fetch, 0x40_0000),
+            acc(1, AccessKind::Fetch, 0x40_0000),
+            anon_mmap(1, A, 1 << 20),
+            acc(1, Store, A),
+        ],
+    );
+    assert_eq!(sim.machine.mode.switch_report().unwrap().switches, 1);
+    let g = gpfn_of(&sim, A);
+    let h = sim.machine.vm.p2m(vmemsim::addr::Gpfn(g)).unwrap();
+    let n = sim
+        .machine
+        .mode
+        .host_write_protect(&mut sim.host, vmemsim::addr::Gpfn(g), h);
+    assert_eq!(n, 1);
+}
+
 /// A policy that never switches and writes down how many periods the
 /// VM had spent in its mode at each decision.
 struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<u64>>>);
