@@ -243,7 +243,7 @@ fn random_costs_more_under_the_vmm_and_pte_stores_never_trap() {
 /// which 7 hit: the upper three levels twice and entry 8's line on the
 /// second refill; the first refill's load of entry 8 misses. (Kills
 /// `refill_walk`'s line address `idx * 8` as `idx + 8`, which put entries
-/// 0-55 on one line: 8 hits; shard 1.)
+/// 0-55 on one line: 8 hits; shard 1; and as `idx / 8`, shard 2.)
 #[test]
 fn a_refill_loads_the_line_of_its_own_entry() {
     let cfg = tiny_tlb();
