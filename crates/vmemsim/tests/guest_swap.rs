@@ -284,3 +284,50 @@ fn munmap_of_a_swapped_page_frees_its_slot_and_leaves_its_neighbour() {
     // In the swap after the second load; free again after the munmap.
     assert_eq!(swapped, [0, 0, 1, 0]);
 }
+
+/// munmap over two swapped-out pages frees both slots. Loads of A + 8K,
+/// A + 4K and A, each below the watermark: the second swaps A + 8K out,
+/// the third A + 4K. munmap of both; a load of A + 8K then finds no VMA
+/// (an implicit mapping: a fresh page, no swap-in; its allocation swaps
+/// A out). 3 swap-outs, 0 swap-ins, 4 faults, in every mode; no page in
+/// swap right after the munmap. (Kills `for_leaves`' swap-entry step `va
+/// += PAGE_SIZE` as `*=`, shard 2: the walk jumped past the range after
+/// the first swapped page, left A + 8K's swap entry in place, and the
+/// last load swapped it back in.)
+#[test]
+fn munmap_over_two_swapped_pages_frees_both_slots() {
+    use AccessKind::Load;
+    let t = [
+        mmap_a(),
+        acc(1, Load, A + 0x2000),
+        acc(1, Load, A + 0x1000),
+        acc(1, Load, A),
+        common::munmap(1, A + 0x1000, 0x2000),
+        acc(1, Load, A + 0x2000),
+    ];
+    for m in all_modes(&small_guest(), &t) {
+        let s = &m.stats;
+        let got = (
+            s.guest_swap_outs,
+            s.guest_swap_ins,
+            s.guest_page_faults,
+            s.implicit_mappings,
+        );
+        assert_eq!(
+            got,
+            (3, 0, 4, 1),
+            "{}: (outs, ins, faults, implicit)",
+            m.name
+        );
+    }
+    let mut sim = vmemsim::sim::Sim::new(vmemsim::hv::Native, &small_guest());
+    let mut swapped = Vec::new();
+    for r in &t[..5] {
+        match r {
+            Record::Access(a) => sim.access(a, &mut |_, _| {}).unwrap(),
+            Record::Event(e) => sim.event(e.pid, &e.kind).unwrap(),
+        }
+        swapped.push(sim.guest.swapped_pages());
+    }
+    assert_eq!(swapped, [0, 0, 1, 2, 0]);
+}
