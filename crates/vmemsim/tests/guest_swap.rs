@@ -245,6 +245,21 @@ fn reclaim_starts_below_the_low_watermark_not_at_it() {
     }
 }
 
+/// Pages in the guest's swap after each record of `t`, run natively on
+/// the small guest.
+fn swapped_after_each(t: &[Record]) -> Vec<u64> {
+    let mut sim = vmemsim::sim::Sim::new(vmemsim::hv::Native, &small_guest());
+    t.iter()
+        .map(|r| {
+            match r {
+                Record::Access(a) => sim.access(a, &mut |_, _| {}).unwrap(),
+                Record::Event(e) => sim.event(e.pid, &e.kind).unwrap(),
+            }
+            sim.guest.swapped_pages()
+        })
+        .collect()
+}
+
 /// munmap of a swapped-out page frees its slot and leaves the page before
 /// it mapped. Load A + 4K (gPFN 516, 15867 free), load A: reclaim swaps
 /// A + 4K out and A takes 516; munmap A + 4K; load A hits (2 faults in
@@ -272,15 +287,7 @@ fn munmap_of_a_swapped_page_frees_its_slot_and_leaves_its_neighbour() {
             m.name
         );
     }
-    let mut sim = vmemsim::sim::Sim::new(vmemsim::hv::Native, &small_guest());
-    let mut swapped = Vec::new();
-    for r in &t[..4] {
-        match r {
-            Record::Access(a) => sim.access(a, &mut |_, _| {}).unwrap(),
-            Record::Event(e) => sim.event(e.pid, &e.kind).unwrap(),
-        }
-        swapped.push(sim.guest.swapped_pages());
-    }
+    let swapped = swapped_after_each(&t[..4]);
     // In the swap after the second load; free again after the munmap.
     assert_eq!(swapped, [0, 0, 1, 0]);
 }
@@ -320,14 +327,6 @@ fn munmap_over_two_swapped_pages_frees_both_slots() {
             m.name
         );
     }
-    let mut sim = vmemsim::sim::Sim::new(vmemsim::hv::Native, &small_guest());
-    let mut swapped = Vec::new();
-    for r in &t[..5] {
-        match r {
-            Record::Access(a) => sim.access(a, &mut |_, _| {}).unwrap(),
-            Record::Event(e) => sim.event(e.pid, &e.kind).unwrap(),
-        }
-        swapped.push(sim.guest.swapped_pages());
-    }
+    let swapped = swapped_after_each(&t[..5]);
     assert_eq!(swapped, [0, 0, 1, 2, 0]);
 }

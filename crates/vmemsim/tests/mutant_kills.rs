@@ -2117,6 +2117,14 @@ fn two_vms_store_and_fetch_scanned(mode: ModeKind) -> vmemsim::hostsim::HostRepo
     s.report()
 }
 
+/// (rmap zaps, INVEPTs) of each VM of a host report.
+fn zaps_and_invepts(r: &vmemsim::hostsim::HostReport) -> Vec<(u64, u64)> {
+    r.vms
+        .iter()
+        .map(|v| (v.host.rmap_zaps, v.host.invepts))
+        .collect()
+}
+
 /// A selective VM starts in nested paging and holds no shadow leaf, so
 /// the same merge write-protects none of VM 0's: no zap, only the INVEPT
 /// (VM 1's two EPT entries are repointed, no zaps counted either).
@@ -2124,11 +2132,7 @@ fn two_vms_store_and_fetch_scanned(mode: ModeKind) -> vmemsim::hostsim::HostRepo
 #[test]
 fn sharing_a_nested_selective_vms_frame_write_protects_no_leaf() {
     let r = two_vms_store_and_fetch_scanned(ModeKind::Selective);
-    let host: Vec<_> = r
-        .vms
-        .iter()
-        .map(|v| (v.host.rmap_zaps, v.host.invepts))
-        .collect();
+    let host = zaps_and_invepts(&r);
     assert_eq!(host, [(0, 1), (0, 1)]);
 }
 
@@ -2144,11 +2148,7 @@ fn sharing_a_nested_selective_vms_frame_write_protects_no_leaf() {
 #[test]
 fn sharing_a_shadow_vms_writable_leaf_counts_it() {
     let r = two_vms_store_and_fetch_scanned(ModeKind::Shadow);
-    let host: Vec<_> = r
-        .vms
-        .iter()
-        .map(|v| (v.host.rmap_zaps, v.host.invepts))
-        .collect();
+    let host = zaps_and_invepts(&r);
     assert_eq!(host, [(1, 1), (2, 1)]);
     // Each: one INVEPT (1000 cycles) and its zaps (100 each).
     let work: Vec<u64> = r.vms.iter().map(|v| v.host.host_work_cycles).collect();
