@@ -1964,6 +1964,17 @@ fn agile_drops_a_tables_switching_entries_when_it_returns_to_shadow() {
     assert_eq!(by_switch, [[0, 1, 0, 0, 0], [1, 0, 0, 0, 0]]);
 }
 
+/// Agile with intervals of 4 instructions, `cost.base_cpi = 2` and a
+/// refill threshold of 10 cycles per present entry of a table.
+fn agile_at_cpi_2_refilling_10_cycles_per_entry() -> Config {
+    let mut cfg = Config::default();
+    cfg.agile.interval_instructions = 4;
+    cfg.cost.base_cpi = 2.0;
+    let fill = (cfg.cost.vm_exit_cycles + cfg.cost.shadow_fill_cycles) as f64;
+    cfg.agile.clean_refill_costs = 10.0 / fill;
+    cfg
+}
+
 /// Agile's clean interval is measured in cycles: instructions times the
 /// base CPI. With `cost.base_cpi = 2` and a refill cost of 10 cycles for
 /// A's PT (one present entry), the PT forced nested after the 5th
@@ -1973,11 +1984,7 @@ fn agile_drops_a_tables_switching_entries_when_it_returns_to_shadow() {
 /// so it stayed nested until the boundary before the 29th; shard 8.)
 #[test]
 fn agile_counts_a_clean_interval_in_cycles() {
-    let mut cfg = Config::default();
-    cfg.agile.interval_instructions = 4;
-    cfg.cost.base_cpi = 2.0;
-    let fill = (cfg.cost.vm_exit_cycles + cfg.cost.shadow_fill_cycles) as f64;
-    cfg.agile.clean_refill_costs = 10.0 / fill;
+    let cfg = agile_at_cpi_2_refilling_10_cycles_per_entry();
     let nested = nested_after_forcing_a_pt(&cfg);
     // After instructions 6..=14, as in the test above.
     assert_eq!(
@@ -1996,11 +2003,7 @@ fn agile_counts_a_clean_interval_in_cycles() {
 /// and 16.)
 #[test]
 fn agile_refill_cost_counts_every_present_entry() {
-    let mut cfg = Config::default();
-    cfg.agile.interval_instructions = 4;
-    cfg.cost.base_cpi = 2.0;
-    let fill = (cfg.cost.vm_exit_cycles + cfg.cost.shadow_fill_cycles) as f64;
-    cfg.agile.clean_refill_costs = 10.0 / fill;
+    let cfg = agile_at_cpi_2_refilling_10_cycles_per_entry();
     let nested = nested_after_forcing_a_pt_of(&cfg, 3, 17);
     // After instructions 6..=22: nested through the 20th.
     let mut want = vec![true; 15];
