@@ -2549,6 +2549,38 @@ fn a_selective_vm_in_shadow_paging_counts_the_leaves_it_write_protects() {
     assert_eq!(n, 1);
 }
 
+/// A switching VM in shadow paging zaps the shadow leaves of a frame the
+/// host swaps out and counts them: as the test above, then A loaded
+/// (one shadow leaf for A's frame) and A's frame unmapped: one leaf
+/// zapped, and a second unmap finds none. (Kills selective's
+/// `host_unmap -> 0`, shard 21; `-> 1` is killed by
+/// `swapping_out_a_nested_selective_vms_frame_zaps_nothing`.)
+#[test]
+fn a_selective_vm_in_shadow_paging_counts_the_leaves_a_swap_out_zaps() {
+    let mut cfg = Config::default();
+    cfg.selective.period_instructions = 1;
+    let mode = vmemsim::hv::selective::Selective::with_policy(AlwaysShadow, &cfg);
+    let mut sim = Sim::new(mode, &cfg);
+    sim.machine.vm.hosted = true;
+    run(
+        &mut sim,
+        &[
+            acc(1, AccessKind::Fetch, 0x40_0000),
+            acc(1, AccessKind::Fetch, 0x40_0000),
+            anon_mmap(1, A, 1 << 20),
+            acc(1, Load, A),
+        ],
+    );
+    assert_eq!(sim.machine.mode.switch_report().unwrap().switches, 1);
+    let g = vmemsim::addr::Gpfn(gpfn_of(&sim, A));
+    let h = sim.machine.vm.p2m(g).unwrap();
+    let zapped = [
+        sim.machine.mode.host_unmap(&mut sim.host, g, h),
+        sim.machine.mode.host_unmap(&mut sim.host, g, h),
+    ];
+    assert_eq!(zapped, [1, 0]);
+}
+
 /// A policy that never switches and writes down how many periods the
 /// VM had spent in its mode at each decision.
 struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<u64>>>);
