@@ -1483,6 +1483,50 @@ fn sharing_a_nested_vms_frame_zaps_no_mapping() {
     assert_eq!((h.invepts, h.rmap_zaps, h.host_work_cycles), (1, 0, 1000));
 }
 
+/// A direct VM's reverse map keeps the records of a 2 MiB guest page's
+/// frames after the PDE that mapped it is cleared; such a record must not
+/// match the huge page that PDE maps later. With 2 MiB guest pages,
+/// process 1 maps and loads V (a huge page at gPFN G, zero) and forks
+/// (process 2 maps G too, read-only), unmaps V (G stays, process 2's;
+/// process 1's records of G go stale) and maps and loads V again (the
+/// next 2 MiB chunk, H, zero). The scanner merges every zero frame, G's
+/// and H's, into one host frame. Process 2's store to V is a guest COW
+/// fault that reuses G in place (its last reference), then a COW break of
+/// G + 0 on the host: G + 0's records are rewritten to its copy, and
+/// process 1's stale one, whose PDE is now a 2 MiB leaf to H, is dropped
+/// (H + 0 is not G + 0). Process 1's load of V after it must still reach
+/// H + 0's (shared) frame, which the oracle checks. (Kills
+/// `MEntry::guest_entry`'s `ge & PS != 0 && frame + sub == gpfn` with
+/// `&&` as `||`, which took any 2 MiB leaf for G's and repointed H + 0's
+/// splinter entry at G + 0's copy; shard 22.)
+#[test]
+fn a_direct_vms_stale_record_does_not_match_a_later_huge_page() {
+    const V: u64 = ZERO_PAGES;
+    let fetch = |pid| acc(pid, AccessKind::Fetch, 0x40_0000);
+    let steps = [
+        (1, anon_mmap(1, V, 2 << 20)),
+        (1, acc(1, Load, V)),
+        (1, ev(1, ProcEvent::Fork { child: 2 })),
+        (1, munmap(1, V, 2 << 20)),
+        (1, anon_mmap(1, V, 2 << 20)),
+        (1, acc(1, Load, V)),
+        (2, acc(2, Store, V)),
+        (1, acc(1, Load, V)),
+    ];
+    let mut vm0 = vec![fetch(1)];
+    for (pid, r) in steps {
+        vm0.extend([r, fetch(pid)]);
+    }
+    let mut cfg = scanning_host(ModeKind::Direct, 1, "");
+    cfg.vms[0].cfg.guest.huge_pages = HugePages::Huge2M;
+    let mut s = HostSim::with_sources(&cfg, vec![replay(&vm0)]).checked();
+    s.run(&mut |_| {}).unwrap();
+    let sh = &s.vm(0).sharing;
+    // G's 512 zero frames and H's merged into one: 1023 merges; one COW
+    // break (process 2's store).
+    assert_eq!((sh.merged, sh.cow_breaks), (1023, 1));
+}
+
 /// Guest reclaim stops as soon as the free frames reach the high
 /// watermark. A 64 MiB guest (16384 frames, 15872 free to the kernel's
 /// allocator) with 1 MiB of swap and both watermarks at 15867 pages:
