@@ -2561,14 +2561,12 @@ impl Policy for AlwaysShadow {
     }
 }
 
-/// A switching VM in shadow paging write-protects its shadow leaves for
-/// sharing and counts them: periods of one instruction, so the first
-/// fetch's boundary switches it to shadow; then A stored to (its shadow
-/// leaf writable) and A's frame write-protected: one leaf changed. (Kills
-/// selective's `host_write_protect -> 0`, shard 0; `-> 1` is killed by
-/// `sharing_a_nested_selective_vms_frame_write_protects_no_leaf`.)
-#[test]
-fn a_selective_vm_in_shadow_paging_counts_the_leaves_it_write_protects() {
+/// A hosted selective VM under [`AlwaysShadow`] with periods of one
+/// instruction: two fetches (the first's boundary switches it to shadow
+/// paging, checked: one switch), then A mapped and accessed by `kind`.
+fn selective_in_shadow_after(
+    kind: AccessKind,
+) -> Sim<vmemsim::hv::selective::Selective<AlwaysShadow>> {
     let mut cfg = Config::default();
     cfg.selective.period_instructions = 1;
     let mode = vmemsim::hv::selective::Selective::with_policy(AlwaysShadow, &cfg);
@@ -2580,11 +2578,23 @@ fn a_selective_vm_in_shadow_paging_counts_the_leaves_it_write_protects() {
             acc(1, AccessKind::Fetch, 0x40_0000),
             acc(1, AccessKind::Fetch, 0x40_0000),
             anon_mmap(1, A, 1 << 20),
-            acc(1, Store, A),
+            acc(1, kind, A),
         ],
     );
     assert_eq!(sim.machine.mode.switch_report().unwrap().switches, 1);
-    let g = gpfn_of(&sim, A);
+    sim
+}
+
+/// A switching VM in shadow paging write-protects its shadow leaves for
+/// sharing and counts them: periods of one instruction, so the first
+/// fetch's boundary switches it to shadow; then A stored to (its shadow
+/// leaf writable) and A's frame write-protected: one leaf changed. (Kills
+/// selective's `host_write_protect -> 0`, shard 0; `-> 1` is killed by
+/// `sharing_a_nested_selective_vms_frame_write_protects_no_leaf`.)
+#[test]
+fn a_selective_vm_in_shadow_paging_counts_the_leaves_it_write_protects() {
+    let sim = &mut selective_in_shadow_after(Store);
+    let g = gpfn_of(sim, A);
     let h = sim.machine.vm.p2m(vmemsim::addr::Gpfn(g)).unwrap();
     let n = sim
         .machine
@@ -2601,22 +2611,8 @@ fn a_selective_vm_in_shadow_paging_counts_the_leaves_it_write_protects() {
 /// `swapping_out_a_nested_selective_vms_frame_zaps_nothing`.)
 #[test]
 fn a_selective_vm_in_shadow_paging_counts_the_leaves_a_swap_out_zaps() {
-    let mut cfg = Config::default();
-    cfg.selective.period_instructions = 1;
-    let mode = vmemsim::hv::selective::Selective::with_policy(AlwaysShadow, &cfg);
-    let mut sim = Sim::new(mode, &cfg);
-    sim.machine.vm.hosted = true;
-    run(
-        &mut sim,
-        &[
-            acc(1, AccessKind::Fetch, 0x40_0000),
-            acc(1, AccessKind::Fetch, 0x40_0000),
-            anon_mmap(1, A, 1 << 20),
-            acc(1, Load, A),
-        ],
-    );
-    assert_eq!(sim.machine.mode.switch_report().unwrap().switches, 1);
-    let g = vmemsim::addr::Gpfn(gpfn_of(&sim, A));
+    let sim = &mut selective_in_shadow_after(Load);
+    let g = vmemsim::addr::Gpfn(gpfn_of(sim, A));
     let h = sim.machine.vm.p2m(g).unwrap();
     let zapped = [
         sim.machine.mode.host_unmap(&mut sim.host, g, h),
