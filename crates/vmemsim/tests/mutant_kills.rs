@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use vmemsim::addr::PageSize;
+use vmemsim::addr::{Gpfn, PageSize};
 use vmemsim::config::{Config, CostConfig, HugePages, PtCacheConfig};
 use vmemsim::cost::CostModel;
 use vmemsim::guest::content::{file_key, file_page};
@@ -185,12 +185,12 @@ fn shadow_unmap_frame_counts_the_leaves_it_clears() {
             acc(1, Load, A + 0x1000),
         ],
     );
-    let g = gpfn_of(&sim, A);
+    let g = Gpfn(gpfn_of(&sim, A));
     let h = {
         let m = sim.machine.on(&mut sim.hw, &mut sim.host);
         m.core.p2m(g).expect("backed")
     };
-    let g_b = gpfn_of(&sim, A + 0x1000);
+    let g_b = Gpfn(gpfn_of(&sim, A + 0x1000));
     let wrong = {
         let m = sim.machine.on(&mut sim.hw, &mut sim.host);
         m.core.p2m(g_b).unwrap()
@@ -2541,8 +2541,8 @@ fn a_write_protected_shadow_leaf_stays_present() {
     // The reverse map is kept for VMs on a shared host only.
     sim.machine.vm.hosted = true;
     run(&mut sim, &[anon_mmap(1, A, 1 << 20), acc(1, Store, A)]);
-    let g = gpfn_of(&sim, A);
-    let h = sim.machine.vm.p2m(vmemsim::addr::Gpfn(g)).unwrap().0;
+    let g = Gpfn(gpfn_of(&sim, A));
+    let h = sim.machine.vm.p2m(g).unwrap();
     assert_eq!(sim.machine.mode.write_protect_frame(&mut sim.host, g, h), 1);
     sim.hw.tlbs.flush_all();
     let before = sim.stats().clone();

@@ -178,13 +178,17 @@ impl Agile {
             Some((level, f)) if f & PSC_GUEST != 0 => nested_from = (level, f & !TAGS, None),
             Some((level, f)) if f & PSC_SWITCHED != 0 => {
                 let h = f & !TAGS;
-                let g = core.m2p(h).expect("switched table is backed");
+                let g = core.m2p(Hpfn(h)).expect("switched table is backed").0;
                 nested_from = (level, g, Some(h));
             }
             None if self.sh.root == NO_ROOT => {
                 // The hardware CR3 holds the guest root's hPA (root_hpa) or gPA.
                 let root = core.vm.guest_root;
-                let hpa = if self.root_hpa { core.p2m(root) } else { None };
+                let hpa = if self.root_hpa {
+                    core.p2m(Gpfn(root)).map(|h| h.0)
+                } else {
+                    None
+                };
                 nested_from = (core.hw.levels, root, hpa);
             }
             _ => {
@@ -194,11 +198,11 @@ impl Agile {
                         .map_err(|f| (f, false))?;
                 match step {
                     ShadowStep::Leaf(l) => {
-                        let gpfn = core.leaf_gpfn(mem, l.frame, va);
+                        let gpfn = core.leaf_gpfn(mem, Hpfn(l.frame), va).0;
                         return Ok((Fill::of_leaf(&l, gpfn, l.frame), 0));
                     }
                     ShadowStep::Switch { level, hpfn } => {
-                        let g = core.m2p(hpfn).expect("switched table is backed");
+                        let g = core.m2p(Hpfn(hpfn)).expect("switched table is backed").0;
                         nested_from = (level, g, Some(hpfn));
                     }
                 }
@@ -231,7 +235,7 @@ impl Mode for Agile {
     }
 
     fn host_unmap(&mut self, host: &mut crate::host::HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {
-        self.sh.unmap_frame(host, gpfn.0, hpfn.0)
+        self.sh.unmap_frame(host, gpfn, hpfn)
     }
 
     fn host_mapped(&self, host: &crate::host::HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> bool {
@@ -244,7 +248,7 @@ impl Mode for Agile {
         gpfn: Gpfn,
         hpfn: Hpfn,
     ) -> u64 {
-        self.sh.write_protect_frame(host, gpfn.0, hpfn.0)
+        self.sh.write_protect_frame(host, gpfn, hpfn)
     }
 
     fn fill(
@@ -263,7 +267,7 @@ impl Mode for Agile {
                     core.vm.stats.walks_by_switch[at] += 1;
                     return Ok(f);
                 }
-                Err((WalkFault::EptViolation { gpfn }, _)) => core.ept_violation(gpfn),
+                Err((WalkFault::EptViolation { gpfn }, _)) => core.ept_violation(Gpfn(gpfn)),
                 // Nested part: the guest's own tables fault, no exit.
                 Err((_, true)) => return Err(GuestFault),
                 // Shadow part: exit, as in shadow paging.
@@ -287,17 +291,18 @@ impl Mode for Agile {
         }
     }
 
-    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
+    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: Gpfn) {
+        let g = gpfn.0;
         // A freshly allocated frame: a root loaded later is a new address space.
-        self.seen_roots.remove(&gpfn);
-        if self.sh.is_write_protected(gpfn) {
+        self.seen_roots.remove(&g);
+        if self.sh.is_write_protected(g) {
             // A former shadowed table reused: the first store traps.
             core.exit(ExitReason::PtWrite);
-            self.sh.unshadow(core, gpfn);
+            self.sh.unshadow(core, g);
         }
-        if self.sh.agile.is_nested(gpfn) {
+        if self.sh.agile.is_nested(g) {
             // A former nested table reused: no trap; forget it.
-            self.sh.go_shadow(core, gpfn);
+            self.sh.go_shadow(core, g);
             self.sh.flush_hw(core);
         }
         if self.sh.root == NO_ROOT {
@@ -404,7 +409,10 @@ impl NestedTables {
 impl Shadow {
     /// Switching entry (`sp`, `idx`) to guest table hPFN `hpfn` is gone.
     pub(super) fn forget_switch(&mut self, core: &Core, hpfn: u64, sp: u64, idx: usize) {
-        let gpfn = core.m2p(hpfn).expect("switching entry to a backed table");
+        let gpfn = core
+            .m2p(Hpfn(hpfn))
+            .expect("switching entry to a backed table")
+            .0;
         if let Some(v) = self.agile.switch_of.get_mut(&gpfn) {
             v.retain(|&p| p != (sp, idx));
         }
@@ -412,8 +420,8 @@ impl Shadow {
 
     /// Make shadow entry (`sp`, `idx`) a switching entry to guest table `gpfn`.
     pub(super) fn link_switch(&mut self, core: &mut Core, sp: u64, idx: usize, gpfn: u64) {
-        core.back(gpfn);
-        let hpfn = core.p2m(gpfn).expect("just backed");
+        core.back(Gpfn(gpfn));
+        let hpfn = core.p2m(Gpfn(gpfn)).expect("just backed").0;
         let se = core.host.tables.read(sp, idx);
         if se & x86::P != 0 && se & SWITCH != 0 && x86::frame(se) == hpfn {
             return;

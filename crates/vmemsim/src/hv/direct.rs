@@ -209,8 +209,9 @@ impl Direct {
     }
 
     fn p2m(core: &Core, gpfn: u64) -> u64 {
-        core.p2m(gpfn)
+        core.p2m(Gpfn(gpfn))
             .unwrap_or_else(|| panic!("direct: guest frame {gpfn:#x} used before it was touched"))
+            .0
     }
 
     /// Flush the queue as one hypercall (when `own_call`; otherwise it rides
@@ -383,7 +384,7 @@ impl Direct {
     /// has now, with the guest entry's RW. Returns the entries rewritten.
     fn cow_break(&mut self, core: &mut Core, mem: &GuestMemory, gpfn: u64) -> u64 {
         let old = Self::p2m(core, gpfn);
-        core.cow_store(gpfn);
+        core.cow_store(Gpfn(gpfn));
         let new = Self::p2m(core, gpfn);
         self.rewrite(core.host, Some(mem), gpfn, old, |me, ge| {
             x86::make(new, (me & !(x86::FRAME | x86::RW)) | (ge & x86::RW))
@@ -406,7 +407,7 @@ impl Direct {
         }
         let off = (va >> 12) & (x86::leaf_frames(path.leaf_level()) - 1);
         let gpfn = x86::frame(leaf) + off;
-        core.cow_protected(gpfn).then_some(gpfn)
+        core.cow_protected(Gpfn(gpfn)).then_some(gpfn)
     }
 
     /// Drop the machine copy at `hpfn` and its splinters.
@@ -476,7 +477,7 @@ impl Mode for Direct {
                 }
             }
             // The m2p names no single owner of a shared frame.
-            let gpfn = core.leaf_gpfn(mem, l.frame, va);
+            let gpfn = core.leaf_gpfn(mem, Hpfn(l.frame), va).0;
             return Ok(Fill {
                 size: PageSize::Size4K,
                 ..Fill::of_leaf(&l, gpfn, l.frame)
@@ -513,17 +514,17 @@ impl Mode for Direct {
         }
     }
 
-    fn touch_frame(&mut self, core: &mut Core, mem: &mut GuestMemory, gpfn: u64) {
+    fn touch_frame(&mut self, core: &mut Core, mem: &mut GuestMemory, gpfn: Gpfn) {
         core.back(gpfn);
         if core.cow_protected(gpfn) {
             // The kernel's store through its (read-only) direct map of a
             // shared frame: Xen's write fault, a COW break.
             core.exit(ExitReason::ShadowFault);
-            self.cow_break(core, mem, gpfn);
+            self.cow_break(core, mem, gpfn.0);
         }
-        let h = Self::p2m(core, gpfn);
+        let h = Self::p2m(core, gpfn.0);
         let was_table = self.machine.contains(h);
-        let is_table = mem.contains(gpfn);
+        let is_table = mem.contains(gpfn.0);
         if was_table {
             self.unpin(core, h);
         }

@@ -132,16 +132,15 @@ impl Core<'_> {
     /// A present entry that still exits is read-only: the frame is
     /// write-protected for sharing and the access a store, a
     /// copy-on-write break ([`Core::cow_store`]).
-    pub fn ept_violation(&mut self, gpfn: u64) {
+    pub fn ept_violation(&mut self, gpfn: Gpfn) {
         self.exit(ExitReason::EptViolation);
         if !self.back(gpfn) {
-            let g = Gpfn(gpfn);
-            let cow = self.vm.p2m(g).is_some_and(|h| self.host.cow_protected(h))
-                && crate::pte::ept::present(self.vm.ept_entry(self.host, g));
+            let cow = self.cow_protected(gpfn)
+                && crate::pte::ept::present(self.vm.ept_entry(self.host, gpfn));
             if cow {
                 self.cow_store(gpfn);
             } else {
-                self.vm.ept_restore(self.host, g);
+                self.vm.ept_restore(self.host, gpfn);
             }
         }
     }
@@ -154,18 +153,18 @@ impl Core<'_> {
     /// after breaking a KSM page; returns the old frame, whose shadow
     /// entries the caller drops. A frame the VM is the last owner of is
     /// made writable in place (`None`).
-    pub fn cow_store(&mut self, gpfn: u64) -> Option<u64> {
-        let old = self.vm.cow_store(self.host, Gpfn(gpfn))?;
+    pub fn cow_store(&mut self, gpfn: Gpfn) -> Option<Hpfn> {
+        let old = self.vm.cow_store(self.host, gpfn)?;
         self.hw.invept_single(self.vm.ept_tag, self.vm.vpid);
         self.vm.sharing.cow_flushes += 1;
-        Some(old.0)
+        Some(old)
     }
 
     /// The guest kernel writes its whole frame `gpfn` ([`Mode::touch_frame`])
     /// and the frame is write-protected for sharing: the store exits
     /// (`reason`: an EPT violation, or a shadow write fault) and is a COW
     /// break ([`Core::cow_store`]); returns the old frame if copied.
-    pub fn cow_touch(&mut self, gpfn: u64, reason: ExitReason) -> Option<u64> {
+    pub fn cow_touch(&mut self, gpfn: Gpfn, reason: ExitReason) -> Option<Hpfn> {
         if !self.cow_protected(gpfn) {
             return None;
         }
@@ -176,9 +175,9 @@ impl Core<'_> {
     /// True when the running VM's backed `gpfn` is write-protected for
     /// sharing (a store to it must exit).
     #[inline]
-    pub fn cow_protected(&self, gpfn: u64) -> bool {
+    pub fn cow_protected(&self, gpfn: Gpfn) -> bool {
         self.vm
-            .p2m(Gpfn(gpfn))
+            .p2m(gpfn)
             .is_some_and(|h| self.host.cow_protected(h))
     }
 
@@ -186,18 +185,18 @@ impl Core<'_> {
     /// or, when the VM has several guest frames on one shared frame
     /// (sharing within a VM), the guest's own tables' (in sync with the
     /// shadow at every fill).
-    pub fn leaf_gpfn(&self, mem: &GuestMemory, hpfn: u64, va: u64) -> u64 {
+    pub fn leaf_gpfn(&self, mem: &GuestMemory, hpfn: Hpfn, va: u64) -> Gpfn {
         if let Some(g) = self.m2p(hpfn) {
             return g;
         }
-        debug_assert!(self.host.is_shared(Hpfn(hpfn)), "leaf to a free frame");
-        softwalk_gpfn(mem, self.vm.guest_root, self.hw.levels, va)
+        debug_assert!(self.host.is_shared(hpfn), "leaf to a free frame");
+        Gpfn(softwalk_gpfn(mem, self.vm.guest_root, self.hw.levels, va))
     }
 
     /// Back `gpfn` with a host frame if needed; true if one was allocated.
-    pub fn back(&mut self, gpfn: u64) -> bool {
+    pub fn back(&mut self, gpfn: Gpfn) -> bool {
         let before = self.vm.backed_frames;
-        let (_, newly) = self.vm.back(self.host, Gpfn(gpfn));
+        let (_, newly) = self.vm.back(self.host, gpfn);
         // A huge host page backs all its frames at once.
         self.vm.stats.host_frames_backed += self.vm.backed_frames.saturating_sub(before);
         newly
@@ -205,14 +204,14 @@ impl Core<'_> {
 
     /// The hPFN backing the running VM's `gpfn`, if any.
     #[inline]
-    pub fn p2m(&self, gpfn: u64) -> Option<u64> {
-        self.vm.p2m(Gpfn(gpfn)).map(|h| h.0)
+    pub fn p2m(&self, gpfn: Gpfn) -> Option<Hpfn> {
+        self.vm.p2m(gpfn)
     }
 
     /// The running VM's gPFN that `hpfn` backs (the m2p map), if it backs one of its frames.
     #[inline]
-    pub fn m2p(&self, hpfn: u64) -> Option<u64> {
-        self.host.gpfn_of(Hpfn(hpfn), self.vm.id).map(|g| g.0)
+    pub fn m2p(&self, hpfn: Hpfn) -> Option<Gpfn> {
+        self.host.gpfn_of(hpfn, self.vm.id)
     }
 }
 
@@ -285,7 +284,7 @@ pub trait Mode: 'static {
         crate::guest::store_pte(mem, gpa, val);
     }
     /// The guest kernel writes a whole frame.
-    fn touch_frame(&mut self, core: &mut Core, mem: &mut GuestMemory, gpfn: u64);
+    fn touch_frame(&mut self, core: &mut Core, mem: &mut GuestMemory, gpfn: Gpfn);
     /// The guest writes CR3.
     fn write_cr3(&mut self, core: &mut Core, _mem: &mut GuestMemory, root: u64, pcid: u16) {
         core.hw_write_cr3(root, pcid);
@@ -497,15 +496,17 @@ impl<M: Mode> Platform for Running<'_, M> {
         self.mode.write_pte(&mut self.core, mem, gpa, val);
     }
     fn touch_frame(&mut self, mem: &mut GuestMemory, gpfn: u64) {
+        let gpfn = Gpfn(gpfn);
         let vm = &mut self.core.vm;
-        vm.stats.guest_frames_touched += u64::from(vm.note_touch(Gpfn(gpfn)));
+        vm.stats.guest_frames_touched += u64::from(vm.note_touch(gpfn));
         self.mode.touch_frame(&mut self.core, mem, gpfn);
     }
     fn read_frame(&mut self, _mem: &mut GuestMemory, gpfn: u64) {
         // Double paging: the host reads back a frame it swapped out only
         // for the guest to write it to its own swap (the VM waits for the
         // read, counted as a host swap-in).
-        if self.core.vm.is_swapped(Gpfn(gpfn)) {
+        let gpfn = Gpfn(gpfn);
+        if self.core.vm.is_swapped(gpfn) {
             self.core.vm.double_pagings += 1;
             self.core.back(gpfn);
         }

@@ -8,6 +8,7 @@
 //! line cache may alias them with other VMs' hPAs).
 
 use super::{Core, Fill, GuestFault, Mode};
+use crate::addr::Gpfn;
 use crate::guest::GuestMemory;
 use crate::mmu::walker::walk_1d;
 use crate::mmu::{Dim, Rights};
@@ -36,7 +37,10 @@ impl Mode for Native {
             // On a shared host the frames come from the pool, 4 KiB each:
             // the TLB entry maps the one frame (not a contiguous 2 MiB page).
             let g = l.frame_of(va);
-            let h = core.p2m(g).expect("a hosted native frame is backed");
+            let h = core
+                .p2m(Gpfn(g))
+                .expect("a hosted native frame is backed")
+                .0;
             return Ok(Fill {
                 size: crate::addr::PageSize::Size4K,
                 ..Fill::of_leaf(&l, g, h)
@@ -44,7 +48,7 @@ impl Mode for Native {
         }
         Ok(Fill::of_leaf(&l, l.frame, l.frame))
     }
-    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
+    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: Gpfn) {
         if core.vm.hosted {
             core.back(gpfn);
         }

@@ -6,6 +6,7 @@
 //! does (EPT violation).
 
 use super::{Core, Fill, GuestFault, Mode};
+use crate::addr::Gpfn;
 use crate::guest::GuestMemory;
 use crate::mmu::walker::{walk_2d, EptRef};
 use crate::mmu::{Rights, WalkFault};
@@ -38,13 +39,13 @@ impl Mode for Nested {
             core.walk_done();
             match res {
                 Ok(w) => return Ok(Fill::of_leaf(&w.leaf, w.leaf.frame, w.hpfn)),
-                Err(WalkFault::EptViolation { gpfn }) => core.ept_violation(gpfn),
+                Err(WalkFault::EptViolation { gpfn }) => core.ept_violation(Gpfn(gpfn)),
                 Err(_) => return Err(GuestFault),
             }
         }
         panic!("nested fill of {va:#x} does not converge: EPT model bug");
     }
-    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
+    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: Gpfn) {
         if core.p2m(gpfn).is_none() {
             core.ept_violation(gpfn);
         } else {

@@ -179,7 +179,8 @@ impl Shadow {
     /// The host took guest frame `gpfn` (host frame `hpfn`) away: clear
     /// every shadow leaf that maps it, found through the reverse map.
     /// Returns the entries cleared. The caller flushes the VPID.
-    pub fn unmap_frame(&mut self, host: &mut HostMemory, gpfn: u64, hpfn: u64) -> u64 {
+    pub fn unmap_frame(&mut self, host: &mut HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {
+        let (gpfn, hpfn) = (gpfn.0, hpfn.0);
         let mut n = 0;
         for (sp, idx) in self.rmap.remove(&gpfn).unwrap_or_default() {
             let live = self.pages.get(&sp).is_some_and(|p| p.level == 1);
@@ -195,8 +196,9 @@ impl Shadow {
     /// Guest frame `gpfn`'s host frame `hpfn` became shared: every live
     /// shadow leaf mapping it (through the reverse map) loses RW. Returns
     /// the entries changed. The caller flushes the VPID.
-    pub fn write_protect_frame(&mut self, host: &mut HostMemory, gpfn: u64, hpfn: u64) -> u64 {
-        let Some(r) = self.rmap.get(&gpfn) else {
+    pub fn write_protect_frame(&mut self, host: &mut HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {
+        let hpfn = hpfn.0;
+        let Some(r) = self.rmap.get(&gpfn.0) else {
             return 0;
         };
         let mut n = 0;
@@ -214,7 +216,7 @@ impl Shadow {
     /// The guest kernel writes its whole frame `gpfn`, write-protected for
     /// sharing: the store exits (`reason`) and copies the frame
     /// ([`Core::cow_touch`]); the shadow leaves of the old frame go.
-    pub(super) fn cow_touch(&mut self, core: &mut Core, gpfn: u64, reason: ExitReason) {
+    pub(super) fn cow_touch(&mut self, core: &mut Core, gpfn: Gpfn, reason: ExitReason) {
         if let Some(old) = core.cow_touch(gpfn, reason) {
             self.unmap_frame(core.host, gpfn, old);
         }
@@ -375,7 +377,7 @@ impl Shadow {
     /// A guest frame's first write: the kernel's store through its
     /// (shadowed) direct map finds no shadow entry, exits, and the host backs
     /// the frame.
-    pub(super) fn back_on_first_touch(core: &mut Core, gpfn: u64) {
+    pub(super) fn back_on_first_touch(core: &mut Core, gpfn: Gpfn) {
         if core.p2m(gpfn).is_none() {
             core.exit(ExitReason::ShadowFault);
             core.back(gpfn);
@@ -483,15 +485,16 @@ impl Shadow {
                 lvl -= 1;
             }
             let ps = if target > 1 { x86::PS } else { 0 };
-            core.back(gpfn);
-            let mut hpfn = core.p2m(gpfn).expect("just backed");
+            let g = Gpfn(gpfn);
+            core.back(g);
+            let mut hpfn = core.p2m(g).expect("just backed").0;
             let mut flags = leaf_flags(ne) | ps;
-            if core.cow_protected(gpfn) {
+            if core.cow_protected(g) {
                 if r.write {
                     // A store to a shared frame: this exit breaks it.
-                    if let Some(old) = core.cow_store(gpfn) {
-                        self.unmap_frame(core.host, gpfn, old);
-                        hpfn = core.p2m(gpfn).expect("copied");
+                    if let Some(old) = core.cow_store(g) {
+                        self.unmap_frame(core.host, g, old);
+                        hpfn = core.p2m(g).expect("copied").0;
                     }
                 } else {
                     flags &= !x86::RW;
@@ -642,10 +645,10 @@ impl Shadow {
         let ge = mem.read(self.pages[&sp].gpfn, idx);
         let same = ge & x86::P != 0
             && ge & x86::A != 0
-            && core.p2m(x86::frame(ge)) == Some(x86::frame(se));
+            && core.p2m(Gpfn(x86::frame(ge))) == Some(Hpfn(x86::frame(se)));
         let ne = if same {
             let mut f = leaf_flags(ge);
-            if core.host.cow_protected(crate::addr::Hpfn(x86::frame(se))) {
+            if core.host.cow_protected(Hpfn(x86::frame(se))) {
                 f &= !x86::RW;
             }
             x86::make(x86::frame(se), f)
@@ -675,7 +678,7 @@ impl Mode for Shadow {
     }
 
     fn host_unmap(&mut self, host: &mut HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {
-        self.unmap_frame(host, gpfn.0, hpfn.0)
+        self.unmap_frame(host, gpfn, hpfn)
     }
 
     fn host_mapped(&self, host: &HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> bool {
@@ -683,7 +686,7 @@ impl Mode for Shadow {
     }
 
     fn host_write_protect(&mut self, host: &mut HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {
-        self.write_protect_frame(host, gpfn.0, hpfn.0)
+        self.write_protect_frame(host, gpfn, hpfn)
     }
 
     fn fill(
@@ -707,7 +710,7 @@ impl Mode for Shadow {
             );
             core.walk_done();
             if let Ok(l) = res {
-                let gpfn = core.leaf_gpfn(mem, l.frame, va);
+                let gpfn = core.leaf_gpfn(mem, Hpfn(l.frame), va).0;
                 return Ok(Fill::of_leaf(&l, gpfn, l.frame));
             }
             self.shadow_fault(core, mem, va, r)?;
@@ -743,11 +746,11 @@ impl Mode for Shadow {
         }
     }
 
-    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
-        if self.is_write_protected(gpfn) {
+    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: Gpfn) {
+        if self.is_write_protected(gpfn.0) {
             // A former table page reused: the first store traps.
             core.exit(ExitReason::PtWrite);
-            self.unshadow(core, gpfn);
+            self.unshadow(core, gpfn.0);
         }
         Self::back_on_first_touch(core, gpfn);
         self.cow_touch(core, gpfn, ExitReason::ShadowFault);

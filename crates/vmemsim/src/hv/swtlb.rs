@@ -84,7 +84,10 @@ impl Mode for SwTlbNative {
             // On a shared host the frames come from the pool, 4 KiB each
             // (as for `native`).
             let g = l.frame_of(va);
-            let h = core.p2m(g).expect("a hosted native frame is backed");
+            let h = core
+                .p2m(Gpfn(g))
+                .expect("a hosted native frame is backed")
+                .0;
             return Ok(Fill {
                 size: PageSize::Size4K,
                 ..Fill::of_leaf(&l, g, h)
@@ -92,7 +95,7 @@ impl Mode for SwTlbNative {
         }
         Ok(Fill::of_leaf(&l, l.frame, l.frame))
     }
-    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
+    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: Gpfn) {
         if core.vm.hosted {
             core.back(gpfn);
         }
@@ -149,6 +152,7 @@ impl SwTlbVmm {
         // real entry's page.
         let gpfn = frame & !(size.frames() - 1);
         let mut write_ok = write_ok;
+        let frame = Gpfn(frame);
         if core.back(frame) {
             // Just backed (the host had taken it away): nothing to check.
         } else if core.cow_protected(frame) {
@@ -167,11 +171,11 @@ impl SwTlbVmm {
             // makes it valid again, as an EPT violation would, and the
             // host sees the touch.
             let need = r.ept_bits();
-            if core.vm.ept_entry(core.host, Gpfn(frame)) & need != need {
-                core.vm.ept_restore(core.host, Gpfn(frame));
+            if core.vm.ept_entry(core.host, frame) & need != need {
+                core.vm.ept_restore(core.host, frame);
             }
         }
-        let hpfn = core.p2m(gpfn).expect("backed");
+        let hpfn = core.p2m(Gpfn(gpfn)).expect("backed").0;
         Fill {
             gpfn,
             hpfn,
@@ -229,7 +233,7 @@ impl Mode for SwTlbVmm {
                     // The handler's load of a table page the host took
                     // away traps; the VMM backs it and the handler resumes.
                     core.exit(ExitReason::TlbMiss);
-                    core.back(gpfn);
+                    core.back(Gpfn(gpfn));
                 }
             }
         };
@@ -252,7 +256,7 @@ impl Mode for SwTlbVmm {
         ))
     }
 
-    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: u64) {
+    fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: Gpfn) {
         if core.p2m(gpfn).is_none() {
             // The kernel's first store to the frame misses in the TLB with
             // no machine frame behind it: the VMM backs it.

@@ -230,7 +230,7 @@ impl<P: Policy + 'static> Mode for Selective<P> {
             Paging::Shadow => self.shadow.write_pte(core, mem, gpa, val),
         }
     }
-    fn touch_frame(&mut self, core: &mut Core, mem: &mut GuestMemory, gpfn: u64) {
+    fn touch_frame(&mut self, core: &mut Core, mem: &mut GuestMemory, gpfn: Gpfn) {
         match self.cur {
             Paging::Nested => self.nested.touch_frame(core, mem, gpfn),
             Paging::Shadow => self.shadow.touch_frame(core, mem, gpfn),
@@ -255,7 +255,7 @@ impl<P: Policy + 'static> Mode for Selective<P> {
         }
     }
     fn host_unmap(&mut self, host: &mut crate::host::HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {
-        self.shadow.unmap_frame(host, gpfn.0, hpfn.0)
+        self.shadow.unmap_frame(host, gpfn, hpfn)
     }
     fn host_mapped(&self, host: &crate::host::HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> bool {
         self.shadow.maps_frame(host, gpfn.0, hpfn.0)
@@ -266,7 +266,7 @@ impl<P: Policy + 'static> Mode for Selective<P> {
         gpfn: Gpfn,
         hpfn: Hpfn,
     ) -> u64 {
-        self.shadow.write_protect_frame(host, gpfn.0, hpfn.0)
+        self.shadow.write_protect_frame(host, gpfn, hpfn)
     }
     fn next_boundary(&self) -> u64 {
         self.next
