@@ -8,10 +8,10 @@
 //! line cache may alias them with other VMs' hPAs).
 
 use super::{Core, Fill, GuestFault, Mode};
-use crate::addr::Gpfn;
+use crate::addr::{Gpfn, PageSize};
 use crate::guest::GuestMemory;
 use crate::mmu::walker::walk_1d;
-use crate::mmu::{Dim, Rights};
+use crate::mmu::{Dim, Leaf, Rights};
 
 /// Native mode (no VM: VPID 0; gPA = hPA).
 #[derive(Debug, Default)]
@@ -33,24 +33,34 @@ impl Mode for Native {
         let res = walk_1d(core.hw, mem, Dim::Guest, core.vm.guest_root, asid, va, r);
         core.walk_done();
         let l = res.map_err(|_| GuestFault)?;
-        if core.vm.hosted {
-            // On a shared host the frames come from the pool, 4 KiB each:
-            // the TLB entry maps the one frame (not a contiguous 2 MiB page).
-            let g = l.frame_of(va);
-            let h = core
-                .p2m(Gpfn(g))
-                .expect("a hosted native frame is backed")
-                .0;
-            return Ok(Fill {
-                size: crate::addr::PageSize::Size4K,
-                ..Fill::of_leaf(&l, g, h)
-            });
-        }
-        Ok(Fill::of_leaf(&l, l.frame, l.frame))
+        Ok(bare_metal_fill(core, &l, va))
     }
     fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: Gpfn) {
-        if core.vm.hosted {
-            core.back(gpfn);
-        }
+        bare_metal_touch(core, gpfn);
+    }
+}
+
+/// The fill of a mode without a VM (`native`, `swtlb-native`) for the
+/// guest leaf `l` of `va`: gPA = hPA, or, on a shared host, the host
+/// frame backing the gPFN. There the frames come from the pool, 4 KiB
+/// each, so the TLB entry maps the one frame (not a contiguous 2 MiB
+/// page).
+pub(super) fn bare_metal_fill(core: &Core, l: &Leaf, va: u64) -> Fill {
+    if !core.vm.hosted {
+        return Fill::of_leaf(l, l.frame, l.frame);
+    }
+    let g = l.frame_of(va);
+    let h = core.p2m(Gpfn(g)).expect("a hosted native frame is backed");
+    Fill {
+        size: PageSize::Size4K,
+        ..Fill::of_leaf(l, g, h.0)
+    }
+}
+
+/// A mode without a VM writes a whole frame: on a shared host its first
+/// write takes a frame from the pool (no exit).
+pub(super) fn bare_metal_touch(core: &mut Core, gpfn: Gpfn) {
+    if core.vm.hosted {
+        core.back(gpfn);
     }
 }

@@ -37,6 +37,7 @@
 //! fault found by the handler goes to the kernel's page-fault path and the
 //! access then misses again.
 
+use super::native::{bare_metal_fill, bare_metal_touch};
 use super::{Core, Fill, GuestFault, Mode};
 use crate::addr::{Gpfn, Gva, PageSize};
 use crate::config::Config;
@@ -80,25 +81,10 @@ impl Mode for SwTlbNative {
             Err(RefillFault::Unbacked { .. }) => unreachable!("native tables are always there"),
         };
         s.tlb_writes += 1;
-        if core.vm.hosted {
-            // On a shared host the frames come from the pool, 4 KiB each
-            // (as for `native`).
-            let g = l.frame_of(va);
-            let h = core
-                .p2m(Gpfn(g))
-                .expect("a hosted native frame is backed")
-                .0;
-            return Ok(Fill {
-                size: PageSize::Size4K,
-                ..Fill::of_leaf(&l, g, h)
-            });
-        }
-        Ok(Fill::of_leaf(&l, l.frame, l.frame))
+        Ok(bare_metal_fill(core, &l, va))
     }
     fn touch_frame(&mut self, core: &mut Core, _mem: &mut GuestMemory, gpfn: Gpfn) {
-        if core.vm.hosted {
-            core.back(gpfn);
-        }
+        bare_metal_touch(core, gpfn);
     }
 }
 
