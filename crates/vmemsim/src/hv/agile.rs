@@ -239,7 +239,7 @@ impl Mode for Agile {
     }
 
     fn host_mapped(&self, host: &crate::host::HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> bool {
-        self.sh.maps_frame(host, gpfn.0, hpfn.0)
+        self.sh.maps_frame(host, gpfn, hpfn)
     }
 
     fn host_write_protect(

@@ -176,16 +176,22 @@ impl Shadow {
         self.root = 0;
     }
 
+    /// Shadow entry (`sp`, `idx`), if it is a live shadow leaf mapping host
+    /// frame `hpfn` (a reverse-map record may outlive its entry: the page
+    /// freed, the entry rewritten).
+    fn live_leaf(&self, host: &HostMemory, sp: u64, idx: usize, hpfn: Hpfn) -> Option<u64> {
+        let live = self.pages.get(&sp).is_some_and(|p| p.level == 1);
+        let se = host.tables.read(sp, idx);
+        (live && se & x86::P != 0 && x86::frame(se) == hpfn.0).then_some(se)
+    }
+
     /// The host took guest frame `gpfn` (host frame `hpfn`) away: clear
     /// every shadow leaf that maps it, found through the reverse map.
     /// Returns the entries cleared. The caller flushes the VPID.
     pub fn unmap_frame(&mut self, host: &mut HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {
-        let (gpfn, hpfn) = (gpfn.0, hpfn.0);
         let mut n = 0;
-        for (sp, idx) in self.rmap.remove(&gpfn).unwrap_or_default() {
-            let live = self.pages.get(&sp).is_some_and(|p| p.level == 1);
-            let se = host.tables.read(sp, idx);
-            if live && se & x86::P != 0 && x86::frame(se) == hpfn {
+        for (sp, idx) in self.rmap.remove(&gpfn.0).unwrap_or_default() {
+            if self.live_leaf(host, sp, idx, hpfn).is_some() {
                 host.tables.write(sp, idx, 0);
                 n += 1;
             }
@@ -197,15 +203,15 @@ impl Shadow {
     /// shadow leaf mapping it (through the reverse map) loses RW. Returns
     /// the entries changed. The caller flushes the VPID.
     pub fn write_protect_frame(&mut self, host: &mut HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {
-        let hpfn = hpfn.0;
         let Some(r) = self.rmap.get(&gpfn.0) else {
             return 0;
         };
         let mut n = 0;
         for &(sp, idx) in r {
-            let live = self.pages.get(&sp).is_some_and(|p| p.level == 1);
-            let se = host.tables.read(sp, idx);
-            if live && se & x86::P != 0 && x86::frame(se) == hpfn && se & x86::RW != 0 {
+            let writable = self
+                .live_leaf(host, sp, idx, hpfn)
+                .filter(|se| se & x86::RW != 0);
+            if let Some(se) = writable {
                 host.tables.write(sp, idx, se & !x86::RW);
                 n += 1;
             }
@@ -225,14 +231,10 @@ impl Shadow {
     /// True when a live shadow leaf maps guest frame `gpfn` to `hpfn`
     /// (through the reverse map, checking each entry as
     /// [`Shadow::unmap_frame`] does).
-    pub fn maps_frame(&self, host: &HostMemory, gpfn: u64, hpfn: u64) -> bool {
-        self.rmap.get(&gpfn).is_some_and(|r| {
-            r.iter().any(|&(sp, idx)| {
-                self.pages.get(&sp).is_some_and(|p| p.level == 1) && {
-                    let se = host.tables.read(sp, idx);
-                    se & x86::P != 0 && x86::frame(se) == hpfn
-                }
-            })
+    pub fn maps_frame(&self, host: &HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> bool {
+        self.rmap.get(&gpfn.0).is_some_and(|r| {
+            r.iter()
+                .any(|&(sp, idx)| self.live_leaf(host, sp, idx, hpfn).is_some())
         })
     }
 
@@ -682,7 +684,7 @@ impl Mode for Shadow {
     }
 
     fn host_mapped(&self, host: &HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> bool {
-        self.maps_frame(host, gpfn.0, hpfn.0)
+        self.maps_frame(host, gpfn, hpfn)
     }
 
     fn host_write_protect(&mut self, host: &mut HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> u64 {

@@ -258,7 +258,7 @@ impl<P: Policy + 'static> Mode for Selective<P> {
         self.shadow.unmap_frame(host, gpfn, hpfn)
     }
     fn host_mapped(&self, host: &crate::host::HostMemory, gpfn: Gpfn, hpfn: Hpfn) -> bool {
-        self.shadow.maps_frame(host, gpfn.0, hpfn.0)
+        self.shadow.maps_frame(host, gpfn, hpfn)
     }
     fn host_write_protect(
         &mut self,
