@@ -2595,11 +2595,11 @@ fn selective_in_shadow_after(
 fn a_selective_vm_in_shadow_paging_counts_the_leaves_it_write_protects() {
     let sim = &mut selective_in_shadow_after(Store);
     let g = gpfn_of(sim, A);
-    let h = sim.machine.vm.p2m(vmemsim::addr::Gpfn(g)).unwrap();
+    let h = sim.machine.vm.p2m(Gpfn(g)).unwrap();
     let n = sim
         .machine
         .mode
-        .host_write_protect(&mut sim.host, vmemsim::addr::Gpfn(g), h);
+        .host_write_protect(&mut sim.host, Gpfn(g), h);
     assert_eq!(n, 1);
 }
 
@@ -2612,7 +2612,7 @@ fn a_selective_vm_in_shadow_paging_counts_the_leaves_it_write_protects() {
 #[test]
 fn a_selective_vm_in_shadow_paging_counts_the_leaves_a_swap_out_zaps() {
     let sim = &mut selective_in_shadow_after(Load);
-    let g = vmemsim::addr::Gpfn(gpfn_of(sim, A));
+    let g = Gpfn(gpfn_of(sim, A));
     let h = sim.machine.vm.p2m(g).unwrap();
     let zapped = [
         sim.machine.mode.host_unmap(&mut sim.host, g, h),

@@ -420,8 +420,9 @@ impl Shadow {
 
     /// Make shadow entry (`sp`, `idx`) a switching entry to guest table `gpfn`.
     pub(super) fn link_switch(&mut self, core: &mut Core, sp: u64, idx: usize, gpfn: u64) {
-        core.back(Gpfn(gpfn));
-        let hpfn = core.p2m(Gpfn(gpfn)).expect("just backed").0;
+        let g = Gpfn(gpfn);
+        core.back(g);
+        let hpfn = core.p2m(g).expect("just backed").0;
         let se = core.host.tables.read(sp, idx);
         if se & x86::P != 0 && se & SWITCH != 0 && x86::frame(se) == hpfn {
             return;

@@ -44,7 +44,8 @@ impl Mode for Native {
 /// guest leaf `l` of `va`: gPA = hPA, or, on a shared host, the host
 /// frame backing the gPFN. There the frames come from the pool, 4 KiB
 /// each, so the TLB entry maps the one frame (not a contiguous 2 MiB
-/// page).
+/// page). Inlined: it ends every TLB miss of these modes.
+#[inline]
 pub(super) fn bare_metal_fill(core: &Core, l: &Leaf, va: u64) -> Fill {
     if !core.vm.hosted {
         return Fill::of_leaf(l, l.frame, l.frame);
